@@ -3,6 +3,20 @@
 //! Modules:
 //! - [`devices`]: GPU discovery through cudarc's dynamic loading (no CUDA toolkit needed to build).
 //! - [`probe`]: the short matmul probe that gives each node its compute score.
+//! - [`error`]: the crate's `Error` and `Result`.
+//! - [`optim`]: AdamW and SGD on flat f32 buffers, LR schedules, adaptive clipping, loss scaling,
+//!   f16/bf16 conversion.
+//! - [`tokenize`]: Hugging Face `tokenizer.json` loading, byte-level BPE training, a character
+//!   tokenizer.
+//! - [`checkpoint`]: safetensors weights + optimizer state with a blake3 manifest, written atomically.
+//! - [`quant`]: per-channel int8 linear layers and the int8 GEMM (AVX-512 VNNI, AVX2, scalar).
 
+pub mod checkpoint;
 pub mod devices;
+pub mod error;
+pub mod optim;
 pub mod probe;
+pub mod quant;
+pub mod tokenize;
+
+pub use error::{Error, Result};

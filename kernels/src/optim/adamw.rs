@@ -1,0 +1,162 @@
+//! AdamW with decoupled weight decay and bias correction, as `torch.optim.AdamW`
+//! (`amsgrad=False`, `maximize=False`):
+//!
+//! ```text
+//! p ← p · (1 − lr·λ)
+//! m ← β₁·m + (1 − β₁)·g
+//! v ← β₂·v + (1 − β₂)·g²
+//! p ← p − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
+//! ```
+//! The order of operations (decay first, ε added after the bias-corrected square root) follows
+//! PyTorch's single-tensor implementation, so results agree with it to f32 rounding.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{check_lr, Optimizer, OptimizerState};
+use crate::error::{check_len, Error, Result};
+
+/// AdamW hyper-parameters other than the learning rate (which comes from a schedule each step).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamWConfig {
+    /// β₁, decay of the first moment.
+    pub beta1: f32,
+    /// β₂, decay of the second moment.
+    pub beta2: f32,
+    /// ε added to the denominator.
+    pub eps: f32,
+    /// Decoupled weight decay λ (PyTorch's default is 0.01).
+    pub weight_decay: f32,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        // PyTorch's defaults.
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+impl AdamWConfig {
+    /// Checks ranges: β in [0, 1), ε > 0, λ ≥ 0, all finite.
+    pub fn validate(&self) -> Result<()> {
+        let ok_beta = |b: f32| b.is_finite() && (0.0..1.0).contains(&b);
+        if !ok_beta(self.beta1) || !ok_beta(self.beta2) {
+            return Err(Error::InvalidArgument(format!(
+                "adamw betas must lie in [0, 1), got ({}, {})",
+                self.beta1, self.beta2
+            )));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "adamw eps must be > 0, got {}",
+                self.eps
+            )));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "adamw weight_decay must be >= 0, got {}",
+                self.weight_decay
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// AdamW over a flat buffer of fixed length.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    config: AdamWConfig,
+    step: u64,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl AdamW {
+    /// A fresh optimizer for `n` parameters.
+    pub fn new(config: AdamWConfig, n: usize) -> Result<Self> {
+        config.validate()?;
+        Ok(AdamW {
+            config,
+            step: 0,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        })
+    }
+
+    /// Restores an optimizer from saved state (as returned by [`Optimizer::state`]).
+    pub fn from_state(config: AdamWConfig, state: OptimizerState) -> Result<Self> {
+        config.validate()?;
+        match state {
+            OptimizerState::AdamW { step, m, v } => {
+                check_len("adamw.v", m.len(), v.len())?;
+                Ok(AdamW { config, step, m, v })
+            }
+            OptimizerState::Sgd { .. } => Err(Error::InvalidArgument(
+                "cannot restore AdamW from SGD state".into(),
+            )),
+        }
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &AdamWConfig {
+        &self.config
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> Result<()> {
+        check_lr(lr)?;
+        check_len("adamw params", self.m.len(), params.len())?;
+        check_len("adamw grads", self.m.len(), grads.len())?;
+        self.step += 1;
+        let AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.config;
+        // Bias corrections in f64: β₂ᵗ underflows slowly and (1 − β₂ᵗ) loses digits in f32 early on.
+        let t = i32::try_from(self.step).unwrap_or(i32::MAX);
+        let bc1 = 1.0 - f64::from(beta1).powi(t);
+        let bc2 = 1.0 - f64::from(beta2).powi(t);
+        let step_size = (f64::from(lr) / bc1) as f32;
+        let bc2_sqrt = bc2.sqrt() as f32;
+        let decay = 1.0 - lr * weight_decay;
+        let (one_m_b1, one_m_b2) = (1.0 - beta1, 1.0 - beta2);
+        // Zipped iteration lets the compiler drop bounds checks and vectorise the loop.
+        for (((p, &g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
+            *p *= decay;
+            *m = beta1 * *m + one_m_b1 * g;
+            *v = beta2 * *v + one_m_b2 * g * g;
+            let denom = v.sqrt() / bc2_sqrt + eps;
+            *p -= step_size * *m / denom;
+        }
+        Ok(())
+    }
+
+    fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
+    fn len(&self) -> usize {
+        self.m.len()
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState::AdamW {
+            step: self.step,
+            m: self.m.clone(),
+            v: self.v.clone(),
+        }
+    }
+}

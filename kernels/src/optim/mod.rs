@@ -1,0 +1,46 @@
+//! Optimizers and training numerics on flat `f32` buffers.
+//!
+//! Parameter servers hold a model as one flat `f32` vector (or a range of it) and receive
+//! gradients as one flat `f32` vector of the same length; everything here works on that contract:
+//! `&mut [f32]` parameters and `&[f32]` gradients.
+//!
+//! - [`AdamW`] (decoupled weight decay, bias correction; PyTorch's `torch.optim.AdamW`) and
+//!   [`Sgd`] (momentum, dampening, Nesterov, coupled weight decay; PyTorch's `torch.optim.SGD`).
+//!   Both implement [`Optimizer`]; their state ([`OptimizerState`]) is serialisable and can be
+//!   exported as named tensors for a checkpoint.
+//! - [`Schedule`]: linear warmup, then cosine or linear decay to a floor.
+//! - [`GradClipper`]: clipping by global norm with an adaptive threshold (a percentile of recent
+//!   norms times a factor, optionally capped by a fixed maximum).
+//! - [`LossScaler`]: dynamic loss scaling for mixed precision (growth interval, back-off, skipped
+//!   steps on inf/NaN), with the semantics of PyTorch's `GradScaler`.
+//! - [`precision`]: f16/bf16 conversion of flat buffers.
+//!
+//! A typical server step:
+//! ```
+//! use flotilla_kernels::optim::{AdamW, AdamWConfig, GradClipper, ClipConfig, Optimizer, Schedule};
+//! let mut params = vec![0.5f32; 8];
+//! let mut grads = vec![0.1f32; 8];
+//! let mut opt = AdamW::new(AdamWConfig::default(), params.len())?;
+//! let mut clip = GradClipper::new(ClipConfig::default())?;
+//! let sched = Schedule::warmup_cosine(1e-3, 10, 100, 1e-5)?;
+//! let report = clip.clip(&mut grads)?;
+//! assert!(!report.non_finite);
+//! opt.step(&mut params, &grads, sched.lr_at(opt.steps_taken()))?;
+//! # Ok::<(), flotilla_kernels::Error>(())
+//! ```
+
+mod adamw;
+mod clip;
+mod scaler;
+mod schedule;
+mod sgd;
+mod state;
+
+pub mod precision;
+
+pub use adamw::{AdamW, AdamWConfig};
+pub use clip::{global_norm, ClipConfig, ClipReport, GradClipper};
+pub use scaler::{LossScaler, ScalerConfig, ScalerStep};
+pub use schedule::{Decay, Schedule};
+pub use sgd::{Sgd, SgdConfig};
+pub use state::{Optimizer, OptimizerState};

@@ -1,0 +1,185 @@
+//! Int8 quantisation of linear layers.
+//!
+//! [`QuantizedLinear`] stores a linear layer's weight (`out × in`) as int8 with one symmetric
+//! scale per output channel (`w ≈ scale[o] · q[o][i]`, `q ∈ [−127, 127]`) and keeps the bias in
+//! f32. Its [`QuantizedLinear::forward`] quantises each activation row dynamically with its own
+//! symmetric scale, runs the int8 GEMM with i32 accumulation, and rescales:
+//! `y[b][o] = acc[b][o] · s_x[b] · s_w[o] + bias[o]`.
+//!
+//! The GEMM ([`gemm_i8`]) has AVX-512 VNNI, AVX2 and scalar paths chosen at run time
+//! ([`Int8Kernel::detect`]); all three are exact, so results do not depend on the machine.
+//! The range is symmetric (−127..=127, never −128) so that negation is exact and every path sees
+//! the same values.
+
+mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use gemm::{gemm_i8, gemm_i8_with, Int8Kernel, Int8Matrix};
+
+use crate::error::{check_len, Error, Result};
+
+/// Symmetric per-row int8 quantisation of a `rows × cols` f32 matrix: returns the int8 values and
+/// one scale per row (`max |x| / 127`; 0 for an all-zero row). Non-finite inputs are an error.
+pub fn quantize_rows(x: &[f32], rows: usize, cols: usize) -> Result<(Vec<i8>, Vec<f32>)> {
+    if rows == 0 || cols == 0 {
+        return Err(Error::Empty("rows to quantise"));
+    }
+    check_len("matrix to quantise", rows * cols, x.len())?;
+    let mut q = vec![0i8; x.len()];
+    let mut scales = Vec::with_capacity(rows);
+    for (r, (xr, qr)) in x
+        .chunks_exact(cols)
+        .zip(q.chunks_exact_mut(cols))
+        .enumerate()
+    {
+        let max = xr.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if !max.is_finite() || xr.iter().any(|v| v.is_nan()) {
+            return Err(Error::InvalidArgument(format!(
+                "row {r} holds a non-finite value"
+            )));
+        }
+        if max == 0.0 {
+            scales.push(0.0);
+            continue;
+        }
+        let scale = max / 127.0;
+        let inv = 127.0 / max;
+        for (qv, &v) in qr.iter_mut().zip(xr) {
+            // |v · inv| ≤ 127 up to rounding; the clamp keeps it there.
+            *qv = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+        scales.push(scale);
+    }
+    Ok((q, scales))
+}
+
+/// A linear layer with int8 weights (per-output-channel scales) and f32 bias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedLinear {
+    weight: Int8Matrix,
+    scales: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    kernel: Int8Kernel,
+}
+
+impl QuantizedLinear {
+    /// Quantises an f32 weight (`out_features × in_features`, row-major, PyTorch's layout) and
+    /// keeps `bias` (length `out_features`) in f32.
+    pub fn quantize(
+        weight: &[f32],
+        out_features: usize,
+        in_features: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Self> {
+        let (q, scales) = quantize_rows(weight, out_features, in_features)?;
+        Self::from_parts(
+            q,
+            scales,
+            bias.map(<[f32]>::to_vec),
+            out_features,
+            in_features,
+        )
+    }
+
+    /// Rebuilds a layer from stored parts (e.g. loaded from a checkpoint).
+    pub fn from_parts(
+        weight_i8: Vec<i8>,
+        scales: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<Self> {
+        let weight = Int8Matrix::new(weight_i8, out_features, in_features)?;
+        check_len("quantised layer scales", out_features, scales.len())?;
+        if let Some(b) = &bias {
+            check_len("quantised layer bias", out_features, b.len())?;
+        }
+        if weight.data().contains(&i8::MIN) {
+            return Err(Error::InvalidArgument(
+                "int8 weights must lie in -127..=127".into(),
+            ));
+        }
+        Ok(QuantizedLinear {
+            weight,
+            scales,
+            bias,
+            kernel: Int8Kernel::detect(),
+        })
+    }
+
+    /// Uses a specific GEMM path (for tests and benchmarks); an error if the CPU lacks it.
+    pub fn with_kernel(mut self, kernel: Int8Kernel) -> Result<Self> {
+        if !kernel.is_supported() {
+            return Err(Error::UnsupportedKernel(kernel.name()));
+        }
+        self.kernel = kernel;
+        Ok(self)
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.rows()
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.cols()
+    }
+
+    /// The int8 weight, `out × in` row-major.
+    pub fn weight_i8(&self) -> &[i8] {
+        self.weight.data()
+    }
+
+    /// Per-output-channel scales.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// The f32 bias.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    /// The weight as f32 (`scale · q`), e.g. to measure quantisation error.
+    pub fn dequantized_weight(&self) -> Vec<f32> {
+        let k = self.in_features();
+        self.weight
+            .data()
+            .chunks_exact(k)
+            .zip(&self.scales)
+            .flat_map(|(row, &s)| row.iter().map(move |&q| f32::from(q) * s))
+            .collect()
+    }
+
+    /// Bytes the layer occupies: int8 weights, f32 scales and bias.
+    pub fn size_bytes(&self) -> usize {
+        self.weight.data().len()
+            + 4 * self.scales.len()
+            + 4 * self.bias.as_ref().map_or(0, Vec::len)
+    }
+
+    /// `y = x · Wᵀ + b` for `batch` rows of `in_features` activations; returns `batch ×
+    /// out_features`.
+    pub fn forward(&self, x: &[f32], batch: usize) -> Result<Vec<f32>> {
+        if batch == 0 {
+            return Err(Error::Empty("batch"));
+        }
+        let k = self.in_features();
+        check_len("activations", batch * k, x.len())?;
+        let (xq, xs) = quantize_rows(x, batch, k)?;
+        let acc = gemm_i8_with(self.kernel, &xq, batch, &self.weight)?;
+        let n = self.out_features();
+        let mut y = vec![0.0f32; batch * n];
+        for ((yr, ar), &sx) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(&xs) {
+            for (o, (yv, &a)) in yr.iter_mut().zip(ar).enumerate() {
+                *yv = a as f32 * (sx * self.scales[o]);
+            }
+            if let Some(b) = &self.bias {
+                yr.iter_mut().zip(b).for_each(|(yv, bv)| *yv += bv);
+            }
+        }
+        Ok(y)
+    }
+}

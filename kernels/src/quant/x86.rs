@@ -1,0 +1,147 @@
+//! x86-64 SIMD paths of the int8 GEMM. Each works on blocks of four weight rows so that one load
+//! of an activation chunk feeds four dot products, and handles any `k` (tails included).
+
+use std::arch::x86_64::*;
+
+use super::gemm::Int8Matrix;
+
+pub(crate) fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+}
+
+pub(crate) fn has_avx512_vnni() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// Scalar dot product for tails and leftover rows.
+fn dot_tail(a: &[i8], b: &[i8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum()
+}
+
+/// AVX2 GEMM. Caller checks shapes (`a.len() == m·k`, `c.len() == m·n`) and that AVX2 is present.
+pub(crate) fn gemm_avx2(a: &[i8], m: usize, b: &Int8Matrix, c: &mut [i32]) {
+    debug_assert!(has_avx2());
+    // SAFETY: the caller (`gemm_i8_with`) has checked at run time that the CPU supports AVX2,
+    // and that `a` and `c` have the lengths the kernel indexes.
+    unsafe { gemm_avx2_impl(a, m, b, c) }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn gemm_avx2_impl(a: &[i8], m: usize, b: &Int8Matrix, c: &mut [i32]) {
+    let (n, k) = (b.rows(), b.cols());
+    let w = b.data();
+    let k16 = k / 16 * 16;
+    let mut j = 0;
+    while j < n {
+        let rows = (n - j).min(4);
+        let br: [&[i8]; 4] = std::array::from_fn(|r| {
+            let jj = j + r.min(rows - 1);
+            &w[jj * k..(jj + 1) * k]
+        });
+        for i in 0..m {
+            let ar = &a[i * k..(i + 1) * k];
+            let mut acc = [_mm256_setzero_si256(); 4];
+            let mut p = 0;
+            while p < k16 {
+                // SAFETY: p + 16 <= k16 <= k, so 16 bytes at offset p lie inside `ar` and each
+                // `br[r]` (all of length k); unaligned loads are used.
+                unsafe {
+                    let av = _mm256_cvtepi8_epi16(_mm_loadu_si128(ar.as_ptr().add(p).cast()));
+                    for r in 0..4 {
+                        let bv =
+                            _mm256_cvtepi8_epi16(_mm_loadu_si128(br[r].as_ptr().add(p).cast()));
+                        // i16 × i16 pairs summed into i32: exact for any i8 inputs.
+                        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(av, bv));
+                    }
+                }
+                p += 16;
+            }
+            for r in 0..rows {
+                let s = hsum256(acc[r]) + dot_tail(&ar[k16..], &br[r][k16..]);
+                c[i * n + j + r] = s;
+            }
+        }
+        j += rows;
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn hsum256(v: __m256i) -> i32 {
+    let lo = _mm256_castsi256_si128(v);
+    let hi = _mm256_extracti128_si256::<1>(v);
+    let s = _mm_add_epi32(lo, hi);
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// AVX-512 VNNI GEMM. Caller checks shapes and that AVX-512F/BW/VNNI are present.
+pub(crate) fn gemm_vnni(a: &[i8], m: usize, b: &Int8Matrix, c: &mut [i32]) {
+    debug_assert!(has_avx512_vnni());
+    // SAFETY: the caller (`gemm_i8_with`) has checked at run time that the CPU supports
+    // AVX-512F, AVX-512BW and AVX-512 VNNI, and the buffer lengths.
+    unsafe { gemm_vnni_impl(a, m, b, c) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn gemm_vnni_impl(a: &[i8], m: usize, b: &Int8Matrix, c: &mut [i32]) {
+    let (n, k) = (b.rows(), b.cols());
+    let w = b.data();
+    let sums = b.row_sums();
+    let tail = k % 64;
+    let k64 = k - tail;
+    // Lanes past the end of a tail are masked to zero in both operands (the activation's +128
+    // offset is applied after masking, but a zero weight lane makes the product zero anyway).
+    let tail_mask: __mmask64 = if tail == 0 { 0 } else { (1u64 << tail) - 1 };
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let mut j = 0;
+    while j < n {
+        let rows = (n - j).min(4);
+        let br: [&[i8]; 4] = std::array::from_fn(|r| {
+            let jj = j + r.min(rows - 1);
+            &w[jj * k..(jj + 1) * k]
+        });
+        for i in 0..m {
+            let ar = &a[i * k..(i + 1) * k];
+            let mut acc = [_mm512_setzero_si512(); 4];
+            let mut p = 0;
+            while p < k64 {
+                // SAFETY: p + 64 <= k64 <= k: the 64-byte loads stay inside `ar` and `br[r]`.
+                unsafe {
+                    // a XOR 0x80 = a + 128 as an unsigned byte.
+                    let av = _mm512_xor_si512(_mm512_loadu_si512(ar.as_ptr().add(p).cast()), flip);
+                    for r in 0..4 {
+                        let bv = _mm512_loadu_si512(br[r].as_ptr().add(p).cast());
+                        acc[r] = _mm512_dpbusd_epi32(acc[r], av, bv);
+                    }
+                }
+                p += 64;
+            }
+            if tail != 0 {
+                // SAFETY: masked loads touch only the `tail` bytes from k64, which lie inside the
+                // slices; masked-off lanes are not accessed.
+                unsafe {
+                    let av = _mm512_xor_si512(
+                        _mm512_maskz_loadu_epi8(tail_mask, ar.as_ptr().add(k64).cast()),
+                        flip,
+                    );
+                    for r in 0..4 {
+                        let bv = _mm512_maskz_loadu_epi8(tail_mask, br[r].as_ptr().add(k64).cast());
+                        acc[r] = _mm512_dpbusd_epi32(acc[r], av, bv);
+                    }
+                }
+            }
+            for r in 0..rows {
+                // Σ (a + 128)·b − 128·Σ b = Σ a·b; wrapping arithmetic matches the hardware's.
+                let s = _mm512_reduce_add_epi32(acc[r]).wrapping_sub(sums[j + r].wrapping_mul(128));
+                c[i * n + j + r] = s;
+            }
+        }
+        j += rows;
+    }
+}
