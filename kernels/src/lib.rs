@@ -3,6 +3,8 @@
 //! Modules:
 //! - [`devices`]: GPU discovery through cudarc's dynamic loading (no CUDA toolkit needed to build).
 //! - [`probe`]: the short matmul probe that gives each node its compute score.
+//! - [`ops`]: hand-written CPU kernels (GEMM, layer norm, GELU, attention, softmax-cross-entropy).
+//! - [`models`]: GPT, encoder classifier and BERT with flat parameters and a fast training step.
 //! - [`error`]: the crate's `Error` and `Result`.
 //! - [`optim`]: AdamW and SGD on flat f32 buffers, LR schedules, adaptive clipping, loss scaling,
 //!   f16/bf16 conversion.
@@ -14,6 +16,8 @@
 pub mod checkpoint;
 pub mod devices;
 pub mod error;
+pub mod models;
+pub mod ops;
 pub mod optim;
 pub mod probe;
 pub mod quant;
