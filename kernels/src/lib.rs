@@ -13,10 +13,12 @@
 //! - [`checkpoint`]: safetensors weights + optimizer state with a blake3 manifest, written atomically.
 //! - [`quant`]: per-channel int8 linear layers and the int8 GEMM (AVX-512 VNNI, AVX2, scalar).
 //! - [`metrics`]: accuracy, macro-F1, confusion, perplexity, sacreBLEU-compatible BLEU, ROUGE.
+//! - [`gpu`]: NVRTC kernels (int8 matmul, AdamW) behind the `cuda` feature.
 
 pub mod checkpoint;
 pub mod devices;
 pub mod error;
+pub mod gpu;
 pub mod metrics;
 pub mod models;
 pub mod ops;

@@ -41,7 +41,32 @@ impl Default for AdamWConfig {
     }
 }
 
+/// The per-step scalars of an AdamW update, computed once on the host (in f64 where precision
+/// matters) and shared by the CPU loop and the GPU kernel so that both apply the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AdamWScalars {
+    /// `lr / (1 − β₁ᵗ)`.
+    pub step_size: f32,
+    /// `√(1 − β₂ᵗ)`.
+    pub bc2_sqrt: f32,
+    /// `1 − lr·λ`.
+    pub decay: f32,
+}
+
 impl AdamWConfig {
+    /// Scalars for step `t` (1-based) at learning rate `lr`.
+    pub(crate) fn scalars(&self, t: u64, lr: f32) -> AdamWScalars {
+        // In f64: β₂ᵗ approaches 1 slowly and (1 − β₂ᵗ) loses digits in f32 early on.
+        let t = i32::try_from(t).unwrap_or(i32::MAX);
+        let bc1 = 1.0 - f64::from(self.beta1).powi(t);
+        let bc2 = 1.0 - f64::from(self.beta2).powi(t);
+        AdamWScalars {
+            step_size: (f64::from(lr) / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            decay: 1.0 - lr * self.weight_decay,
+        }
+    }
+
     /// Checks ranges: β in [0, 1), ε > 0, λ ≥ 0, all finite.
     pub fn validate(&self) -> Result<()> {
         let ok_beta = |b: f32| b.is_finite() && (0.0..1.0).contains(&b);
@@ -115,18 +140,13 @@ impl Optimizer for AdamW {
         check_len("adamw grads", self.m.len(), grads.len())?;
         self.step += 1;
         let AdamWConfig {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
+            beta1, beta2, eps, ..
         } = self.config;
-        // Bias corrections in f64: β₂ᵗ underflows slowly and (1 − β₂ᵗ) loses digits in f32 early on.
-        let t = i32::try_from(self.step).unwrap_or(i32::MAX);
-        let bc1 = 1.0 - f64::from(beta1).powi(t);
-        let bc2 = 1.0 - f64::from(beta2).powi(t);
-        let step_size = (f64::from(lr) / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let decay = 1.0 - lr * weight_decay;
+        let AdamWScalars {
+            step_size,
+            bc2_sqrt,
+            decay,
+        } = self.config.scalars(self.step, lr);
         let (one_m_b1, one_m_b2) = (1.0 - beta1, 1.0 - beta2);
         // Zipped iteration lets the compiler drop bounds checks and vectorise the loop.
         for (((p, &g), m), v) in params

@@ -38,6 +38,7 @@ mod state;
 
 pub mod precision;
 
+pub(crate) use adamw::AdamWScalars;
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{global_norm, ClipConfig, ClipReport, GradClipper};
 pub use scaler::{LossScaler, ScalerConfig, ScalerStep};
