@@ -88,59 +88,103 @@ pub(crate) fn gemm_vnni(a: &[i8], m: usize, b: &Int8Matrix, c: &mut [i32]) {
     unsafe { gemm_vnni_impl(a, m, b, c) }
 }
 
+/// Sums each of four accumulators across its 16 lanes: `[Σ a0, Σ a1, Σ a2, Σ a3]`. One shared
+/// tree of adds is about a third of the work of four separate reductions.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn reduce4(acc: &[__m512i; 4]) -> [i32; 4] {
+    let half =
+        |v: __m512i| _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
+    // hadd works within 128-bit lanes: after two rounds each lane holds [s0, s1, s2, s3] for its
+    // half of the elements; adding the two lanes finishes the sums.
+    let t01 = _mm256_hadd_epi32(half(acc[0]), half(acc[1]));
+    let t23 = _mm256_hadd_epi32(half(acc[2]), half(acc[3]));
+    let t = _mm256_hadd_epi32(t01, t23);
+    let r = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
+    let mut out = [0i32; 4];
+    // SAFETY: `out` is 16 bytes, the size of the unaligned store.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), r) };
+    out
+}
+
+/// Dot products of `MR` activation rows with four weight rows, all of length `k`:
+/// `out[i][r] = Σ (a_i + 128) · b_r` (the caller removes the offset).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn vnni_block<const MR: usize>(ar: [&[i8]; MR], br: [&[i8]; 4], k: usize) -> [[i32; 4]; MR] {
+    let tail = k % 64;
+    let k64 = k - tail;
+    // Lanes past the end of a tail are zero in both operands; a zero weight lane makes the
+    // product zero whatever the offset activation lane holds.
+    let tail_mask: __mmask64 = if tail == 0 { 0 } else { (1u64 << tail) - 1 };
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let mut acc = [[_mm512_setzero_si512(); 4]; MR];
+    let mut p = 0;
+    while p < k64 {
+        // SAFETY: p + 64 <= k64 <= k and every slice has length k: the loads stay in bounds.
+        unsafe {
+            let bv: [__m512i; 4] =
+                std::array::from_fn(|r| _mm512_loadu_si512(br[r].as_ptr().add(p).cast()));
+            for i in 0..MR {
+                // a XOR 0x80 = a + 128 as an unsigned byte.
+                let av = _mm512_xor_si512(_mm512_loadu_si512(ar[i].as_ptr().add(p).cast()), flip);
+                for r in 0..4 {
+                    acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], av, bv[r]);
+                }
+            }
+        }
+        p += 64;
+    }
+    if tail != 0 {
+        // SAFETY: masked loads read only the `tail` bytes from k64, which lie inside each slice;
+        // masked-off lanes are not accessed.
+        unsafe {
+            let bv: [__m512i; 4] = std::array::from_fn(|r| {
+                _mm512_maskz_loadu_epi8(tail_mask, br[r].as_ptr().add(k64).cast())
+            });
+            for i in 0..MR {
+                let av = _mm512_xor_si512(
+                    _mm512_maskz_loadu_epi8(tail_mask, ar[i].as_ptr().add(k64).cast()),
+                    flip,
+                );
+                for r in 0..4 {
+                    acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], av, bv[r]);
+                }
+            }
+        }
+    }
+    std::array::from_fn(|i| reduce4(&acc[i]))
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn gemm_vnni_impl(a: &[i8], m: usize, b: &Int8Matrix, c: &mut [i32]) {
     let (n, k) = (b.rows(), b.cols());
     let w = b.data();
     let sums = b.row_sums();
-    let tail = k % 64;
-    let k64 = k - tail;
-    // Lanes past the end of a tail are masked to zero in both operands (the activation's +128
-    // offset is applied after masking, but a zero weight lane makes the product zero anyway).
-    let tail_mask: __mmask64 = if tail == 0 { 0 } else { (1u64 << tail) - 1 };
-    let flip = _mm512_set1_epi8(i8::MIN);
+    // Σ (a + 128)·b − 128·Σ b = Σ a·b; wrapping arithmetic matches the hardware's.
+    let mut store = |i: usize, j: usize, rows: usize, d: [i32; 4]| {
+        for r in 0..rows {
+            c[i * n + j + r] = d[r].wrapping_sub(sums[j + r].wrapping_mul(128));
+        }
+    };
     let mut j = 0;
     while j < n {
         let rows = (n - j).min(4);
+        // A partial block repeats its last row; the extra results are not stored.
         let br: [&[i8]; 4] = std::array::from_fn(|r| {
             let jj = j + r.min(rows - 1);
             &w[jj * k..(jj + 1) * k]
         });
-        for i in 0..m {
-            let ar = &a[i * k..(i + 1) * k];
-            let mut acc = [_mm512_setzero_si512(); 4];
-            let mut p = 0;
-            while p < k64 {
-                // SAFETY: p + 64 <= k64 <= k: the 64-byte loads stay inside `ar` and `br[r]`.
-                unsafe {
-                    // a XOR 0x80 = a + 128 as an unsigned byte.
-                    let av = _mm512_xor_si512(_mm512_loadu_si512(ar.as_ptr().add(p).cast()), flip);
-                    for r in 0..4 {
-                        let bv = _mm512_loadu_si512(br[r].as_ptr().add(p).cast());
-                        acc[r] = _mm512_dpbusd_epi32(acc[r], av, bv);
-                    }
-                }
-                p += 64;
-            }
-            if tail != 0 {
-                // SAFETY: masked loads touch only the `tail` bytes from k64, which lie inside the
-                // slices; masked-off lanes are not accessed.
-                unsafe {
-                    let av = _mm512_xor_si512(
-                        _mm512_maskz_loadu_epi8(tail_mask, ar.as_ptr().add(k64).cast()),
-                        flip,
-                    );
-                    for r in 0..4 {
-                        let bv = _mm512_maskz_loadu_epi8(tail_mask, br[r].as_ptr().add(k64).cast());
-                        acc[r] = _mm512_dpbusd_epi32(acc[r], av, bv);
-                    }
-                }
-            }
-            for r in 0..rows {
-                // Σ (a + 128)·b − 128·Σ b = Σ a·b; wrapping arithmetic matches the hardware's.
-                let s = _mm512_reduce_add_epi32(acc[r]).wrapping_sub(sums[j + r].wrapping_mul(128));
-                c[i * n + j + r] = s;
-            }
+        let row = |i: usize| &a[i * k..(i + 1) * k];
+        let mut i = 0;
+        // Two activation rows at a time: each weight load then feeds two dot products.
+        while i + 2 <= m {
+            let d = vnni_block::<2>([row(i), row(i + 1)], br, k);
+            store(i, j, rows, d[0]);
+            store(i + 1, j, rows, d[1]);
+            i += 2;
+        }
+        if i < m {
+            let d = vnni_block::<1>([row(i)], br, k);
+            store(i, j, rows, d[0]);
         }
         j += rows;
     }
