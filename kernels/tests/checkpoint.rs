@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use flotilla_kernels::checkpoint::{self, Checkpoint, DType, Tensor, TensorSpec, MANIFEST_FILE};
-use flotilla_kernels::optim::{AdamW, AdamWConfig, Optimizer, OptimizerState};
+use flotilla_kernels::optim::{AdamW, AdamWConfig, Optimizer, OptimizerState, Sgd, SgdConfig};
 use flotilla_kernels::Error;
 use serde_json::json;
 
@@ -31,12 +31,7 @@ fn sample() -> Checkpoint {
     let mut opt = AdamW::new(AdamWConfig::default(), 12).unwrap();
     let mut p = w.clone();
     opt.step(&mut p, &[0.5; 12], 1e-3).unwrap();
-    for (name, data) in opt.state().tensors() {
-        ck.optimizer.insert(
-            name.into(),
-            Tensor::from_f32(vec![data.len()], data).unwrap(),
-        );
-    }
+    ck.set_optimizer_state(&opt.state()).unwrap();
     ck.tokenizer = Some(("tokenizer.json".into(), br#"{"version":"1.0"}"#.to_vec()));
     ck.extra = json!({"optimizer": {"kind": "adamw", "step": opt.steps_taken()}, "cursor": [[0, 17]], "seed": 7});
     ck
@@ -69,11 +64,9 @@ fn round_trip_preserves_everything_and_resumes_the_optimizer() {
         back.weights["emb.q"].to_i8().unwrap(),
         vec![-127, 0, 5, 127]
     );
-    let m = back.optimizer["adamw.m"].to_f32().unwrap();
-    let v = back.optimizer["adamw.v"].to_f32().unwrap();
-    let st =
-        OptimizerState::adamw_from_tensors(back.extra["optimizer"]["step"].as_u64().unwrap(), m, v)
-            .unwrap();
+    let st = back.optimizer_state().unwrap().unwrap();
+    assert_eq!(st, ck.optimizer_state().unwrap().unwrap());
+    assert!(matches!(st, OptimizerState::AdamW { step: 1, .. }));
     assert_eq!(
         AdamW::from_state(AdamWConfig::default(), st)
             .unwrap()
@@ -208,6 +201,43 @@ fn rewriting_removes_the_old_manifest_first() {
     good.step = 44;
     checkpoint::save(dir.path(), &good).unwrap();
     assert_eq!(checkpoint::load(dir.path()).unwrap().step, 44);
+}
+
+#[test]
+fn sgd_state_round_trips_even_before_its_first_step() {
+    for momentum_steps in [0usize, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SgdConfig {
+            momentum: 0.9,
+            ..Default::default()
+        };
+        let mut sgd = Sgd::new(cfg, 5).unwrap();
+        let mut p = vec![1.0f32; 5];
+        for _ in 0..momentum_steps {
+            sgd.step(&mut p, &[0.1, 0.2, 0.3, 0.4, 0.5], 0.1).unwrap();
+        }
+        let mut ck = sample();
+        ck.set_optimizer_state(&sgd.state()).unwrap();
+        checkpoint::save(dir.path(), &ck).unwrap();
+        let st = checkpoint::load(dir.path())
+            .unwrap()
+            .optimizer_state()
+            .unwrap()
+            .unwrap();
+        assert_eq!(st, sgd.state());
+        assert_eq!(Sgd::from_state(cfg, 5, st).unwrap().state(), sgd.state());
+    }
+    // No optimizer stored: None, not an error.
+    let mut ck = sample();
+    ck.optimizer.clear();
+    ck.optimizer_step = None;
+    assert_eq!(ck.optimizer_state().unwrap(), None);
+    // A step without its tensors is an error naming the missing one.
+    ck.optimizer_step = Some(3);
+    match ck.optimizer_state() {
+        Err(Error::TensorMismatch { name, .. }) => assert_eq!(name, "adamw.m"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -45,6 +45,9 @@ pub struct Manifest {
     pub weights_file: String,
     /// The optimizer state file's name, if any.
     pub optimizer_file: Option<String>,
+    /// The optimizer's step count, if its state is stored.
+    #[serde(default)]
+    pub optimizer_step: Option<u64>,
     /// The tokenizer file's name, if any.
     pub tokenizer: Option<String>,
     /// Free-form extra state.

@@ -15,6 +15,8 @@
 //! and new files that loads. Loading checks each file's size and blake3 hash against the manifest
 //! (a truncated or corrupt file is an error naming it), and [`load_checked`] also checks tensor
 //! names, shapes and dtypes against an expected list (a mismatch is an error naming the tensor).
+//! Optimizer state goes in with [`Checkpoint::set_optimizer_state`] and comes back with
+//! [`Checkpoint::optimizer_state`].
 //!
 //! ```
 //! use flotilla_kernels::checkpoint::{self, Checkpoint, Tensor};
@@ -39,6 +41,7 @@ pub use manifest::{FileEntry, Manifest, MANIFEST_FILE, OPTIMIZER_FILE, WEIGHTS_F
 pub use tensor::{DType, Tensor, TensorSpec};
 
 use crate::error::{Error, Result};
+use crate::optim::OptimizerState;
 
 /// Everything a checkpoint holds, in memory.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,8 +52,11 @@ pub struct Checkpoint {
     pub model_config: serde_json::Value,
     /// Weights by name.
     pub weights: BTreeMap<String, Tensor>,
-    /// Optimizer state tensors by name (e.g. `adamw.m`, `adamw.v`).
+    /// Optimizer state tensors by name (e.g. `adamw.m`, `adamw.v`); see
+    /// [`Checkpoint::set_optimizer_state`].
     pub optimizer: BTreeMap<String, Tensor>,
+    /// The optimizer's step count, when its state is stored.
+    pub optimizer_step: Option<u64>,
     /// A tokenizer file: its name in the checkpoint and its bytes.
     pub tokenizer: Option<(String, Vec<u8>)>,
     /// Anything else to keep with the step: optimizer scalars, data cursors, RNG seeds.
@@ -65,9 +71,46 @@ impl Checkpoint {
             model_config,
             weights: BTreeMap::new(),
             optimizer: BTreeMap::new(),
+            optimizer_step: None,
             tokenizer: None,
             extra: serde_json::Value::Null,
         }
+    }
+
+    /// Stores an optimizer's state: its buffers become the optimizer tensors (replacing any),
+    /// its step count goes into the manifest.
+    pub fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        self.optimizer.clear();
+        for (name, data) in state.tensors() {
+            self.optimizer
+                .insert(name.to_string(), Tensor::from_f32(vec![data.len()], data)?);
+        }
+        self.optimizer_step = Some(state.step());
+        Ok(())
+    }
+
+    /// The optimizer state stored by [`Checkpoint::set_optimizer_state`], if any. The kind is
+    /// recognised from the tensor names.
+    pub fn optimizer_state(&self) -> Result<Option<OptimizerState>> {
+        let Some(step) = self.optimizer_step else {
+            return Ok(None);
+        };
+        let get = |name: &str| -> Result<Vec<f32>> {
+            self.optimizer
+                .get(name)
+                .ok_or_else(|| Error::TensorMismatch {
+                    name: name.into(),
+                    reason: "missing from the optimizer state".into(),
+                })?
+                .to_f32()
+        };
+        if self.optimizer.contains_key("sgd.momentum") {
+            return Ok(Some(OptimizerState::Sgd {
+                step,
+                momentum: get("sgd.momentum")?,
+            }));
+        }
+        OptimizerState::adamw_from_tensors(step, get("adamw.m")?, get("adamw.v")?).map(Some)
     }
 }
 
@@ -111,6 +154,7 @@ pub fn save(dir: &Path, ck: &Checkpoint) -> Result<Manifest> {
         model_config: ck.model_config.clone(),
         weights_file: WEIGHTS_FILE.to_string(),
         optimizer_file,
+        optimizer_step: ck.optimizer_step,
         tokenizer,
         extra: ck.extra.clone(),
         files,
@@ -163,6 +207,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         model_config: manifest.model_config,
         weights,
         optimizer,
+        optimizer_step: manifest.optimizer_step,
         tokenizer,
         extra: manifest.extra,
     })
