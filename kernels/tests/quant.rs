@@ -200,3 +200,37 @@ fn quantized_linear_rejects_bad_input_and_is_smaller() {
     let l = QuantizedLinear::quantize(&[1.0, 2.0], 1, 2, Some(&[0.5])).unwrap();
     assert_eq!(l.forward(&[0.0, 0.0], 1).unwrap(), vec![0.5]);
 }
+
+#[test]
+fn quantized_layers_round_trip_through_a_checkpoint() {
+    use flotilla_kernels::checkpoint::{self, Checkpoint};
+    let mut rng = seeded("qlinear checkpoint");
+    let (n, k) = (24, 40);
+    let w: Vec<f32> = (0..n * k).map(|_| rng.gen::<f32>() - 0.5).collect();
+    let bias: Vec<f32> = (0..n).map(|_| rng.gen::<f32>()).collect();
+    let with_bias = QuantizedLinear::quantize(&w, n, k, Some(&bias)).unwrap();
+    let without = QuantizedLinear::quantize(&w, n, k, None).unwrap();
+    let mut ck = Checkpoint::new(0, serde_json::json!({"quantised": true}));
+    for (name, t) in with_bias
+        .to_tensors("ffn.up")
+        .unwrap()
+        .into_iter()
+        .chain(without.to_tensors("ffn.down").unwrap())
+    {
+        ck.weights.insert(name, t);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint::save(dir.path(), &ck).unwrap();
+    let back = checkpoint::load(dir.path()).unwrap();
+    let a = QuantizedLinear::from_tensors(&back.weights, "ffn.up").unwrap();
+    let b = QuantizedLinear::from_tensors(&back.weights, "ffn.down").unwrap();
+    assert_eq!(a.weight_i8(), with_bias.weight_i8());
+    assert_eq!(a.bias(), Some(&bias[..]));
+    assert_eq!(b.bias(), None);
+    let x: Vec<f32> = (0..3 * k).map(|_| rng.gen::<f32>()).collect();
+    assert_eq!(a.forward(&x, 3).unwrap(), with_bias.forward(&x, 3).unwrap());
+    match QuantizedLinear::from_tensors(&back.weights, "attn.q") {
+        Err(Error::TensorMismatch { name, .. }) => assert_eq!(name, "attn.q.weight_i8"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -8,6 +8,9 @@
 //!
 //! The GEMM ([`gemm_i8`]) has AVX-512 VNNI, AVX2 and scalar paths chosen at run time
 //! ([`Int8Kernel::detect`]); all three are exact, so results do not depend on the machine.
+//! [`QuantizedLinear::to_tensors`] / [`QuantizedLinear::from_tensors`] store a layer in a
+//! [`crate::checkpoint`].
+//!
 //! The range is symmetric (−127..=127, never −128) so that negation is exact and every path sees
 //! the same values.
 
@@ -17,6 +20,9 @@ mod x86;
 
 pub use gemm::{gemm_i8, gemm_i8_with, Int8Kernel, Int8Matrix};
 
+use std::collections::BTreeMap;
+
+use crate::checkpoint::{DType, Tensor};
 use crate::error::{check_len, Error, Result};
 
 /// Rounds `x` (|x| ≤ 127 up to rounding) to the nearest integer, ties to even, and clamps to
@@ -174,6 +180,58 @@ impl QuantizedLinear {
         self.weight.data().len()
             + 4 * self.scales.len()
             + 4 * self.bias.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The layer as checkpoint tensors: `{prefix}.weight_i8` (i8, `[out, in]`),
+    /// `{prefix}.scales` (f32, `[out]`) and, with a bias, `{prefix}.bias` (f32, `[out]`).
+    pub fn to_tensors(&self, prefix: &str) -> Result<Vec<(String, Tensor)>> {
+        let (n, k) = (self.out_features(), self.in_features());
+        let mut v = vec![
+            (
+                format!("{prefix}.weight_i8"),
+                Tensor::from_i8(vec![n, k], self.weight.data())?,
+            ),
+            (
+                format!("{prefix}.scales"),
+                Tensor::from_f32(vec![n], &self.scales)?,
+            ),
+        ];
+        if let Some(b) = &self.bias {
+            v.push((format!("{prefix}.bias"), Tensor::from_f32(vec![n], b)?));
+        }
+        Ok(v)
+    }
+
+    /// Rebuilds a layer written by [`QuantizedLinear::to_tensors`]; a missing or mis-shaped
+    /// tensor is an [`Error::TensorMismatch`] naming it.
+    pub fn from_tensors(tensors: &BTreeMap<String, Tensor>, prefix: &str) -> Result<Self> {
+        let get = |suffix: &str, dtype: DType| -> Result<Option<&Tensor>> {
+            let name = format!("{prefix}.{suffix}");
+            match tensors.get(&name) {
+                None => Ok(None),
+                Some(t) if t.dtype() == dtype => Ok(Some(t)),
+                Some(t) => Err(Error::TensorMismatch {
+                    name,
+                    reason: format!("dtype {:?}, expected {dtype:?}", t.dtype()),
+                }),
+            }
+        };
+        let missing = |suffix: &str| Error::TensorMismatch {
+            name: format!("{prefix}.{suffix}"),
+            reason: "missing".into(),
+        };
+        let w = get("weight_i8", DType::I8)?.ok_or_else(|| missing("weight_i8"))?;
+        let [n, k] = w.shape() else {
+            return Err(Error::TensorMismatch {
+                name: format!("{prefix}.weight_i8"),
+                reason: format!("shape {:?} is not 2-D", w.shape()),
+            });
+        };
+        let scales = get("scales", DType::F32)?
+            .ok_or_else(|| missing("scales"))?
+            .to_f32()?;
+        let bias = get("bias", DType::F32)?.map(Tensor::to_f32).transpose()?;
+        Self::from_parts(w.to_i8()?, scales, bias, *n, *k)
     }
 
     /// `y = x · Wᵀ + b` for `batch` rows of `in_features` activations; returns `batch ×
