@@ -153,6 +153,12 @@ impl Error {
     }
 }
 
+/// `a · b`, or an [`Error::InvalidArgument`] naming `what` when it overflows.
+pub(crate) fn checked_size(what: &str, a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| Error::InvalidArgument(format!("{what}: {a} × {b} overflows")))
+}
+
 /// Checks that `got == expected`, naming `what` otherwise.
 pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
     if expected == got {

@@ -98,7 +98,8 @@ impl Tensor {
     /// A tensor from raw little-endian bytes.
     pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self> {
         let n = elements(&shape)?;
-        crate::error::check_len("tensor bytes", n * dtype.size(), bytes.len())?;
+        let len = crate::error::checked_size("tensor bytes", n, dtype.size())?;
+        crate::error::check_len("tensor bytes", len, bytes.len())?;
         Ok(Tensor {
             dtype,
             shape,

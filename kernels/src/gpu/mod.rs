@@ -25,7 +25,7 @@ use cuda as imp;
 #[cfg(not(feature = "cuda"))]
 use stub as imp;
 
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, checked_size, Error, Result};
 use crate::optim::AdamWConfig;
 use crate::quant::Int8Matrix;
 
@@ -60,7 +60,9 @@ impl GpuKernels {
         if m == 0 {
             return Err(Error::Empty("int8 gemm batch"));
         }
-        check_len("int8 gemm activations", m * b.cols(), a.len())?;
+        let len = checked_size("int8 gemm activations", m, b.cols())?;
+        check_len("int8 gemm activations", len, a.len())?;
+        checked_size("int8 gemm output", m, b.rows())?;
         self.inner.int8_gemm(a, m, b)
     }
 

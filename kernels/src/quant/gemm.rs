@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, checked_size, Error, Result};
 
 /// Which implementation runs the int8 GEMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +125,7 @@ pub fn gemm_i8_with(kernel: Int8Kernel, a: &[i8], m: usize, b: &Int8Matrix) -> R
         .checked_mul(k)
         .ok_or_else(|| Error::InvalidArgument("batch too large".into()))?;
     check_len("int8 gemm activations", len, a.len())?;
-    let mut c = vec![0i32; m * b.rows];
+    let mut c = vec![0i32; checked_size("int8 gemm output", m, b.rows)?];
     match kernel {
         Int8Kernel::Scalar => scalar(a, m, b, &mut c),
         #[cfg(target_arch = "x86_64")]

@@ -23,7 +23,7 @@ pub use gemm::{gemm_i8, gemm_i8_with, Int8Kernel, Int8Matrix};
 use std::collections::BTreeMap;
 
 use crate::checkpoint::{DType, Tensor};
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, checked_size, Error, Result};
 
 /// Rounds `x` (|x| ≤ 127 up to rounding) to the nearest integer, ties to even, and clamps to
 /// ±127. Adding and subtracting 1.5·2²³ rounds in the FPU's default mode with plain adds, which
@@ -41,7 +41,11 @@ pub fn quantize_rows(x: &[f32], rows: usize, cols: usize) -> Result<(Vec<i8>, Ve
     if rows == 0 || cols == 0 {
         return Err(Error::Empty("rows to quantise"));
     }
-    check_len("matrix to quantise", rows * cols, x.len())?;
+    check_len(
+        "matrix to quantise",
+        checked_size("matrix", rows, cols)?,
+        x.len(),
+    )?;
     let mut q = vec![0i8; x.len()];
     let mut scales = Vec::with_capacity(rows);
     for (r, (xr, qr)) in x
@@ -241,7 +245,11 @@ impl QuantizedLinear {
             return Err(Error::Empty("batch"));
         }
         let k = self.in_features();
-        check_len("activations", batch * k, x.len())?;
+        check_len(
+            "activations",
+            checked_size("activations", batch, k)?,
+            x.len(),
+        )?;
         let (xq, xs) = quantize_rows(x, batch, k)?;
         let acc = gemm_i8_with(self.kernel, &xq, batch, &self.weight)?;
         let n = self.out_features();
