@@ -1,1 +1,18 @@
-//! placeholder
+//! `flotilla-actors`: every role of a Flotilla node as a ractor actor with a pure core beside it,
+//! and the boundaries to the outside world.
+//!
+//! Modules:
+//! - [`membership`]: the failure detector (pure core) and the `Membership` actor that keeps this
+//!   node's view of the cluster.
+//! - [`store`]: the storage boundary ([`store::Store`]); rocksdb implements it in `flotilla-node`.
+//! - [`mesh`]: the network boundary ([`mesh::Mesh`]); libp2p implements it in `flotilla-node`.
+//! - [`clock`]: the injected clock the cores are driven by.
+//! - [`error`]: this crate's errors.
+
+pub mod clock;
+pub mod error;
+pub mod membership;
+pub mod mesh;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,1 +1,24 @@
-//! placeholder
+//! `flotilla-node`: the Flotilla daemon and the `flotilla` CLI.
+//!
+//! Modules:
+//! - [`config`]: node and client configuration, validation, precedence.
+//! - [`identity`]: the persistent ed25519 node key.
+//! - [`store`]: rocksdb behind the actors' `Store` boundary.
+//! - [`net`]: the libp2p swarm, its codec, and the bridge to the actors.
+//! - [`sampler`]: the node's heartbeat contents (cores, RAM, GPUs, compute score, load).
+//! - [`metrics`]: the Prometheus registry's metrics.
+//! - [`http`]: the axum API.
+//! - [`daemon`]: composition of all of the above into a [`daemon::RunningNode`].
+//! - [`cli`]: the command-line interface.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod net;
+pub mod sampler;
+pub mod store;
+
+pub use daemon::RunningNode;

@@ -1,1 +1,18 @@
-//! placeholder
+//! `flotilla-protocol`: what Flotilla nodes say to each other, and nothing that does I/O.
+//!
+//! Modules:
+//! - [`ids`]: node and request identifiers.
+//! - [`node_info`]: the membership heartbeat every node publishes.
+//! - [`codec`]: the bincode codec with hard size caps, used by every service.
+//! - [`services`]: protocol names, per-service size caps and the request/response messages.
+//! - [`error`]: wire-level errors.
+
+pub mod codec;
+pub mod error;
+pub mod ids;
+pub mod node_info;
+pub mod services;
+
+pub use error::{Error, Result};
+pub use ids::{NodeId, RequestId};
+pub use node_info::{GpuState, GpuSummary, MemberState, MemberView, NodeInfo};

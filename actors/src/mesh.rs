@@ -1,0 +1,20 @@
+//! The network boundary: how actors reach other nodes, without naming the transport.
+//!
+//! `flotilla-node` implements [`Mesh`] over libp2p request-response; tests may implement it in
+//! memory. Every call carries a deadline.
+
+use std::time::Duration;
+
+use flotilla_protocol::services::control;
+use flotilla_protocol::NodeId;
+
+/// Sends requests to peers.
+#[async_trait::async_trait]
+pub trait Mesh: Send + Sync + 'static {
+    /// This node's id.
+    fn local_id(&self) -> NodeId;
+    /// Sends a control request to `peer` and waits at most `deadline` for its answer.
+    async fn control(&self, peer: &NodeId, body: control::RequestBody, deadline: Duration) -> crate::Result<control::ResponseBody>;
+    /// Peers with an open connection right now.
+    async fn connected_peers(&self) -> crate::Result<Vec<NodeId>>;
+}

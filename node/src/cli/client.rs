@@ -1,0 +1,99 @@
+//! Client commands: HTTP to a node's API.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::{table, Cli, Output};
+use crate::config::read_token;
+use crate::http::ClusterView;
+
+/// No node answered at the given address (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("no Flotilla node is reachable at {url}: {reason}\nstart one with `flotilla up`, or point --peer (FLOTILLA_PEER) at a running node")]
+pub struct Unreachable {
+    pub url: String,
+    pub reason: String,
+}
+
+/// A small HTTP client for a node's API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:7080`), sending `token` if given.
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Client { base: base.trim_end_matches('/').to_string(), token, http })
+    }
+
+    /// The client the command line asks for.
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Client> {
+        let cfg = cli.client_config()?;
+        let token = cfg.api_token_file.as_deref().map(read_token).transpose()?;
+        Client::new(&cfg.peer, token)
+    }
+
+    /// GETs `path` and decodes the JSON body; API errors carry the node's message.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                anyhow::Error::new(Unreachable { url: self.base.clone(), reason: e.to_string() })
+            } else {
+                anyhow::anyhow!("request to {url} failed: {e}")
+            }
+        })?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            anyhow::bail!("{url}: {status}: {message}");
+        }
+        serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("{url}: unexpected response: {e}"))
+    }
+
+    /// The node's cluster view.
+    pub async fn cluster(&self) -> anyhow::Result<ClusterView> {
+        self.get_json("/api/v1/cluster").await
+    }
+}
+
+/// `flotilla nodes`.
+pub async fn nodes(cli: &Cli) -> anyhow::Result<()> {
+    let view = Client::from_cli(cli)?.cluster().await?;
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Output::Table => print!("{}", table::members(&view.members)),
+    }
+    Ok(())
+}
+
+/// `flotilla status`.
+pub async fn status(cli: &Cli) -> anyhow::Result<()> {
+    let client = Client::from_cli(cli)?;
+    let view = client.cluster().await?;
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+            "node_id": view.node_id,
+            "counts": view.counts,
+            "self": view.members.iter().find(|m| m.is_self),
+        }))?),
+        Output::Table => print!("{}", table::status(&view)),
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Node configuration: defaults, a TOML file, `FLOTILLA_*` environment variables and flags, in
+//! that order of precedence. The file and the merged result are validated with errors that name
+//! the offending field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flotilla_actors::membership;
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// Default TCP and QUIC port of the mesh.
+pub const DEFAULT_P2P_PORT: u16 = 7070;
+/// Default HTTP API address.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7080";
+
+/// Everything `flotilla up` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where the identity key and the rocksdb store live.
+    pub data_dir: PathBuf,
+    /// libp2p listen multiaddrs.
+    pub listen: Vec<String>,
+    /// HTTP API address. Beyond loopback it requires `api_token_file`.
+    pub api_listen: SocketAddr,
+    /// File holding the bearer token the HTTP API requires.
+    pub api_token_file: Option<PathBuf>,
+    /// Multiaddrs of nodes to join (for networks mDNS does not reach). May end in `/p2p/<id>`.
+    pub join: Vec<String>,
+    /// Pre-shared key file: only nodes with the same key can connect. Forces TCP.
+    pub swarm_key: Option<PathBuf>,
+    /// If non-empty, only these node ids may connect.
+    pub allow_peers: Vec<String>,
+    /// Local-network discovery.
+    pub mdns: bool,
+    /// How often mDNS queries the network.
+    #[serde(with = "humantime_serde")]
+    pub mdns_query_interval: Duration,
+    /// Established connections at most, all peers together.
+    pub max_connections: u32,
+    /// Established connections at most to one peer.
+    pub max_connections_per_peer: u32,
+    /// Dial newly discovered peers while fewer than this many are connected.
+    pub target_peers: usize,
+    /// Deadline of node-to-node requests.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Time spent on the start-up compute probe.
+    #[serde(with = "humantime_serde")]
+    pub probe_budget: Duration,
+    /// How long shutdown waits for in-flight work and leave acknowledgements.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Failure-detector timeouts.
+    pub membership: membership::Config,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            listen: vec![
+                format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"),
+                format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1"),
+            ],
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 7080)),
+            api_token_file: None,
+            join: vec![],
+            swarm_key: None,
+            allow_peers: vec![],
+            mdns: true,
+            mdns_query_interval: Duration::from_secs(5),
+            max_connections: 256,
+            max_connections_per_peer: 2,
+            target_peers: 64,
+            request_timeout: Duration::from_secs(30),
+            probe_budget: Duration::from_millis(300),
+            shutdown_grace: Duration::from_secs(10),
+            membership: membership::Config::default(),
+        }
+    }
+}
+
+/// The default data directory: `<user data dir>/flotilla`.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("flotilla")
+}
+
+/// A configuration error naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn err(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.to_string(), reason: reason.into() }
+}
+
+impl NodeConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(err("listen", "at least one listen address is required"));
+        }
+        for a in &self.listen {
+            a.parse::<Multiaddr>().map_err(|e| err("listen", format!("{a:?} is not a multiaddr: {e}")))?;
+        }
+        for a in &self.join {
+            a.parse::<Multiaddr>().map_err(|e| err("join", format!("{a:?} is not a multiaddr: {e}")))?;
+        }
+        for p in &self.allow_peers {
+            p.parse::<PeerId>().map_err(|e| err("allow_peers", format!("{p:?} is not a node id: {e}")))?;
+        }
+        if self.swarm_key.is_some() && self.listen_addrs().is_empty() {
+            return Err(err("listen", "a swarm key forces TCP, and no TCP listen address is configured"));
+        }
+        if !self.api_listen.ip().is_loopback() && self.api_token_file.is_none() {
+            return Err(err(
+                "api_listen",
+                format!(
+                    "{} is reachable beyond this machine; set api_token_file (--api-token-file) so the API requires a bearer token",
+                    self.api_listen
+                ),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(err("max_connections", "must be at least 1"));
+        }
+        if self.max_connections_per_peer == 0 {
+            return Err(err("max_connections_per_peer", "must be at least 1"));
+        }
+        if self.mdns_query_interval < Duration::from_millis(100) {
+            return Err(err("mdns_query_interval", "must be at least 100ms"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(err("request_timeout", "must be greater than zero"));
+        }
+        self.membership.validate().map_err(|e| err("membership", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The listen addresses, parsed (call after [`validate`](Self::validate)). A swarm key
+    /// forces TCP: QUIC addresses are left out because QUIC cannot carry the pnet handshake.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen
+            .iter()
+            .filter(|a| self.swarm_key.is_none() || !a.contains("/quic"))
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    }
+
+    /// The join addresses, parsed.
+    pub fn join_addrs(&self) -> Vec<Multiaddr> {
+        self.join.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+
+    /// The allow-list, parsed.
+    pub fn allowed_peers(&self) -> Vec<PeerId> {
+        self.allow_peers.iter().filter_map(|p| p.parse().ok()).collect()
+    }
+
+    /// Reads the API token, if one is configured.
+    pub fn read_api_token(&self) -> anyhow::Result<Option<String>> {
+        self.api_token_file.as_deref().map(read_token).transpose()
+    }
+}
+
+/// Reads a bearer token from a file: its first line, trimmed; empty files are refused.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read API token file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!("API token file {} is empty", path.display());
+    }
+    Ok(token)
+}
+
+/// Settings of the CLI's client commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Base URL of the node to talk to.
+    pub peer: String,
+    /// Bearer token file for nodes that require one.
+    pub api_token_file: Option<PathBuf>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self { peer: format!("http://{DEFAULT_API_ADDR}"), api_token_file: None }
+    }
+}
+
+/// The TOML file given with `--config`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub node: NodeConfig,
+    pub client: ClientConfig,
+}
+
+impl FileConfig {
+    /// Loads and parses a config file; errors name the file and the field.
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        NodeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let e = toml::from_str::<FileConfig>("[node]\nlisten_adress = []\n").unwrap_err().to_string();
+        assert!(e.contains("listen_adress"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let e = toml::from_str::<FileConfig>("[node]\nmdns_query_interval = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("mdns_query_interval"), "{e}");
+        let c = NodeConfig { join: vec!["not an address".into()], ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().field, "join");
+        let c = NodeConfig { allow_peers: vec!["nope".into()], ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().field, "allow_peers");
+    }
+
+    #[test]
+    fn public_api_needs_a_token() {
+        let c = NodeConfig { api_listen: "0.0.0.0:7080".parse().unwrap(), ..Default::default() };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "api_listen");
+        assert!(e.reason.contains("--api-token-file"));
+        let c = NodeConfig { api_token_file: Some("/tmp/t".into()), ..c };
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn swarm_key_forces_tcp() {
+        let c = NodeConfig { swarm_key: Some("/tmp/k".into()), ..Default::default() };
+        c.validate().unwrap();
+        assert!(c.listen_addrs().iter().all(|a| !a.to_string().contains("quic")));
+        assert_eq!(c.listen_addrs().len(), 1);
+        let c = NodeConfig { listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()], ..c };
+        assert_eq!(c.validate().unwrap_err().field, "listen");
+    }
+
+    #[test]
+    fn file_parses_human_units() {
+        let f: FileConfig = toml::from_str(
+            "[node]\nmdns_query_interval = \"2s\"\n[node.membership]\ndead_after = \"20s\"\n[client]\npeer = \"http://10.0.0.1:7080\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.node.mdns_query_interval, Duration::from_secs(2));
+        assert_eq!(f.node.membership.dead_after, Duration::from_secs(20));
+        assert_eq!(f.node.membership.suspect_after, membership::Config::default().suspect_after);
+        assert_eq!(f.client.peer, "http://10.0.0.1:7080");
+    }
+}

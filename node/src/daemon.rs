@@ -1,0 +1,277 @@
+//! The daemon: composes identity, store, actors, swarm and HTTP API into a running node, and
+//! takes it down again — gracefully (announce the leave, drain, flush) or abruptly (tests).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_actors::membership;
+use flotilla_actors::mesh::Mesh;
+use flotilla_actors::store::{Column, Durability, Store};
+use flotilla_protocol::services::{control, membership as gossip};
+use flotilla_protocol::NodeId;
+use libp2p::{Multiaddr, PeerId};
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::net::bridge::{Bridge, Command, Wiring};
+use crate::net::mesh::NetMesh;
+use crate::sampler::Sampler;
+use crate::store::RocksStore;
+use crate::{http, identity, net};
+
+/// Capacity of the bridge's command queue; senders wait when it is full (back-pressure).
+const COMMAND_QUEUE: usize = 1024;
+/// How long start-up waits for the swarm to report its listen addresses.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running node.
+pub struct RunningNode {
+    pub peer_id: PeerId,
+    pub api_addr: SocketAddr,
+    pub membership: membership::Handle,
+    pub mesh: NetMesh,
+    config: NodeConfig,
+    store: RocksStore,
+    incarnation: u64,
+    ready: Arc<AtomicBool>,
+    listen_addrs: watch::Receiver<Vec<Multiaddr>>,
+    commands: mpsc::Sender<Command>,
+    http_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    http_task: Option<JoinHandle<()>>,
+    membership_task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode").field("peer_id", &self.peer_id).field("api_addr", &self.api_addr).finish()
+    }
+}
+
+impl RunningNode {
+    /// Starts a node: validates the config, then brings every part up in order.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+        config.validate()?;
+        let key = identity::load_or_create(&config.data_dir)?;
+        let peer_id = key.public().to_peer_id();
+        let store = RocksStore::open(&config.data_dir.join("db"))?;
+        check_data_dir_owner(&store, &peer_id)?;
+        let token: Option<Arc<str>> = config.read_api_token()?.map(Arc::from);
+
+        let mut registry = Registry::default();
+        let mut swarm = net::build_swarm(&key, &config, &mut registry)?;
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let registry = Arc::new(registry);
+
+        for addr in config.listen_addrs() {
+            swarm.listen_on(addr.clone()).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        }
+        let listener = http::bind(config.api_listen).await?;
+        let api_addr = listener.local_addr()?;
+
+        // Measure the machine once; the probe is CPU-bound, keep it off the async workers.
+        let id = NodeId(peer_id.to_string());
+        let budget = config.probe_budget;
+        let mut sampler = tokio::task::spawn_blocking(move || Sampler::measure(id, budget)).await?;
+        let first = sampler.next(vec![], Some(api_addr.to_string()));
+        let incarnation = first.incarnation;
+        let (membership, membership_task) = membership::Handle::spawn(config.membership.clone(), first.clone()).await?;
+
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (info_tx, info_rx) = watch::channel(first);
+        let (addrs_tx, addrs_rx) = watch::channel(Vec::new());
+        let bridge = Bridge::new(
+            swarm,
+            Wiring {
+                commands: cmd_rx,
+                membership: membership.clone(),
+                metrics: metrics.clone(),
+                own_info: info_rx,
+                listen_addrs: addrs_tx,
+                join: config.join_addrs(),
+                target_peers: config.target_peers,
+            },
+        )?;
+        let mut tasks = vec![tokio::spawn(bridge.run())];
+
+        let mut listen_addrs = addrs_rx.clone();
+        tokio::time::timeout(LISTEN_DEADLINE, listen_addrs.wait_for(|a| !a.is_empty()))
+            .await
+            .map_err(|_| anyhow::anyhow!("the swarm reported no listen address within {LISTEN_DEADLINE:?}"))??;
+
+        tasks.push(tokio::spawn(heartbeat_loop(
+            sampler,
+            config.membership.heartbeat_interval,
+            addrs_rx.clone(),
+            api_addr,
+            membership.clone(),
+            info_tx,
+            cmd_tx.clone(),
+        )));
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let state = http::AppState {
+            membership: membership.clone(),
+            registry,
+            metrics,
+            ready: ready.clone(),
+            token,
+        };
+        let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = http::router(state);
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = served.await {
+                warn!(error = %e, "HTTP server stopped with an error");
+            }
+        });
+        ready.store(true, Ordering::Release);
+        info!(node = %peer_id, api = %api_addr, "node started");
+
+        Ok(RunningNode {
+            peer_id,
+            api_addr,
+            mesh: NetMesh::new(peer_id, cmd_tx.clone()),
+            membership,
+            config,
+            store,
+            incarnation,
+            ready,
+            listen_addrs: addrs_rx,
+            commands: cmd_tx,
+            http_stop: Some(http_stop),
+            tasks,
+            http_task: Some(http_task),
+            membership_task: Some(membership_task),
+        })
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.peer_id.to_string())
+    }
+
+    /// Peers with an open connection to this node.
+    pub async fn connected_peers(&self) -> Vec<NodeId> {
+        self.mesh.connected_peers().await.unwrap_or_default()
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &RocksStore {
+        &self.store
+    }
+
+    /// Listen addresses, each ending in `/p2p/<id>` so they can be given to `--join`.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen_addrs.borrow().iter().map(|a| a.clone().with_p2p(self.peer_id).unwrap_or_else(|a| a)).collect()
+    }
+
+    /// The HTTP base URL.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Graceful stop: announce the leave (gossip, and directly to every connected peer with a
+    /// deadline), stop accepting HTTP requests while finishing those in flight, close the swarm,
+    /// stop the actors and flush the store.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.ready.store(false, Ordering::Release);
+        let grace = self.config.shutdown_grace;
+        let leaving = gossip::Message::Leaving { id: self.node_id(), incarnation: self.incarnation };
+        let _ = self.commands.send(Command::Publish(leaving)).await;
+        let peers = self.mesh.connected_peers().await.unwrap_or_default();
+        let acks = futures::future::join_all(peers.iter().map(|p| {
+            self.mesh.control(p, control::RequestBody::Leaving { id: self.node_id(), incarnation: self.incarnation }, grace)
+        }))
+        .await;
+        let acked = acks.iter().filter(|a| a.is_ok()).count();
+        info!(node = %self.peer_id, acked, peers = peers.len(), "leave announced");
+
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(http) = self.http_task.take() {
+            if tokio::time::timeout(grace, http).await.is_err() {
+                warn!("in-flight HTTP requests did not finish within the shutdown grace period");
+            }
+        }
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Shutdown(done_tx)).await.is_ok() {
+            let _ = tokio::time::timeout(grace, done_rx).await;
+        }
+        self.stop_tasks().await;
+        self.store.flush()?;
+        info!(node = %self.peer_id, "node stopped");
+        Ok(())
+    }
+
+    /// Abrupt stop, as if the process were killed: no leave notice, no flush.
+    pub async fn kill(mut self) {
+        self.ready.store(false, Ordering::Release);
+        if let Some(h) = self.http_task.take() {
+            h.abort();
+            let _ = h.await;
+        }
+        self.stop_tasks().await;
+    }
+
+    async fn stop_tasks(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        self.membership.stop();
+        if let Some(t) = self.membership_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// A data dir belongs to one node id: refuse to run with a store written by another identity.
+fn check_data_dir_owner(store: &RocksStore, peer_id: &PeerId) -> anyhow::Result<()> {
+    let me = peer_id.to_string();
+    match store.get(Column::Meta, b"node_id")? {
+        Some(owner) if owner != me.as_bytes() => anyhow::bail!(
+            "the store belongs to node {} but the identity key is {me}; was identity.key replaced?",
+            String::from_utf8_lossy(&owner)
+        ),
+        Some(_) => Ok(()),
+        None => Ok(store.put(Column::Meta, b"node_id", me.as_bytes(), Durability::Sync)?),
+    }
+}
+
+async fn heartbeat_loop(
+    mut sampler: Sampler,
+    every: Duration,
+    addrs: watch::Receiver<Vec<Multiaddr>>,
+    api_addr: SocketAddr,
+    membership: membership::Handle,
+    info_tx: watch::Sender<flotilla_protocol::NodeInfo>,
+    commands: mpsc::Sender<Command>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let listen: Vec<String> = addrs.borrow().iter().map(|a| a.to_string()).collect();
+        let info = sampler.next(listen, Some(api_addr.to_string()));
+        let _ = membership.update_self(info.clone());
+        let _ = info_tx.send(info.clone());
+        if commands.send(Command::Publish(gossip::Message::Heartbeat(info))).await.is_err() {
+            break;
+        }
+    }
+}

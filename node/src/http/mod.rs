@@ -1,0 +1,53 @@
+//! The HTTP API (axum): health probes, the admin REST API under `/api/v1`, and `/metrics`.
+//!
+//! Bound to loopback by default. When a token is configured every route except the health
+//! probes requires `Authorization: Bearer <token>`.
+
+mod auth;
+mod routes;
+
+pub use routes::ClusterView;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::Router;
+use flotilla_actors::membership;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+
+/// Largest request body the admin API accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub membership: membership::Handle,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    /// Set once the node listens and its actors run; cleared when shutdown starts.
+    pub ready: Arc<AtomicBool>,
+    pub token: Option<Arc<str>>,
+}
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(state, routes::count_requests))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Binds the API address with a clear error when it is taken.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("HTTP API address {addr} is already in use (is another node running? choose another with --api-listen)")
+        } else {
+            anyhow::anyhow!("cannot bind HTTP API address {addr}: {e}")
+        }
+    })
+}

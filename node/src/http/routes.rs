@@ -1,0 +1,96 @@
+//! Route handlers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use flotilla_protocol::{MemberState, MemberView};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use crate::metrics::{HttpLabel, StateLabel};
+
+/// The JSON error body of every failed request.
+pub fn error_body(code: &str, message: &str) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "error": { "code": code, "message": message } }))
+}
+
+/// The body of `GET /api/v1/cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The answering node's id.
+    pub node_id: String,
+    /// Members by state.
+    pub counts: BTreeMap<MemberState, usize>,
+    /// Every member, in id order.
+    pub members: Vec<MemberView>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/api/v1/cluster", get(cluster))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Counts requests by matched route and status.
+pub async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    state.metrics.http_requests.get_or_create(&HttpLabel { route, status: response.status().as_u16() }).inc();
+    response
+}
+
+async fn live() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn cluster(State(state): State<AppState>) -> Response {
+    match state.membership.view().await {
+        Ok(members) => {
+            let mut counts = BTreeMap::new();
+            for m in &members {
+                *counts.entry(m.state).or_insert(0) += 1;
+            }
+            let node_id = members.iter().find(|m| m.is_self).map(|m| m.info.id.to_string()).unwrap_or_default();
+            Json(ClusterView { node_id, counts, members }).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, error_body("unavailable", &e.to_string())).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Refresh the membership gauges at scrape time so they are never stale.
+    if let Ok(view) = state.membership.view().await {
+        for s in [MemberState::Alive, MemberState::Suspect, MemberState::Dead, MemberState::Left] {
+            let n = view.iter().filter(|m| m.state == s).count() as i64;
+            state.metrics.members.get_or_create(&StateLabel { state: s.to_string() }).set(n);
+        }
+    }
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn not_found(request: Request) -> Response {
+    (StatusCode::NOT_FOUND, error_body("not_found", &format!("no route for {} {}", request.method(), request.uri().path())))
+        .into_response()
+}

@@ -1,0 +1,323 @@
+//! The network bridge: one task that owns the swarm, turns swarm events into actor messages and
+//! answers commands from the rest of the node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_actors::membership;
+use flotilla_protocol::services::{control, membership as gossip};
+use flotilla_protocol::{NodeId, NodeInfo, RequestId};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::metrics::Recorder;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, kad, mdns, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use crate::metrics::{Metrics, ServiceLabel};
+
+/// Reply channel of an outbound control request.
+pub type ControlReply = oneshot::Sender<Result<control::ResponseBody, String>>;
+
+/// What the rest of the node asks of the bridge.
+#[derive(Debug)]
+pub enum Command {
+    /// Publish on the membership topic.
+    Publish(gossip::Message),
+    /// Send a control request and reply with the answer.
+    Control { peer: PeerId, body: control::RequestBody, reply: ControlReply },
+    /// The peers with an open connection.
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    /// Dial an address.
+    Dial(Multiaddr),
+    /// Stop the event loop; connections close when the swarm is dropped.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Everything the bridge needs besides the swarm.
+pub struct Wiring {
+    pub commands: mpsc::Receiver<Command>,
+    pub membership: membership::Handle,
+    pub metrics: Arc<Metrics>,
+    /// This node's latest heartbeat, served to `GetNodeInfo`.
+    pub own_info: watch::Receiver<NodeInfo>,
+    /// Where the bridge publishes its listen addresses.
+    pub listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    pub join: Vec<Multiaddr>,
+    pub target_peers: usize,
+}
+
+/// The bridge's state.
+pub struct Bridge {
+    swarm: Swarm<Behaviour>,
+    wiring: Wiring,
+    topic: IdentTopic,
+    pending: HashMap<OutboundRequestId, (RequestId, ControlReply)>,
+    next_request_id: u64,
+}
+
+impl Bridge {
+    /// Subscribes to the membership topic and dials the join addresses.
+    pub fn new(mut swarm: Swarm<Behaviour>, wiring: Wiring) -> anyhow::Result<Bridge> {
+        let topic = IdentTopic::new(gossip::TOPIC);
+        swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
+        let mut bridge = Bridge { swarm, wiring, topic, pending: HashMap::new(), next_request_id: 0 };
+        bridge.dial_join_addrs();
+        Ok(bridge)
+    }
+
+    fn dial_join_addrs(&mut self) {
+        for addr in self.wiring.join.clone() {
+            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                warn!(%addr, error = %e, "cannot dial join address");
+            }
+        }
+    }
+
+    /// Runs until shutdown or until every command sender is gone.
+    pub async fn run(mut self) {
+        let mut rejoin = tokio::time::interval(Duration::from_secs(3));
+        let mut kad_refresh = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                cmd = self.wiring.commands.recv() => match cmd {
+                    None => break,
+                    Some(Command::Shutdown(done)) => {
+                        let _ = done.send(());
+                        break;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                },
+                _ = rejoin.tick() => {
+                    // Lost every peer (or never had one): try the join addresses again.
+                    if self.swarm.connected_peers().next().is_none() && !self.wiring.join.is_empty() {
+                        self.dial_join_addrs();
+                    }
+                }
+                _ = kad_refresh.tick() => {
+                    // Finds peers beyond the ones we were told about; no peers yet is fine.
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+        }
+        for (_, (_, reply)) in self.pending.drain() {
+            let _ = reply.send(Err("node is shutting down".to_string()));
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish(msg) => match gossip::encode(&msg) {
+                Ok(bytes) => {
+                    if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+                        // No peers yet, or a duplicate: the next heartbeat will try again.
+                        debug!(error = %e, "membership publish skipped");
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot encode membership message"),
+            },
+            Command::Control { peer, body, reply } => {
+                self.next_request_id += 1;
+                let id = RequestId(self.next_request_id);
+                let request = control::Request { id, body };
+                // Refuse an oversized request here: sent, it would fail in the codec and look
+                // like a malformed frame on a healthy connection.
+                if let Err(e) = control::check_request_size(&request) {
+                    let _ = reply.send(Err(e.to_string()));
+                    return;
+                }
+                let out = self.swarm.behaviour_mut().control.send_request(&peer, request);
+                self.pending.insert(out, (id, reply));
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Dial(addr) => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    warn!(%addr, error = %e, "dial failed");
+                }
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn maybe_dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) || addrs.is_empty() {
+            return;
+        }
+        if self.swarm.connected_peers().count() >= self.wiring.target_peers {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(%peer, error = %e, "dial of discovered peer failed");
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.wiring.metrics.libp2p.record(&event);
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => {
+                self.wiring.metrics.libp2p.record(&ev);
+                if let gossipsub::Event::Message { propagation_source, message_id, message } = ev {
+                    self.on_gossip(propagation_source, message_id, message);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(ev)) => {
+                self.wiring.metrics.libp2p.record(&ev);
+                if let identify::Event::Received { peer_id, info, .. } = ev {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.maybe_dial(peer, vec![addr]);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => {
+                self.wiring.metrics.libp2p.record(&ev);
+                if let kad::Event::RoutingUpdated { peer, addresses, .. } = ev {
+                    self.maybe_dial(peer, addresses.into_vec());
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => self.wiring.metrics.libp2p.record(&ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Control(ev)) => self.on_control(ev),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.wiring.listen_addrs.send_modify(|a| a.push(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.wiring.listen_addrs.send_modify(|a| a.retain(|x| *x != address));
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if endpoint.is_dialer() {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, endpoint.get_remote_address().clone());
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => debug!(peer = %peer_id, ?cause, "disconnected"),
+            SwarmEvent::IncomingConnectionError { error, .. } => debug!(%error, "incoming connection refused"),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => debug!(?peer_id, %error, "dial failed"),
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let verdict = self.validate_gossip(&message);
+        let acceptance = match &verdict {
+            Ok(_) => MessageAcceptance::Accept,
+            Err(reason) => {
+                self.wiring.metrics.gossip_rejected.inc();
+                warn!(peer = %source, %reason, "gossip message rejected");
+                MessageAcceptance::Reject
+            }
+        };
+        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &source, acceptance);
+        let Ok(msg) = verdict else { return };
+        let result = match msg {
+            gossip::Message::Heartbeat(info) => {
+                if let Ok(peer) = info.id.as_str().parse::<PeerId>() {
+                    let addrs = info.listen_addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                    self.maybe_dial(peer, addrs);
+                }
+                self.wiring.membership.heartbeat(info)
+            }
+            gossip::Message::Leaving { id, incarnation } => self.wiring.membership.leave(id, incarnation),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "membership actor unavailable");
+        }
+    }
+
+    /// A membership message is accepted only if it decodes within its cap, is on the right
+    /// topic, and speaks for the peer that signed it (gossipsub's strict mode checked the
+    /// signature): no node can publish another's heartbeat or leave.
+    fn validate_gossip(&self, message: &gossipsub::Message) -> Result<gossip::Message, String> {
+        if message.topic != self.topic.hash() {
+            return Err(format!("unexpected topic {}", message.topic));
+        }
+        let msg = gossip::decode(&message.data).map_err(|e| e.to_string())?;
+        let signer = message.source.ok_or("unsigned message")?;
+        if msg.sender().as_str() != signer.to_string() {
+            return Err(format!("message for {} signed by {signer}", msg.sender()));
+        }
+        Ok(msg)
+    }
+
+    fn on_control(&mut self, ev: request_response::Event<control::Request, control::Response>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => self.answer(peer, request, channel),
+                request_response::Message::Response { request_id, response } => {
+                    if let Some((id, reply)) = self.pending.remove(&request_id) {
+                        let answer = if response.id != id {
+                            Err(format!("response id {:?} does not echo request id {:?}", response.id, id))
+                        } else {
+                            response.body.map_err(|e| e.to_string())
+                        };
+                        let _ = reply.send(answer);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if matches!(&error, request_response::OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData) {
+                    self.reject_peer(peer, "malformed control response");
+                }
+                if let Some((_, reply)) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(format!("request to {peer} failed: {error}")));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                if let request_response::InboundFailure::Io(e) = &error {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        self.reject_peer(peer, &e.to_string());
+                    }
+                }
+                debug!(%peer, %error, "inbound control request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// A peer sent a frame that fails the codec: count it and close its connections.
+    fn reject_peer(&mut self, peer: PeerId, reason: &str) {
+        self.wiring.metrics.rejected_frames.get_or_create(&ServiceLabel { service: control::SERVICE.to_string() }).inc();
+        warn!(%peer, %reason, "malformed frame; closing the peer's connections");
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    fn answer(&mut self, peer: PeerId, request: control::Request, channel: ResponseChannel<control::Response>) {
+        use control::{RemoteError, RemoteErrorKind, RequestBody, ResponseBody};
+        let body = match request.body {
+            RequestBody::Ping => Ok(ResponseBody::Pong),
+            RequestBody::Echo(bytes) => Ok(ResponseBody::Echo(bytes)),
+            RequestBody::GetNodeInfo => Ok(ResponseBody::NodeInfo(Box::new(self.wiring.own_info.borrow().clone()))),
+            RequestBody::Leaving { id, incarnation } => {
+                if id != NodeId(peer.to_string()) {
+                    Err(RemoteError { kind: RemoteErrorKind::BadRequest, message: format!("{peer} cannot announce the leave of {id}") })
+                } else {
+                    match self.wiring.membership.leave(id, incarnation) {
+                        Ok(()) => Ok(ResponseBody::LeaveAck),
+                        Err(e) => Err(RemoteError { kind: RemoteErrorKind::Unavailable, message: e.to_string() }),
+                    }
+                }
+            }
+        };
+        // The requester may have gone away; nothing to do then.
+        let _ = self.swarm.behaviour_mut().control.send_response(channel, control::Response { id: request.id, body });
+    }
+}

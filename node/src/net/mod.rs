@@ -1,0 +1,40 @@
+//! Networking: the libp2p swarm and its composition into the node.
+//!
+//! - [`transport`]: QUIC or TCP + Noise + yamux, pnet when a swarm key is set.
+//! - [`behaviour`]: identify, ping, mDNS, Kademlia, gossipsub, request-response, limits.
+//! - [`codec`]: the size-capped request-response codec.
+//! - [`bridge`]: the event loop that owns the swarm and connects it to the actors.
+//! - [`mesh`]: the [`flotilla_actors::mesh::Mesh`] implementation over the bridge.
+
+pub mod behaviour;
+pub mod bridge;
+pub mod codec;
+pub mod mesh;
+pub mod transport;
+
+use std::sync::Arc;
+
+use libp2p::identity::Keypair;
+use libp2p::Swarm;
+use prometheus_client::registry::Registry;
+
+use crate::config::NodeConfig;
+use behaviour::Behaviour;
+
+/// Builds the swarm: transport, bandwidth metrics registered in `registry`, behaviours.
+pub fn build_swarm(key: &Keypair, config: &NodeConfig, registry: &mut Registry) -> anyhow::Result<Swarm<Behaviour>> {
+    let psk = config.swarm_key.as_deref().map(transport::read_swarm_key).transpose()?;
+    let allowed = config.allowed_peers();
+    let transport = transport::build(key, psk)?;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_other_transport(|_| transport)?
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|key| Behaviour::new(key, config, &allowed).map_err(|e| Box::new(std::io::Error::other(e.to_string())) as Box<dyn std::error::Error + Send + Sync>))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+/// Shared pointer used by HTTP handlers to read metrics.
+pub type SharedRegistry = Arc<Registry>;

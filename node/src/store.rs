@@ -1,0 +1,124 @@
+//! The rocksdb implementation of the [`Store`] boundary, one column family per [`Column`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use flotilla_actors::store::{Column, Durability, Store};
+use flotilla_actors::{Error, Result};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
+
+/// A rocksdb database with Flotilla's column families.
+#[derive(Clone)]
+pub struct RocksStore {
+    db: Arc<DB>,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore").field("path", &self.db.path()).finish()
+    }
+}
+
+fn store_err(e: rocksdb::Error) -> Error {
+    Error::Store(e.into_string())
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Small defaults: many nodes share one machine in tests and demos.
+        opts.set_max_open_files(256);
+        opts.set_keep_log_file_num(4);
+        let cfs = Column::ALL.iter().map(|c| ColumnFamilyDescriptor::new(c.name(), Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+            let msg = e.into_string();
+            if msg.contains("lock") {
+                Error::Store(format!("{} is in use by another process (is a node already running with this data dir?): {msg}", path.display()))
+            } else {
+                Error::Store(msg)
+            }
+        })?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn cf(&self, col: Column) -> Result<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(col.name()).ok_or_else(|| Error::Store(format!("column family {} missing", col.name())))
+    }
+
+    fn write_opts(durability: Durability) -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(durability == Durability::Sync);
+        w
+    }
+}
+
+impl Store for RocksStore {
+    fn get(&self, col: Column, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(col)?, key).map_err(store_err)
+    }
+
+    fn put(&self, col: Column, key: &[u8], value: &[u8], durability: Durability) -> Result<()> {
+        self.db.put_cf_opt(self.cf(col)?, key, value, &Self::write_opts(durability)).map_err(store_err)
+    }
+
+    fn delete(&self, col: Column, key: &[u8], durability: Durability) -> Result<()> {
+        self.db.delete_cf_opt(self.cf(col)?, key, &Self::write_opts(durability)).map_err(store_err)
+    }
+
+    fn scan_prefix(&self, col: Column, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(self.cf(col)?, rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward));
+        for item in iter {
+            let (k, v) = item.map_err(store_err)?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn flush(&self) -> Result<()> {
+        for c in Column::ALL {
+            self.db.flush_cf(self.cf(c)?).map_err(store_err)?;
+        }
+        self.db.flush_wal(true).map_err(store_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_survive_reopen_and_columns_are_separate() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = RocksStore::open(dir.path()).unwrap();
+            s.put(Column::Catalog, b"k1", b"v1", Durability::Sync).unwrap();
+            s.put(Column::Jobs, b"k1", b"other", Durability::Buffered).unwrap();
+            s.put(Column::Catalog, b"k2", b"v2", Durability::Sync).unwrap();
+            s.put(Column::Catalog, b"z", b"v3", Durability::Sync).unwrap();
+            s.flush().unwrap();
+        }
+        let s = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(s.get(Column::Catalog, b"k1").unwrap().unwrap(), b"v1");
+        assert_eq!(s.get(Column::Jobs, b"k1").unwrap().unwrap(), b"other");
+        let scan = s.scan_prefix(Column::Catalog, b"k", 10).unwrap();
+        assert_eq!(scan.len(), 2);
+        assert_eq!(s.scan_prefix(Column::Catalog, b"k", 1).unwrap().len(), 1);
+        s.delete(Column::Catalog, b"k1", Durability::Sync).unwrap();
+        assert!(s.get(Column::Catalog, b"k1").unwrap().is_none());
+    }
+
+    #[test]
+    fn second_open_of_the_same_dir_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = RocksStore::open(dir.path()).unwrap();
+        let e = RocksStore::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("in use"), "{e}");
+    }
+}
