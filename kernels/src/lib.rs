@@ -5,6 +5,8 @@
 //! - [`probe`]: the short matmul probe that gives each node its compute score.
 //! - [`ops`]: hand-written CPU kernels (GEMM, layer norm, GELU, attention, softmax-cross-entropy).
 //! - [`models`]: GPT, encoder classifier and BERT with flat parameters and a fast training step.
+//! - [`infer`]: serving helpers: masked batched forward, KV-cache decoding, sampling, int8 layers.
+//! - [`train`]: weight-decay masks and mixed-precision steps over the models' flat vectors.
 //! - [`error`]: the crate's `Error` and `Result`.
 //! - [`optim`]: AdamW and SGD on flat f32 buffers, LR schedules, adaptive clipping, loss scaling,
 //!   f16/bf16 conversion.
@@ -19,11 +21,13 @@ pub mod checkpoint;
 pub mod devices;
 pub mod error;
 pub mod gpu;
+pub mod infer;
 pub mod metrics;
 pub mod models;
 pub mod ops;
 pub mod optim;
 pub mod probe;
+pub mod train;
 pub mod quant;
 pub mod tokenize;
 

@@ -6,13 +6,18 @@
 //! - [`codec`]: the bincode codec with hard size caps, used by every service.
 //! - [`services`]: protocol names, per-service size caps and the request/response messages.
 //! - [`error`]: wire-level errors.
+//! - [`hlc`]: hybrid logical clock timestamps for the replicated catalog.
+//! - [`validation`]: field-level validation errors shared by records and specs.
 
 pub mod codec;
 pub mod error;
+pub mod hlc;
 pub mod ids;
 pub mod node_info;
 pub mod services;
+pub mod validation;
 
 pub use error::{Error, Result};
+pub use hlc::{Hlc, HlcClock, HlcError};
 pub use ids::{NodeId, RequestId};
 pub use node_info::{GpuState, GpuSummary, MemberState, MemberView, NodeInfo};

@@ -417,6 +417,17 @@ impl Transformer {
 
     /// As [`Self::loss_and_grads`], with the loss chosen by `loss`.
     pub fn loss_and_grads_with(&self, batch: &Batch, loss: &Loss<'_>) -> Result<(f32, Vec<f32>)> {
+        self.loss_and_grads_scaled(batch, loss, 1.0)
+    }
+
+    /// As [`Self::loss_and_grads_with`], with the backward seeded by `scale · dloss/dlogits`
+    /// (loss scaling for mixed precision); the returned loss is unscaled.
+    pub fn loss_and_grads_scaled(
+        &self,
+        batch: &Batch,
+        loss: &Loss<'_>,
+        scale: f32,
+    ) -> Result<(f32, Vec<f32>)> {
         batch.validate(&self.cfg, matches!(loss, Loss::CrossEntropy))?;
         if matches!(self.cfg.head, Head::Embedding { .. }) {
             return Err(Error::InvalidArgument(
@@ -462,6 +473,9 @@ impl Transformer {
                 )
             }
         };
+        if scale != 1.0 {
+            logits.iter_mut().for_each(|g| *g *= scale);
+        }
         let grads = self.backward(batch, cache, logits);
         Ok((value, grads))
     }

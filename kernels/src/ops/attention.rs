@@ -10,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use super::fastmath::exp;
 use super::matmul::{gemm_raw, View};
 use super::SendPtr;
 
@@ -115,7 +116,7 @@ fn softmax_rows(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
         }
         let mut sum = 0.0f32;
         for v in &mut row[..visible] {
-            *v = (*v * scale - mx).exp();
+            *v = exp(*v * scale - mx);
             sum += *v;
         }
         let inv = 1.0 / sum;

@@ -5,12 +5,14 @@
 //! - [`layer_norm`]: layer normalisation over the last axis.
 //! - [`gelu`]: exact (erf) and tanh-approximated GELU.
 //! - [`attention`]: fused multi-head scaled-dot-product attention over a packed QKV matrix.
+//! - [`fastmath`]: a vectorisable `exp` (libm's scalar `expf` dominated the GELU).
 //! - [`xent`]: fused softmax + cross-entropy, and the temperature-scaled KL of distillation.
 //!
 //! Rows are split across rayon's current pool; run a step inside a pool of the size you want
 //! (`rayon::ThreadPoolBuilder::new().num_threads(2)`), and the GEMMs use the same count.
 
 pub mod attention;
+pub mod fastmath;
 pub mod gelu;
 pub mod layer_norm;
 pub mod matmul;

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::chunk_rows;
+use super::fastmath::exp;
 
 /// Target value that marks a row as excluded from the loss (padding).
 pub const IGNORE: u32 = u32::MAX;
@@ -47,7 +48,7 @@ pub fn softmax_in_place(row: &mut [f32]) -> f32 {
     let mx = row.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
     let mut sum = 0.0f32;
     for v in row.iter_mut() {
-        *v = (*v - mx).exp();
+        *v = exp(*v - mx);
         sum += *v;
     }
     let inv = 1.0 / sum;

@@ -1,0 +1,236 @@
+//! Training-step benchmark: our hand-written step against dfdx's step and PyTorch's, on the same
+//! encoder classifier and batch (width 128, 4 heads, FFN 512, 2 layers, 16 × 64 tokens), with 2
+//! threads each. A step is forward, cross-entropy, backward and an AdamW update.
+//!
+//! The rounds interleave our step and dfdx's so both see the same machine load; PyTorch runs in a
+//! child process (`benches/train_step_torch.py`, interpreter from `FLOTILLA_PYTHON` or `python3`)
+//! right after. Prints a table of medians and the ratios.
+//!
+//!     cargo bench -p flotilla-kernels --bench train_step
+//!
+//! The dfdx model is dfdx's own `TransformerEncoder` (post-LN like ours, but ReLU in the FFN,
+//! which it hard-codes, and no learned positions); both differences cost well under 1 % of a step.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::process::Command;
+use std::time::Instant;
+
+use dfdx::optim::{Adam, AdamConfig, Optimizer as _, WeightDecay};
+use dfdx::prelude::*;
+use flotilla_kernels::models::config::{NormPlacement, Pooling};
+use flotilla_kernels::models::encoder::EncoderConfig;
+use flotilla_kernels::models::Batch;
+use flotilla_kernels::optim::{AdamW, AdamWConfig, Optimizer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const B: usize = 16;
+const T: usize = 64;
+const D: usize = 128;
+const H: usize = 4;
+const F: usize = 512;
+const L: usize = 2;
+const V: usize = 1024;
+const C: usize = 8;
+const THREADS: usize = 2;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+type DfdxModel = (
+    Embedding<V, D>,
+    TransformerEncoder<D, H, F, L>,
+    Linear<D, C>,
+);
+
+fn main() {
+    // The global pool, because dfdx's optimizer is not `Send` (so cannot move into `install`).
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(THREADS)
+        .build_global()
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(0);
+    let tokens: Vec<u32> = (0..B * T).map(|_| rng.gen_range(0..V as u32)).collect();
+    let labels: Vec<u32> = (0..B).map(|_| rng.gen_range(0..C as u32)).collect();
+
+    // Ours.
+    let cfg = EncoderConfig {
+        vocab: V,
+        context: T,
+        width: D,
+        heads: H,
+        layers: L,
+        ffn: F,
+        classes: C,
+        pooling: Pooling::Mean,
+        norm: NormPlacement::Post,
+    };
+    let mut model = cfg.build(0).unwrap();
+    let batch = Batch::lm(tokens.clone(), labels.clone(), B, T);
+    let mut opt = AdamW::new(
+        AdamWConfig {
+            weight_decay: 0.01,
+            ..AdamWConfig::default()
+        },
+        model.num_params(),
+    )
+    .unwrap();
+    let mut ours_step = || {
+        let t0 = Instant::now();
+        let (loss, grads) = model.loss_and_grads(&batch).unwrap();
+        opt.step(model.params_mut(), &grads, 1e-3).unwrap();
+        (t0.elapsed().as_secs_f64() * 1e3, loss)
+    };
+
+    // dfdx.
+    let dev = Cpu::default();
+    let mut dm = dev.build_module::<DfdxModel, f32>();
+    let mut dopt = Adam::new(
+        &dm,
+        AdamConfig {
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: Some(WeightDecay::Decoupled(0.01)),
+        },
+    );
+    let mut dgrads = dm.alloc_grads();
+    let ids: Tensor<Rank2<B, T>, usize, Cpu> = dev.tensor_from_vec(
+        tokens.iter().map(|t| *t as usize).collect(),
+        (Const::<B>, Const::<T>),
+    );
+    let mut onehot = vec![0.0f32; B * C];
+    for (i, l) in labels.iter().enumerate() {
+        onehot[i * C + *l as usize] = 1.0;
+    }
+    let onehot: Tensor<Rank2<B, C>, f32, Cpu> =
+        dev.tensor_from_vec(onehot, (Const::<B>, Const::<C>));
+    let mut dfdx_step = || {
+        let t0 = Instant::now();
+        // The head is applied per token and then averaged: the same as pooling first.
+        let logits = dm
+            .forward_mut(ids.trace(dgrads.clone()))
+            .mean::<Rank2<B, C>, Axis<1>>();
+        let loss = cross_entropy_with_logits_loss(logits, onehot.clone());
+        let value = loss.array();
+        dgrads = loss.backward();
+        dopt.update(&mut dm, &dgrads).unwrap();
+        dm.zero_grads(&mut dgrads);
+        (t0.elapsed().as_secs_f64() * 1e3, value)
+    };
+
+    let rounds = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5usize);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours_loss, mut dfdx_loss) = (0.0, 0.0);
+    {
+        for _ in 0..3 {
+            ours_step();
+            dfdx_step();
+        }
+        for _ in 0..rounds {
+            for _ in 0..10 {
+                let (ms, l) = ours_step();
+                ours.push(ms);
+                ours_loss = l;
+            }
+            for _ in 0..3 {
+                let (ms, l) = dfdx_step();
+                theirs.push(ms);
+                dfdx_loss = l;
+            }
+        }
+    }
+    let (ours_ms, dfdx_ms) = (median(ours.clone()), median(theirs.clone()));
+
+    let python = std::env::var("FLOTILLA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step_torch.py");
+    let args = [
+        "--threads",
+        "2",
+        "--steps",
+        "30",
+        "--batch",
+        "16",
+        "--seq",
+        "64",
+        "--width",
+        "128",
+        "--heads",
+        "4",
+    ];
+    let torch = Command::new(&python)
+        .arg(script)
+        .args(args)
+        .args([
+            "--ffn",
+            "512",
+            "--layers",
+            "2",
+            "--vocab",
+            "1024",
+            "--classes",
+            "8",
+        ])
+        .output();
+    let torch_ms: Option<f64> = match torch {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let v: Option<serde_json::Value> = text
+                .lines()
+                .last()
+                .and_then(|l| serde_json::from_str(l).ok());
+            match v {
+                Some(v) if v.get("median_ms").is_some() => {
+                    println!("torch: {}", v);
+                    v["median_ms"].as_f64()
+                }
+                Some(v) => {
+                    println!("PyTorch baseline not run: {}", v["error"]);
+                    None
+                }
+                None => {
+                    println!(
+                        "PyTorch baseline not run: {} printed no result ({})",
+                        python,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            println!("PyTorch baseline not run: cannot start {python}: {e} (set FLOTILLA_PYTHON)");
+            None
+        }
+    };
+
+    println!();
+    println!("encoder classifier step: width {D}, {H} heads, FFN {F}, {L} layers, batch {B} x {T}, {THREADS} threads");
+    println!("| implementation | median ms/step | steps timed | last loss |");
+    println!("|---|---|---|---|");
+    println!(
+        "| flotilla (hand-written kernels) | {ours_ms:.1} | {} | {ours_loss:.4} |",
+        ours.len()
+    );
+    println!(
+        "| dfdx 0.13 (autodiff) | {dfdx_ms:.1} | {} | {dfdx_loss:.4} |",
+        theirs.len()
+    );
+    if let Some(t) = torch_ms {
+        println!("| PyTorch (2 threads) | {t:.1} | 30 | |");
+    }
+    println!();
+    println!("speed-up vs dfdx: {:.2}x", dfdx_ms / ours_ms);
+    if let Some(t) = torch_ms {
+        println!(
+            "speed-up vs PyTorch: {:.2}x (>1 means flotilla is faster)",
+            t / ours_ms
+        );
+    }
+}
