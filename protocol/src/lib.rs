@@ -6,13 +6,17 @@
 //! - [`codec`]: the bincode codec with hard size caps, used by every service.
 //! - [`services`]: protocol names, per-service size caps and the request/response messages.
 //! - [`error`]: wire-level errors.
+//! - [`catalog`]: the replicated catalog's records, keys and CRDT entries.
+//! - [`jobs`]: job specifications, priority classes and the job status lattice.
 //! - [`hlc`]: hybrid logical clock timestamps for the replicated catalog.
 //! - [`validation`]: field-level validation errors shared by records and specs.
 
+pub mod catalog;
 pub mod codec;
 pub mod error;
 pub mod hlc;
 pub mod ids;
+pub mod jobs;
 pub mod node_info;
 pub mod services;
 pub mod validation;
@@ -20,4 +24,5 @@ pub mod validation;
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcClock, HlcError};
 pub use ids::{NodeId, RequestId};
+pub use jobs::{JobId, JobSpec, JobStatus, Priority};
 pub use node_info::{GpuState, GpuSummary, MemberState, MemberView, NodeInfo};

@@ -139,3 +139,144 @@ pub mod control {
         codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
     }
 }
+
+/// The catalog: delta gossip and anti-entropy between replicas of the catalog CRDT.
+///
+/// Writes spread as [`Delta`]s on the gossip topic. Anti-entropy repairs what gossip lost: the
+/// initiator sends its [`Digest`] (a hash per bucket of keys); the responder answers with the
+/// buckets that differ and all its entries in them ([`SyncReply`]); the initiator merges them
+/// and pushes back ([`RequestBody::Push`]) exactly the entries the responder lacks or holds
+/// older. One exchange each way makes both replicas equal in the buckets covered.
+pub mod catalog {
+    use super::*;
+    use crate::catalog::{CatalogKey, Entry};
+
+    /// Gossip topic for deltas.
+    pub const TOPIC: &str = "flotilla/catalog/1";
+    /// Stream protocol name for anti-entropy.
+    pub const PROTOCOL: &str = "/flotilla/catalog/1";
+    /// Name used in errors and metrics.
+    pub const SERVICE: &str = "catalog";
+    /// Largest catalog message, gossip or request-response. A reply that would be larger covers
+    /// fewer buckets; the rest are repaired by the next round.
+    pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+    /// Largest single entry, as stored and as sent.
+    pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+    /// Buckets in a digest: 256 × 36 bytes ≈ 9 KiB per digest.
+    pub const DIGEST_BUCKETS: usize = 256;
+
+    /// Entries to merge, each under its key, in key order.
+    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+    pub struct Delta {
+        pub entries: Vec<(CatalogKey, Entry)>,
+    }
+
+    /// Summary of one bucket of keys.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+    pub struct BucketSummary {
+        /// XOR of the blake3 hashes of the bucket's `(key, entry)` encodings: order-free, so it
+        /// can be kept up to date entry by entry.
+        pub hash: [u8; 32],
+        /// Entries in the bucket.
+        pub count: u32,
+    }
+
+    /// A replica's catalog in [`DIGEST_BUCKETS`] summaries, indexed by bucket.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Digest {
+        pub buckets: Vec<BucketSummary>,
+    }
+
+    /// The responder's answer to a digest.
+    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+    pub struct SyncReply {
+        /// Differing buckets whose entries are all in `delta`, ascending.
+        pub buckets: Vec<u16>,
+        /// The responder's entries in those buckets (and possibly some of one more bucket that
+        /// did not fit whole).
+        pub delta: Delta,
+    }
+
+    /// A message on the catalog gossip topic.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Message {
+        /// Entries that changed at the sender.
+        Delta(Delta),
+    }
+
+    /// An anti-entropy request.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Request {
+        pub id: RequestId,
+        pub body: RequestBody,
+    }
+
+    /// What an anti-entropy request asks.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum RequestBody {
+        /// "Here is my digest": answered with [`ResponseBody::Sync`].
+        Sync(Digest),
+        /// "Here are the entries you lack or hold older": answered with [`ResponseBody::Merged`].
+        Push(Delta),
+    }
+
+    /// An anti-entropy response; `id` echoes the request's.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Response {
+        pub id: RequestId,
+        pub body: std::result::Result<ResponseBody, control::RemoteError>,
+    }
+
+    /// The answer to a [`RequestBody`].
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum ResponseBody {
+        Sync(SyncReply),
+        /// How many pushed entries changed the responder's state, and how many it refused.
+        Merged { applied: u32, rejected: u32 },
+    }
+
+    /// Encodes a gossip message.
+    pub fn encode_message(m: &Message) -> Result<Vec<u8>> {
+        codec::encode::<_, MAX_MESSAGE_BYTES>(SERVICE, m)
+    }
+    /// Decodes a gossip message.
+    pub fn decode_message(b: &[u8]) -> Result<Message> {
+        codec::decode::<_, MAX_MESSAGE_BYTES>(SERVICE, b)
+    }
+    /// Encodes a request body.
+    pub fn encode_request(r: &Request) -> Result<Vec<u8>> {
+        codec::encode::<_, MAX_MESSAGE_BYTES>(SERVICE, r)
+    }
+    /// Decodes a request body.
+    pub fn decode_request(b: &[u8]) -> Result<Request> {
+        codec::decode::<_, MAX_MESSAGE_BYTES>(SERVICE, b)
+    }
+    /// Encodes a response body.
+    pub fn encode_response(r: &Response) -> Result<Vec<u8>> {
+        codec::encode::<_, MAX_MESSAGE_BYTES>(SERVICE, r)
+    }
+    /// Decodes a response body.
+    pub fn decode_response(b: &[u8]) -> Result<Response> {
+        codec::decode::<_, MAX_MESSAGE_BYTES>(SERVICE, b)
+    }
+    /// Encodes one entry for the store's catalog column.
+    pub fn encode_entry(e: &Entry) -> Result<Vec<u8>> {
+        codec::encode::<_, MAX_ENTRY_BYTES>(SERVICE, e)
+    }
+    /// Decodes one stored entry.
+    pub fn decode_entry(b: &[u8]) -> Result<Entry> {
+        codec::decode::<_, MAX_ENTRY_BYTES>(SERVICE, b)
+    }
+    /// Encodes a batch of entries (a delta) within the message cap.
+    pub fn encode_entries(d: &Delta) -> Result<Vec<u8>> {
+        codec::encode::<_, MAX_MESSAGE_BYTES>(SERVICE, d)
+    }
+    /// Decodes a batch of entries.
+    pub fn decode_entries(b: &[u8]) -> Result<Delta> {
+        codec::decode::<_, MAX_MESSAGE_BYTES>(SERVICE, b)
+    }
+    /// The encoded size of a value of this service, computed without allocating it.
+    pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize> {
+        codec::encoded_len(SERVICE, value)
+    }
+}
