@@ -44,7 +44,17 @@ fn time(budget: Duration, mut f: impl FnMut()) -> Duration {
 /// `y = x · Wᵀ` with f32 `gemm`. `w_t` selects the weight layout: `false` for `W` as stored by
 /// PyTorch and dfdx (`n × k`, read transposed), `true` for a pre-transposed copy (`k × n`), which
 /// suits `gemm` better at batch 1.
-fn f32_linear(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, w_t: bool) {
+#[allow(clippy::too_many_arguments)] // The operands and shape of one GEMM call.
+fn f32_linear(
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    w_t: bool,
+    par: gemm::Parallelism,
+) {
     // Strides of Wᵀ (k × n): (row, column) = (1, k) when reading W (n × k), (n, 1) when reading
     // the transposed copy.
     let (w_cs, w_rs) = if w_t {
@@ -74,7 +84,7 @@ fn f32_linear(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         );
     }
 }
@@ -112,7 +122,9 @@ fn main() {
     let shapes = [(384, 1536), (1536, 384), (384, 384), (768, 3072)];
     for &(k, n) in &shapes {
         let w: Vec<f32> = (0..n * k).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
-        let layer = QuantizedLinear::quantize(&w, n, k, Some(&vec![0.0; n])).unwrap();
+        let layer = QuantizedLinear::quantize(&w, n, k, Some(&vec![0.0; n]))
+            .unwrap()
+            .single_threaded();
         let mut wt = vec![0.0f32; n * k];
         for j in 0..n {
             for p in 0..k {
@@ -125,11 +137,29 @@ fn main() {
             let (xq, _) = quantize_rows(&x, m, k).unwrap();
             let mut y = vec![0.0f32; m * n];
             let t_w = time(budget, || {
-                f32_linear(black_box(&x), black_box(&w), &mut y, m, n, k, false);
+                f32_linear(
+                    black_box(&x),
+                    black_box(&w),
+                    &mut y,
+                    m,
+                    n,
+                    k,
+                    false,
+                    gemm::Parallelism::None,
+                );
                 black_box(&y);
             });
             let t_wt = time(budget, || {
-                f32_linear(black_box(&x), black_box(&wt), &mut y, m, n, k, true);
+                f32_linear(
+                    black_box(&x),
+                    black_box(&wt),
+                    &mut y,
+                    m,
+                    n,
+                    k,
+                    true,
+                    gemm::Parallelism::None,
+                );
                 black_box(&y);
             });
             let t_f32 = t_w.min(t_wt);
@@ -165,6 +195,43 @@ fn main() {
                 )
             );
             println!("{row}");
+        }
+    }
+
+    // The same layers using every core: gemm with rayon (pre-transposed weight, its faster
+    // layout) against QuantizedLinear::forward with its default parallel GEMM.
+    let threads = rayon::current_num_threads();
+    println!("\nthreaded: rayon pool of {threads}; µs per call");
+    println!(
+        "{:>6} {:>12} {:>12} {:>22}",
+        "batch", "in→out", "f32 Wᵀ", "QuantLinear fwd"
+    );
+    for &(k, n) in &shapes {
+        let w: Vec<f32> = (0..n * k).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
+        let wt: Vec<f32> = (0..n * k).map(|i| w[(i % n) * k + i / n]).collect();
+        let layer = QuantizedLinear::quantize(&w, n, k, Some(&vec![0.0; n])).unwrap();
+        for &m in &[1usize, 16] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect();
+            let mut y = vec![0.0f32; m * n];
+            let par = gemm::Parallelism::Rayon(threads);
+            let t_f32 = time(budget, || {
+                f32_linear(black_box(&x), black_box(&wt), &mut y, m, n, k, true, par);
+                black_box(&y);
+            });
+            let t_q = time(budget, || {
+                black_box(layer.forward(black_box(&x), m).unwrap());
+            });
+            println!(
+                "{:>6} {:>12} {:>12.1} {:>22}",
+                m,
+                format!("{k}→{n}"),
+                us(t_f32),
+                format!(
+                    "{:.1} ({:.2}x)",
+                    us(t_q),
+                    t_f32.as_secs_f64() / t_q.as_secs_f64()
+                )
+            );
         }
     }
 

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use flotilla_kernels::quant::{
-    gemm_i8_with, quantize_rows, Int8Kernel, Int8Matrix, QuantizedLinear,
+    gemm_i8_parallel, gemm_i8_with, quantize_rows, Int8Kernel, Int8Matrix, QuantizedLinear,
 };
 use flotilla_kernels::Error;
 use rand::rngs::StdRng;
@@ -233,4 +233,30 @@ fn quantized_layers_round_trip_through_a_checkpoint() {
         Err(Error::TensorMismatch { name, .. }) => assert_eq!(name, "attn.q.weight_i8"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn parallel_gemm_equals_the_single_threaded_one() {
+    let mut rng = seeded("parallel gemm");
+    // Large enough to split; n not a multiple of the block size.
+    for &(m, n, k) in &[(16, 1001, 300), (1, 4099, 384), (3, 9, 100)] {
+        let a: Vec<i8> = (0..m * k).map(|_| rng.gen()).collect();
+        let b = Int8Matrix::new((0..n * k).map(|_| rng.gen()).collect(), n, k).unwrap();
+        for kern in Int8Kernel::available() {
+            let single = gemm_i8_with(kern, &a, m, &b).unwrap();
+            assert_eq!(
+                gemm_i8_parallel(kern, &a, m, &b).unwrap(),
+                single,
+                "{} m={m} n={n} k={k}",
+                kern.name()
+            );
+        }
+    }
+    let w: Vec<f32> = (0..512 * 384).map(|_| rng.gen::<f32>() - 0.5).collect();
+    let layer = QuantizedLinear::quantize(&w, 512, 384, None).unwrap();
+    let x: Vec<f32> = (0..16 * 384).map(|_| rng.gen::<f32>()).collect();
+    assert_eq!(
+        layer.forward(&x, 16).unwrap(),
+        layer.clone().single_threaded().forward(&x, 16).unwrap()
+    );
 }

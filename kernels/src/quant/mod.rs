@@ -8,6 +8,8 @@
 //!
 //! The GEMM ([`gemm_i8`]) has AVX-512 VNNI, AVX2 and scalar paths chosen at run time
 //! ([`Int8Kernel::detect`]); all three are exact, so results do not depend on the machine.
+//! Large products are split over output channels across the rayon pool ([`gemm_i8_parallel`]);
+//! [`QuantizedLinear::single_threaded`] keeps a layer on the calling thread.
 //! [`QuantizedLinear::to_tensors`] / [`QuantizedLinear::from_tensors`] store a layer in a
 //! [`crate::checkpoint`].
 //!
@@ -18,7 +20,7 @@ mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use gemm::{gemm_i8, gemm_i8_with, Int8Kernel, Int8Matrix};
+pub use gemm::{gemm_i8, gemm_i8_parallel, gemm_i8_with, Int8Kernel, Int8Matrix};
 
 use std::collections::BTreeMap;
 
@@ -87,6 +89,7 @@ pub struct QuantizedLinear {
     scales: Vec<f32>,
     bias: Option<Vec<f32>>,
     kernel: Int8Kernel,
+    parallel: bool,
 }
 
 impl QuantizedLinear {
@@ -131,6 +134,7 @@ impl QuantizedLinear {
             scales,
             bias,
             kernel: Int8Kernel::detect(),
+            parallel: true,
         })
     }
 
@@ -141,6 +145,12 @@ impl QuantizedLinear {
         }
         self.kernel = kernel;
         Ok(self)
+    }
+
+    /// Runs every forward on the calling thread (by default large products use the rayon pool).
+    pub fn single_threaded(mut self) -> Self {
+        self.parallel = false;
+        self
     }
 
     /// Output features.
@@ -251,15 +261,24 @@ impl QuantizedLinear {
             x.len(),
         )?;
         let (xq, xs) = quantize_rows(x, batch, k)?;
-        let acc = gemm_i8_with(self.kernel, &xq, batch, &self.weight)?;
+        let acc = if self.parallel {
+            gemm_i8_parallel(self.kernel, &xq, batch, &self.weight)?
+        } else {
+            gemm_i8_with(self.kernel, &xq, batch, &self.weight)?
+        };
         let n = self.out_features();
-        let mut y = vec![0.0f32; batch * n];
-        for ((yr, ar), &sx) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(&xs) {
-            for ((yv, &a), &sw) in yr.iter_mut().zip(ar).zip(&self.scales) {
-                *yv = a as f32 * (sx * sw);
-            }
-            if let Some(b) = &self.bias {
-                yr.iter_mut().zip(b).for_each(|(yv, bv)| *yv += bv);
+        // Built by `extend` over zipped slices: one vectorised pass, and no zero-filled buffer
+        // written only to be overwritten.
+        let mut y: Vec<f32> = Vec::with_capacity(acc.len());
+        for (ar, &sx) in acc.chunks_exact(n).zip(&xs) {
+            let scaled = ar.iter().zip(&self.scales);
+            match &self.bias {
+                Some(b) => y.extend(
+                    scaled
+                        .zip(b)
+                        .map(|((&a, &sw), &bv)| a as f32 * (sx * sw) + bv),
+                ),
+                None => y.extend(scaled.map(|(&a, &sw)| a as f32 * (sx * sw))),
             }
         }
         Ok(y)

@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::gemm::Int8Matrix;
+use super::gemm::Rows;
 
 pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
@@ -23,16 +23,18 @@ fn dot_tail(a: &[i8], b: &[i8]) -> i32 {
         .sum()
 }
 
-/// AVX2 GEMM. Caller checks shapes (`a.len() == m·k`, `c.len() == m·n`) and that AVX2 is present.
-pub(crate) fn gemm_avx2(a: &[i8], m: usize, b: &Int8Matrix, c: &mut [i32]) {
+/// AVX2 GEMM: `c` (`m × b.rows()`) = `a` (`m × k`) · `b`ᵀ.
+///
+/// # Safety
+/// The CPU must support AVX2, `a.len() == m · b.cols()` and `c.len() == m · b.rows()`.
+pub(crate) unsafe fn gemm_avx2(a: &[i8], m: usize, b: Rows<'_>, c: &mut [i32]) {
     debug_assert!(has_avx2());
-    // SAFETY: the caller (`gemm_i8_with`) has checked at run time that the CPU supports AVX2,
-    // and that `a` and `c` have the lengths the kernel indexes.
+    // SAFETY: guaranteed by this function's contract.
     unsafe { gemm_avx2_impl(a, m, b, c) }
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn gemm_avx2_impl(a: &[i8], m: usize, b: &Int8Matrix, c: &mut [i32]) {
+unsafe fn gemm_avx2_impl(a: &[i8], m: usize, b: Rows<'_>, c: &mut [i32]) {
     let (n, k) = (b.rows(), b.cols());
     let w = b.data();
     let k16 = k / 16 * 16;
@@ -80,11 +82,14 @@ fn hsum256(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// AVX-512 VNNI GEMM. Caller checks shapes and that AVX-512F/BW/VNNI are present.
-pub(crate) fn gemm_vnni(a: &[i8], m: usize, b: &Int8Matrix, c: &mut [i32]) {
+/// AVX-512 VNNI GEMM: `c` (`m × b.rows()`) = `a` (`m × k`) · `b`ᵀ.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512BW and AVX-512 VNNI, `a.len() == m · b.cols()` and
+/// `c.len() == m · b.rows()`.
+pub(crate) unsafe fn gemm_vnni(a: &[i8], m: usize, b: Rows<'_>, c: &mut [i32]) {
     debug_assert!(has_avx512_vnni());
-    // SAFETY: the caller (`gemm_i8_with`) has checked at run time that the CPU supports
-    // AVX-512F, AVX-512BW and AVX-512 VNNI, and the buffer lengths.
+    // SAFETY: guaranteed by this function's contract.
     unsafe { gemm_vnni_impl(a, m, b, c) }
 }
 
@@ -155,7 +160,7 @@ fn vnni_block<const MR: usize>(ar: [&[i8]; MR], br: [&[i8]; 4], k: usize) -> [[i
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn gemm_vnni_impl(a: &[i8], m: usize, b: &Int8Matrix, c: &mut [i32]) {
+unsafe fn gemm_vnni_impl(a: &[i8], m: usize, b: Rows<'_>, c: &mut [i32]) {
     let (n, k) = (b.rows(), b.cols());
     let w = b.data();
     let sums = b.row_sums();
