@@ -180,7 +180,15 @@ unsafe fn gemm_vnni_impl(a: &[i8], m: usize, b: Rows<'_>, c: &mut [i32]) {
         });
         let row = |i: usize| &a[i * k..(i + 1) * k];
         let mut i = 0;
-        // Two activation rows at a time: each weight load then feeds two dot products.
+        // Four (then two) activation rows at a time: each weight load then feeds several dot
+        // products. 4 × 4 accumulators + 4 weight vectors + 1 activation fit the 32 registers.
+        while i + 4 <= m {
+            let d = vnni_block::<4>([row(i), row(i + 1), row(i + 2), row(i + 3)], br, k);
+            for (r, dr) in d.into_iter().enumerate() {
+                store(i + r, j, rows, dr);
+            }
+            i += 4;
+        }
         while i + 2 <= m {
             let d = vnni_block::<2>([row(i), row(i + 1)], br, k);
             store(i, j, rows, d[0]);
