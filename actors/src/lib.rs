@@ -4,11 +4,13 @@
 //! Modules:
 //! - [`membership`]: the failure detector (pure core) and the `Membership` actor that keeps this
 //!   node's view of the cluster.
+//! - [`catalog`]: the replicated catalog, a state-based CRDT (pure core) and its persistence.
 //! - [`store`]: the storage boundary ([`store::Store`]); rocksdb implements it in `flotilla-node`.
 //! - [`mesh`]: the network boundary ([`mesh::Mesh`]); libp2p implements it in `flotilla-node`.
 //! - [`clock`]: the injected clock the cores are driven by.
 //! - [`error`]: this crate's errors.
 
+pub mod catalog;
 pub mod clock;
 pub mod error;
 pub mod membership;

@@ -147,6 +147,32 @@ impl CatalogKey {
         k.extend_from_slice(&self.version.to_be_bytes());
         k
     }
+
+    /// Reads a key back from [`CatalogKey::store_key`] bytes; `None` if they are not one.
+    pub fn from_store_key(bytes: &[u8]) -> Option<CatalogKey> {
+        let (&tag, rest) = bytes.split_first()?;
+        let kind = [
+            RecordKind::Dataset,
+            RecordKind::Model,
+            RecordKind::ModelAlias,
+            RecordKind::Deployment,
+            RecordKind::Job,
+        ]
+        .into_iter()
+        .find(|k| k.tag() == tag)?;
+        let (name, version) = rest.split_at_checked(rest.len().checked_sub(9)?)?;
+        let (&zero, version) = version.split_first()?;
+        if zero != 0 {
+            return None;
+        }
+        let name = String::from_utf8(name.to_vec()).ok()?;
+        let version = u64::from_be_bytes(version.try_into().ok()?);
+        Some(CatalogKey {
+            kind,
+            name,
+            version,
+        })
+    }
 }
 
 impl std::fmt::Display for CatalogKey {

@@ -182,6 +182,15 @@ impl HlcClock {
         Ok(next)
     }
 
+    /// Moves the clock past a timestamp that was already accepted once (read back from the
+    /// store), without the skew check: refusing it now would only let new local writes lose to
+    /// entries this node already holds.
+    pub fn witness(&mut self, seen: &Hlc, wall_ms: u64) -> Result<Hlc, HlcError> {
+        let next = self.last.observe(seen, wall_ms, u64::MAX)?;
+        self.last = next.clone();
+        Ok(next)
+    }
+
     /// Takes in a remote timestamp; on error the clock is unchanged.
     pub fn observe(&mut self, remote: &Hlc, wall_ms: u64) -> Result<Hlc, HlcError> {
         let next = self.last.observe(remote, wall_ms, self.max_skew_ms)?;

@@ -279,4 +279,34 @@ pub mod catalog {
     pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize> {
         codec::encoded_len(SERVICE, value)
     }
+
+    /// The digest bucket of `key`: the first two bytes of the blake3 of its store key, modulo
+    /// [`DIGEST_BUCKETS`]. Part of the protocol: every node must bucket alike.
+    pub fn bucket_of(key: &CatalogKey) -> u16 {
+        let h = blake3::hash(&key.store_key());
+        let b = h.as_bytes();
+        // DIGEST_BUCKETS divides 65536, so every bucket is equally likely.
+        (u16::from_be_bytes([b[0], b[1]]) as usize % DIGEST_BUCKETS) as u16
+    }
+
+    /// The hash of one `(key, entry)` pair that digests XOR together: blake3 of the store key
+    /// followed by the entry's bincode encoding, streamed into the hasher without a buffer.
+    pub fn entry_hash(key: &CatalogKey, entry: &Entry) -> [u8; 32] {
+        struct HashWriter(blake3::Hasher);
+        impl bincode::enc::write::Writer for HashWriter {
+            fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
+                self.0.update(bytes);
+                Ok(())
+            }
+        }
+        let store_key = key.store_key();
+        let mut w = HashWriter(blake3::Hasher::new());
+        w.0.update(&(store_key.len() as u64).to_be_bytes());
+        w.0.update(&store_key);
+        // Catalog types are plain structs, enums, strings, maps and sequences of known length,
+        // which bincode always encodes; were that ever to fail, the hash covers what was written
+        // up to the failure, which every node computes alike, so digests stay comparable.
+        let _ = bincode::serde::encode_into_writer(entry, &mut w, bincode::config::standard());
+        *w.0.finalize().as_bytes()
+    }
 }

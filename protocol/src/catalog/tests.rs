@@ -174,6 +174,18 @@ fn keys_validate_and_sort_by_kind_name_version_in_the_store() {
     assert!(a < b, "versions sort numerically");
     assert!(a.starts_with(&[RecordKind::Dataset.tag()]));
     assert_eq!(CatalogKey::model("m", 3).to_string(), "model/m@3");
+    for k in [
+        CatalogKey::dataset("d", 7),
+        CatalogKey::alias("m", "prod"),
+        CatalogKey::job(&JobId::from("j")),
+    ] {
+        assert_eq!(CatalogKey::from_store_key(&k.store_key()), Some(k));
+    }
+    assert_eq!(CatalogKey::from_store_key(b"d"), None);
+    assert_eq!(
+        CatalogKey::from_store_key(b"zname\0\0\0\0\0\0\0\0\x01"),
+        None
+    );
 }
 
 #[test]

@@ -1,0 +1,512 @@
+//! The catalog CRDT: a pure, state-based replica of the cluster's catalog.
+//!
+//! State is a map `CatalogKey → Entry` (see [`flotilla_protocol::catalog::entry`] for how one
+//! entry merges). The whole map merges key by key, so it inherits the entry join's laws: any
+//! replicas that have seen the same entries, in any order, any number of times, are equal.
+//!
+//! - Local writes ([`Catalog::apply_local_write`]) take a timestamp from this node's hybrid
+//!   clock and return the [`Delta`] to gossip.
+//! - Remote entries ([`Catalog::merge_remote`]) are validated, checked for clock skew and the
+//!   capacity bound, then joined; refused entries are reported with their reason so the shell
+//!   can count them.
+//! - Anti-entropy: [`Catalog::digest`] summarises the map in [`DIGEST_BUCKETS`] buckets (XOR of
+//!   per-entry hashes, maintained incrementally); [`Catalog::answer_sync`] and
+//!   [`Catalog::complete_sync`] make two replicas equal in one exchange each way.
+//! - [`Catalog::delta_since`] walks a change log (a local sequence number per change), so the
+//!   shell can gossip whatever changed since it last did.
+//!
+//! Time is injected as wall-clock milliseconds since the Unix epoch (`wall_ms`): hybrid clocks
+//! are compared across nodes, so they follow wall time, not the monotonic [`crate::clock`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use flotilla_protocol::catalog::{CatalogKey, Entry, JobRecord, Record, RecordKind};
+use flotilla_protocol::hlc::{HlcClock, HlcError};
+use flotilla_protocol::jobs::JobId;
+use flotilla_protocol::services::catalog::{
+    bucket_of, encoded_len, entry_hash, BucketSummary, Delta, Digest, SyncReply, DIGEST_BUCKETS,
+    MAX_ENTRY_BYTES, MAX_MESSAGE_BYTES,
+};
+use flotilla_protocol::validation::FieldErrors;
+use flotilla_protocol::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// Limits of one catalog replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Most entries (tombstones included) the replica holds; entries for new keys beyond it are
+    /// refused, so a flood of writes cannot exhaust memory.
+    pub max_entries: usize,
+    /// How far ahead of local wall time a remote timestamp may be.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// Largest delta or sync reply this replica builds, in encoded bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_entries: 1_000_000,
+            max_clock_skew: Duration::from_millis(flotilla_protocol::hlc::DEFAULT_MAX_SKEW_MS),
+            // Leave room for the message envelope under the service cap.
+            max_message_bytes: MAX_MESSAGE_BYTES - 64 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::InvalidConfig(m));
+        if self.max_entries == 0 {
+            return bad("catalog.max_entries must be at least 1".into());
+        }
+        if self.max_clock_skew.is_zero() {
+            return bad("catalog.max_clock_skew must be positive".into());
+        }
+        if self.max_message_bytes < 2 * MAX_ENTRY_BYTES
+            || self.max_message_bytes > MAX_MESSAGE_BYTES
+        {
+            return bad(format!(
+                "catalog.max_message_bytes must be between {} and {MAX_MESSAGE_BYTES}",
+                2 * MAX_ENTRY_BYTES
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a local write does to its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Sets a dataset, model version, alias or deployment.
+    Put(Record),
+    /// Deletes one (a tombstone).
+    Delete,
+    /// Records a job, or its new owner, epoch or status.
+    Job(JobRecord),
+}
+
+/// Why a local write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The record or key has invalid fields.
+    #[error("invalid write to {key}: {errors}")]
+    Invalid {
+        key: CatalogKey,
+        errors: FieldErrors,
+    },
+    /// The record does not belong under the key it was written to.
+    #[error("record for {record} written under {key}")]
+    KeyMismatch { key: CatalogKey, record: CatalogKey },
+    /// Job records end in a terminal status instead of being deleted.
+    #[error("job record {0} cannot be deleted")]
+    JobDelete(CatalogKey),
+    /// A job write from an epoch older than the one recorded: the writer has been fenced off.
+    #[error("job {job}: write of epoch {wrote} refused, epoch {current} is recorded")]
+    StaleEpoch {
+        job: JobId,
+        wrote: u64,
+        current: u64,
+    },
+    /// The replica holds `max` entries already.
+    #[error("catalog full ({max} entries): {key} refused")]
+    Full { key: CatalogKey, max: usize },
+    /// The entry encodes to more than the entry cap.
+    #[error("entry {key} is {bytes} bytes, over the {cap}-byte cap")]
+    TooLarge {
+        key: CatalogKey,
+        bytes: usize,
+        cap: usize,
+    },
+    /// The hybrid clock failed.
+    #[error(transparent)]
+    Clock(#[from] HlcError),
+}
+
+/// Why a remote entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// It failed validation.
+    Invalid(FieldErrors),
+    /// Its timestamp is too far in the future.
+    Skew(HlcError),
+    /// The replica is full and the key is new.
+    Full,
+    /// It encodes to more than the entry cap.
+    TooLarge(usize),
+}
+
+/// What merging a remote delta did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeReport {
+    /// Keys whose entry changed, in the order they arrived.
+    pub applied: Vec<CatalogKey>,
+    /// Entries that were already known (or older).
+    pub unchanged: usize,
+    /// Entries refused, with the reason.
+    pub rejected: Vec<(CatalogKey, Rejection)>,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    entry: Entry,
+    hash: [u8; 32],
+    bucket: u16,
+    /// Local change sequence number of the entry's last change.
+    seq: u64,
+}
+
+/// One replica of the catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    config: Config,
+    clock: HlcClock,
+    entries: BTreeMap<CatalogKey, Slot>,
+    buckets: Vec<BucketSummary>,
+    /// Change log: sequence number → key, one row per key (its latest change).
+    changes: BTreeMap<u64, CatalogKey>,
+    seq: u64,
+}
+
+impl Catalog {
+    /// An empty replica on node `node`.
+    pub fn new(config: Config, node: NodeId) -> Self {
+        let skew = config.max_clock_skew.as_millis() as u64;
+        Self {
+            config,
+            clock: HlcClock::new(node, skew),
+            entries: BTreeMap::new(),
+            buckets: vec![BucketSummary::default(); DIGEST_BUCKETS],
+            changes: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of entries, tombstones included.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the replica holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry under `key`, tombstones included.
+    pub fn get(&self, key: &CatalogKey) -> Option<&Entry> {
+        self.entries.get(key).map(|s| &s.entry)
+    }
+
+    /// The live record under `key` (`None` when absent or deleted).
+    pub fn record(&self, key: &CatalogKey) -> Option<&Record> {
+        match self.get(key)? {
+            Entry::Register(r) => r.value.as_ref(),
+            Entry::Job(_) => None,
+        }
+    }
+
+    /// The job record of `id`.
+    pub fn job(&self, id: &JobId) -> Option<&JobRecord> {
+        match self.get(&CatalogKey::job(id))? {
+            Entry::Job(j) => Some(&j.record),
+            Entry::Register(_) => None,
+        }
+    }
+
+    /// Every entry in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (&CatalogKey, &Entry)> {
+        self.entries.iter().map(|(k, s)| (k, &s.entry))
+    }
+
+    /// Entries of one kind in key order.
+    pub fn entries_of(&self, kind: RecordKind) -> impl Iterator<Item = (&CatalogKey, &Entry)> {
+        self.entries().filter(move |(k, _)| k.kind == kind)
+    }
+
+    /// The latest local change sequence number (the cursor for [`Catalog::delta_since`]).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Writes locally at wall time `now_wall_ms`; returns the delta to gossip (the key's merged
+    /// entry). The timestamp is later than anything this replica has seen, so the write wins
+    /// over every entry already here.
+    pub fn apply_local_write(
+        &mut self,
+        now_wall_ms: u64,
+        key: CatalogKey,
+        write: Write,
+    ) -> Result<Delta, Error> {
+        key.validate().map_err(|errors| Error::Invalid {
+            key: key.clone(),
+            errors,
+        })?;
+        if let Write::Job(record) = &write {
+            if let Some(current) = self.job(&record.id) {
+                if record.epoch < current.epoch {
+                    return Err(Error::StaleEpoch {
+                        job: record.id.clone(),
+                        wrote: record.epoch,
+                        current: current.epoch,
+                    });
+                }
+            }
+        }
+        let hlc = self.clock.now(now_wall_ms)?;
+        let entry = match write {
+            Write::Put(record) => Entry::write(hlc, record),
+            Write::Delete if key.kind == RecordKind::Job => return Err(Error::JobDelete(key)),
+            Write::Delete => Entry::tombstone(hlc),
+            Write::Job(record) => Entry::job(hlc, record),
+        };
+        if let Entry::Register(r) = &entry {
+            if let Some(record) = &r.value {
+                if record.key() != key {
+                    return Err(Error::KeyMismatch {
+                        key,
+                        record: record.key(),
+                    });
+                }
+            }
+        }
+        entry.validate(&key).map_err(|errors| Error::Invalid {
+            key: key.clone(),
+            errors,
+        })?;
+        let bytes = entry_len(&entry);
+        if bytes > MAX_ENTRY_BYTES {
+            return Err(Error::TooLarge {
+                key,
+                bytes,
+                cap: MAX_ENTRY_BYTES,
+            });
+        }
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.config.max_entries {
+            return Err(Error::Full {
+                key,
+                max: self.config.max_entries,
+            });
+        }
+        self.merge(key.clone(), entry);
+        let merged = self.get(&key).cloned();
+        Ok(Delta {
+            entries: merged.map(|e| (key, e)).into_iter().collect(),
+        })
+    }
+
+    /// Joins one entry into the replica with no checks: the CRDT merge itself. Returns whether
+    /// the replica changed. Entries from peers go through [`Catalog::merge_remote`].
+    pub fn merge(&mut self, key: CatalogKey, entry: Entry) -> bool {
+        let bucket = bucket_of(&key);
+        match self.entries.get_mut(&key) {
+            Some(slot) => {
+                if !slot.entry.merge(entry) {
+                    return false;
+                }
+                let hash = entry_hash(&key, &slot.entry);
+                let old = std::mem::replace(&mut slot.hash, hash);
+                xor_into(&mut self.buckets[usize::from(bucket)].hash, &old);
+                xor_into(&mut self.buckets[usize::from(bucket)].hash, &hash);
+                self.changes.remove(&slot.seq);
+                self.seq += 1;
+                slot.seq = self.seq;
+            }
+            None => {
+                let hash = entry_hash(&key, &entry);
+                let b = &mut self.buckets[usize::from(bucket)];
+                xor_into(&mut b.hash, &hash);
+                b.count += 1;
+                self.seq += 1;
+                self.entries.insert(
+                    key.clone(),
+                    Slot {
+                        entry,
+                        hash,
+                        bucket,
+                        seq: self.seq,
+                    },
+                );
+            }
+        }
+        self.changes.insert(self.seq, key);
+        true
+    }
+
+    /// Joins every entry of `other` (a whole-replica merge).
+    pub fn merge_catalog(&mut self, other: &Catalog) {
+        for (k, e) in other.entries() {
+            self.merge(k.clone(), e.clone());
+        }
+    }
+
+    /// Validates and joins entries received from a peer at local wall time `wall_ms`.
+    pub fn merge_remote(&mut self, wall_ms: u64, delta: Delta) -> MergeReport {
+        let mut report = MergeReport::default();
+        for (key, entry) in delta.entries {
+            if let Err(errors) = entry.validate(&key) {
+                report.rejected.push((key, Rejection::Invalid(errors)));
+                continue;
+            }
+            let bytes = entry_len(&entry);
+            if bytes > MAX_ENTRY_BYTES {
+                report.rejected.push((key, Rejection::TooLarge(bytes)));
+                continue;
+            }
+            if !self.entries.contains_key(&key) && self.entries.len() >= self.config.max_entries {
+                report.rejected.push((key, Rejection::Full));
+                continue;
+            }
+            // Observing the timestamp both checks skew and keeps later local writes ahead of it.
+            if let Err(e) = self.clock.observe(entry.hlc(), wall_ms) {
+                report.rejected.push((key, Rejection::Skew(e)));
+                continue;
+            }
+            if self.merge(key.clone(), entry) {
+                report.applied.push(key);
+            } else {
+                report.unchanged += 1;
+            }
+        }
+        report
+    }
+
+    /// Makes the clock later than an entry read back from this node's store.
+    pub(crate) fn witness(&mut self, entry: &Entry, wall_ms: u64) -> Result<(), HlcError> {
+        self.clock.witness(entry.hlc(), wall_ms).map(|_| ())
+    }
+
+    /// Entries changed after sequence number `since`, oldest change first, up to the message
+    /// budget; returns them with the cursor to pass next time (the last change included).
+    pub fn delta_since(&self, since: u64) -> (Delta, u64) {
+        let mut delta = Delta::default();
+        let mut cursor = since;
+        let mut size: usize = 0;
+        for (&seq, key) in self.changes.range(since.saturating_add(1)..) {
+            let Some(slot) = self.entries.get(key) else {
+                continue;
+            };
+            let len = pair_len(key, &slot.entry);
+            if size.saturating_add(len) > self.config.max_message_bytes && !delta.entries.is_empty()
+            {
+                break;
+            }
+            size = size.saturating_add(len);
+            delta.entries.push((key.clone(), slot.entry.clone()));
+            cursor = seq;
+        }
+        (delta, cursor)
+    }
+
+    /// The replica's digest.
+    pub fn digest(&self) -> Digest {
+        Digest {
+            buckets: self.buckets.clone(),
+        }
+    }
+
+    /// Buckets whose summaries differ between two digests, ascending. A digest of the wrong
+    /// length (a peer's bug) differs in every bucket either side lacks.
+    pub fn diff(mine: &Digest, theirs: &Digest) -> Vec<u16> {
+        (0..DIGEST_BUCKETS)
+            .filter(|&i| mine.buckets.get(i) != theirs.buckets.get(i))
+            .map(|i| i as u16)
+            .collect()
+    }
+
+    /// Answers a peer's digest with the buckets that differ and this replica's entries in them.
+    /// Whole buckets are sent while they fit the message budget; the first that does not fit is
+    /// sent in part and not listed, and the rest wait for the next round.
+    pub fn answer_sync(&self, theirs: &Digest) -> SyncReply {
+        let differing: BTreeSet<u16> = Self::diff(&self.digest(), theirs).into_iter().collect();
+        let mut by_bucket: BTreeMap<u16, Vec<(&CatalogKey, &Entry)>> = BTreeMap::new();
+        for (k, s) in &self.entries {
+            if differing.contains(&s.bucket) {
+                by_bucket.entry(s.bucket).or_default().push((k, &s.entry));
+            }
+        }
+        let mut reply = SyncReply::default();
+        let mut size: usize = 0;
+        // Buckets that differ but hold nothing here cost nothing: the peer pushes its entries.
+        for &b in &differing {
+            let items = by_bucket.remove(&b).unwrap_or_default();
+            let lens: Vec<usize> = items.iter().map(|(k, e)| pair_len(k, e)).collect();
+            let total = lens.iter().fold(0usize, |a, b| a.saturating_add(*b));
+            if size.saturating_add(total) <= self.config.max_message_bytes {
+                size = size.saturating_add(total);
+                reply.buckets.push(b);
+                reply
+                    .delta
+                    .entries
+                    .extend(items.into_iter().map(|(k, e)| (k.clone(), e.clone())));
+                continue;
+            }
+            for ((k, e), len) in items.into_iter().zip(lens) {
+                if size.saturating_add(len) > self.config.max_message_bytes {
+                    break;
+                }
+                size = size.saturating_add(len);
+                reply.delta.entries.push((k.clone(), e.clone()));
+            }
+            break;
+        }
+        reply
+    }
+
+    /// Takes a peer's [`SyncReply`] to this replica's digest: merges its entries, then returns
+    /// what the peer lacks or holds older in the buckets it covered, in deltas that each fit
+    /// the message budget, to push back.
+    pub fn complete_sync(&mut self, wall_ms: u64, reply: SyncReply) -> (MergeReport, Vec<Delta>) {
+        let theirs: BTreeMap<CatalogKey, Entry> = reply.delta.entries.iter().cloned().collect();
+        let report = self.merge_remote(wall_ms, reply.delta);
+        let covered: BTreeSet<u16> = reply.buckets.into_iter().collect();
+        let mut out = Vec::new();
+        let mut current = Delta::default();
+        let mut size: usize = 0;
+        for (k, s) in &self.entries {
+            if !covered.contains(&s.bucket) || theirs.get(k) == Some(&s.entry) {
+                continue;
+            }
+            let len = pair_len(k, &s.entry);
+            if size.saturating_add(len) > self.config.max_message_bytes
+                && !current.entries.is_empty()
+            {
+                out.push(std::mem::take(&mut current));
+                size = 0;
+            }
+            size = size.saturating_add(len);
+            current.entries.push((k.clone(), s.entry.clone()));
+        }
+        if !current.entries.is_empty() {
+            out.push(current);
+        }
+        (report, out)
+    }
+}
+
+fn xor_into(acc: &mut [u8; 32], h: &[u8; 32]) {
+    for (a, b) in acc.iter_mut().zip(h) {
+        *a ^= b;
+    }
+}
+
+/// Encoded size of an entry; an entry that cannot be encoded counts as too large.
+fn entry_len(entry: &Entry) -> usize {
+    encoded_len(entry).unwrap_or(usize::MAX)
+}
+
+fn pair_len(key: &CatalogKey, entry: &Entry) -> usize {
+    encoded_len(&(key, entry)).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

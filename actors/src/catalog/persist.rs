@@ -1,0 +1,97 @@
+//! Persistence of a catalog replica through the [`Store`] boundary.
+//!
+//! Each entry is one row of the `Catalog` column: the key is [`CatalogKey::store_key`] (kind
+//! tag, name, version), the value the entry encoded by the protocol codec within the entry cap.
+//! Acknowledged local writes are saved with [`Durability::Sync`] before the write is
+//! acknowledged; entries merged from peers can be saved buffered, since anti-entropy would bring
+//! them back after a crash.
+
+use flotilla_protocol::catalog::CatalogKey;
+use flotilla_protocol::services::catalog::{decode_entry, encode_entry};
+use flotilla_protocol::NodeId;
+
+use super::core::{Catalog, Config};
+use crate::store::{Column, Durability, Store};
+use crate::{Error, Result};
+
+/// What loading found besides good entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Entries loaded.
+    pub loaded: usize,
+    /// Rows skipped, with the reason: unreadable keys or values, invalid entries. They are left
+    /// in the store for inspection; anti-entropy brings the data back from peers.
+    pub skipped: Vec<String>,
+}
+
+impl Catalog {
+    /// Saves the entries under `keys` (those absent are skipped).
+    pub fn save_keys(
+        &self,
+        store: &dyn Store,
+        keys: &[CatalogKey],
+        durability: Durability,
+    ) -> Result<()> {
+        for key in keys {
+            if let Some(entry) = self.get(key) {
+                let value = encode_entry(entry)
+                    .map_err(|e| Error::Store(format!("encoding {key}: {e}")))?;
+                store.put(Column::Catalog, &key.store_key(), &value, durability)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves every entry.
+    pub fn save_to(&self, store: &dyn Store, durability: Durability) -> Result<()> {
+        let keys: Vec<CatalogKey> = self.entries().map(|(k, _)| k.clone()).collect();
+        self.save_keys(store, &keys, durability)
+    }
+
+    /// Loads a replica for node `node` from the store at wall time `wall_ms`. Rows that cannot
+    /// be read are skipped and reported; more rows than `config.max_entries` is an error, since
+    /// loading part of a catalog would silently drop records.
+    pub fn load_from(
+        config: Config,
+        node: NodeId,
+        store: &dyn Store,
+        wall_ms: u64,
+    ) -> Result<(Catalog, LoadReport)> {
+        config.validate()?;
+        let limit = config.max_entries.saturating_add(1);
+        let rows = store.scan_prefix(Column::Catalog, b"", limit)?;
+        if rows.len() > config.max_entries {
+            return Err(Error::Store(format!(
+                "catalog column holds more than max_entries ({}) rows",
+                config.max_entries
+            )));
+        }
+        let mut catalog = Catalog::new(config, node);
+        let mut report = LoadReport::default();
+        for (raw_key, value) in rows {
+            let Some(key) = CatalogKey::from_store_key(&raw_key) else {
+                report
+                    .skipped
+                    .push(format!("unreadable key {raw_key:02x?}"));
+                continue;
+            };
+            let entry = match decode_entry(&value) {
+                Ok(e) => e,
+                Err(e) => {
+                    report.skipped.push(format!("{key}: {e}"));
+                    continue;
+                }
+            };
+            if let Err(e) = entry.validate(&key) {
+                report.skipped.push(format!("{key}: {e}"));
+                continue;
+            }
+            catalog
+                .witness(&entry, wall_ms)
+                .map_err(|e| Error::Store(format!("clock cannot pass {key}: {e}")))?;
+            catalog.merge(key, entry);
+            report.loaded += 1;
+        }
+        Ok((catalog, report))
+    }
+}
