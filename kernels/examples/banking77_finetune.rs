@@ -215,7 +215,7 @@ fn main() {
             if recent.len() > 50 {
                 recent.remove(0);
             }
-            if step % 100 == 0 || step == total {
+            if step.is_multiple_of(100) || step == total {
                 let acc = accuracy(&model, eval);
                 let mean = recent.iter().sum::<f32>() / recent.len() as f32;
                 println!(

@@ -2,6 +2,8 @@
 //! into real positions, KV-cache decoding equals full recomputation, int8 layers stay close to
 //! f32, and sampling behaves as specified.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
 use flotilla_kernels::infer::{engine, Decoder, F32Linears, Int8Linears, Sampler, Sampling};
 use flotilla_kernels::models::config::{NormPlacement, Pooling};
 use flotilla_kernels::models::encoder::EncoderConfig;

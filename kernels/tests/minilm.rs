@@ -5,6 +5,8 @@
 //! The model folder is `FLOTILLA_MINILM_DIR` or `/work/shared/models/all-MiniLM-L6-v2`; the
 //! reference is `fixtures/minilm_reference.json` (made by `fixtures/minilm_reference.py`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
 use std::path::{Path, PathBuf};
 
 use flotilla_kernels::models::config::{Head, Pooling};

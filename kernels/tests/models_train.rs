@@ -1,6 +1,8 @@
 //! The flat-vector training contract: bad input is an error (never a panic or a silent
 //! truncation), a few optimizer steps lower the loss, and mixed precision tracks f32.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
 use flotilla_kernels::models::config::{NormPlacement, Pooling};
 use flotilla_kernels::models::encoder::EncoderConfig;
 use flotilla_kernels::models::gpt::GptConfig;

@@ -2,6 +2,8 @@
 //! Forwards are compared with a direct f64 implementation; backwards with central finite
 //! differences of that f64 forward (of the scalar `Σ dy·y` for a random `dy`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
 use flotilla_kernels::ops::attention::{self, Shape};
 use flotilla_kernels::ops::gelu::{self, Gelu};
 use flotilla_kernels::ops::matmul::{gemm_view, View};

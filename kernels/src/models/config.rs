@@ -88,7 +88,7 @@ impl TransformerConfig {
         if self.vocab == 0 || self.context == 0 || self.width == 0 || self.ffn == 0 {
             return bad("vocab, context, width and ffn must be positive");
         }
-        if self.heads == 0 || self.width % self.heads != 0 {
+        if self.heads == 0 || !self.width.is_multiple_of(self.heads) {
             return bad(&format!(
                 "width {} is not a multiple of heads {}",
                 self.width, self.heads
@@ -100,7 +100,7 @@ impl TransformerConfig {
         if let Head::Classifier { classes: 0, .. } = self.head {
             return bad("a classifier needs at least one class");
         }
-        if !(self.ln_eps > 0.0) {
+        if self.ln_eps.is_nan() || self.ln_eps <= 0.0 {
             return bad("ln_eps must be positive");
         }
         Ok(())

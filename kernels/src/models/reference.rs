@@ -90,7 +90,7 @@ pub fn loss_and_grads(model: &Transformer, batch: &Batch) -> Result<(f32, Vec<f3
         .collect();
     let pos: Vec<usize> = (0..n).map(|i| i % t).collect();
     let rowmask: Vec<f32> = (0..n)
-        .flat_map(|i| std::iter::repeat(if valid(i) { 1.0 } else { 0.0 }).take(d))
+        .flat_map(|i| std::iter::repeat_n(if valid(i) { 1.0 } else { 0.0 }, d))
         .collect();
     let rowmask = dev.tensor_from_vec(rowmask, (n, d));
     let mut emb = p

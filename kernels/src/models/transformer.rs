@@ -454,7 +454,7 @@ impl Transformer {
                         logits.len()
                     )));
                 }
-                if !(*temperature > 0.0) || !(0.0..=1.0).contains(alpha) {
+                if temperature.is_nan() || *temperature <= 0.0 || !(0.0..=1.0).contains(alpha) {
                     return Err(Error::InvalidArgument(
                         "temperature must be > 0 and alpha in [0, 1]".into(),
                     ));

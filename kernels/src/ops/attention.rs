@@ -85,7 +85,6 @@ pub fn forward(s: Shape, qkv: &[f32], lens: &[usize], out: &mut [f32], probs: &m
                 rs: d,
                 cs: 1,
             };
-            let dst = out_ptr;
             // SAFETY: task (b, h) alone writes rows b*T..(b+1)*T, columns h*dh..(h+1)*dh of `out`,
             // which stays borrowed mutably until the parallel loop ends.
             unsafe {
@@ -97,7 +96,7 @@ pub fn forward(s: Shape, qkv: &[f32], lens: &[usize], out: &mut [f32], probs: &m
                     View::rows(0, t),
                     qkv.as_ptr(),
                     v,
-                    dst.0,
+                    out_ptr.get(),
                     o,
                     false,
                 )
@@ -162,7 +161,6 @@ pub fn backward(s: Shape, qkv: &[f32], probs: &[f32], d_out: &[f32], d_qkv: &mut
                 rs: d,
                 cs: 1,
             };
-            let dst = dst;
             let mut ds = vec![0.0f32; t * t];
             // SAFETY (all four products): the views stay inside `qkv`, `d_out`, `p` and `ds` by the
             // asserts above, and task (b, h) alone writes its rows and head columns of `d_qkv`.
@@ -176,7 +174,7 @@ pub fn backward(s: Shape, qkv: &[f32], probs: &[f32], d_out: &[f32], d_qkv: &mut
                     View::transposed(0, t),
                     d_out.as_ptr(),
                     dout,
-                    dst.0,
+                    dst.get(),
                     dv,
                     false,
                 );
@@ -227,7 +225,7 @@ pub fn backward(s: Shape, qkv: &[f32], probs: &[f32], d_out: &[f32], d_qkv: &mut
                     View::rows(0, t),
                     qkv.as_ptr(),
                     k,
-                    dst.0,
+                    dst.get(),
                     dq,
                     false,
                 );
@@ -240,7 +238,7 @@ pub fn backward(s: Shape, qkv: &[f32], probs: &[f32], d_out: &[f32], d_qkv: &mut
                     View::transposed(0, t),
                     qkv.as_ptr(),
                     q,
-                    dst.0,
+                    dst.get(),
                     dk,
                     false,
                 );

@@ -28,6 +28,13 @@ unsafe impl Send for SendPtr {}
 // SAFETY: as above; the pointer itself is only copied, never used to alias a written region.
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer. A method (rather than `.0`) so closures capture the whole `Send` wrapper.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Splits `rows` rows into about one chunk per thread (at least `min_rows` each) for rayon.
 pub(crate) fn chunk_rows(rows: usize, min_rows: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
