@@ -6,7 +6,7 @@
 //!
 //! - [`AdamW`] (decoupled weight decay, bias correction; PyTorch's `torch.optim.AdamW`) and
 //!   [`Sgd`] (momentum, dampening, Nesterov, coupled weight decay; PyTorch's `torch.optim.SGD`).
-//!   Both implement [`Optimizer`]; their state ([`OptimizerState`]) is serialisable and can be
+//!   Both implement [`Optimizer`] and are built from an [`OptimizerConfig`]; their state ([`OptimizerState`]) is serialisable and can be
 //!   exported as named tensors for a checkpoint.
 //! - [`Schedule`]: linear warmup, then cosine or linear decay to a floor.
 //! - [`GradClipper`]: clipping by global norm with an adaptive threshold (a percentile of recent
@@ -44,4 +44,4 @@ pub use clip::{global_norm, ClipConfig, ClipReport, GradClipper};
 pub use scaler::{LossScaler, ScalerConfig, ScalerStep};
 pub use schedule::{Decay, Schedule};
 pub use sgd::{Sgd, SgdConfig};
-pub use state::{Optimizer, OptimizerState};
+pub use state::{Optimizer, OptimizerConfig, OptimizerState};

@@ -2,7 +2,50 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{AdamW, AdamWConfig, Sgd, SgdConfig};
 use crate::error::{check_len, Error, Result};
+
+/// Which optimizer to run, with its hyper-parameters: what a job spec names and a parameter
+/// server builds from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    /// [`AdamW`].
+    #[serde(rename = "adamw")]
+    AdamW(AdamWConfig),
+    /// [`Sgd`].
+    Sgd(SgdConfig),
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig::AdamW(AdamWConfig::default())
+    }
+}
+
+impl OptimizerConfig {
+    /// A fresh optimizer for `n` parameters.
+    pub fn build(&self, n: usize) -> Result<Box<dyn Optimizer + Send + Sync>> {
+        Ok(match self {
+            OptimizerConfig::AdamW(c) => Box::new(AdamW::new(*c, n)?),
+            OptimizerConfig::Sgd(c) => Box::new(Sgd::new(*c, n)?),
+        })
+    }
+
+    /// An optimizer for `n` parameters resumed from `state` (which must be of the same kind and
+    /// fit `n`).
+    pub fn restore(
+        &self,
+        n: usize,
+        state: OptimizerState,
+    ) -> Result<Box<dyn Optimizer + Send + Sync>> {
+        state.check_fits(n)?;
+        Ok(match self {
+            OptimizerConfig::AdamW(c) => Box::new(AdamW::from_state(*c, state)?),
+            OptimizerConfig::Sgd(c) => Box::new(Sgd::from_state(*c, n, state)?),
+        })
+    }
+}
 
 /// An optimizer that updates a flat parameter buffer in place from a flat gradient buffer.
 pub trait Optimizer {
@@ -28,6 +71,7 @@ pub trait Optimizer {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OptimizerState {
     /// AdamW moments.
+    #[serde(rename = "adamw")]
     AdamW {
         /// Steps applied (the `t` of bias correction).
         step: u64,
