@@ -1,0 +1,11 @@
+//! Placement: which nodes run a job's tasks.
+//!
+//! - [`core`]: the pure, deterministic placement function ([`place`]) over a membership view,
+//!   the resources already in use and the job's spec, with preemption candidates when a higher
+//!   priority class is short of capacity.
+
+pub mod core;
+
+pub use self::core::{
+    place, Assignment, Placement, PlacementError, Preemption, RunningTask, Usage,
+};
