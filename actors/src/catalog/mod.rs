@@ -9,5 +9,8 @@
 pub mod core;
 pub mod persist;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use self::core::{Catalog, Config, Error, MergeReport, Rejection, Write};
 pub use persist::LoadReport;

@@ -95,3 +95,7 @@ impl Catalog {
         Ok((catalog, report))
     }
 }
+
+#[cfg(test)]
+#[path = "persist_tests.rs"]
+mod tests;
