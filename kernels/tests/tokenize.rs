@@ -44,6 +44,42 @@ fn minilm_ids_match_python_tokenizers() {
         let decoded = tok.decode(&ids(&case["ids_with_special"]), true).unwrap();
         assert_eq!(decoded, case["decoded"].as_str().unwrap());
     }
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let full = tok.encode_full(text, true).unwrap();
+        assert_eq!(full.ids, ids(&case["ids_with_special"]));
+        assert_eq!(full.type_ids, ids(&case["type_ids_with_special"]));
+        assert_eq!(
+            full.attention_mask,
+            ids(&case["attention_mask_with_special"])
+        );
+    }
+    for pair in fx["pairs"].as_array().unwrap() {
+        let (a, b) = (pair["a"].as_str().unwrap(), pair["b"].as_str().unwrap());
+        let e = tok.encode_pair(a, b, true).unwrap();
+        assert_eq!(e.ids, ids(&pair["ids"]), "{a:?} / {b:?}");
+        assert_eq!(e.type_ids, ids(&pair["type_ids"]));
+        assert_eq!(e.attention_mask, ids(&pair["attention_mask"]));
+    }
+    let unpadded = tok.clone().without_padding();
+    for case in fx["unpadded"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(
+            unpadded.encode(text, true).unwrap(),
+            ids(&case["ids"]),
+            "{text:?}"
+        );
+    }
+    let truncated = unpadded.with_truncation(16).unwrap();
+    for case in fx["truncated_16"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(
+            truncated.encode(text, true).unwrap(),
+            ids(&case["ids"]),
+            "{text:?}"
+        );
+    }
+    assert!(tok.clone().with_truncation(0).is_err());
     assert_eq!(tok.token_to_id("[CLS]"), Some(101));
     assert!(matches!(
         tok.decode(&[101, 999_999], false),

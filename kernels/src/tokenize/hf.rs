@@ -4,7 +4,30 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// A Hugging Face tokenizer (any `tokenizer.json`).
+/// Everything a BERT-style model takes for one input.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Encoded {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Segment ids (0 for the first sequence, 1 for the second of a pair).
+    pub type_ids: Vec<u32>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<u32>,
+}
+
+impl From<tokenizers::Encoding> for Encoded {
+    fn from(e: tokenizers::Encoding) -> Self {
+        Encoded {
+            ids: e.get_ids().to_vec(),
+            type_ids: e.get_type_ids().to_vec(),
+            attention_mask: e.get_attention_mask().to_vec(),
+        }
+    }
+}
+
+/// A Hugging Face tokenizer (any `tokenizer.json`). Padding and truncation follow the file
+/// (as in Python) unless changed with [`HfTokenizer::without_padding`] and
+/// [`HfTokenizer::with_truncation`].
 #[derive(Debug, Clone)]
 pub struct HfTokenizer {
     inner: tokenizers::Tokenizer,
@@ -41,6 +64,45 @@ impl HfTokenizer {
             .encode(text, add_special_tokens)
             .map_err(tk_err)?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Ids, segment ids and attention mask of `text`.
+    pub fn encode_full(&self, text: &str, add_special_tokens: bool) -> Result<Encoded> {
+        Ok(self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(tk_err)?
+            .into())
+    }
+
+    /// A sentence pair (`[CLS] a [SEP] b [SEP]` for BERT), with segment ids 0 and 1.
+    pub fn encode_pair(&self, a: &str, b: &str, add_special_tokens: bool) -> Result<Encoded> {
+        Ok(self
+            .inner
+            .encode((a, b), add_special_tokens)
+            .map_err(tk_err)?
+            .into())
+    }
+
+    /// Turns off padding (the file may pad every input to a fixed length).
+    pub fn without_padding(mut self) -> Self {
+        self.inner.with_padding(None);
+        self
+    }
+
+    /// Truncates every input to at most `max_len` tokens, special tokens included.
+    pub fn with_truncation(mut self, max_len: usize) -> Result<Self> {
+        if max_len == 0 {
+            return Err(Error::InvalidArgument(
+                "truncation length must be > 0".into(),
+            ));
+        }
+        let params = tokenizers::TruncationParams {
+            max_length: max_len,
+            ..Default::default()
+        };
+        self.inner.with_truncation(Some(params)).map_err(tk_err)?;
+        Ok(self)
     }
 
     /// Ids of several texts.

@@ -15,4 +15,4 @@ mod hf;
 
 pub use self::bpe::{train_byte_level_bpe, BpeTrainConfig};
 pub use self::char::CharTokenizer;
-pub use self::hf::HfTokenizer;
+pub use self::hf::{Encoded, HfTokenizer};
