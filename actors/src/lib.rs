@@ -5,6 +5,7 @@
 //! - [`membership`]: the failure detector (pure core) and the `Membership` actor that keeps this
 //!   node's view of the cluster.
 //! - [`catalog`]: the replicated catalog, a state-based CRDT (pure core) and its persistence.
+//! - [`jobs`]: job ownership and failover (pure rule over a job record and the view).
 //! - [`placement`]: the pure, deterministic placement of a job's tasks on alive members.
 //! - [`rendezvous`]: rendezvous (highest-random-weight) hashing for owner failover and placement.
 //! - [`store`]: the storage boundary ([`store::Store`]); rocksdb implements it in `flotilla-node`.
@@ -15,6 +16,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod jobs;
 pub mod membership;
 pub mod mesh;
 pub mod placement;

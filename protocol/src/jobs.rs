@@ -30,6 +30,21 @@ impl JobId {
     }
 }
 
+impl JobId {
+    /// The id of the job submitted with idempotency key `key`: `job-` and 32 hex characters of
+    /// the key's blake3. Every node derives the same id from the same key, so a submission
+    /// retried against another node, even concurrently, lands on the same catalog record
+    /// instead of starting a second job.
+    pub fn for_idempotency_key(key: &str) -> JobId {
+        let h = blake3::hash(key.as_bytes());
+        let hex: String = h.as_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        JobId(format!("job-{hex}"))
+    }
+}
+
 impl std::fmt::Display for JobId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -338,6 +353,15 @@ mod tests {
             assert!(e.mentions(f), "{f} missing from {e}");
         }
         assert!(!e.mentions("preferred_nodes[0]"));
+    }
+
+    #[test]
+    fn idempotency_keys_map_to_one_valid_job_id() {
+        let a = JobId::for_idempotency_key("upload-42");
+        assert_eq!(a, JobId::for_idempotency_key("upload-42"));
+        assert_ne!(a, JobId::for_idempotency_key("upload-43"));
+        assert_eq!(a.as_str().len(), 36);
+        assert!(crate::validation::name_problem(a.as_str()).is_ok());
     }
 
     #[test]
