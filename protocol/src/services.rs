@@ -142,10 +142,10 @@ pub mod control {
 
 /// The catalog: delta gossip and anti-entropy between replicas of the catalog CRDT.
 ///
-/// Writes spread as [`Delta`]s on the gossip topic. Anti-entropy repairs what gossip lost: the
-/// initiator sends its [`Digest`] (a hash per bucket of keys); the responder answers with the
-/// buckets that differ and all its entries in them ([`SyncReply`]); the initiator merges them
-/// and pushes back ([`RequestBody::Push`]) exactly the entries the responder lacks or holds
+/// Writes spread as [`Delta`](catalog::Delta)s on the gossip topic. Anti-entropy repairs what gossip lost: the
+/// initiator sends its [`Digest`](catalog::Digest) (a hash per bucket of keys); the responder answers with the
+/// buckets that differ and all its entries in them ([`SyncReply`](catalog::SyncReply)); the initiator merges them
+/// and pushes back ([`RequestBody::Push`](catalog::RequestBody::Push)) exactly the entries the responder lacks or holds
 /// older. One exchange each way makes both replicas equal in the buckets covered.
 pub mod catalog {
     use super::*;

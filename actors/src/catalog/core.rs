@@ -140,6 +140,18 @@ pub enum Rejection {
     TooLarge(usize),
 }
 
+impl Rejection {
+    /// A short label for metrics (`flotilla_catalog_rejected_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Invalid(_) => "invalid",
+            Rejection::Skew(_) => "clock_skew",
+            Rejection::Full => "full",
+            Rejection::TooLarge(_) => "too_large",
+        }
+    }
+}
+
 /// What merging a remote delta did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MergeReport {

@@ -143,6 +143,8 @@ fn remote_entries_too_far_ahead_invalid_or_over_capacity_are_rejected() {
         matches!(reasons[1], ("e", Rejection::Invalid(e)) if e.mentions("value.shard_hashes[0]"))
     );
     assert!(matches!(reasons[2], ("h", Rejection::Full)));
+    let labels: Vec<_> = report.rejected.iter().map(|(_, r)| r.reason()).collect();
+    assert_eq!(labels, ["clock_skew", "invalid", "full"]);
     assert_eq!(a.len(), 2);
 }
 

@@ -5,7 +5,7 @@
 //!   its own timestamp, so a delete and a concurrent write converge to whichever is later.
 //! - [`JobEntry`]: a job record. Its head (owner, epoch, spec) is last-writer-wins ordered by
 //!   `(epoch, hlc)`, so a new owner's writes beat the old owner's however the clocks compare;
-//!   its status merges with [`JobStatus::join`] and `updated_at_ms` with `max`, independently of
+//!   its status merges with [`JobStatus::join`](crate::jobs::JobStatus::join) and `updated_at_ms` with `max`, independently of
 //!   the head, so a terminal status is never undone by whoever writes the head.
 //!
 //! Each merge is the join of a semilattice (commutative, associative, idempotent); an entry of
