@@ -48,15 +48,36 @@ fn every_available_gemm_path_is_exact() {
     let kernels = Int8Kernel::available();
     println!("int8 paths on this CPU: {:?}", kernels);
     for &(m, n, k) in &SHAPES {
-        // Full range including -128: every path must be exact for any int8 input.
-        let a: Vec<i8> = (0..m * k).map(|_| rng.gen()).collect();
-        let b: Vec<i8> = (0..n * k).map(|_| rng.gen()).collect();
-        let want = reference(&a, m, &b, n, k);
-        let bm = Int8Matrix::new(b, n, k).unwrap();
-        for &kern in &kernels {
-            let got = gemm_i8_with(kern, &a, m, &bm).unwrap();
-            assert_eq!(got, want, "{} at m={m} n={n} k={k}", kern.name());
+        // Full range including -128 (every path must be exact for any int8 input), then the
+        // quantiser's symmetric range, which the AVX2 path runs with a faster sequence.
+        for lo in [i8::MIN, -127] {
+            let a: Vec<i8> = (0..m * k).map(|_| rng.gen_range(lo..=127)).collect();
+            let b: Vec<i8> = (0..n * k).map(|_| rng.gen_range(lo..=127)).collect();
+            let want = reference(&a, m, &b, n, k);
+            let bm = Int8Matrix::new(b, n, k).unwrap();
+            for &kern in &kernels {
+                let got = gemm_i8_with(kern, &a, m, &bm).unwrap();
+                assert_eq!(got, want, "{} at m={m} n={n} k={k} lo={lo}", kern.name());
+            }
         }
+    }
+    // Saturation edge of the AVX2 fast path: ±127 everywhere, pairs at 2·127².
+    let k = 77;
+    let a: Vec<i8> = (0..2 * k)
+        .map(|i| if i % 3 == 0 { -127 } else { 127 })
+        .collect();
+    let bv: Vec<i8> = (0..3 * k)
+        .map(|i| if i % 2 == 0 { -127 } else { 127 })
+        .collect();
+    let want = reference(&a, 2, &bv, 3, k);
+    let bm = Int8Matrix::new(bv, 3, k).unwrap();
+    for &kern in &kernels {
+        assert_eq!(
+            gemm_i8_with(kern, &a, 2, &bm).unwrap(),
+            want,
+            "{}",
+            kern.name()
+        );
     }
     // Extremes: all -128 × -128 and 127 × -128 over a long k.
     let k = 1000;

@@ -66,6 +66,8 @@ pub struct Int8Matrix {
     rows: usize,
     cols: usize,
     row_sums: Vec<i32>,
+    /// No element is -128 (enables the AVX2 path's faster instruction sequence).
+    no_min: bool,
 }
 
 impl Int8Matrix {
@@ -84,11 +86,13 @@ impl Int8Matrix {
             .chunks_exact(cols)
             .map(|r| r.iter().map(|&x| i32::from(x)).sum())
             .collect();
+        let no_min = !data.contains(&i8::MIN);
         Ok(Int8Matrix {
             data,
             rows,
             cols,
             row_sums,
+            no_min,
         })
     }
 
@@ -118,6 +122,7 @@ impl Int8Matrix {
             data: &self.data[j0 * self.cols..j1 * self.cols],
             sums: &self.row_sums[j0..j1],
             k: self.cols,
+            no_min: self.no_min,
         }
     }
 }
@@ -129,6 +134,7 @@ pub(crate) struct Rows<'a> {
     data: &'a [i8],
     sums: &'a [i32],
     k: usize,
+    no_min: bool,
 }
 
 impl Rows<'_> {
@@ -146,6 +152,10 @@ impl Rows<'_> {
 
     pub(crate) fn row_sums(&self) -> &[i32] {
         self.sums
+    }
+
+    pub(crate) fn no_min(&self) -> bool {
+        self.no_min
     }
 }
 

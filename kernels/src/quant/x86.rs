@@ -37,7 +37,12 @@ pub(crate) unsafe fn gemm_avx2(a: &[i8], m: usize, b: Rows<'_>, c: &mut [i32]) {
 unsafe fn gemm_avx2_impl(a: &[i8], m: usize, b: Rows<'_>, c: &mut [i32]) {
     let (n, k) = (b.rows(), b.cols());
     let w = b.data();
-    let k16 = k / 16 * 16;
+    // `vpmaddubsw` multiplies unsigned by signed bytes and saturates pair sums at i16. With
+    // |a|·sign(b, a) both factors stay within ±127, so a pair sums to at most 2·127² = 32258 and
+    // never saturates: exact, 32 bytes an instruction. A -128 anywhere breaks that (its negation
+    // wraps), so such inputs take the sign-extending path, exact for any bytes, 16 at a time.
+    let fast = b.no_min() && !a.contains(&i8::MIN);
+    let ones = _mm256_set1_epi16(1);
     let mut j = 0;
     while j < n {
         let rows = (n - j).min(4);
@@ -49,9 +54,24 @@ unsafe fn gemm_avx2_impl(a: &[i8], m: usize, b: Rows<'_>, c: &mut [i32]) {
             let ar = &a[i * k..(i + 1) * k];
             let mut acc = [_mm256_setzero_si256(); 4];
             let mut p = 0;
-            while p < k16 {
-                // SAFETY: p + 16 <= k16 <= k, so 16 bytes at offset p lie inside `ar` and each
-                // `br[r]` (all of length k); unaligned loads are used.
+            if fast {
+                while p + 32 <= k {
+                    // SAFETY: p + 32 <= k: the 32-byte loads stay inside `ar` and each `br[r]`
+                    // (all of length k).
+                    unsafe {
+                        let av = _mm256_loadu_si256(ar.as_ptr().add(p).cast());
+                        let ua = _mm256_abs_epi8(av);
+                        for r in 0..4 {
+                            let bv = _mm256_loadu_si256(br[r].as_ptr().add(p).cast());
+                            let pairs = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(bv, av));
+                            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(pairs, ones));
+                        }
+                    }
+                    p += 32;
+                }
+            }
+            while p + 16 <= k {
+                // SAFETY: p + 16 <= k: the 16-byte loads stay inside `ar` and each `br[r]`.
                 unsafe {
                     let av = _mm256_cvtepi8_epi16(_mm_loadu_si128(ar.as_ptr().add(p).cast()));
                     for r in 0..4 {
@@ -64,8 +84,7 @@ unsafe fn gemm_avx2_impl(a: &[i8], m: usize, b: Rows<'_>, c: &mut [i32]) {
                 p += 16;
             }
             for r in 0..rows {
-                let s = hsum256(acc[r]) + dot_tail(&ar[k16..], &br[r][k16..]);
-                c[i * n + j + r] = s;
+                c[i * n + j + r] = hsum256(acc[r]) + dot_tail(&ar[p..], &br[r][p..]);
             }
         }
         j += rows;
