@@ -228,10 +228,23 @@ impl Catalog {
 
     /// The job record of `id`.
     pub fn job(&self, id: &JobId) -> Option<&JobRecord> {
-        match self.get(&CatalogKey::job(id))? {
+        self.job_by_key(&CatalogKey::job(id))
+    }
+
+    /// The job record under `key`.
+    pub(crate) fn job_by_key(&self, key: &CatalogKey) -> Option<&JobRecord> {
+        match self.get(key)? {
             Entry::Job(j) => Some(&j.record),
             Entry::Register(_) => None,
         }
+    }
+
+    /// Entries whose keys fall in `range`, in key order.
+    pub(crate) fn range<R: std::ops::RangeBounds<CatalogKey>>(
+        &self,
+        range: R,
+    ) -> impl Iterator<Item = (&CatalogKey, &Entry)> {
+        self.entries.range(range).map(|(k, s)| (k, &s.entry))
     }
 
     /// Every entry in key order.
