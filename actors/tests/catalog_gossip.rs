@@ -120,7 +120,7 @@ fn random_write(rng: &mut Rng, c: &mut Catalog, me: &NodeId, wall: u64) -> Delta
 }
 
 fn run(seed: u64) {
-    println!("seed {seed}");
+    eprintln!("seed {seed}");
     let mut rng = Rng(seed);
     let ids: Vec<NodeId> = (0..NODES).map(|i| NodeId(format!("node{i}"))).collect();
     let mut replicas: Vec<Catalog> = ids
