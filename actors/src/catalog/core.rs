@@ -329,7 +329,8 @@ impl Catalog {
     }
 
     /// Joins one entry into the replica with no checks: the CRDT merge itself. Returns whether
-    /// the replica changed. Entries from peers go through [`Catalog::merge_remote`].
+    /// the replica changed. It does not advance the clock, so entries from peers go through
+    /// [`Catalog::merge_remote`], which also keeps later local writes ahead of them.
     pub fn merge(&mut self, key: CatalogKey, entry: Entry) -> bool {
         let bucket = bucket_of(&key);
         match self.entries.get_mut(&key) {
