@@ -2,9 +2,10 @@
 //! encoder classifier and batch (width 128, 4 heads, FFN 512, 2 layers, 16 × 64 tokens), with 2
 //! threads each. A step is forward, cross-entropy, backward and an AdamW update.
 //!
-//! The rounds interleave our step and dfdx's so both see the same machine load; PyTorch runs in a
-//! child process (`benches/train_step_torch.py`, interpreter from `FLOTILLA_PYTHON` or `python3`)
-//! right after. Prints a table of medians and the ratios.
+//! Rounds interleave our step, dfdx's and PyTorch's so that all three see the same machine load;
+//! PyTorch runs in a child process (`benches/train_step_torch.py`, interpreter from
+//! `FLOTILLA_PYTHON` or `python3`) once per round. Prints each round, a table of medians and the
+//! ratios; if torch cannot be imported it says so and reports the other two.
 //!
 //!     cargo bench -p flotilla-kernels --bench train_step
 //!
@@ -34,6 +35,55 @@ const L: usize = 2;
 const V: usize = 1024;
 const C: usize = 8;
 const THREADS: usize = 2;
+
+/// One PyTorch measurement: the median of 10 timed steps in a child process, or why not.
+fn torch_round(python: &str) -> Result<f64, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step_torch.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([
+            "--threads",
+            "2",
+            "--steps",
+            "10",
+            "--warmup",
+            "3",
+            "--batch",
+            "16",
+            "--seq",
+            "64",
+        ])
+        .args([
+            "--width",
+            "128",
+            "--heads",
+            "4",
+            "--ffn",
+            "512",
+            "--layers",
+            "2",
+            "--vocab",
+            "1024",
+            "--classes",
+            "8",
+        ])
+        .output()
+        .map_err(|e| format!("cannot start {python}: {e} (set FLOTILLA_PYTHON)"))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: serde_json::Value = text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| {
+            format!(
+                "{python} printed no result: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+    v["median_ms"]
+        .as_f64()
+        .ok_or_else(|| format!("{}", v["error"]))
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -126,89 +176,47 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5usize);
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let python = std::env::var("FLOTILLA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let (mut ours, mut theirs, mut torch) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ours_loss, mut dfdx_loss) = (0.0, 0.0);
-    {
-        for _ in 0..3 {
-            ours_step();
-            dfdx_step();
+    let mut torch_note = String::new();
+    for _ in 0..3 {
+        ours_step();
+        dfdx_step();
+    }
+    // Rounds interleave the three implementations so that each sees the same machine load.
+    for round in 0..rounds {
+        let (mut o, mut t) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            let (ms, l) = ours_step();
+            o.push(ms);
+            ours_loss = l;
         }
-        for _ in 0..rounds {
-            for _ in 0..10 {
-                let (ms, l) = ours_step();
-                ours.push(ms);
-                ours_loss = l;
-            }
-            for _ in 0..3 {
-                let (ms, l) = dfdx_step();
-                theirs.push(ms);
-                dfdx_loss = l;
-            }
+        for _ in 0..3 {
+            let (ms, l) = dfdx_step();
+            t.push(ms);
+            dfdx_loss = l;
+        }
+        let p = torch_round(&python);
+        println!(
+            "round {round}: flotilla {:.1} ms, dfdx {:.1} ms, torch {}",
+            median(o.clone()),
+            median(t.clone()),
+            p.as_ref()
+                .map_or_else(|e| e.clone(), |v| format!("{v:.1} ms"))
+        );
+        ours.extend(o);
+        theirs.extend(t);
+        match p {
+            Ok(v) => torch.push(v),
+            Err(e) => torch_note = e,
         }
     }
     let (ours_ms, dfdx_ms) = (median(ours.clone()), median(theirs.clone()));
-
-    let python = std::env::var("FLOTILLA_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step_torch.py");
-    let args = [
-        "--threads",
-        "2",
-        "--steps",
-        "30",
-        "--batch",
-        "16",
-        "--seq",
-        "64",
-        "--width",
-        "128",
-        "--heads",
-        "4",
-    ];
-    let torch = Command::new(&python)
-        .arg(script)
-        .args(args)
-        .args([
-            "--ffn",
-            "512",
-            "--layers",
-            "2",
-            "--vocab",
-            "1024",
-            "--classes",
-            "8",
-        ])
-        .output();
-    let torch_ms: Option<f64> = match torch {
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
-            let v: Option<serde_json::Value> = text
-                .lines()
-                .last()
-                .and_then(|l| serde_json::from_str(l).ok());
-            match v {
-                Some(v) if v.get("median_ms").is_some() => {
-                    println!("torch: {}", v);
-                    v["median_ms"].as_f64()
-                }
-                Some(v) => {
-                    println!("PyTorch baseline not run: {}", v["error"]);
-                    None
-                }
-                None => {
-                    println!(
-                        "PyTorch baseline not run: {} printed no result ({})",
-                        python,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            println!("PyTorch baseline not run: cannot start {python}: {e} (set FLOTILLA_PYTHON)");
-            None
-        }
-    };
+    let torch_ms = (!torch.is_empty()).then(|| median(torch.clone()));
+    if torch_ms.is_none() {
+        println!("PyTorch baseline not run: {torch_note}");
+    }
 
     println!();
     println!("encoder classifier step: width {D}, {H} heads, FFN {F}, {L} layers, batch {B} x {T}, {THREADS} threads");
@@ -223,7 +231,10 @@ fn main() {
         theirs.len()
     );
     if let Some(t) = torch_ms {
-        println!("| PyTorch (2 threads) | {t:.1} | 30 | |");
+        println!(
+            "| PyTorch (2 threads) | {t:.1} | {} rounds x 10 (median of round medians) | |",
+            torch.len()
+        );
     }
     println!();
     println!("speed-up vs dfdx: {:.2}x", dfdx_ms / ours_ms);

@@ -11,88 +11,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::Path;
+
+#[path = "support/banking77.rs"]
+mod banking77;
 use std::time::Instant;
 
+use flotilla_kernels::infer::F32Linears;
 use flotilla_kernels::models::config::{Head, Pooling};
-use flotilla_kernels::models::{bert, Batch, Transformer};
+use flotilla_kernels::models::{bert, Batch};
 use flotilla_kernels::optim::{AdamW, AdamWConfig, ClipConfig, GradClipper, Optimizer, Schedule};
-use flotilla_kernels::tokenize::HfTokenizer;
 use flotilla_kernels::train::{apply_weight_decay, decay_ranges};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 
 const BATCH: usize = 32;
-const SEP: u32 = 102;
-
-/// Minimal CSV reader for `text,category` rows (quoted fields with doubled quotes allowed).
-fn read_csv(path: &Path) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(path).expect("read csv");
-    let mut rows = Vec::new();
-    let (mut field, mut fields, mut quoted) = (String::new(), Vec::new(), false);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut field)),
-            ('\n', false) => {
-                fields.push(std::mem::take(&mut field));
-                if fields.len() == 2 {
-                    let cat = fields.pop().unwrap();
-                    rows.push((fields.pop().unwrap(), cat.trim().to_string()));
-                }
-                fields.clear();
-            }
-            ('\r', false) => {}
-            _ => field.push(c),
-        }
-    }
-    if !field.is_empty() {
-        fields.push(field);
-        if fields.len() == 2 {
-            let cat = fields.pop().unwrap();
-            rows.push((fields.pop().unwrap(), cat.trim().to_string()));
-        }
-    }
-    rows.remove(0); // header
-    rows
-}
-
-/// Token ids up to and including [SEP] (this tokenizer.json pads every encoding to 128).
-fn encode(tok: &HfTokenizer, text: &str) -> Vec<u32> {
-    let mut ids = tok.encode(text, true).unwrap();
-    let end = ids
-        .iter()
-        .position(|t| *t == SEP)
-        .map_or(ids.len(), |p| p + 1);
-    ids.truncate(end);
-    ids
-}
-
-fn accuracy(model: &Transformer, data: &[(Vec<u32>, u32)]) -> f64 {
-    let mut correct = 0usize;
-    for chunk in data.chunks(64) {
-        let seqs: Vec<Vec<u32>> = chunk.iter().map(|(s, _)| s.clone()).collect();
-        let out = model.forward(&Batch::padded(&seqs, vec![])).unwrap();
-        let classes = out.logits.len() / chunk.len();
-        for (row, (_, label)) in out.logits.chunks(classes).zip(chunk) {
-            let pred = row
-                .iter()
-                .enumerate()
-                .fold(
-                    (0, f32::MIN),
-                    |a, (i, v)| if *v > a.1 { (i, *v) } else { a },
-                )
-                .0;
-            correct += usize::from(pred as u32 == *label);
-        }
-    }
-    correct as f64 / data.len() as f64
-}
 
 /// Batches of similar length: shuffle, sort within windows of 50 batches, shuffle batch order.
 fn batches(n: usize, lens: &[usize], rng: &mut StdRng) -> Vec<Vec<usize>> {
@@ -132,34 +64,26 @@ fn main() {
         .unwrap();
     let start = Instant::now();
 
-    let categories: Vec<String> = serde_json::from_str(
-        &std::fs::read_to_string(data_dir.join("banking77-categories.json")).unwrap(),
-    )
-    .unwrap();
-    let rows = read_csv(&data_dir.join("banking77-train.csv"));
-    let tok = HfTokenizer::from_file(model_dir.join("tokenizer.json")).unwrap();
-    let mut data: Vec<(Vec<u32>, u32)> = rows
-        .iter()
-        .map(|(text, cat)| {
-            let label = categories
-                .iter()
-                .position(|c| c == cat)
-                .unwrap_or_else(|| panic!("unknown category {cat}"));
-            (encode(&tok, text), label as u32)
-        })
-        .collect();
-    let mut rng = StdRng::seed_from_u64(42);
-    data.shuffle(&mut rng);
-    let held = data.len() / 10;
-    let (eval, train) = data.split_at(held);
+    let banking77::Data {
+        train,
+        held_out,
+        categories,
+        mut rng,
+    } = banking77::load(&model_dir, &data_dir);
+    let (train, eval) = (&train[..], &held_out[..]);
     let lens: Vec<usize> = train.iter().map(|(s, _)| s.len()).collect();
     println!(
         "{} examples ({} train, {} held out), {} labels, longest {} tokens",
-        data.len(),
+        train.len() + eval.len(),
         train.len(),
         eval.len(),
         categories.len(),
-        data.iter().map(|(s, _)| s.len()).max().unwrap()
+        train
+            .iter()
+            .chain(eval)
+            .map(|(s, _)| s.len())
+            .max()
+            .unwrap()
     );
 
     let mut model = bert::load(
@@ -190,7 +114,7 @@ fn main() {
     );
     println!("| step | epoch | train loss (mean of last 50) | held-out accuracy | elapsed s |");
     println!("|---|---|---|---|---|");
-    let acc0 = accuracy(&model, eval);
+    let acc0 = banking77::accuracy(&model, &F32Linears(&model), eval);
     println!(
         "| 0 | 0.00 | - | {:.2} % | {:.0} |",
         acc0 * 100.0,
@@ -216,7 +140,7 @@ fn main() {
                 recent.remove(0);
             }
             if step.is_multiple_of(100) || step == total {
-                let acc = accuracy(&model, eval);
+                let acc = banking77::accuracy(&model, &F32Linears(&model), eval);
                 let mean = recent.iter().sum::<f32>() / recent.len() as f32;
                 println!(
                     "| {step} | {:.2} | {mean:.4} | {:.2} % | {:.0} |",
@@ -233,7 +157,7 @@ fn main() {
         );
     }
     step_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let acc = accuracy(&model, eval);
+    let acc = banking77::accuracy(&model, &F32Linears(&model), eval);
     println!();
     println!(
         "final held-out accuracy: {:.2} % ({} examples)",

@@ -212,6 +212,17 @@ fn gelu_forward_and_backward_match_f64() {
             gelu::backward_in_place(kind, &x, &mut d);
             let want: Vec<f64> = x.iter().map(|v| gelu_grad64(kind, f64::from(*v))).collect();
             assert_close(&format!("gelu {kind:?} grad"), &d, &want, 1e-5, 1e-2);
+            let (mut y2, mut d2) = (vec![0.0; n], vec![0.0; n]);
+            gelu::forward_with_grad(kind, &x, &mut y2, &mut d2);
+            let want_y: Vec<f64> = x.iter().map(|v| gelu64(kind, f64::from(*v))).collect();
+            assert_close(
+                &format!("gelu {kind:?} fused value"),
+                &y2,
+                &want_y,
+                2e-6,
+                1e-3,
+            );
+            assert_close(&format!("gelu {kind:?} fused grad"), &d2, &want, 1e-5, 1e-2);
         }
     }
 }

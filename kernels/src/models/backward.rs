@@ -2,7 +2,6 @@
 //! gradient of the logits in, the gradient of every parameter (one flat vector) out.
 
 use crate::ops::attention::{self, Shape};
-use crate::ops::gelu;
 use crate::ops::layer_norm;
 use crate::ops::matmul::{gemm_view, linear_backward, View};
 
@@ -217,7 +216,7 @@ impl Transformer {
                 d,
             );
         }
-        gelu::backward_in_place(c.gelu, &bc.h, &mut dg);
+        dg.iter_mut().zip(&bc.gp).for_each(|(g, d)| *g *= d);
         let mut df_in = vec![0.0f32; n * d];
         {
             let (gw, gb) = two_mut(grads, o.w_1, d * f, o.b_1, f);

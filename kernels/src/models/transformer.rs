@@ -36,8 +36,9 @@ pub(crate) struct BlockCache {
     pub st1: Stats,
     /// The feed-forward input: LN2(a) (pre) or LN1(r1) (post).
     pub f_in: Vec<f32>,
-    pub h: Vec<f32>,
+    /// GELU output and GELU'(pre-activation), from one pass in the forward.
     pub g: Vec<f32>,
+    pub gp: Vec<f32>,
     /// Post-norm only: `r2 = a + ffn(a)`, LN2's input.
     pub r2: Vec<f32>,
     pub st2: Stats,
@@ -364,18 +365,19 @@ impl Transformer {
                 &mut bc.f_in,
             );
         }
-        bc.h = vec![0.0f32; n * f];
+        let mut h = vec![0.0f32; n * f];
         linear_forward(
             &bc.f_in,
             self.slice(o.w_1, d * f),
             Some(self.slice(o.b_1, f)),
-            &mut bc.h,
+            &mut h,
             n,
             d,
             f,
         );
         bc.g = vec![0.0f32; n * f];
-        gelu::forward(c.gelu, &bc.h, &mut bc.g);
+        bc.gp = vec![0.0f32; n * f];
+        gelu::forward_with_grad(c.gelu, &h, &mut bc.g, &mut bc.gp);
         let res = if pre { &bc.mid } else { &bc.f_in };
         let mut r = residual_seed(res, self.slice(o.b_2, d), d);
         gemm_view(

@@ -71,6 +71,26 @@ pub fn gelu(kind: Gelu, x: f32) -> f32 {
     }
 }
 
+/// GELU and its derivative at one value, sharing the erf (or sigmoid) evaluation.
+#[inline(always)]
+pub fn gelu_and_grad(kind: Gelu, x: f32) -> (f32, f32) {
+    match kind {
+        Gelu::Erf => {
+            let cdf2 = one_plus_erf(x * INV_SQRT_2);
+            (
+                0.5 * x * cdf2,
+                0.5 * cdf2 + x * INV_SQRT_2PI * exp(-0.5 * x * x),
+            )
+        }
+        Gelu::Tanh => {
+            let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+            let s = 1.0 / (1.0 + exp(-2.0 * u));
+            let du = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x);
+            (x * s, s + x * 2.0 * s * (1.0 - s) * du)
+        }
+    }
+}
+
 /// d GELU / dx at one value.
 #[inline(always)]
 pub fn gelu_grad(kind: Gelu, x: f32) -> f32 {
@@ -97,6 +117,16 @@ pub fn forward(kind: Gelu, x: &[f32], y: &mut [f32]) {
         });
 }
 
+/// `y = gelu(x)` and `dydx = gelu'(x)` in one pass: the backward then only multiplies, and the
+/// erf/exp work is shared between value and derivative.
+pub fn forward_with_grad(kind: Gelu, x: &[f32], y: &mut [f32], dydx: &mut [f32]) {
+    y[..x.len()]
+        .par_chunks_mut(CHUNK)
+        .zip(dydx[..x.len()].par_chunks_mut(CHUNK))
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|((yc, gc), xc)| simd::dispatch_forward_with_grad(kind, xc, yc, gc));
+}
+
 /// `dx = dy * gelu'(x)` elementwise, written over `dy` in place to save a buffer.
 pub fn backward_in_place(kind: Gelu, x: &[f32], dy: &mut [f32]) {
     dy[..x.len()]
@@ -111,7 +141,7 @@ pub fn backward_in_place(kind: Gelu, x: &[f32], dy: &mut [f32]) {
 /// time, because the crate is built for baseline x86-64 (SSE2) and these loops are
 /// arithmetic-bound.
 mod simd {
-    use super::{gelu, gelu_grad, Gelu};
+    use super::{gelu, gelu_and_grad, gelu_grad, Gelu};
 
     #[inline(always)]
     fn fwd(kind: Gelu, x: &[f32], y: &mut [f32]) {
@@ -125,6 +155,30 @@ mod simd {
         for (o, v) in d.iter_mut().zip(x) {
             *o *= gelu_grad(kind, *v);
         }
+    }
+
+    #[inline(always)]
+    fn fwd_grad(kind: Gelu, x: &[f32], y: &mut [f32], g: &mut [f32]) {
+        for ((o, d), v) in y.iter_mut().zip(g.iter_mut()).zip(x) {
+            let (val, der) = gelu_and_grad(kind, *v);
+            *o = val;
+            *d = der;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fwd_grad_avx2(kind: Gelu, x: &[f32], y: &mut [f32], g: &mut [f32]) {
+        fwd_grad(kind, x, y, g)
+    }
+
+    pub(super) fn dispatch_forward_with_grad(kind: Gelu, x: &[f32], y: &mut [f32], g: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { fwd_grad_avx2(kind, x, y, g) };
+        }
+        fwd_grad(kind, x, y, g)
     }
 
     #[cfg(target_arch = "x86_64")]
