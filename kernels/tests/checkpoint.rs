@@ -2,8 +2,6 @@
 //! mismatches naming the tensor, and crash safety of rewrites.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::collections::BTreeMap;
-
 use flotilla_kernels::checkpoint::{self, Checkpoint, DType, Tensor, TensorSpec, MANIFEST_FILE};
 use flotilla_kernels::optim::{AdamW, AdamWConfig, Optimizer, OptimizerState, Sgd, SgdConfig};
 use flotilla_kernels::Error;
@@ -253,5 +251,4 @@ fn tensor_constructors_check_lengths() {
         &Checkpoint::new(0, json!({}))
     )
     .is_err());
-    let _ = BTreeMap::<String, Tensor>::new();
 }

@@ -196,7 +196,8 @@ fn step2(w: &[char]) -> Word {
         return step2(&join(&strip(w, "alli"), "al"));
     }
     let pos: &dyn Fn(&[char]) -> bool = &positive;
-    // NLTK checks the measure of the word minus "ogi"... i.e. word[:-3], not the stem.
+    // NLTK's `logi` rule tests the word minus its last three letters (`word[:-3]`), not the stem
+    // left by removing "logi"; reproduce that quirk.
     let word_minus_3 = w.len() >= 3 && positive(&w[..w.len() - 3]);
     let logi = move |_: &[char]| word_minus_3;
     let rules: Vec<(Suffix<'_>, &str, Cond<'_>)> = vec![
