@@ -15,17 +15,25 @@
 //!   steps on inf/NaN), with the semantics of PyTorch's `GradScaler`.
 //! - [`precision`]: f16/bf16 conversion of flat buffers.
 //!
-//! A typical server step:
+//! A typical server step with mixed precision: unscale (and skip the step on overflow), clip the
+//! true gradients, then update at the scheduled rate:
 //! ```
-//! use flotilla_kernels::optim::{AdamW, AdamWConfig, GradClipper, ClipConfig, Optimizer, Schedule};
+//! use flotilla_kernels::optim::{
+//!     AdamWConfig, ClipConfig, GradClipper, LossScaler, OptimizerConfig, ScalerConfig,
+//!     ScalerStep, Schedule,
+//! };
 //! let mut params = vec![0.5f32; 8];
-//! let mut grads = vec![0.1f32; 8];
-//! let mut opt = AdamW::new(AdamWConfig::default(), params.len())?;
+//! let mut opt = OptimizerConfig::AdamW(AdamWConfig::default()).build(params.len())?;
+//! let mut scaler = LossScaler::new(ScalerConfig::default())?;
 //! let mut clip = GradClipper::new(ClipConfig::default())?;
 //! let sched = Schedule::warmup_cosine(1e-3, 10, 100, 1e-5)?;
-//! let report = clip.clip(&mut grads)?;
-//! assert!(!report.non_finite);
-//! opt.step(&mut params, &grads, sched.lr_at(opt.steps_taken()))?;
+//! // Gradients of the loss multiplied by `scaler.scale()`, summed over workers.
+//! let mut grads = vec![0.1 * scaler.scale(); 8];
+//! if scaler.unscale_and_update(&mut grads) == ScalerStep::Apply {
+//!     clip.clip(&mut grads)?;
+//!     opt.step(&mut params, &grads, sched.lr_at(opt.steps_taken()))?;
+//! }
+//! assert_eq!(opt.steps_taken(), 1);
 //! # Ok::<(), flotilla_kernels::Error>(())
 //! ```
 
