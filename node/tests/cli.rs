@@ -37,6 +37,11 @@ async fn nodes_json_lists_the_members_of_a_running_cluster() {
     let join = a.listen_addrs().iter().map(|x| x.to_string()).collect();
     let b = RunningNode::start(local_node_config(dir.path().join("b"), join)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Wait until the first node has heard from the second too, so the table below is complete.
+    while a.membership.view().await.unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "node a never saw node b");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     loop {
         let mut c = flotilla();
         c.args(["nodes", "--output", "json", "--peer", &b.api_url()]);

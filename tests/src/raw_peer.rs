@@ -27,6 +27,10 @@ impl request_response::Codec for RawCodec {
     async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         io.take(16 << 20).read_to_end(&mut buf).await?;
+        if buf.is_empty() {
+            // The node closed the stream without answering: that is a refusal, not a reply.
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream closed without a response"));
+        }
         Ok(buf)
     }
 

@@ -86,3 +86,15 @@ async fn a_node_that_left_can_come_back() -> anyhow::Result<()> {
     wait_until(Duration::from_secs(30), "the node to be alive again", || cluster.converged()).await?;
     cluster.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_listening_only_on_quic_converge() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(
+        3,
+        Some(Box::new(|_, c: &mut flotilla_node::config::NodeConfig| c.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()])),
+    )
+    .await?;
+    assert!(cluster.node(0).listen_addrs().iter().all(|a| a.to_string().contains("/quic-v1")));
+    wait_until(Duration::from_secs(30), "3 QUIC nodes to converge", || cluster.converged()).await?;
+    cluster.shutdown().await
+}

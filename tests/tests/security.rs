@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_actors::mesh::Mesh;
 use flotilla_protocol::MemberState;
 use flotilla_tests::{wait_until, TestCluster};
 

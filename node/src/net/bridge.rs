@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::codec::Frame;
 use crate::metrics::{Metrics, ServiceLabel};
 
 /// Reply channel of an outbound control request.
@@ -136,7 +137,7 @@ impl Bridge {
                     let _ = reply.send(Err(e.to_string()));
                     return;
                 }
-                let out = self.swarm.behaviour_mut().control.send_request(&peer, request);
+                let out = self.swarm.behaviour_mut().control.send_request(&peer, Frame::Valid(request));
                 self.pending.insert(out, (id, reply));
             }
             Command::ConnectedPeers(reply) => {
@@ -258,11 +259,21 @@ impl Bridge {
         Ok(msg)
     }
 
-    fn on_control(&mut self, ev: request_response::Event<control::Request, control::Response>) {
+    fn on_control(&mut self, ev: request_response::Event<Frame<control::Request>, Frame<control::Response>>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => self.answer(peer, request, channel),
-                request_response::Message::Response { request_id, response } => {
+                request_response::Message::Request { request: Frame::Valid(request), channel, .. } => {
+                    self.answer(peer, request, channel)
+                }
+                // Dropping the channel closes the stream unanswered.
+                request_response::Message::Request { request: Frame::Rejected(reason), .. } => self.reject_peer(peer, &reason),
+                request_response::Message::Response { request_id, response: Frame::Rejected(reason) } => {
+                    self.reject_peer(peer, &reason);
+                    if let Some((_, reply)) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Err(format!("malformed response from {peer}: {reason}")));
+                    }
+                }
+                request_response::Message::Response { request_id, response: Frame::Valid(response) } => {
                     if let Some((id, reply)) = self.pending.remove(&request_id) {
                         let answer = if response.id != id {
                             Err(format!("response id {:?} does not echo request id {:?}", response.id, id))
@@ -274,19 +285,11 @@ impl Bridge {
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
-                if matches!(&error, request_response::OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData) {
-                    self.reject_peer(peer, "malformed control response");
-                }
                 if let Some((_, reply)) = self.pending.remove(&request_id) {
                     let _ = reply.send(Err(format!("request to {peer} failed: {error}")));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                if let request_response::InboundFailure::Io(e) = &error {
-                    if e.kind() == std::io::ErrorKind::InvalidData {
-                        self.reject_peer(peer, &e.to_string());
-                    }
-                }
                 debug!(%peer, %error, "inbound control request failed");
             }
             request_response::Event::ResponseSent { .. } => {}
@@ -300,7 +303,7 @@ impl Bridge {
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 
-    fn answer(&mut self, peer: PeerId, request: control::Request, channel: ResponseChannel<control::Response>) {
+    fn answer(&mut self, peer: PeerId, request: control::Request, channel: ResponseChannel<Frame<control::Response>>) {
         use control::{RemoteError, RemoteErrorKind, RequestBody, ResponseBody};
         let body = match request.body {
             RequestBody::Ping => Ok(ResponseBody::Pong),
@@ -318,6 +321,6 @@ impl Bridge {
             }
         };
         // The requester may have gone away; nothing to do then.
-        let _ = self.swarm.behaviour_mut().control.send_response(channel, control::Response { id: request.id, body });
+        let _ = self.swarm.behaviour_mut().control.send_response(channel, Frame::Valid(control::Response { id: request.id, body }));
     }
 }

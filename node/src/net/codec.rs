@@ -2,8 +2,11 @@
 //!
 //! The 8-byte length prefix is read first and checked against the cap before a buffer is
 //! allocated; the body is then decoded by [`flotilla_protocol::codec::decode`], which applies
-//! bincode's `with_limit` and rejects trailing bytes. Any failure is an `InvalidData` I/O error,
-//! which makes request-response drop the stream and report the failure for that peer.
+//! bincode's `with_limit` and rejects trailing bytes.
+//!
+//! A frame that fails these checks is not an I/O error: request-response would only log that,
+//! without saying which peer sent it. Instead the codec yields [`Frame::Rejected`], which reaches
+//! the bridge with the peer's id, so the bridge can count it and close that peer's connections.
 
 use std::io;
 use std::marker::PhantomData;
@@ -37,18 +40,46 @@ fn invalid(e: flotilla_protocol::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// Reads one frame and decodes it, never allocating more than `CAP` bytes.
-pub async fn read_frame<T, R, const CAP: usize>(service: &'static str, io: &mut R) -> io::Result<T>
+/// What came off the wire: a valid message, or the reason the frame was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame<T> {
+    Valid(T),
+    Rejected(String),
+}
+
+/// Reads one frame and decodes it, never allocating more than `CAP` bytes. Oversized,
+/// malformed, truncated or over-long frames come back as [`Frame::Rejected`]; only transport
+/// failures are errors.
+pub async fn read_frame<T, R, const CAP: usize>(service: &'static str, io: &mut R) -> io::Result<Frame<T>>
 where
     T: DeserializeOwned,
     R: AsyncRead + Unpin + Send,
 {
+    let truncated = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => Ok(Frame::Rejected(format!("truncated {service} frame"))),
+        _ => Err(e),
+    };
     let mut prefix = [0u8; LEN_PREFIX_BYTES];
-    io.read_exact(&mut prefix).await?;
-    let len = wire::check_frame_len(service, wire::parse_len_prefix(prefix), CAP).map_err(invalid)?;
+    if let Err(e) = io.read_exact(&mut prefix).await {
+        return truncated(e);
+    }
+    let len = match wire::check_frame_len(service, wire::parse_len_prefix(prefix), CAP) {
+        Ok(len) => len,
+        Err(e) => return Ok(Frame::Rejected(e.to_string())),
+    };
     let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
-    wire::decode::<T, CAP>(service, &body).map_err(invalid)
+    if let Err(e) = io.read_exact(&mut body).await {
+        return truncated(e);
+    }
+    // A sender that keeps writing after its announced frame is misbehaving too.
+    let mut extra = [0u8; 1];
+    if io.read(&mut extra).await.unwrap_or(0) > 0 {
+        return Ok(Frame::Rejected(format!("{service} frame followed by extra bytes")));
+    }
+    Ok(match wire::decode::<T, CAP>(service, &body) {
+        Ok(v) => Frame::Valid(v),
+        Err(e) => Frame::Rejected(e.to_string()),
+    })
 }
 
 /// Encodes and writes one frame, refusing values over `CAP` bytes.
@@ -62,41 +93,51 @@ where
     io.flush().await
 }
 
+fn write_rejected() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "a rejected frame cannot be sent")
+}
+
 impl<Req, Resp, const CAP: usize> libp2p::request_response::Codec for FrameCodec<Req, Resp, CAP>
 where
-    Req: Serialize + DeserializeOwned + Send + 'static,
-    Resp: Serialize + DeserializeOwned + Send + 'static,
+    Req: Serialize + DeserializeOwned + Send + Sync + 'static,
+    Resp: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     type Protocol = StreamProtocol;
-    type Request = Req;
-    type Response = Resp;
+    type Request = Frame<Req>;
+    type Response = Frame<Resp>;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Req>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame<Req>>
     where
         T: AsyncRead + Unpin + Send,
     {
         read_frame::<Req, T, CAP>(self.service, io).await
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame<Resp>>
     where
         T: AsyncRead + Unpin + Send,
     {
         read_frame::<Resp, T, CAP>(self.service, io).await
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Req) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Frame<Req>) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame::<Req, T, CAP>(self.service, io, &req).await
+        match req {
+            Frame::Valid(req) => write_frame::<Req, T, CAP>(self.service, io, &req).await,
+            Frame::Rejected(_) => Err(write_rejected()),
+        }
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Resp) -> io::Result<()>
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Frame<Resp>) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame::<Resp, T, CAP>(self.service, io, &res).await
+        match res {
+            Frame::Valid(res) => write_frame::<Resp, T, CAP>(self.service, io, &res).await,
+            Frame::Rejected(_) => Err(write_rejected()),
+        }
     }
 }
 
@@ -106,25 +147,36 @@ mod tests {
     use futures::io::Cursor;
 
     #[tokio::test]
-    async fn huge_length_prefix_fails_without_allocating() {
+    async fn huge_length_prefix_is_rejected_without_allocating() {
         let mut bytes = (1u64 << 60).to_be_bytes().to_vec();
         bytes.extend_from_slice(b"garbage");
-        let err = read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes)).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let f = read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes)).await.unwrap();
+        assert!(matches!(f, Frame::Rejected(r) if r.contains("exceeds")));
     }
 
     #[tokio::test]
     async fn frames_round_trip_through_io() {
         let mut buf = Vec::new();
         write_frame::<_, _, 1024>("t", &mut Cursor::new(&mut buf), &("x".to_string(), 9u8)).await.unwrap();
-        let v: (String, u8) = read_frame::<_, _, 1024>("t", &mut Cursor::new(buf)).await.unwrap();
-        assert_eq!(v, ("x".to_string(), 9));
+        let v = read_frame::<(String, u8), _, 1024>("t", &mut Cursor::new(buf)).await.unwrap();
+        assert_eq!(v, Frame::Valid(("x".to_string(), 9)));
     }
 
     #[tokio::test]
-    async fn short_body_is_an_error() {
+    async fn short_body_and_extra_bytes_are_rejected() {
         let mut bytes = 100u64.to_be_bytes().to_vec();
         bytes.extend_from_slice(&[0; 10]);
-        assert!(read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes)).await.is_err());
+        assert!(matches!(read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes)).await.unwrap(), Frame::Rejected(_)));
+        let mut buf = Vec::new();
+        write_frame::<_, _, 1024>("t", &mut Cursor::new(&mut buf), &7u32).await.unwrap();
+        buf.push(0);
+        assert!(matches!(read_frame::<u32, _, 1024>("t", &mut Cursor::new(buf)).await.unwrap(), Frame::Rejected(_)));
+    }
+
+    #[tokio::test]
+    async fn garbage_body_is_rejected() {
+        let mut bytes = 4u64.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0xff; 4]);
+        assert!(matches!(read_frame::<String, _, 1024>("t", &mut Cursor::new(bytes)).await.unwrap(), Frame::Rejected(_)));
     }
 }
