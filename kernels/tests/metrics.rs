@@ -5,8 +5,8 @@
 mod common;
 
 use flotilla_kernels::metrics::{
-    accuracy, corpus_bleu, macro_f1, perplexity, perplexity_from_sum, porter_stem, tokenize_13a,
-    Confusion, RougeScorer,
+    accuracy, corpus_bleu, macro_f1, percentile_sorted, perplexity, perplexity_from_sum,
+    porter_stem, tokenize_13a, Confusion, LatencySummary, RougeScorer,
 };
 use flotilla_kernels::Error;
 use serde_json::Value;
@@ -191,4 +191,29 @@ fn perplexity_is_exp_of_mean_nll() {
     assert!(perplexity(f64::NAN).is_err());
     assert!(perplexity(-1.0).is_err());
     assert!(perplexity_from_sum(1.0, 0).is_err());
+}
+
+#[test]
+fn latency_percentiles_interpolate_like_numpy() {
+    // numpy.percentile([1, 2, 3, 4, 10], [50, 90, 99]) = [3.0, 7.6, 9.76]
+    let xs = [1.0, 2.0, 3.0, 4.0, 10.0];
+    assert_eq!(percentile_sorted(&xs, 50.0).unwrap(), 3.0);
+    assert!((percentile_sorted(&xs, 90.0).unwrap() - 7.6).abs() < 1e-12);
+    assert!((percentile_sorted(&xs, 99.0).unwrap() - 9.76).abs() < 1e-12);
+    assert_eq!(percentile_sorted(&xs, 0.0).unwrap(), 1.0);
+    assert_eq!(percentile_sorted(&xs, 100.0).unwrap(), 10.0);
+    assert!(percentile_sorted(&[], 50.0).is_err());
+    assert!(percentile_sorted(&xs, 101.0).is_err());
+    // Unsorted durations; a 2 s run of 5 requests is 2.5 requests per second.
+    let lat: Vec<std::time::Duration> = [4u64, 1, 10, 3, 2]
+        .iter()
+        .map(|&ms| std::time::Duration::from_millis(ms))
+        .collect();
+    let s = LatencySummary::new(&lat, Some(std::time::Duration::from_secs(2))).unwrap();
+    assert_eq!(s.count, 5);
+    assert!((s.p50_ms - 3.0).abs() < 1e-9 && (s.p90_ms - 7.6).abs() < 1e-9);
+    assert!((s.mean_ms - 4.0).abs() < 1e-9 && (s.max_ms - 10.0).abs() < 1e-9);
+    assert_eq!(s.throughput_per_s, Some(2.5));
+    assert!(LatencySummary::new(&[], None).is_err());
+    assert!(LatencySummary::new(&lat, Some(std::time::Duration::ZERO)).is_err());
 }
