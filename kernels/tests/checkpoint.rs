@@ -252,3 +252,63 @@ fn tensor_constructors_check_lengths() {
     )
     .is_err());
 }
+
+#[test]
+fn random_checkpoints_round_trip_and_any_flipped_byte_is_caught() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = rand::random();
+    println!("checkpoint property: seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for round in 0..12 {
+        let mut ck = Checkpoint::new(rng.gen(), json!({"round": round}));
+        for t in 0..rng.gen_range(1..6) {
+            let rank = rng.gen_range(0..4);
+            // Zero-sized dimensions included: a tensor may legitimately be empty.
+            let shape: Vec<usize> = (0..rank).map(|_| rng.gen_range(0..7)).collect();
+            let n: usize = shape.iter().product();
+            let tensor = match rng.gen_range(0..5) {
+                0 => Tensor::from_f32(shape, &(0..n).map(|_| rng.gen()).collect::<Vec<f32>>()),
+                1 => Tensor::from_i8(shape, &(0..n).map(|_| rng.gen()).collect::<Vec<i8>>()),
+                2 => Tensor::from_i32(shape, &(0..n).map(|_| rng.gen()).collect::<Vec<i32>>()),
+                3 => Tensor::from_f16(
+                    shape,
+                    &(0..n)
+                        .map(|_| half::f16::from_f32(rng.gen()))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => Tensor::from_bf16(
+                    shape,
+                    &(0..n)
+                        .map(|_| half::bf16::from_f32(rng.gen()))
+                        .collect::<Vec<_>>(),
+                ),
+            }
+            .unwrap();
+            ck.weights.insert(format!("t{t}"), tensor);
+        }
+        if rng.gen_bool(0.5) {
+            let st = OptimizerState::Sgd {
+                step: 3,
+                momentum: (0..7).map(|_| rng.gen()).collect(),
+            };
+            ck.set_optimizer_state(&st).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = checkpoint::save(dir.path(), &ck).unwrap();
+        assert_eq!(checkpoint::load(dir.path()).unwrap(), ck);
+
+        // Flip one random bit of one random listed file: loading must fail naming that file.
+        let files: Vec<&String> = manifest.files.keys().collect();
+        let file = files[rng.gen_range(0..files.len())];
+        let path = dir.path().join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = rng.gen_range(0..bytes.len());
+        bytes[at] ^= 1 << rng.gen_range(0..8);
+        std::fs::write(&path, &bytes).unwrap();
+        match checkpoint::load(dir.path()) {
+            Err(Error::CorruptFile { file: f, .. }) => assert_eq!(&f, file),
+            other => panic!("flip at byte {at} of {file} not caught: {other:?}"),
+        }
+    }
+}
