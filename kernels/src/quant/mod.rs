@@ -267,20 +267,24 @@ impl QuantizedLinear {
             gemm_i8_with(self.kernel, &xq, batch, &self.weight)?
         };
         let n = self.out_features();
-        // Built by `extend` over zipped slices: one vectorised pass, and no zero-filled buffer
-        // written only to be overwritten.
-        let mut y: Vec<f32> = Vec::with_capacity(acc.len());
-        for (ar, &sx) in acc.chunks_exact(n).zip(&xs) {
-            let scaled = ar.iter().zip(&self.scales);
+        let mut acc = acc;
+        // Rescale in place, storing each f32's bits in the i32 buffer, then reinterpret the
+        // buffer: `into_iter().map().collect()` between same-sized types reuses the allocation.
+        // A second output-sized buffer would make the allocator return and re-fault its pages on
+        // every call, which costs more than the rescale itself.
+        for (row, &sx) in acc.chunks_exact_mut(n).zip(&xs) {
+            let scaled = row.iter_mut().zip(&self.scales);
             match &self.bias {
-                Some(b) => y.extend(
-                    scaled
-                        .zip(b)
-                        .map(|((&a, &sw), &bv)| a as f32 * (sx * sw) + bv),
-                ),
-                None => y.extend(scaled.map(|(&a, &sw)| a as f32 * (sx * sw))),
+                Some(b) => scaled.zip(b).for_each(|((a, &sw), &bv)| {
+                    *a = (*a as f32 * (sx * sw) + bv).to_bits() as i32;
+                }),
+                None => scaled.for_each(|(a, &sw)| *a = (*a as f32 * (sx * sw)).to_bits() as i32),
             }
         }
+        let y: Vec<f32> = acc
+            .into_iter()
+            .map(|bits| f32::from_bits(bits as u32))
+            .collect();
         Ok(y)
     }
 }
