@@ -7,7 +7,10 @@ use std::time::Duration;
 pub enum Error {
     /// An actor did not answer within the call's deadline.
     #[error("{actor} did not answer within {deadline:?}")]
-    Timeout { actor: &'static str, deadline: Duration },
+    Timeout {
+        actor: &'static str,
+        deadline: Duration,
+    },
     /// An actor has stopped or its mailbox is closed.
     #[error("{actor} is not running")]
     ActorGone { actor: &'static str },

@@ -14,7 +14,12 @@ pub trait Mesh: Send + Sync + 'static {
     /// This node's id.
     fn local_id(&self) -> NodeId;
     /// Sends a control request to `peer` and waits at most `deadline` for its answer.
-    async fn control(&self, peer: &NodeId, body: control::RequestBody, deadline: Duration) -> crate::Result<control::ResponseBody>;
+    async fn control(
+        &self,
+        peer: &NodeId,
+        body: control::RequestBody,
+        deadline: Duration,
+    ) -> crate::Result<control::ResponseBody>;
     /// Peers with an open connection right now.
     async fn connected_peers(&self) -> crate::Result<Vec<NodeId>>;
 }

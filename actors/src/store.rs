@@ -59,11 +59,22 @@ pub trait Store: Send + Sync + 'static {
     /// Reads one value.
     fn get(&self, col: Column, key: &[u8]) -> crate::Result<Option<Vec<u8>>>;
     /// Writes one value.
-    fn put(&self, col: Column, key: &[u8], value: &[u8], durability: Durability) -> crate::Result<()>;
+    fn put(
+        &self,
+        col: Column,
+        key: &[u8],
+        value: &[u8],
+        durability: Durability,
+    ) -> crate::Result<()>;
     /// Deletes one key.
     fn delete(&self, col: Column, key: &[u8], durability: Durability) -> crate::Result<()>;
     /// All pairs whose key starts with `prefix`, in key order, at most `limit` of them.
-    fn scan_prefix(&self, col: Column, prefix: &[u8], limit: usize) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn scan_prefix(
+        &self,
+        col: Column,
+        prefix: &[u8],
+        limit: usize,
+    ) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Flushes memtables and the write-ahead log to disk (used at shutdown).
     fn flush(&self) -> crate::Result<()>;
 }

@@ -85,7 +85,9 @@ impl Default for NodeConfig {
 
 /// The default data directory: `<user data dir>/flotilla`.
 pub fn default_data_dir() -> PathBuf {
-    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("flotilla")
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("flotilla")
 }
 
 /// A configuration error naming the field.
@@ -97,7 +99,10 @@ pub struct ConfigError {
 }
 
 fn err(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { field: field.to_string(), reason: reason.into() }
+    ConfigError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
 }
 
 impl NodeConfig {
@@ -107,16 +112,22 @@ impl NodeConfig {
             return Err(err("listen", "at least one listen address is required"));
         }
         for a in &self.listen {
-            a.parse::<Multiaddr>().map_err(|e| err("listen", format!("{a:?} is not a multiaddr: {e}")))?;
+            a.parse::<Multiaddr>()
+                .map_err(|e| err("listen", format!("{a:?} is not a multiaddr: {e}")))?;
         }
         for a in &self.join {
-            a.parse::<Multiaddr>().map_err(|e| err("join", format!("{a:?} is not a multiaddr: {e}")))?;
+            a.parse::<Multiaddr>()
+                .map_err(|e| err("join", format!("{a:?} is not a multiaddr: {e}")))?;
         }
         for p in &self.allow_peers {
-            p.parse::<PeerId>().map_err(|e| err("allow_peers", format!("{p:?} is not a node id: {e}")))?;
+            p.parse::<PeerId>()
+                .map_err(|e| err("allow_peers", format!("{p:?} is not a node id: {e}")))?;
         }
         if self.swarm_key.is_some() && self.listen_addrs().is_empty() {
-            return Err(err("listen", "a swarm key forces TCP, and no TCP listen address is configured"));
+            return Err(err(
+                "listen",
+                "a swarm key forces TCP, and no TCP listen address is configured",
+            ));
         }
         if !self.api_listen.ip().is_loopback() && self.api_token_file.is_none() {
             return Err(err(
@@ -139,7 +150,9 @@ impl NodeConfig {
         if self.request_timeout.is_zero() {
             return Err(err("request_timeout", "must be greater than zero"));
         }
-        self.membership.validate().map_err(|e| err("membership", e.to_string()))?;
+        self.membership
+            .validate()
+            .map_err(|e| err("membership", e.to_string()))?;
         Ok(())
     }
 
@@ -160,7 +173,10 @@ impl NodeConfig {
 
     /// The allow-list, parsed.
     pub fn allowed_peers(&self) -> Vec<PeerId> {
-        self.allow_peers.iter().filter_map(|p| p.parse().ok()).collect()
+        self.allow_peers
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect()
     }
 
     /// Reads the API token, if one is configured.
@@ -192,7 +208,10 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        Self { peer: format!("http://{DEFAULT_API_ADDR}"), api_token_file: None }
+        Self {
+            peer: format!("http://{DEFAULT_API_ADDR}"),
+            api_token_file: None,
+        }
     }
 }
 
@@ -224,37 +243,62 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused_by_name() {
-        let e = toml::from_str::<FileConfig>("[node]\nlisten_adress = []\n").unwrap_err().to_string();
+        let e = toml::from_str::<FileConfig>("[node]\nlisten_adress = []\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen_adress"), "{e}");
     }
 
     #[test]
     fn bad_values_name_their_field() {
-        let e = toml::from_str::<FileConfig>("[node]\nmdns_query_interval = \"soon\"\n").unwrap_err().to_string();
+        let e = toml::from_str::<FileConfig>("[node]\nmdns_query_interval = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mdns_query_interval"), "{e}");
-        let c = NodeConfig { join: vec!["not an address".into()], ..Default::default() };
+        let c = NodeConfig {
+            join: vec!["not an address".into()],
+            ..Default::default()
+        };
         assert_eq!(c.validate().unwrap_err().field, "join");
-        let c = NodeConfig { allow_peers: vec!["nope".into()], ..Default::default() };
+        let c = NodeConfig {
+            allow_peers: vec!["nope".into()],
+            ..Default::default()
+        };
         assert_eq!(c.validate().unwrap_err().field, "allow_peers");
     }
 
     #[test]
     fn public_api_needs_a_token() {
-        let c = NodeConfig { api_listen: "0.0.0.0:7080".parse().unwrap(), ..Default::default() };
+        let c = NodeConfig {
+            api_listen: "0.0.0.0:7080".parse().unwrap(),
+            ..Default::default()
+        };
         let e = c.validate().unwrap_err();
         assert_eq!(e.field, "api_listen");
         assert!(e.reason.contains("--api-token-file"));
-        let c = NodeConfig { api_token_file: Some("/tmp/t".into()), ..c };
+        let c = NodeConfig {
+            api_token_file: Some("/tmp/t".into()),
+            ..c
+        };
         c.validate().unwrap();
     }
 
     #[test]
     fn swarm_key_forces_tcp() {
-        let c = NodeConfig { swarm_key: Some("/tmp/k".into()), ..Default::default() };
+        let c = NodeConfig {
+            swarm_key: Some("/tmp/k".into()),
+            ..Default::default()
+        };
         c.validate().unwrap();
-        assert!(c.listen_addrs().iter().all(|a| !a.to_string().contains("quic")));
+        assert!(c
+            .listen_addrs()
+            .iter()
+            .all(|a| !a.to_string().contains("quic")));
         assert_eq!(c.listen_addrs().len(), 1);
-        let c = NodeConfig { listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()], ..c };
+        let c = NodeConfig {
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()],
+            ..c
+        };
         assert_eq!(c.validate().unwrap_err().field, "listen");
     }
 
@@ -266,7 +310,10 @@ mod tests {
         .unwrap();
         assert_eq!(f.node.mdns_query_interval, Duration::from_secs(2));
         assert_eq!(f.node.membership.dead_after, Duration::from_secs(20));
-        assert_eq!(f.node.membership.suspect_after, membership::Config::default().suspect_after);
+        assert_eq!(
+            f.node.membership.suspect_after,
+            membership::Config::default().suspect_after
+        );
         assert_eq!(f.client.peer, "http://10.0.0.1:7080");
     }
 }

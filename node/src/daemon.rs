@@ -50,7 +50,10 @@ pub struct RunningNode {
 
 impl std::fmt::Debug for RunningNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningNode").field("peer_id", &self.peer_id).field("api_addr", &self.api_addr).finish()
+        f.debug_struct("RunningNode")
+            .field("peer_id", &self.peer_id)
+            .field("api_addr", &self.api_addr)
+            .finish()
     }
 }
 
@@ -70,7 +73,9 @@ impl RunningNode {
         let registry = Arc::new(registry);
 
         for addr in config.listen_addrs() {
-            swarm.listen_on(addr.clone()).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         }
         let listener = http::bind(config.api_listen).await?;
         let api_addr = listener.local_addr()?;
@@ -81,7 +86,8 @@ impl RunningNode {
         let mut sampler = tokio::task::spawn_blocking(move || Sampler::measure(id, budget)).await?;
         let first = sampler.next(vec![], Some(api_addr.to_string()));
         let incarnation = first.incarnation;
-        let (membership, membership_task) = membership::Handle::spawn(config.membership.clone(), first.clone()).await?;
+        let (membership, membership_task) =
+            membership::Handle::spawn(config.membership.clone(), first.clone()).await?;
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (info_tx, info_rx) = watch::channel(first);
@@ -103,7 +109,9 @@ impl RunningNode {
         let mut listen_addrs = addrs_rx.clone();
         tokio::time::timeout(LISTEN_DEADLINE, listen_addrs.wait_for(|a| !a.is_empty()))
             .await
-            .map_err(|_| anyhow::anyhow!("the swarm reported no listen address within {LISTEN_DEADLINE:?}"))??;
+            .map_err(|_| {
+                anyhow::anyhow!("the swarm reported no listen address within {LISTEN_DEADLINE:?}")
+            })??;
 
         tasks.push(tokio::spawn(heartbeat_loop(
             sampler,
@@ -176,7 +184,11 @@ impl RunningNode {
 
     /// Listen addresses, each ending in `/p2p/<id>` so they can be given to `--join`.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.listen_addrs.borrow().iter().map(|a| a.clone().with_p2p(self.peer_id).unwrap_or_else(|a| a)).collect()
+        self.listen_addrs
+            .borrow()
+            .iter()
+            .map(|a| a.clone().with_p2p(self.peer_id).unwrap_or_else(|a| a))
+            .collect()
     }
 
     /// The HTTP base URL.
@@ -190,11 +202,21 @@ impl RunningNode {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.ready.store(false, Ordering::Release);
         let grace = self.config.shutdown_grace;
-        let leaving = gossip::Message::Leaving { id: self.node_id(), incarnation: self.incarnation };
+        let leaving = gossip::Message::Leaving {
+            id: self.node_id(),
+            incarnation: self.incarnation,
+        };
         let _ = self.commands.send(Command::Publish(leaving)).await;
         let peers = self.mesh.connected_peers().await.unwrap_or_default();
         let acks = futures::future::join_all(peers.iter().map(|p| {
-            self.mesh.control(p, control::RequestBody::Leaving { id: self.node_id(), incarnation: self.incarnation }, grace)
+            self.mesh.control(
+                p,
+                control::RequestBody::Leaving {
+                    id: self.node_id(),
+                    incarnation: self.incarnation,
+                },
+                grace,
+            )
         }))
         .await;
         let acked = acks.iter().filter(|a| a.is_ok()).count();
@@ -270,7 +292,11 @@ async fn heartbeat_loop(
         let info = sampler.next(listen, Some(api_addr.to_string()));
         let _ = membership.update_self(info.clone());
         let _ = info_tx.send(info.clone());
-        if commands.send(Command::Publish(gossip::Message::Heartbeat(info))).await.is_err() {
+        if commands
+            .send(Command::Publish(gossip::Message::Heartbeat(info)))
+            .await
+            .is_err()
+        {
             break;
         }
     }

@@ -12,14 +12,17 @@ pub const KEY_FILE: &str = "identity.key";
 pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Keypair> {
     let path = data_dir.join(KEY_FILE);
     if path.exists() {
-        let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         return Keypair::from_protobuf_encoding(&bytes)
             .map_err(|e| anyhow::anyhow!("{} is not a valid identity key: {e}", path.display()));
     }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
     let key = Keypair::generate_ed25519();
-    let bytes = key.to_protobuf_encoding().map_err(|e| anyhow::anyhow!("cannot encode identity key: {e}"))?;
+    let bytes = key
+        .to_protobuf_encoding()
+        .map_err(|e| anyhow::anyhow!("cannot encode identity key: {e}"))?;
     // Write to a temporary file with restrictive permissions, then rename, so a crash never
     // leaves a half-written key behind.
     let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
@@ -31,7 +34,9 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Keypair> {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let mut f = opts.open(&tmp).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+        let mut f = opts
+            .open(&tmp)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
         f.write_all(&bytes)?;
         f.sync_all()?;
     }
@@ -52,7 +57,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

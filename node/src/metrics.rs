@@ -53,15 +53,42 @@ impl Metrics {
         let libp2p = libp2p::metrics::Metrics::new(registry);
         let flotilla = registry.sub_registry_with_prefix("flotilla");
         let members = Family::<StateLabel, Gauge>::default();
-        flotilla.register("membership_members", "Members of this node's view, by state", members.clone());
+        flotilla.register(
+            "membership_members",
+            "Members of this node's view, by state",
+            members.clone(),
+        );
         let transitions = Family::<StateLabel, Counter>::default();
-        flotilla.register("membership_transitions", "Membership state transitions, by target state", transitions.clone());
+        flotilla.register(
+            "membership_transitions",
+            "Membership state transitions, by target state",
+            transitions.clone(),
+        );
         let rejected_frames = Family::<ServiceLabel, Counter>::default();
-        flotilla.register("net_rejected_frames", "Frames refused by a codec, by service", rejected_frames.clone());
+        flotilla.register(
+            "net_rejected_frames",
+            "Frames refused by a codec, by service",
+            rejected_frames.clone(),
+        );
         let gossip_rejected = Counter::default();
-        flotilla.register("net_gossip_rejected", "Gossip messages that failed validation", gossip_rejected.clone());
+        flotilla.register(
+            "net_gossip_rejected",
+            "Gossip messages that failed validation",
+            gossip_rejected.clone(),
+        );
         let http_requests = Family::<HttpLabel, Counter>::default();
-        flotilla.register("http_requests", "HTTP requests served, by route and status", http_requests.clone());
-        Metrics { libp2p, members, transitions, rejected_frames, gossip_rejected, http_requests }
+        flotilla.register(
+            "http_requests",
+            "HTTP requests served, by route and status",
+            http_requests.clone(),
+        );
+        Metrics {
+            libp2p,
+            members,
+            transitions,
+            rejected_frames,
+            gossip_rejected,
+            http_requests,
+        }
     }
 }

@@ -16,7 +16,11 @@ fn gpu_state(found: GpuDiscovery) -> GpuState {
     match found {
         GpuDiscovery::Found(gpus) => GpuState::Gpus(
             gpus.into_iter()
-                .map(|g| GpuSummary { name: g.name, memory_bytes: g.memory_bytes, compute_capability: g.compute_capability })
+                .map(|g| GpuSummary {
+                    name: g.name,
+                    memory_bytes: g.memory_bytes,
+                    compute_capability: g.compute_capability,
+                })
                 .collect(),
         ),
         GpuDiscovery::NoDriver => GpuState::NoCudaDriver,
@@ -29,9 +33,14 @@ impl Sampler {
     pub fn measure(id: NodeId, probe_budget: Duration) -> Sampler {
         let mut sys = sysinfo::System::new();
         sys.refresh_memory();
-        let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
         let probe = flotilla_kernels::probe::run_cpu_probe(256, probe_budget);
-        let incarnation = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let incarnation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         Sampler {
             template: NodeInfo {
                 id,
@@ -55,7 +64,8 @@ impl Sampler {
         self.template.listen_addrs = listen_addrs;
         self.template.api_addr = api_addr;
         let one_minute = sysinfo::System::load_average().one;
-        self.template.load = ((one_minute / f64::from(self.template.cores.max(1))) * 100.0).round() / 100.0;
+        self.template.load =
+            ((one_minute / f64::from(self.template.cores.max(1))) * 100.0).round() / 100.0;
         self.template.clone()
     }
 

@@ -15,7 +15,9 @@ pub struct RocksStore {
 
 impl std::fmt::Debug for RocksStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RocksStore").field("path", &self.db.path()).finish()
+        f.debug_struct("RocksStore")
+            .field("path", &self.db.path())
+            .finish()
     }
 }
 
@@ -32,7 +34,9 @@ impl RocksStore {
         // Small defaults: many nodes share one machine in tests and demos.
         opts.set_max_open_files(256);
         opts.set_keep_log_file_num(4);
-        let cfs = Column::ALL.iter().map(|c| ColumnFamilyDescriptor::new(c.name(), Options::default()));
+        let cfs = Column::ALL
+            .iter()
+            .map(|c| ColumnFamilyDescriptor::new(c.name(), Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
             let msg = e.into_string();
             if msg.contains("lock") {
@@ -45,7 +49,9 @@ impl RocksStore {
     }
 
     fn cf(&self, col: Column) -> Result<&rocksdb::ColumnFamily> {
-        self.db.cf_handle(col.name()).ok_or_else(|| Error::Store(format!("column family {} missing", col.name())))
+        self.db
+            .cf_handle(col.name())
+            .ok_or_else(|| Error::Store(format!("column family {} missing", col.name())))
     }
 
     fn write_opts(durability: Durability) -> WriteOptions {
@@ -61,16 +67,28 @@ impl Store for RocksStore {
     }
 
     fn put(&self, col: Column, key: &[u8], value: &[u8], durability: Durability) -> Result<()> {
-        self.db.put_cf_opt(self.cf(col)?, key, value, &Self::write_opts(durability)).map_err(store_err)
+        self.db
+            .put_cf_opt(self.cf(col)?, key, value, &Self::write_opts(durability))
+            .map_err(store_err)
     }
 
     fn delete(&self, col: Column, key: &[u8], durability: Durability) -> Result<()> {
-        self.db.delete_cf_opt(self.cf(col)?, key, &Self::write_opts(durability)).map_err(store_err)
+        self.db
+            .delete_cf_opt(self.cf(col)?, key, &Self::write_opts(durability))
+            .map_err(store_err)
     }
 
-    fn scan_prefix(&self, col: Column, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan_prefix(
+        &self,
+        col: Column,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(self.cf(col)?, rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(col)?,
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item.map_err(store_err)?;
             if !k.starts_with(prefix) || out.len() >= limit {
@@ -98,10 +116,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = RocksStore::open(dir.path()).unwrap();
-            s.put(Column::Catalog, b"k1", b"v1", Durability::Sync).unwrap();
-            s.put(Column::Jobs, b"k1", b"other", Durability::Buffered).unwrap();
-            s.put(Column::Catalog, b"k2", b"v2", Durability::Sync).unwrap();
-            s.put(Column::Catalog, b"z", b"v3", Durability::Sync).unwrap();
+            s.put(Column::Catalog, b"k1", b"v1", Durability::Sync)
+                .unwrap();
+            s.put(Column::Jobs, b"k1", b"other", Durability::Buffered)
+                .unwrap();
+            s.put(Column::Catalog, b"k2", b"v2", Durability::Sync)
+                .unwrap();
+            s.put(Column::Catalog, b"z", b"v3", Durability::Sync)
+                .unwrap();
             s.flush().unwrap();
         }
         let s = RocksStore::open(dir.path()).unwrap();

@@ -16,7 +16,11 @@ pub const LEN_PREFIX_BYTES: usize = 8;
 /// Checks a length prefix against a service's cap and returns it as a `usize`.
 pub fn check_frame_len(service: &'static str, announced: u64, cap: usize) -> Result<usize> {
     if announced > cap as u64 {
-        return Err(Error::FrameTooLarge { service, len: announced, cap: cap as u64 });
+        return Err(Error::FrameTooLarge {
+            service,
+            len: announced,
+            cap: cap as u64,
+        });
     }
     // Cannot fail: announced <= cap, which is a usize.
     Ok(announced as usize)
@@ -31,34 +35,52 @@ pub fn parse_len_prefix(bytes: [u8; LEN_PREFIX_BYTES]) -> u64 {
 /// can refuse an oversized message before any work is done for it.
 pub fn encoded_len<T: Serialize>(service: &'static str, value: &T) -> Result<usize> {
     let mut counter = bincode::enc::write::SizeWriter::default();
-    bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard())
-        .map_err(|e| Error::Encode { service, reason: e.to_string() })?;
+    bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard()).map_err(
+        |e| Error::Encode {
+            service,
+            reason: e.to_string(),
+        },
+    )?;
     Ok(counter.bytes_written)
 }
 
 /// Encodes `value` as a frame body, refusing bodies over `CAP` bytes.
 pub fn encode<T: Serialize, const CAP: usize>(service: &'static str, value: &T) -> Result<Vec<u8>> {
     let config = bincode::config::standard().with_limit::<CAP>();
-    let body = bincode::serde::encode_to_vec(value, config)
-        .map_err(|e| Error::Encode { service, reason: e.to_string() })?;
+    let body = bincode::serde::encode_to_vec(value, config).map_err(|e| Error::Encode {
+        service,
+        reason: e.to_string(),
+    })?;
     check_frame_len(service, body.len() as u64, CAP)?;
     Ok(body)
 }
 
 /// Decodes a frame body of exactly one `T`, with every inner length bounded by `CAP`.
-pub fn decode<T: DeserializeOwned, const CAP: usize>(service: &'static str, body: &[u8]) -> Result<T> {
+pub fn decode<T: DeserializeOwned, const CAP: usize>(
+    service: &'static str,
+    body: &[u8],
+) -> Result<T> {
     check_frame_len(service, body.len() as u64, CAP)?;
     let config = bincode::config::standard().with_limit::<CAP>();
-    let (value, used) = bincode::serde::decode_from_slice::<T, _>(body, config)
-        .map_err(|e| Error::Malformed { service, reason: e.to_string() })?;
+    let (value, used) =
+        bincode::serde::decode_from_slice::<T, _>(body, config).map_err(|e| Error::Malformed {
+            service,
+            reason: e.to_string(),
+        })?;
     if used != body.len() {
-        return Err(Error::TrailingBytes { service, extra: body.len() - used });
+        return Err(Error::TrailingBytes {
+            service,
+            extra: body.len() - used,
+        });
     }
     Ok(value)
 }
 
 /// Encodes `value` as a whole frame: length prefix then body.
-pub fn encode_frame<T: Serialize, const CAP: usize>(service: &'static str, value: &T) -> Result<Vec<u8>> {
+pub fn encode_frame<T: Serialize, const CAP: usize>(
+    service: &'static str,
+    value: &T,
+) -> Result<Vec<u8>> {
     let body = encode::<T, CAP>(service, value)?;
     let mut frame = Vec::with_capacity(LEN_PREFIX_BYTES + body.len());
     frame.extend_from_slice(&(body.len() as u64).to_be_bytes());
@@ -67,16 +89,28 @@ pub fn encode_frame<T: Serialize, const CAP: usize>(service: &'static str, value
 }
 
 /// Decodes a whole frame (length prefix then body) held in memory.
-pub fn decode_frame<T: DeserializeOwned, const CAP: usize>(service: &'static str, frame: &[u8]) -> Result<T> {
+pub fn decode_frame<T: DeserializeOwned, const CAP: usize>(
+    service: &'static str,
+    frame: &[u8],
+) -> Result<T> {
     let Some((prefix, body)) = frame.split_first_chunk::<LEN_PREFIX_BYTES>() else {
-        return Err(Error::Malformed { service, reason: format!("frame of {} bytes has no length prefix", frame.len()) });
+        return Err(Error::Malformed {
+            service,
+            reason: format!("frame of {} bytes has no length prefix", frame.len()),
+        });
     };
     let len = check_frame_len(service, parse_len_prefix(*prefix), CAP)?;
     if body.len() < len {
-        return Err(Error::Malformed { service, reason: format!("frame announces {len} bytes but holds {}", body.len()) });
+        return Err(Error::Malformed {
+            service,
+            reason: format!("frame announces {len} bytes but holds {}", body.len()),
+        });
     }
     if body.len() > len {
-        return Err(Error::TrailingBytes { service, extra: body.len() - len });
+        return Err(Error::TrailingBytes {
+            service,
+            extra: body.len() - len,
+        });
     }
     decode::<T, CAP>(service, body)
 }
@@ -91,7 +125,10 @@ mod tests {
     fn round_trip() {
         let v = (7u32, "hello".to_string(), vec![1u8, 2, 3]);
         let f = encode_frame::<_, CAP>("t", &v).unwrap();
-        assert_eq!(decode_frame::<(u32, String, Vec<u8>), CAP>("t", &f).unwrap(), v);
+        assert_eq!(
+            decode_frame::<(u32, String, Vec<u8>), CAP>("t", &f).unwrap(),
+            v
+        );
     }
 
     #[test]
@@ -115,13 +152,19 @@ mod tests {
     fn trailing_bytes_are_refused() {
         let mut body = encode::<_, CAP>("t", &5u32).unwrap();
         body.push(0);
-        assert!(matches!(decode::<u32, CAP>("t", &body), Err(Error::TrailingBytes { extra: 1, .. })));
+        assert!(matches!(
+            decode::<u32, CAP>("t", &body),
+            Err(Error::TrailingBytes { extra: 1, .. })
+        ));
     }
 
     #[test]
     fn encoded_len_matches_the_encoding() {
         let v = (1u64 << 40, "héllo".to_string(), vec![7u8; 300]);
-        assert_eq!(encoded_len("t", &v).unwrap(), encode::<_, CAP>("t", &v).unwrap().len());
+        assert_eq!(
+            encoded_len("t", &v).unwrap(),
+            encode::<_, CAP>("t", &v).unwrap().len()
+        );
     }
 
     #[test]

@@ -232,7 +232,10 @@ pub mod catalog {
     pub enum ResponseBody {
         Sync(SyncReply),
         /// How many pushed entries changed the responder's state, and how many it refused.
-        Merged { applied: u32, rejected: u32 },
+        Merged {
+            applied: u32,
+            rejected: u32,
+        },
     }
 
     /// Encodes a gossip message.
@@ -294,7 +297,10 @@ pub mod catalog {
     pub fn entry_hash(key: &CatalogKey, entry: &Entry) -> [u8; 32] {
         struct HashWriter(blake3::Hasher);
         impl bincode::enc::write::Writer for HashWriter {
-            fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
+            fn write(
+                &mut self,
+                bytes: &[u8],
+            ) -> std::result::Result<(), bincode::error::EncodeError> {
                 self.0.update(bytes);
                 Ok(())
             }

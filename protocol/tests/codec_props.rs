@@ -14,8 +14,13 @@ fn gpus() -> impl Strategy<Value = GpuState> {
         Just(GpuState::NoCudaDriver),
         ".{0,40}".prop_map(GpuState::DriverError),
         prop::collection::vec(
-            (".{0,30}", any::<u64>(), any::<(u32, u32)>())
-                .prop_map(|(name, memory_bytes, compute_capability)| GpuSummary { name, memory_bytes, compute_capability }),
+            (".{0,30}", any::<u64>(), any::<(u32, u32)>()).prop_map(
+                |(name, memory_bytes, compute_capability)| GpuSummary {
+                    name,
+                    memory_bytes,
+                    compute_capability
+                }
+            ),
             0..4
         )
         .prop_map(GpuState::Gpus),
@@ -38,7 +43,8 @@ prop_compose! {
 fn membership_msg() -> impl Strategy<Value = membership::Message> {
     prop_oneof![
         node_info().prop_map(membership::Message::Heartbeat),
-        (node_id(), any::<u64>()).prop_map(|(id, incarnation)| membership::Message::Leaving { id, incarnation }),
+        (node_id(), any::<u64>())
+            .prop_map(|(id, incarnation)| membership::Message::Leaving { id, incarnation }),
     ]
 }
 
@@ -47,9 +53,13 @@ fn control_request() -> impl Strategy<Value = control::Request> {
         Just(control::RequestBody::Ping),
         Just(control::RequestBody::GetNodeInfo),
         prop::collection::vec(any::<u8>(), 0..2048).prop_map(control::RequestBody::Echo),
-        (node_id(), any::<u64>()).prop_map(|(id, incarnation)| control::RequestBody::Leaving { id, incarnation }),
+        (node_id(), any::<u64>())
+            .prop_map(|(id, incarnation)| control::RequestBody::Leaving { id, incarnation }),
     ];
-    (any::<u64>(), body).prop_map(|(id, body)| control::Request { id: RequestId(id), body })
+    (any::<u64>(), body).prop_map(|(id, body)| control::Request {
+        id: RequestId(id),
+        body,
+    })
 }
 
 fn control_response() -> impl Strategy<Value = control::Response> {
@@ -70,7 +80,10 @@ fn control_response() -> impl Strategy<Value = control::Response> {
     )
         .prop_map(|(kind, message)| control::RemoteError { kind, message });
     let body = prop_oneof![ok.prop_map(Ok), err.prop_map(Err)];
-    (any::<u64>(), body).prop_map(|(id, body)| control::Response { id: RequestId(id), body })
+    (any::<u64>(), body).prop_map(|(id, body)| control::Response {
+        id: RequestId(id),
+        body,
+    })
 }
 
 proptest! {

@@ -75,7 +75,9 @@ fn info(i: usize, seq: u64) -> NodeInfo {
 pub fn run(p: &Params) -> Report {
     let mut rng = StdRng::seed_from_u64(p.seed);
     let ms = |d: Duration| d.as_millis() as u64;
-    let mut detectors: Vec<Detector> = (0..p.nodes).map(|i| Detector::new(p.detector.clone(), info(i, 0), Millis(0))).collect();
+    let mut detectors: Vec<Detector> = (0..p.nodes)
+        .map(|i| Detector::new(p.detector.clone(), info(i, 0), Millis(0)))
+        .collect();
     let mut crashed_at: Vec<Option<u64>> = vec![None; p.nodes];
     let mut queue: BinaryHeap<Reverse<(u64, u64, Event)>> = BinaryHeap::new();
     let mut order = 0u64;
@@ -87,8 +89,16 @@ pub fn run(p: &Params) -> Report {
     let tick = ms(p.detector.tick_interval());
     for i in 0..p.nodes {
         // Nodes start at random phases, as real ones do.
-        push(&mut queue, rng.gen_range(0..beat.max(1)), Event::Beat { from: i, seq: 1 });
-        push(&mut queue, rng.gen_range(0..tick.max(1)), Event::Tick { node: i });
+        push(
+            &mut queue,
+            rng.gen_range(0..beat.max(1)),
+            Event::Beat { from: i, seq: 1 },
+        );
+        push(
+            &mut queue,
+            rng.gen_range(0..tick.max(1)),
+            Event::Tick { node: i },
+        );
     }
     for (node, at) in &p.crashes {
         push(&mut queue, ms(*at), Event::Crash { node: *node });
@@ -109,7 +119,9 @@ pub fn run(p: &Params) -> Report {
                 }
                 for to in 0..p.nodes {
                     if to != from && !rng.gen_bool(p.loss.clamp(0.0, 1.0)) {
-                        let lat = rng.gen_range(ms(p.min_latency)..=ms(p.max_latency).max(ms(p.min_latency)));
+                        let lat = rng.gen_range(
+                            ms(p.min_latency)..=ms(p.max_latency).max(ms(p.min_latency)),
+                        );
                         push(&mut queue, now + lat, Event::Deliver { to, from, seq });
                     }
                 }
@@ -127,7 +139,9 @@ pub fn run(p: &Params) -> Report {
                 }
                 for t in detectors[node].tick(Millis(now)) {
                     let subject: usize = t.id.as_str()[1..].parse().unwrap_or(usize::MAX);
-                    let Some(crash) = crashed_at.get(subject).copied() else { continue };
+                    let Some(crash) = crashed_at.get(subject).copied() else {
+                        continue;
+                    };
                     match (t.to, crash) {
                         (MemberState::Dead, Some(_)) => detected[subject][node] = Some(now),
                         (MemberState::Dead, None) => false_deaths += 1,
@@ -155,7 +169,12 @@ pub fn run(p: &Params) -> Report {
             Some(Duration::from_millis(latest.saturating_sub(crash)))
         })
         .collect();
-    Report { detection, false_suspicions, false_deaths, messages }
+    Report {
+        detection,
+        false_suspicions,
+        false_deaths,
+        messages,
+    }
 }
 
 #[cfg(test)]
@@ -191,7 +210,10 @@ mod tests {
         for d in &r.detection {
             let d = d.expect("every live node declares the crashed node dead");
             assert!(d <= bound, "detection {d:?} over bound {bound:?}");
-            assert!(d + p.detector.heartbeat_interval + p.max_latency >= p.detector.dead_after, "too early: {d:?}");
+            assert!(
+                d + p.detector.heartbeat_interval + p.max_latency >= p.detector.dead_after,
+                "too early: {d:?}"
+            );
         }
         assert_eq!(r.false_deaths, 0);
     }
@@ -199,7 +221,10 @@ mod tests {
     #[test]
     fn same_seed_same_report() {
         assert_eq!(run(&params(50, 0.05, 3)), run(&params(50, 0.05, 3)));
-        assert_ne!(run(&params(50, 0.05, 3)).messages, run(&params(50, 0.05, 4)).messages);
+        assert_ne!(
+            run(&params(50, 0.05, 3)).messages,
+            run(&params(50, 0.05, 4)).messages
+        );
     }
 
     #[test]

@@ -35,12 +35,36 @@ fn stats(mut samples: Vec<Duration>, bytes_each_way: usize, wall: Duration) -> S
 }
 
 async fn bench_convergence(n: usize) -> anyhow::Result<()> {
+    // Every in-process node shares two cores: a 1 s heartbeat keeps 20 of them from starving
+    // each other's event loops, as separate machines would not.
+    let beat = Duration::from_secs(1);
     let start = Instant::now();
-    let cluster = TestCluster::start(n).await?;
+    let cluster = TestCluster::start_with(
+        n,
+        Some(Box::new(
+            move |_, c: &mut flotilla_node::config::NodeConfig| {
+                c.membership.heartbeat_interval = beat;
+                c.membership.suspect_after = beat * 4;
+                c.membership.dead_after = beat * 10;
+            },
+        )),
+    )
+    .await?;
     let started = start.elapsed();
-    let after_start = wait_until(Duration::from_secs(120), "convergence", || cluster.converged()).await?;
+    let after_start = wait_until(Duration::from_secs(120), "convergence", || async {
+        if std::env::var_os("FLOTILLA_BENCH_TRACE").is_some() {
+            let mut alive = Vec::new();
+            for i in cluster.running() {
+                let v = cluster.view(i).await.unwrap_or_default();
+                alive.push(v.iter().filter(|m| m.state == MemberState::Alive).count());
+            }
+            eprintln!("alive per view: {alive:?}");
+        }
+        cluster.converged().await
+    })
+    .await?;
     println!(
-        "convergence  {n:>3} nodes: all started in {started:>9.2?}, every view complete {after_start:>9.2?} after the last start ({:.2?} total)",
+        "convergence  {n:>3} nodes (heartbeat {beat:?}): all started in {started:>9.2?}, every view complete {after_start:>9.2?} after the last start ({:.2?} total)",
         start.elapsed()
     );
     cluster.shutdown().await
@@ -48,7 +72,10 @@ async fn bench_convergence(n: usize) -> anyhow::Result<()> {
 
 async fn bench_failure_detection(rounds: usize) -> anyhow::Result<()> {
     let mut cluster = TestCluster::start(3 + rounds).await?;
-    wait_until(Duration::from_secs(60), "convergence", || cluster.converged()).await?;
+    wait_until(Duration::from_secs(60), "convergence", || {
+        cluster.converged()
+    })
+    .await?;
     let cfg = cluster.node(0).config().membership.clone();
     let mut measured = Vec::new();
     for r in 0..rounds {
@@ -108,7 +135,11 @@ async fn raw_echo_server() -> anyhow::Result<std::net::SocketAddr> {
     Ok(addr)
 }
 
-async fn raw_round_trips(addr: std::net::SocketAddr, size: usize, n: usize) -> anyhow::Result<Stats> {
+async fn raw_round_trips(
+    addr: std::net::SocketAddr,
+    size: usize,
+    n: usize,
+) -> anyhow::Result<Stats> {
     let mut sock = tokio::net::TcpStream::connect(addr).await?;
     sock.set_nodelay(true)?;
     let payload = vec![7u8; size];
@@ -135,8 +166,17 @@ async fn mesh_round_trips(cluster: &TestCluster, size: usize, n: usize) -> anyho
     let wall = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
-        let r = mesh.control(&to, control::RequestBody::Echo(payload.clone()), Duration::from_secs(30)).await?;
-        anyhow::ensure!(matches!(&r, control::ResponseBody::Echo(b) if b.len() == size), "bad echo");
+        let r = mesh
+            .control(
+                &to,
+                control::RequestBody::Echo(payload.clone()),
+                Duration::from_secs(30),
+            )
+            .await?;
+        anyhow::ensure!(
+            matches!(&r, control::ResponseBody::Echo(b) if b.len() == size),
+            "bad echo"
+        );
         samples.push(t.elapsed());
     }
     Ok(stats(samples, size, wall.elapsed()))
@@ -144,17 +184,30 @@ async fn mesh_round_trips(cluster: &TestCluster, size: usize, n: usize) -> anyho
 
 async fn bench_rpc(quick: bool) -> anyhow::Result<()> {
     let cluster = TestCluster::start(2).await?;
-    wait_until(Duration::from_secs(30), "convergence", || cluster.converged()).await?;
+    wait_until(Duration::from_secs(30), "convergence", || {
+        cluster.converged()
+    })
+    .await?;
     let raw = raw_echo_server().await?;
     println!("rpc round trip, sequential, one connection (flotilla control echo vs raw loopback TCP echo, same framing):");
-    println!("  {:<8} {:>12} {:>12} {:>12} {:>12} {:>12}   {}", "payload", "p50", "p99", "req/s", "MiB/s", "raw MiB/s", "ratio (raw time / flotilla time)");
-    for (size, n) in [(1024usize, if quick { 500 } else { 3000 }), (4 << 20, if quick { 10 } else { 40 })] {
+    println!(
+        "  {:<8} {:>12} {:>12} {:>12} {:>12} {:>12}   {}",
+        "payload", "p50", "p99", "req/s", "MiB/s", "raw MiB/s", "ratio (raw time / flotilla time)"
+    );
+    for (size, n) in [
+        (1024usize, if quick { 500 } else { 3000 }),
+        (4 << 20, if quick { 10 } else { 40 }),
+    ] {
         // Warm both paths (connection, allocator, yamux windows) before measuring.
         mesh_round_trips(&cluster, size, 3).await?;
         raw_round_trips(raw, size, 3).await?;
         let m = mesh_round_trips(&cluster, size, n).await?;
         let r = raw_round_trips(raw, size, n).await?;
-        let label = if size >= 1 << 20 { format!("{} MiB", size >> 20) } else { format!("{} KiB", size >> 10) };
+        let label = if size >= 1 << 20 {
+            format!("{} MiB", size >> 20)
+        } else {
+            format!("{} KiB", size >> 10)
+        };
         println!(
             "  {label:<8} {:>12.2?} {:>12.2?} {:>12.0} {:>12.1} {:>12.1}   {:.2}  (raw p50 {:.2?}, p99 {:.2?})",
             m.p50, m.p99, m.per_s, m.mib_per_s, r.mib_per_s, m.mib_per_s / r.mib_per_s, r.p50, r.p99
@@ -165,11 +218,28 @@ async fn bench_rpc(quick: bool) -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "quick");
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let quick = args.iter().any(|a| a == "quick");
+    // Name benchmarks to run a subset: rpc, convergence, detection.
+    let names: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "quick")
+        .collect();
+    let wanted = |name: &str| names.is_empty() || names.contains(&name);
     flotilla_tests::init_logging();
-    bench_rpc(quick).await?;
-    bench_convergence(5).await?;
-    bench_convergence(20).await?;
-    bench_failure_detection(if quick { 2 } else { 5 }).await?;
+    if wanted("rpc") {
+        bench_rpc(quick).await?;
+    }
+    if wanted("convergence") {
+        bench_convergence(5).await?;
+        bench_convergence(20).await?;
+    }
+    if wanted("detection") {
+        bench_failure_detection(if quick { 2 } else { 5 }).await?;
+    }
     Ok(())
 }

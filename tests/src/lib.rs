@@ -16,7 +16,11 @@ use flotilla_node::RunningNode;
 use flotilla_protocol::{MemberState, MemberView, NodeId};
 
 /// Polls `predicate` until it holds or `deadline` passes; the error says what was awaited.
-pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut predicate: F) -> anyhow::Result<Duration>
+pub async fn wait_until<F, Fut>(
+    deadline: Duration,
+    what: &str,
+    mut predicate: F,
+) -> anyhow::Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -35,16 +39,19 @@ where
 
 /// Installs a test log subscriber once (quiet unless `RUST_LOG` says otherwise).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
-/// The configuration test nodes start from: loopback, no mDNS, fast failure detection.
+/// The configuration test nodes start from: loopback, no mDNS, the demo's fast failure
+/// detection (heartbeat 250 ms, suspect after 1.5 s, dead after 3 s) — short enough for quick
+/// tests, long enough that a busy 2-core machine does not make live nodes look dead.
 pub fn test_config(data_dir: PathBuf) -> NodeConfig {
     let mut c = local_node_config(data_dir, vec![]);
-    c.membership.heartbeat_interval = Duration::from_millis(200);
-    c.membership.suspect_after = Duration::from_millis(1000);
-    c.membership.dead_after = Duration::from_millis(2000);
     c.request_timeout = Duration::from_secs(10);
     c
 }
@@ -68,7 +75,11 @@ impl TestCluster {
     /// Starts `n` nodes, letting `customize` adjust each configuration.
     pub async fn start_with(n: usize, customize: Option<Customize>) -> anyhow::Result<TestCluster> {
         init_logging();
-        let mut cluster = TestCluster { root: tempfile::tempdir()?, nodes: Vec::new(), customize };
+        let mut cluster = TestCluster {
+            root: tempfile::tempdir()?,
+            nodes: Vec::new(),
+            customize,
+        };
         for _ in 0..n {
             cluster.add_node().await?;
         }
@@ -104,7 +115,10 @@ impl TestCluster {
     }
 
     /// Starts one more node with an explicit configuration (its data dir is set here).
-    pub async fn add_node_with(&mut self, f: impl FnOnce(&mut NodeConfig)) -> anyhow::Result<usize> {
+    pub async fn add_node_with(
+        &mut self,
+        f: impl FnOnce(&mut NodeConfig),
+    ) -> anyhow::Result<usize> {
         let i = self.nodes.len();
         let mut c = self.config_for(i);
         f(&mut c);
@@ -131,7 +145,9 @@ impl TestCluster {
 
     /// Indices of running nodes.
     pub fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|i| self.nodes[*i].is_some()).collect()
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect()
     }
 
     /// Kills node `i` abruptly: no leave notice, no flush.
@@ -165,15 +181,27 @@ impl TestCluster {
     /// The state node `viewer` holds for `subject`.
     pub async fn state_seen_by(&self, viewer: usize, subject: &NodeId) -> Option<MemberState> {
         let view = self.view(viewer).await.ok()?;
-        view.into_iter().find(|m| m.info.id == *subject).map(|m| m.state)
+        view.into_iter()
+            .find(|m| m.info.id == *subject)
+            .map(|m| m.state)
     }
 
     /// Whether every running node sees exactly the running nodes as alive.
     pub async fn converged(&self) -> bool {
-        let expected: Vec<NodeId> = self.running().iter().map(|i| self.node(*i).node_id()).collect();
+        let expected: Vec<NodeId> = self
+            .running()
+            .iter()
+            .map(|i| self.node(*i).node_id())
+            .collect();
         for i in self.running() {
-            let Ok(view) = self.view(i).await else { return false };
-            let mut alive: Vec<NodeId> = view.into_iter().filter(|m| m.state == MemberState::Alive).map(|m| m.info.id).collect();
+            let Ok(view) = self.view(i).await else {
+                return false;
+            };
+            let mut alive: Vec<NodeId> = view
+                .into_iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .map(|m| m.info.id)
+                .collect();
             alive.sort();
             let mut want = expected.clone();
             want.sort();

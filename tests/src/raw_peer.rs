@@ -18,28 +18,49 @@ impl request_response::Codec for RawCodec {
     type Request = Vec<u8>;
     type Response = Vec<u8>;
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         io.take(1 << 20).read_to_end(&mut buf).await?;
         Ok(buf)
     }
 
-    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         io.take(16 << 20).read_to_end(&mut buf).await?;
         if buf.is_empty() {
             // The node closed the stream without answering: that is a refusal, not a reply.
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream closed without a response"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream closed without a response",
+            ));
         }
         Ok(buf)
     }
 
-    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()> {
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
         io.write_all(&req).await?;
         io.flush().await
     }
 
-    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()> {
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
         io.write_all(&res).await
     }
 }
@@ -63,12 +84,17 @@ impl RawPeer {
     pub fn new(protocol: &'static str) -> anyhow::Result<RawPeer> {
         let swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
-            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)?
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
             .with_behaviour(|_| {
                 request_response::Behaviour::with_codec(
                     RawCodec,
                     [(StreamProtocol::new(protocol), ProtocolSupport::Outbound)],
-                    request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10)),
                 )
             })?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
@@ -82,8 +108,12 @@ impl RawPeer {
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match self.swarm.select_next_some().await {
-                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => return Ok(()),
-                    SwarmEvent::OutgoingConnectionError { error, .. } => anyhow::bail!("dial failed: {error}"),
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => {
+                        return Ok(())
+                    }
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        anyhow::bail!("dial failed: {error}")
+                    }
                     _ => {}
                 }
             }
@@ -98,12 +128,18 @@ impl RawPeer {
             loop {
                 match self.swarm.select_next_some().await {
                     SwarmEvent::Behaviour(request_response::Event::Message {
-                        message: request_response::Message::Response { request_id, response },
+                        message:
+                            request_response::Message::Response {
+                                request_id,
+                                response,
+                            },
                         ..
                     }) if request_id == id => return Ok(RawOutcome::Response(response)),
-                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, error, .. }) if request_id == id => {
-                        return Ok(RawOutcome::Failed(error.to_string()))
-                    }
+                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                        request_id,
+                        error,
+                        ..
+                    }) if request_id == id => return Ok(RawOutcome::Failed(error.to_string())),
                     _ => {}
                 }
             }

@@ -19,21 +19,40 @@ async fn a_node_with_the_wrong_swarm_key_never_appears() -> anyhow::Result<()> {
     let good = write_key(keys.path(), "good.key", 0x11);
     let bad = write_key(keys.path(), "bad.key", 0x22);
     let good2 = good.clone();
-    let mut cluster =
-        TestCluster::start_with(2, Some(Box::new(move |_, c: &mut flotilla_node::config::NodeConfig| c.swarm_key = Some(good2.clone()))))
-            .await?;
-    wait_until(Duration::from_secs(30), "the keyed nodes to converge", || cluster.converged()).await?;
+    let mut cluster = TestCluster::start_with(
+        2,
+        Some(Box::new(
+            move |_, c: &mut flotilla_node::config::NodeConfig| c.swarm_key = Some(good2.clone()),
+        )),
+    )
+    .await?;
+    wait_until(
+        Duration::from_secs(30),
+        "the keyed nodes to converge",
+        || cluster.converged(),
+    )
+    .await?;
 
-    let outsider = cluster.add_node_with(|c| c.swarm_key = Some(bad.clone())).await?;
+    let outsider = cluster
+        .add_node_with(|c| c.swarm_key = Some(bad.clone()))
+        .await?;
     let outsider_id = cluster.node(outsider).node_id();
     // Give it several failure-detection periods to (wrongly) get in.
     let wait = cluster.node(0).config().membership.dead_after * 2;
     tokio::time::sleep(wait).await;
     for i in 0..2 {
-        assert_eq!(cluster.state_seen_by(i, &outsider_id).await, None, "node {i} sees the outsider");
+        assert_eq!(
+            cluster.state_seen_by(i, &outsider_id).await,
+            None,
+            "node {i} sees the outsider"
+        );
         assert_eq!(cluster.view(i).await?.len(), 2);
     }
-    assert_eq!(cluster.view(outsider).await?.len(), 1, "the outsider must see only itself");
+    assert_eq!(
+        cluster.view(outsider).await?.len(),
+        1,
+        "the outsider must see only itself"
+    );
     assert!(cluster.node(outsider).connected_peers().await.is_empty());
     cluster.shutdown().await
 }
@@ -52,27 +71,41 @@ async fn a_peer_outside_the_allow_list_is_refused() -> anyhow::Result<()> {
     let ids2 = ids.clone();
     let mut cluster = TestCluster::start_with(
         2,
-        Some(Box::new(move |i, c: &mut flotilla_node::config::NodeConfig| {
-            if i < 2 {
-                c.data_dir = ids2[i].0.clone();
-                c.allow_peers = ids2.iter().map(|(_, id)| id.clone()).collect();
-            }
-        })),
+        Some(Box::new(
+            move |i, c: &mut flotilla_node::config::NodeConfig| {
+                if i < 2 {
+                    c.data_dir = ids2[i].0.clone();
+                    c.allow_peers = ids2.iter().map(|(_, id)| id.clone()).collect();
+                }
+            },
+        )),
     )
     .await?;
-    wait_until(Duration::from_secs(30), "the allowed nodes to converge", || cluster.converged()).await?;
+    wait_until(
+        Duration::from_secs(30),
+        "the allowed nodes to converge",
+        || cluster.converged(),
+    )
+    .await?;
 
     let stranger = cluster.add_node().await?;
     let stranger_id = cluster.node(stranger).node_id();
     tokio::time::sleep(cluster.node(0).config().membership.dead_after * 2).await;
     for i in 0..2 {
-        assert_eq!(cluster.state_seen_by(i, &stranger_id).await, None, "node {i} admitted a stranger");
+        assert_eq!(
+            cluster.state_seen_by(i, &stranger_id).await,
+            None,
+            "node {i} admitted a stranger"
+        );
     }
     assert_eq!(cluster.view(stranger).await?.len(), 1);
     // The allowed pair is unaffected.
     for i in 0..2 {
         let v = cluster.view(i).await?;
-        assert_eq!(v.iter().filter(|m| m.state == MemberState::Alive).count(), 2);
+        assert_eq!(
+            v.iter().filter(|m| m.state == MemberState::Alive).count(),
+            2
+        );
     }
     cluster.shutdown().await
 }

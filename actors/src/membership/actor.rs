@@ -34,7 +34,9 @@ pub struct State {
 impl State {
     fn publish(&self, t: Transition) {
         match t.to {
-            flotilla_protocol::MemberState::Dead => warn!(peer = %t.id, from = ?t.from, "member declared dead"),
+            flotilla_protocol::MemberState::Dead => {
+                warn!(peer = %t.id, from = ?t.from, "member declared dead")
+            }
             _ => info!(peer = %t.id, from = ?t.from, to = %t.to, "member state changed"),
         }
         // No subscribers is fine: transitions are also visible in the view.
@@ -47,15 +49,28 @@ impl Actor for Membership {
     type State = State;
     type Arguments = Args;
 
-    async fn pre_start(&self, myself: ActorRef<Msg>, args: Args) -> Result<State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Msg>,
+        args: Args,
+    ) -> Result<State, ActorProcessingErr> {
         args.config.validate()?;
         let clock = MonotonicClock::default();
         let tick = args.config.tick_interval();
         myself.send_interval(tick, || Msg::Tick);
-        Ok(State { detector: Detector::new(args.config, args.own, clock.now()), clock, transitions: args.transitions })
+        Ok(State {
+            detector: Detector::new(args.config, args.own, clock.now()),
+            clock,
+            transitions: args.transitions,
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<Msg>, msg: Msg, state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         let now = state.clock.now();
         match msg {
             Msg::Heartbeat(info) => {

@@ -51,7 +51,9 @@ impl Config {
             return bad("membership.heartbeat_interval must be greater than zero");
         }
         if self.suspect_after <= self.heartbeat_interval {
-            return bad("membership.suspect_after must be longer than membership.heartbeat_interval");
+            return bad(
+                "membership.suspect_after must be longer than membership.heartbeat_interval",
+            );
         }
         if self.dead_after <= self.suspect_after {
             return bad("membership.dead_after must be longer than membership.suspect_after");
@@ -100,8 +102,20 @@ impl Detector {
     pub fn new(config: Config, own: NodeInfo, now: Millis) -> Self {
         let self_id = own.id.clone();
         let mut members = BTreeMap::new();
-        members.insert(self_id.clone(), Member { info: own, state: MemberState::Alive, last_heard: now, state_since: now });
-        Self { config, self_id, members }
+        members.insert(
+            self_id.clone(),
+            Member {
+                info: own,
+                state: MemberState::Alive,
+                last_heard: now,
+                state_since: now,
+            },
+        );
+        Self {
+            config,
+            self_id,
+            members,
+        }
     }
 
     /// The configuration in force.
@@ -125,8 +139,21 @@ impl Detector {
         let id = info.id.clone();
         match self.members.get_mut(&id) {
             None => {
-                self.members.insert(id.clone(), Member { info, state: MemberState::Alive, last_heard: now, state_since: now });
-                Some(Transition { id, from: None, to: MemberState::Alive, at: now })
+                self.members.insert(
+                    id.clone(),
+                    Member {
+                        info,
+                        state: MemberState::Alive,
+                        last_heard: now,
+                        state_since: now,
+                    },
+                );
+                Some(Transition {
+                    id,
+                    from: None,
+                    to: MemberState::Alive,
+                    at: now,
+                })
             }
             Some(m) => {
                 if !info.newer_than(&m.info) {
@@ -144,7 +171,12 @@ impl Detector {
                 let from = m.state;
                 m.state = MemberState::Alive;
                 m.state_since = now;
-                Some(Transition { id, from: Some(from), to: MemberState::Alive, at: now })
+                Some(Transition {
+                    id,
+                    from: Some(from),
+                    to: MemberState::Alive,
+                    at: now,
+                })
             }
         }
     }
@@ -161,7 +193,12 @@ impl Detector {
         let from = m.state;
         m.state = MemberState::Left;
         m.state_since = now;
-        Some(Transition { id: id.clone(), from: Some(from), to: MemberState::Left, at: now })
+        Some(Transition {
+            id: id.clone(),
+            from: Some(from),
+            to: MemberState::Left,
+            at: now,
+        })
     }
 
     /// Advances time: suspects and buries silent members, forgets long-gone ones.
@@ -174,19 +211,27 @@ impl Detector {
             }
             let silent = now.since(m.last_heard);
             let next = match m.state {
-                MemberState::Alive | MemberState::Suspect if silent >= cfg.dead_after => MemberState::Dead,
+                MemberState::Alive | MemberState::Suspect if silent >= cfg.dead_after => {
+                    MemberState::Dead
+                }
                 MemberState::Alive if silent >= cfg.suspect_after => MemberState::Suspect,
                 s => s,
             };
             if next != m.state {
-                out.push(Transition { id: id.clone(), from: Some(m.state), to: next, at: now });
+                out.push(Transition {
+                    id: id.clone(),
+                    from: Some(m.state),
+                    to: next,
+                    at: now,
+                });
                 m.state = next;
                 m.state_since = now;
             }
         }
         let forget = cfg.forget_after;
         self.members.retain(|_, m| {
-            !matches!(m.state, MemberState::Dead | MemberState::Left) || now.since(m.state_since) < forget
+            !matches!(m.state, MemberState::Dead | MemberState::Left)
+                || now.since(m.state_since) < forget
         });
         out
     }
@@ -203,7 +248,11 @@ impl Detector {
 
     /// Ids of members in `state`, in id order.
     pub fn members_in(&self, state: MemberState) -> Vec<NodeId> {
-        self.members.iter().filter(|(_, m)| m.state == state).map(|(id, _)| id.clone()).collect()
+        self.members
+            .iter()
+            .filter(|(_, m)| m.state == state)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// The whole view, in id order.
@@ -213,7 +262,11 @@ impl Detector {
             .map(|(id, m)| MemberView {
                 info: m.info.clone(),
                 state: m.state,
-                last_seen_ms_ago: if *id == self.self_id { 0 } else { now.since(m.last_heard).as_millis() as u64 },
+                last_seen_ms_ago: if *id == self.self_id {
+                    0
+                } else {
+                    now.since(m.last_heard).as_millis() as u64
+                },
                 is_self: *id == self.self_id,
             })
             .collect()

@@ -45,10 +45,16 @@ fn silence_goes_suspect_then_dead_at_the_configured_times() {
     assert!(d.tick(Millis(299)).is_empty());
     let t = d.tick(Millis(300));
     assert_eq!(t.len(), 1);
-    assert_eq!((t[0].from, t[0].to), (Some(MemberState::Alive), MemberState::Suspect));
+    assert_eq!(
+        (t[0].from, t[0].to),
+        (Some(MemberState::Alive), MemberState::Suspect)
+    );
     assert!(d.tick(Millis(999)).is_empty());
     let t = d.tick(Millis(1000));
-    assert_eq!((t[0].from, t[0].to), (Some(MemberState::Suspect), MemberState::Dead));
+    assert_eq!(
+        (t[0].from, t[0].to),
+        (Some(MemberState::Suspect), MemberState::Dead)
+    );
 }
 
 #[test]
@@ -56,7 +62,10 @@ fn a_long_gap_between_ticks_goes_straight_to_dead() {
     let mut d = detector();
     d.on_heartbeat(Millis(0), info("a", 1, 1));
     let t = d.tick(Millis(5000 - 1));
-    assert_eq!((t[0].from, t[0].to), (Some(MemberState::Alive), MemberState::Dead));
+    assert_eq!(
+        (t[0].from, t[0].to),
+        (Some(MemberState::Alive), MemberState::Dead)
+    );
 }
 
 #[test]
@@ -85,11 +94,17 @@ fn suspect_and_dead_members_recover_on_a_newer_heartbeat() {
     d.on_heartbeat(Millis(0), info("a", 1, 1));
     d.tick(Millis(400));
     let t = d.on_heartbeat(Millis(410), info("a", 1, 2)).unwrap();
-    assert_eq!((t.from, t.to), (Some(MemberState::Suspect), MemberState::Alive));
+    assert_eq!(
+        (t.from, t.to),
+        (Some(MemberState::Suspect), MemberState::Alive)
+    );
     d.tick(Millis(2000));
     assert_eq!(d.state_of(&"a".into()), Some(MemberState::Dead));
     let t = d.on_heartbeat(Millis(2100), info("a", 2, 0)).unwrap();
-    assert_eq!((t.from, t.to), (Some(MemberState::Dead), MemberState::Alive));
+    assert_eq!(
+        (t.from, t.to),
+        (Some(MemberState::Dead), MemberState::Alive)
+    );
 }
 
 #[test]
@@ -105,7 +120,10 @@ fn graceful_leave_is_left_not_dead() {
     assert!(d.on_heartbeat(Millis(60), info("a", 7, 4)).is_none());
     // ...but a restart (new incarnation) does.
     let t = d.on_heartbeat(Millis(70), info("a", 8, 0)).unwrap();
-    assert_eq!((t.from, t.to), (Some(MemberState::Left), MemberState::Alive));
+    assert_eq!(
+        (t.from, t.to),
+        (Some(MemberState::Left), MemberState::Alive)
+    );
 }
 
 #[test]

@@ -24,35 +24,58 @@ pub struct Handle {
 
 impl Handle {
     /// Spawns the actor (unnamed, so several nodes can live in one process).
-    pub async fn spawn(config: Config, own: NodeInfo) -> Result<(Handle, tokio::task::JoinHandle<()>)> {
+    pub async fn spawn(
+        config: Config,
+        own: NodeInfo,
+    ) -> Result<(Handle, tokio::task::JoinHandle<()>)> {
         let (transitions, _) = broadcast::channel(1024);
-        let args = Args { config, own, transitions: transitions.clone() };
+        let args = Args {
+            config,
+            own,
+            transitions: transitions.clone(),
+        };
         let (actor, join) = Actor::spawn(None, Membership, args)
             .await
             .map_err(|e| Error::InvalidConfig(format!("membership failed to start: {e}")))?;
-        Ok((Handle { actor, transitions, call_deadline: Duration::from_secs(5) }, join))
+        Ok((
+            Handle {
+                actor,
+                transitions,
+                call_deadline: Duration::from_secs(5),
+            },
+            join,
+        ))
     }
 
     /// Feeds a validated heartbeat from a peer.
     pub fn heartbeat(&self, info: NodeInfo) -> Result<()> {
-        self.actor.cast(Msg::Heartbeat(info)).map_err(|_| Error::ActorGone { actor: ACTOR })
+        self.actor
+            .cast(Msg::Heartbeat(info))
+            .map_err(|_| Error::ActorGone { actor: ACTOR })
     }
 
     /// Records a peer's graceful leave.
     pub fn leave(&self, id: NodeId, incarnation: u64) -> Result<()> {
-        self.actor.cast(Msg::Leave { id, incarnation }).map_err(|_| Error::ActorGone { actor: ACTOR })
+        self.actor
+            .cast(Msg::Leave { id, incarnation })
+            .map_err(|_| Error::ActorGone { actor: ACTOR })
     }
 
     /// Refreshes this node's own entry.
     pub fn update_self(&self, info: NodeInfo) -> Result<()> {
-        self.actor.cast(Msg::UpdateSelf(info)).map_err(|_| Error::ActorGone { actor: ACTOR })
+        self.actor
+            .cast(Msg::UpdateSelf(info))
+            .map_err(|_| Error::ActorGone { actor: ACTOR })
     }
 
     /// The current view, in id order.
     pub async fn view(&self) -> Result<Vec<MemberView>> {
         match self.actor.call(Msg::View, Some(self.call_deadline)).await {
             Ok(CallResult::Success(v)) => Ok(v),
-            Ok(CallResult::Timeout) => Err(Error::Timeout { actor: ACTOR, deadline: self.call_deadline }),
+            Ok(CallResult::Timeout) => Err(Error::Timeout {
+                actor: ACTOR,
+                deadline: self.call_deadline,
+            }),
             Ok(CallResult::SenderError) | Err(_) => Err(Error::ActorGone { actor: ACTOR }),
         }
     }

@@ -31,7 +31,11 @@ impl Client {
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30))
             .build()?;
-        Ok(Client { base: base.trim_end_matches('/').to_string(), token, http })
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
     }
 
     /// The client the command line asks for.
@@ -50,7 +54,10 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
-                anyhow::Error::new(Unreachable { url: self.base.clone(), reason: e.to_string() })
+                anyhow::Error::new(Unreachable {
+                    url: self.base.clone(),
+                    reason: e.to_string(),
+                })
             } else {
                 anyhow::anyhow!("request to {url} failed: {e}")
             }
@@ -88,11 +95,14 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
     let client = Client::from_cli(cli)?;
     let view = client.cluster().await?;
     match cli.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-            "node_id": view.node_id,
-            "counts": view.counts,
-            "self": view.members.iter().find(|m| m.is_self),
-        }))?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "node_id": view.node_id,
+                "counts": view.counts,
+                "self": view.members.iter().find(|m| m.is_self),
+            }))?
+        ),
         Output::Table => print!("{}", table::status(&view)),
     }
     Ok(())

@@ -32,7 +32,9 @@ pub fn local_node_config(data_dir: PathBuf, join: Vec<String>) -> NodeConfig {
     let mut c = NodeConfig {
         data_dir,
         listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        api_listen: "127.0.0.1:0".parse().unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        api_listen: "127.0.0.1:0"
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         join,
         mdns: false,
         probe_budget: Duration::from_millis(50),
@@ -58,12 +60,26 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    eprintln!("starting {} nodes on loopback under {}", args.nodes, root.display());
+    eprintln!(
+        "starting {} nodes on loopback under {}",
+        args.nodes,
+        root.display()
+    );
     let started = Instant::now();
     let mut nodes = vec![RunningNode::start(local_node_config(root.join("node-0"), vec![])).await?];
-    let bootstrap: Vec<String> = nodes[0].listen_addrs().iter().map(|a| a.to_string()).collect();
+    let bootstrap: Vec<String> = nodes[0]
+        .listen_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     for i in 1..args.nodes {
-        nodes.push(RunningNode::start(local_node_config(root.join(format!("node-{i}")), bootstrap.clone())).await?);
+        nodes.push(
+            RunningNode::start(local_node_config(
+                root.join(format!("node-{i}")),
+                bootstrap.clone(),
+            ))
+            .await?,
+        );
     }
 
     // Ask the last node over HTTP, as a user would, until it sees every node alive.
@@ -71,12 +87,20 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from(args.timeout);
     let view = loop {
         let view = client.cluster().await?;
-        let alive = view.members.iter().filter(|m| m.state == MemberState::Alive).count();
+        let alive = view
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .count();
         if alive == args.nodes {
             break view;
         }
         if Instant::now() > deadline {
-            anyhow::bail!("cluster did not converge within {}: {alive} of {} alive", args.timeout, args.nodes);
+            anyhow::bail!(
+                "cluster did not converge within {}: {alive} of {} alive",
+                args.timeout,
+                args.nodes
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

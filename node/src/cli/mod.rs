@@ -31,14 +31,20 @@ pub struct Cli {
     pub peer: Option<String>,
     /// File with the API bearer token: required by `up` to bind beyond loopback, sent by client
     /// commands.
-    #[arg(long, global = true, env = "FLOTILLA_API_TOKEN_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_API_TOKEN_FILE",
+        value_name = "FILE"
+    )]
     pub api_token_file: Option<PathBuf>,
     /// Output format of read commands.
     #[arg(long, global = true, env = "FLOTILLA_OUTPUT", value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `flotilla_node=debug`.
-    #[arg(long, global = true, env = "FLOTILLA_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `flotilla_node=debug`. Defaults
+    /// to `info` for `up` and `warn` for every other command.
+    #[arg(long, global = true, env = "FLOTILLA_LOG")]
+    pub log: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,6 +75,15 @@ pub enum Command {
 }
 
 impl Cli {
+    /// The log filter in force.
+    pub fn log_filter(&self) -> &str {
+        match (&self.log, &self.command) {
+            (Some(f), _) => f,
+            (None, Command::Up(_)) => "info",
+            (None, _) => "warn",
+        }
+    }
+
     /// The config file's contents, or defaults when none is given.
     pub fn file_config(&self) -> anyhow::Result<FileConfig> {
         match &self.config {

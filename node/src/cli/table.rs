@@ -13,7 +13,11 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         padded.join("  ").trim_end().to_string() + "\n"
     };
     let mut out = line(headers.iter().map(|h| h.to_string()).collect());
@@ -43,8 +47,16 @@ pub fn members(members: &[MemberView]) -> String {
         .iter()
         .map(|m| {
             let i = &m.info;
-            let id = if m.is_self { format!("{} *", i.id) } else { i.id.to_string() };
-            let addr = i.api_addr.clone().or_else(|| i.listen_addrs.first().cloned()).unwrap_or_else(|| "-".into());
+            let id = if m.is_self {
+                format!("{} *", i.id)
+            } else {
+                i.id.to_string()
+            };
+            let addr = i
+                .api_addr
+                .clone()
+                .or_else(|| i.listen_addrs.first().cloned())
+                .unwrap_or_else(|| "-".into());
             vec![
                 id,
                 addr,
@@ -54,11 +66,28 @@ pub fn members(members: &[MemberView]) -> String {
                 gib(i.ram_bytes),
                 format!("{:.1}", i.compute_score),
                 format!("{:.2}", i.load),
-                if m.is_self { "self".into() } else { ago(m.last_seen_ms_ago) },
+                if m.is_self {
+                    "self".into()
+                } else {
+                    ago(m.last_seen_ms_ago)
+                },
             ]
         })
         .collect();
-    render(&["ID", "ADDRESS", "STATE", "GPUS", "CORES", "RAM", "SCORE (GFLOP/s)", "LOAD", "LAST SEEN"], &rows)
+    render(
+        &[
+            "ID",
+            "ADDRESS",
+            "STATE",
+            "GPUS",
+            "CORES",
+            "RAM",
+            "SCORE (GFLOP/s)",
+            "LOAD",
+            "LAST SEEN",
+        ],
+        &rows,
+    )
 }
 
 /// The `flotilla status` summary.
@@ -67,11 +96,27 @@ pub fn status(view: &ClusterView) -> String {
     if let Some(me) = view.members.iter().find(|m| m.is_self) {
         out += &format!("version:  {}\n", me.info.version);
         out += &format!("api:      {}\n", me.info.api_addr.as_deref().unwrap_or("-"));
-        out += &format!("machine:  {} cores, {}, GPUs: {}\n", me.info.cores, gib(me.info.ram_bytes), me.info.gpus.summary());
-        out += &format!("score:    {:.1} GFLOP/s   load: {:.2}\n", me.info.compute_score, me.info.load);
+        out += &format!(
+            "machine:  {} cores, {}, GPUs: {}\n",
+            me.info.cores,
+            gib(me.info.ram_bytes),
+            me.info.gpus.summary()
+        );
+        out += &format!(
+            "score:    {:.1} GFLOP/s   load: {:.2}\n",
+            me.info.compute_score, me.info.load
+        );
     }
-    let counts: Vec<String> = view.counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    out += &format!("cluster:  {} members ({})\n", view.members.len(), counts.join(", "));
+    let counts: Vec<String> = view
+        .counts
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    out += &format!(
+        "cluster:  {} members ({})\n",
+        view.members.len(),
+        counts.join(", ")
+    );
     out
 }
 
@@ -81,7 +126,13 @@ mod tests {
 
     #[test]
     fn columns_align() {
-        let t = render(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()], vec!["z".into(), "w".into()]]);
+        let t = render(
+            &["A", "LONGER"],
+            &[
+                vec!["xxxx".into(), "y".into()],
+                vec!["z".into(), "w".into()],
+            ],
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "A     LONGER");
         assert_eq!(lines[1], "xxxx  y");

@@ -14,7 +14,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Lets health probes through; everything else needs the token when one is set.
-pub async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(token) = state.token.as_deref() else {
         return next.run(request).await;
     };
@@ -28,8 +32,18 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(request).await,
-        Some(_) => (StatusCode::UNAUTHORIZED, error_body("unauthorized", "the bearer token is wrong")).into_response(),
-        None => (StatusCode::UNAUTHORIZED, error_body("unauthorized", "this node requires Authorization: Bearer <token>"))
+        Some(_) => (
+            StatusCode::UNAUTHORIZED,
+            error_body("unauthorized", "the bearer token is wrong"),
+        )
+            .into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            error_body(
+                "unauthorized",
+                "this node requires Authorization: Bearer <token>",
+            ),
+        )
             .into_response(),
     }
 }

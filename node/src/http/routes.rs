@@ -42,10 +42,25 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Counts requests by matched route and status.
-pub async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+pub async fn count_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let response = next.run(request).await;
-    state.metrics.http_requests.get_or_create(&HttpLabel { route, status: response.status().as_u16() }).inc();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabel {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
     response
 }
 
@@ -68,29 +83,66 @@ async fn cluster(State(state): State<AppState>) -> Response {
             for m in &members {
                 *counts.entry(m.state).or_insert(0) += 1;
             }
-            let node_id = members.iter().find(|m| m.is_self).map(|m| m.info.id.to_string()).unwrap_or_default();
-            Json(ClusterView { node_id, counts, members }).into_response()
+            let node_id = members
+                .iter()
+                .find(|m| m.is_self)
+                .map(|m| m.info.id.to_string())
+                .unwrap_or_default();
+            Json(ClusterView {
+                node_id,
+                counts,
+                members,
+            })
+            .into_response()
         }
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, error_body("unavailable", &e.to_string())).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_body("unavailable", &e.to_string()),
+        )
+            .into_response(),
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     // Refresh the membership gauges at scrape time so they are never stale.
     if let Ok(view) = state.membership.view().await {
-        for s in [MemberState::Alive, MemberState::Suspect, MemberState::Dead, MemberState::Left] {
+        for s in [
+            MemberState::Alive,
+            MemberState::Suspect,
+            MemberState::Dead,
+            MemberState::Left,
+        ] {
             let n = view.iter().filter(|m| m.state == s).count() as i64;
-            state.metrics.members.get_or_create(&StateLabel { state: s.to_string() }).set(n);
+            state
+                .metrics
+                .members
+                .get_or_create(&StateLabel {
+                    state: s.to_string(),
+                })
+                .set(n);
         }
     }
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
-        Ok(()) => ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Ok(()) => (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 async fn not_found(request: Request) -> Response {
-    (StatusCode::NOT_FOUND, error_body("not_found", &format!("no route for {} {}", request.method(), request.uri().path())))
+    (
+        StatusCode::NOT_FOUND,
+        error_body(
+            "not_found",
+            &format!("no route for {} {}", request.method(), request.uri().path()),
+        ),
+    )
         .into_response()
 }

@@ -7,7 +7,8 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    allow_block_list, connection_limits, gossipsub, identify, kad, mdns, ping, request_response, PeerId, StreamProtocol,
+    allow_block_list, connection_limits, gossipsub, identify, kad, mdns, ping, request_response,
+    PeerId, StreamProtocol,
 };
 
 use super::codec::FrameCodec;
@@ -19,7 +20,8 @@ pub const IDENTIFY_PROTOCOL: &str = "/flotilla/id/1";
 pub const KAD_PROTOCOL: &str = "/flotilla/kad/1";
 
 /// The control service's codec.
-pub type ControlCodec = FrameCodec<control::Request, control::Response, { control::MAX_FRAME_BYTES }>;
+pub type ControlCodec =
+    FrameCodec<control::Request, control::Response, { control::MAX_FRAME_BYTES }>;
 
 /// Every behaviour a node runs.
 #[derive(NetworkBehaviour)]
@@ -66,7 +68,10 @@ impl Behaviour {
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5)));
 
         let mdns = if config.mdns {
-            let cfg = mdns::Config { query_interval: config.mdns_query_interval, ..Default::default() };
+            let cfg = mdns::Config {
+                query_interval: config.mdns_query_interval,
+                ..Default::default()
+            };
             Toggle::from(Some(mdns::tokio::Behaviour::new(cfg, peer_id)?))
         } else {
             Toggle::from(None)
@@ -90,17 +95,32 @@ impl Behaviour {
             .max_transmit_size(flotilla_protocol::services::membership::MAX_MESSAGE_BYTES + 1024)
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub configuration: {e}"))?;
-        let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)
-            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+        let gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_config,
+        )
+        .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
 
         let control = request_response::Behaviour::with_codec(
             ControlCodec::new(control::SERVICE),
-            [(StreamProtocol::new(control::PROTOCOL), request_response::ProtocolSupport::Full)],
+            [(
+                StreamProtocol::new(control::PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
             request_response::Config::default()
                 .with_request_timeout(config.request_timeout)
                 .with_max_concurrent_streams(256),
         );
 
-        Ok(Self { limits, allow, identify, ping, mdns, kad, gossipsub, control })
+        Ok(Self {
+            limits,
+            allow,
+            identify,
+            ping,
+            mdns,
+            kad,
+            gossipsub,
+            control,
+        })
     }
 }

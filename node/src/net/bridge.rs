@@ -32,7 +32,11 @@ pub enum Command {
     /// Publish on the membership topic.
     Publish(gossip::Message),
     /// Send a control request and reply with the answer.
-    Control { peer: PeerId, body: control::RequestBody, reply: ControlReply },
+    Control {
+        peer: PeerId,
+        body: control::RequestBody,
+        reply: ControlReply,
+    },
     /// The peers with an open connection.
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     /// Dial an address.
@@ -67,8 +71,18 @@ impl Bridge {
     /// Subscribes to the membership topic and dials the join addresses.
     pub fn new(mut swarm: Swarm<Behaviour>, wiring: Wiring) -> anyhow::Result<Bridge> {
         let topic = IdentTopic::new(gossip::TOPIC);
-        swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
-        let mut bridge = Bridge { swarm, wiring, topic, pending: HashMap::new(), next_request_id: 0 };
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
+        let mut bridge = Bridge {
+            swarm,
+            wiring,
+            topic,
+            pending: HashMap::new(),
+            next_request_id: 0,
+        };
         bridge.dial_join_addrs();
         Ok(bridge)
     }
@@ -76,7 +90,10 @@ impl Bridge {
     fn dial_join_addrs(&mut self) {
         for addr in self.wiring.join.clone() {
             if let Some(Protocol::P2p(peer)) = addr.iter().last() {
-                self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, addr.clone());
             }
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 warn!(%addr, error = %e, "cannot dial join address");
@@ -120,7 +137,12 @@ impl Bridge {
         match cmd {
             Command::Publish(msg) => match gossip::encode(&msg) {
                 Ok(bytes) => {
-                    if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+                    if let Err(e) = self
+                        .swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(self.topic.clone(), bytes)
+                    {
                         // No peers yet, or a duplicate: the next heartbeat will try again.
                         debug!(error = %e, "membership publish skipped");
                     }
@@ -137,7 +159,11 @@ impl Bridge {
                     let _ = reply.send(Err(e.to_string()));
                     return;
                 }
-                let out = self.swarm.behaviour_mut().control.send_request(&peer, Frame::Valid(request));
+                let out = self
+                    .swarm
+                    .behaviour_mut()
+                    .control
+                    .send_request(&peer, Frame::Valid(request));
                 self.pending.insert(out, (id, reply));
             }
             Command::ConnectedPeers(reply) => {
@@ -153,13 +179,17 @@ impl Bridge {
     }
 
     fn maybe_dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) || addrs.is_empty() {
+        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) || addrs.is_empty()
+        {
             return;
         }
         if self.swarm.connected_peers().count() >= self.wiring.target_peers {
             return;
         }
-        let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
         if let Err(e) = self.swarm.dial(opts) {
             debug!(%peer, error = %e, "dial of discovered peer failed");
         }
@@ -170,7 +200,12 @@ impl Bridge {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => {
                 self.wiring.metrics.libp2p.record(&ev);
-                if let gossipsub::Event::Message { propagation_source, message_id, message } = ev {
+                if let gossipsub::Event::Message {
+                    propagation_source,
+                    message_id,
+                    message,
+                } = ev
+                {
                     self.on_gossip(propagation_source, message_id, message);
                 }
             }
@@ -184,35 +219,56 @@ impl Bridge {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
                     self.maybe_dial(peer, vec![addr]);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => {
                 self.wiring.metrics.libp2p.record(&ev);
-                if let kad::Event::RoutingUpdated { peer, addresses, .. } = ev {
+                if let kad::Event::RoutingUpdated {
+                    peer, addresses, ..
+                } = ev
+                {
                     self.maybe_dial(peer, addresses.into_vec());
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => self.wiring.metrics.libp2p.record(&ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => {
+                self.wiring.metrics.libp2p.record(&ev)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Control(ev)) => self.on_control(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.wiring.listen_addrs.send_modify(|a| a.push(address));
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.wiring.listen_addrs.send_modify(|a| a.retain(|x| *x != address));
+                self.wiring
+                    .listen_addrs
+                    .send_modify(|a| a.retain(|x| *x != address));
             }
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 if endpoint.is_dialer() {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, endpoint.get_remote_address().clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, endpoint.get_remote_address().clone());
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => debug!(peer = %peer_id, ?cause, "disconnected"),
-            SwarmEvent::IncomingConnectionError { error, .. } => debug!(%error, "incoming connection refused"),
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => debug!(?peer_id, %error, "dial failed"),
+            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+                debug!(peer = %peer_id, ?cause, "disconnected")
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                debug!(%error, "incoming connection refused")
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(?peer_id, %error, "dial failed")
+            }
             _ => {}
         }
     }
@@ -227,17 +283,26 @@ impl Bridge {
                 MessageAcceptance::Reject
             }
         };
-        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &source, acceptance);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, acceptance);
         let Ok(msg) = verdict else { return };
         let result = match msg {
             gossip::Message::Heartbeat(info) => {
                 if let Ok(peer) = info.id.as_str().parse::<PeerId>() {
-                    let addrs = info.listen_addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                    let addrs = info
+                        .listen_addrs
+                        .iter()
+                        .filter_map(|a| a.parse().ok())
+                        .collect();
                     self.maybe_dial(peer, addrs);
                 }
                 self.wiring.membership.heartbeat(info)
             }
-            gossip::Message::Leaving { id, incarnation } => self.wiring.membership.leave(id, incarnation),
+            gossip::Message::Leaving { id, incarnation } => {
+                self.wiring.membership.leave(id, incarnation)
+            }
         };
         if let Err(e) = result {
             warn!(error = %e, "membership actor unavailable");
@@ -259,24 +324,42 @@ impl Bridge {
         Ok(msg)
     }
 
-    fn on_control(&mut self, ev: request_response::Event<Frame<control::Request>, Frame<control::Response>>) {
+    fn on_control(
+        &mut self,
+        ev: request_response::Event<Frame<control::Request>, Frame<control::Response>>,
+    ) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request: Frame::Valid(request), channel, .. } => {
-                    self.answer(peer, request, channel)
-                }
+                request_response::Message::Request {
+                    request: Frame::Valid(request),
+                    channel,
+                    ..
+                } => self.answer(peer, request, channel),
                 // Dropping the channel closes the stream unanswered.
-                request_response::Message::Request { request: Frame::Rejected(reason), .. } => self.reject_peer(peer, &reason),
-                request_response::Message::Response { request_id, response: Frame::Rejected(reason) } => {
+                request_response::Message::Request {
+                    request: Frame::Rejected(reason),
+                    ..
+                } => self.reject_peer(peer, &reason),
+                request_response::Message::Response {
+                    request_id,
+                    response: Frame::Rejected(reason),
+                } => {
                     self.reject_peer(peer, &reason);
                     if let Some((_, reply)) = self.pending.remove(&request_id) {
-                        let _ = reply.send(Err(format!("malformed response from {peer}: {reason}")));
+                        let _ =
+                            reply.send(Err(format!("malformed response from {peer}: {reason}")));
                     }
                 }
-                request_response::Message::Response { request_id, response: Frame::Valid(response) } => {
+                request_response::Message::Response {
+                    request_id,
+                    response: Frame::Valid(response),
+                } => {
                     if let Some((id, reply)) = self.pending.remove(&request_id) {
                         let answer = if response.id != id {
-                            Err(format!("response id {:?} does not echo request id {:?}", response.id, id))
+                            Err(format!(
+                                "response id {:?} does not echo request id {:?}",
+                                response.id, id
+                            ))
                         } else {
                             response.body.map_err(|e| e.to_string())
                         };
@@ -284,7 +367,12 @@ impl Bridge {
                     }
                 }
             },
-            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+            request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
                 if let Some((_, reply)) = self.pending.remove(&request_id) {
                     let _ = reply.send(Err(format!("request to {peer} failed: {error}")));
                 }
@@ -298,29 +386,54 @@ impl Bridge {
 
     /// A peer sent a frame that fails the codec: count it and close its connections.
     fn reject_peer(&mut self, peer: PeerId, reason: &str) {
-        self.wiring.metrics.rejected_frames.get_or_create(&ServiceLabel { service: control::SERVICE.to_string() }).inc();
+        self.wiring
+            .metrics
+            .rejected_frames
+            .get_or_create(&ServiceLabel {
+                service: control::SERVICE.to_string(),
+            })
+            .inc();
         warn!(%peer, %reason, "malformed frame; closing the peer's connections");
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 
-    fn answer(&mut self, peer: PeerId, request: control::Request, channel: ResponseChannel<Frame<control::Response>>) {
+    fn answer(
+        &mut self,
+        peer: PeerId,
+        request: control::Request,
+        channel: ResponseChannel<Frame<control::Response>>,
+    ) {
         use control::{RemoteError, RemoteErrorKind, RequestBody, ResponseBody};
         let body = match request.body {
             RequestBody::Ping => Ok(ResponseBody::Pong),
             RequestBody::Echo(bytes) => Ok(ResponseBody::Echo(bytes)),
-            RequestBody::GetNodeInfo => Ok(ResponseBody::NodeInfo(Box::new(self.wiring.own_info.borrow().clone()))),
+            RequestBody::GetNodeInfo => Ok(ResponseBody::NodeInfo(Box::new(
+                self.wiring.own_info.borrow().clone(),
+            ))),
             RequestBody::Leaving { id, incarnation } => {
                 if id != NodeId(peer.to_string()) {
-                    Err(RemoteError { kind: RemoteErrorKind::BadRequest, message: format!("{peer} cannot announce the leave of {id}") })
+                    Err(RemoteError {
+                        kind: RemoteErrorKind::BadRequest,
+                        message: format!("{peer} cannot announce the leave of {id}"),
+                    })
                 } else {
                     match self.wiring.membership.leave(id, incarnation) {
                         Ok(()) => Ok(ResponseBody::LeaveAck),
-                        Err(e) => Err(RemoteError { kind: RemoteErrorKind::Unavailable, message: e.to_string() }),
+                        Err(e) => Err(RemoteError {
+                            kind: RemoteErrorKind::Unavailable,
+                            message: e.to_string(),
+                        }),
                     }
                 }
             }
         };
         // The requester may have gone away; nothing to do then.
-        let _ = self.swarm.behaviour_mut().control.send_response(channel, Frame::Valid(control::Response { id: request.id, body }));
+        let _ = self.swarm.behaviour_mut().control.send_response(
+            channel,
+            Frame::Valid(control::Response {
+                id: request.id,
+                body,
+            }),
+        );
     }
 }

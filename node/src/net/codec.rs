@@ -25,14 +25,20 @@ pub struct FrameCodec<Req, Resp, const CAP: usize> {
 
 impl<Req, Resp, const CAP: usize> Clone for FrameCodec<Req, Resp, CAP> {
     fn clone(&self) -> Self {
-        Self { service: self.service, _types: PhantomData }
+        Self {
+            service: self.service,
+            _types: PhantomData,
+        }
     }
 }
 
 impl<Req, Resp, const CAP: usize> FrameCodec<Req, Resp, CAP> {
     /// A codec for the service named `service` (used in errors).
     pub fn new(service: &'static str) -> Self {
-        Self { service, _types: PhantomData }
+        Self {
+            service,
+            _types: PhantomData,
+        }
     }
 }
 
@@ -50,7 +56,10 @@ pub enum Frame<T> {
 /// Reads one frame and decodes it, never allocating more than `CAP` bytes. Oversized,
 /// malformed, truncated or over-long frames come back as [`Frame::Rejected`]; only transport
 /// failures are errors.
-pub async fn read_frame<T, R, const CAP: usize>(service: &'static str, io: &mut R) -> io::Result<Frame<T>>
+pub async fn read_frame<T, R, const CAP: usize>(
+    service: &'static str,
+    io: &mut R,
+) -> io::Result<Frame<T>>
 where
     T: DeserializeOwned,
     R: AsyncRead + Unpin + Send,
@@ -74,7 +83,9 @@ where
     // A sender that keeps writing after its announced frame is misbehaving too.
     let mut extra = [0u8; 1];
     if io.read(&mut extra).await.unwrap_or(0) > 0 {
-        return Ok(Frame::Rejected(format!("{service} frame followed by extra bytes")));
+        return Ok(Frame::Rejected(format!(
+            "{service} frame followed by extra bytes"
+        )));
     }
     Ok(match wire::decode::<T, CAP>(service, &body) {
         Ok(v) => Frame::Valid(v),
@@ -83,7 +94,11 @@ where
 }
 
 /// Encodes and writes one frame, refusing values over `CAP` bytes.
-pub async fn write_frame<T, W, const CAP: usize>(service: &'static str, io: &mut W, value: &T) -> io::Result<()>
+pub async fn write_frame<T, W, const CAP: usize>(
+    service: &'static str,
+    io: &mut W,
+    value: &T,
+) -> io::Result<()>
 where
     T: Serialize,
     W: AsyncWrite + Unpin + Send,
@@ -94,7 +109,10 @@ where
 }
 
 fn write_rejected() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, "a rejected frame cannot be sent")
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "a rejected frame cannot be sent",
+    )
 }
 
 impl<Req, Resp, const CAP: usize> libp2p::request_response::Codec for FrameCodec<Req, Resp, CAP>
@@ -120,7 +138,12 @@ where
         read_frame::<Resp, T, CAP>(self.service, io).await
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Frame<Req>) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Frame<Req>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -130,7 +153,12 @@ where
         }
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Frame<Resp>) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Frame<Resp>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -150,15 +178,21 @@ mod tests {
     async fn huge_length_prefix_is_rejected_without_allocating() {
         let mut bytes = (1u64 << 60).to_be_bytes().to_vec();
         bytes.extend_from_slice(b"garbage");
-        let f = read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes)).await.unwrap();
+        let f = read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes))
+            .await
+            .unwrap();
         assert!(matches!(f, Frame::Rejected(r) if r.contains("exceeds")));
     }
 
     #[tokio::test]
     async fn frames_round_trip_through_io() {
         let mut buf = Vec::new();
-        write_frame::<_, _, 1024>("t", &mut Cursor::new(&mut buf), &("x".to_string(), 9u8)).await.unwrap();
-        let v = read_frame::<(String, u8), _, 1024>("t", &mut Cursor::new(buf)).await.unwrap();
+        write_frame::<_, _, 1024>("t", &mut Cursor::new(&mut buf), &("x".to_string(), 9u8))
+            .await
+            .unwrap();
+        let v = read_frame::<(String, u8), _, 1024>("t", &mut Cursor::new(buf))
+            .await
+            .unwrap();
         assert_eq!(v, Frame::Valid(("x".to_string(), 9)));
     }
 
@@ -166,17 +200,34 @@ mod tests {
     async fn short_body_and_extra_bytes_are_rejected() {
         let mut bytes = 100u64.to_be_bytes().to_vec();
         bytes.extend_from_slice(&[0; 10]);
-        assert!(matches!(read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes)).await.unwrap(), Frame::Rejected(_)));
+        assert!(matches!(
+            read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes))
+                .await
+                .unwrap(),
+            Frame::Rejected(_)
+        ));
         let mut buf = Vec::new();
-        write_frame::<_, _, 1024>("t", &mut Cursor::new(&mut buf), &7u32).await.unwrap();
+        write_frame::<_, _, 1024>("t", &mut Cursor::new(&mut buf), &7u32)
+            .await
+            .unwrap();
         buf.push(0);
-        assert!(matches!(read_frame::<u32, _, 1024>("t", &mut Cursor::new(buf)).await.unwrap(), Frame::Rejected(_)));
+        assert!(matches!(
+            read_frame::<u32, _, 1024>("t", &mut Cursor::new(buf))
+                .await
+                .unwrap(),
+            Frame::Rejected(_)
+        ));
     }
 
     #[tokio::test]
     async fn garbage_body_is_rejected() {
         let mut bytes = 4u64.to_be_bytes().to_vec();
         bytes.extend_from_slice(&[0xff; 4]);
-        assert!(matches!(read_frame::<String, _, 1024>("t", &mut Cursor::new(bytes)).await.unwrap(), Frame::Rejected(_)));
+        assert!(matches!(
+            read_frame::<String, _, 1024>("t", &mut Cursor::new(bytes))
+                .await
+                .unwrap(),
+            Frame::Rejected(_)
+        ));
     }
 }

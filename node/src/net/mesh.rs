@@ -21,16 +21,24 @@ pub struct NetMesh {
 impl NetMesh {
     /// A mesh that sends through `commands`.
     pub fn new(local: PeerId, commands: mpsc::Sender<Command>) -> Self {
-        Self { local: NodeId(local.to_string()), commands }
+        Self {
+            local: NodeId(local.to_string()),
+            commands,
+        }
     }
 
     async fn send(&self, cmd: Command) -> Result<()> {
-        self.commands.send(cmd).await.map_err(|_| Error::ActorGone { actor: "network bridge" })
+        self.commands.send(cmd).await.map_err(|_| Error::ActorGone {
+            actor: "network bridge",
+        })
     }
 }
 
 fn parse_peer(peer: &NodeId) -> Result<PeerId> {
-    peer.as_str().parse().map_err(|e| Error::Peer { peer: peer.to_string(), reason: format!("not a node id: {e}") })
+    peer.as_str().parse().map_err(|e| Error::Peer {
+        peer: peer.to_string(),
+        reason: format!("not a node id: {e}"),
+    })
 }
 
 #[async_trait::async_trait]
@@ -39,14 +47,32 @@ impl Mesh for NetMesh {
         self.local.clone()
     }
 
-    async fn control(&self, peer: &NodeId, body: control::RequestBody, deadline: Duration) -> Result<control::ResponseBody> {
+    async fn control(
+        &self,
+        peer: &NodeId,
+        body: control::RequestBody,
+        deadline: Duration,
+    ) -> Result<control::ResponseBody> {
         let target = parse_peer(peer)?;
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Control { peer: target, body, reply }).await?;
+        self.send(Command::Control {
+            peer: target,
+            body,
+            reply,
+        })
+        .await?;
         match tokio::time::timeout(deadline, answer).await {
-            Err(_) => Err(Error::Timeout { actor: "peer", deadline }),
-            Ok(Err(_)) => Err(Error::ActorGone { actor: "network bridge" }),
-            Ok(Ok(r)) => r.map_err(|reason| Error::Peer { peer: peer.to_string(), reason }),
+            Err(_) => Err(Error::Timeout {
+                actor: "peer",
+                deadline,
+            }),
+            Ok(Err(_)) => Err(Error::ActorGone {
+                actor: "network bridge",
+            }),
+            Ok(Ok(r)) => r.map_err(|reason| Error::Peer {
+                peer: peer.to_string(),
+                reason,
+            }),
         }
     }
 
@@ -55,8 +81,13 @@ impl Mesh for NetMesh {
         self.send(Command::ConnectedPeers(reply)).await?;
         let peers = tokio::time::timeout(Duration::from_secs(5), answer)
             .await
-            .map_err(|_| Error::Timeout { actor: "network bridge", deadline: Duration::from_secs(5) })?
-            .map_err(|_| Error::ActorGone { actor: "network bridge" })?;
+            .map_err(|_| Error::Timeout {
+                actor: "network bridge",
+                deadline: Duration::from_secs(5),
+            })?
+            .map_err(|_| Error::ActorGone {
+                actor: "network bridge",
+            })?;
         Ok(peers.into_iter().map(|p| NodeId(p.to_string())).collect())
     }
 }

@@ -22,15 +22,28 @@ use crate::config::NodeConfig;
 use behaviour::Behaviour;
 
 /// Builds the swarm: transport, bandwidth metrics registered in `registry`, behaviours.
-pub fn build_swarm(key: &Keypair, config: &NodeConfig, registry: &mut Registry) -> anyhow::Result<Swarm<Behaviour>> {
-    let psk = config.swarm_key.as_deref().map(transport::read_swarm_key).transpose()?;
+pub fn build_swarm(
+    key: &Keypair,
+    config: &NodeConfig,
+    registry: &mut Registry,
+) -> anyhow::Result<Swarm<Behaviour>> {
+    let psk = config
+        .swarm_key
+        .as_deref()
+        .map(transport::read_swarm_key)
+        .transpose()?;
     let allowed = config.allowed_peers();
     let transport = transport::build(key, psk)?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
         .with_other_transport(|_| transport)?
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| Behaviour::new(key, config, &allowed).map_err(|e| Box::new(std::io::Error::other(e.to_string())) as Box<dyn std::error::Error + Send + Sync>))?
+        .with_behaviour(|key| {
+            Behaviour::new(key, config, &allowed).map_err(|e| {
+                Box::new(std::io::Error::other(e.to_string()))
+                    as Box<dyn std::error::Error + Send + Sync>
+            })
+        })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(60)))
         .build();
     Ok(swarm)

@@ -18,11 +18,14 @@ use libp2p::{dns, noise, quic, tcp, yamux, PeerId, Transport};
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Builds the node's transport.
-pub fn build(key: &Keypair, psk: Option<PreSharedKey>) -> std::io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+pub fn build(
+    key: &Keypair,
+    psk: Option<PreSharedKey>,
+) -> std::io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
     let tcp_config = tcp::Config::default().nodelay(true);
     let noise = noise::Config::new(key).map_err(std::io::Error::other)?;
     let mut yamux_config = yamux::Config::default();
-    // Large echo and parameter frames need more than yamux's default 256 KiB window in flight.
+    // Request-response opens one stream per request; allow many in flight on one connection.
     yamux_config.set_max_num_streams(512);
 
     let transport = match psk {
@@ -57,6 +60,10 @@ pub fn build(key: &Keypair, psk: Option<PreSharedKey>) -> std::io::Result<Boxed<
 pub fn read_swarm_key(path: &std::path::Path) -> anyhow::Result<PreSharedKey> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read swarm key {}: {e}", path.display()))?;
-    text.parse::<PreSharedKey>()
-        .map_err(|e| anyhow::anyhow!("swarm key {} is not a valid /key/swarm/psk/1.0.0/ key: {e}", path.display()))
+    text.parse::<PreSharedKey>().map_err(|e| {
+        anyhow::anyhow!(
+            "swarm key {} is not a valid /key/swarm/psk/1.0.0/ key: {e}",
+            path.display()
+        )
+    })
 }
