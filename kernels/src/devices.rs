@@ -41,7 +41,15 @@ impl GpuDiscovery {
             GpuDiscovery::Found(gpus) if gpus.is_empty() => "driver, 0 GPUs".to_string(),
             GpuDiscovery::Found(gpus) => gpus
                 .iter()
-                .map(|g| format!("{} ({} GiB, sm_{}{})", g.name, g.memory_bytes >> 30, g.compute_capability.0, g.compute_capability.1))
+                .map(|g| {
+                    format!(
+                        "{} ({} GiB, sm_{}{})",
+                        g.name,
+                        g.memory_bytes >> 30,
+                        g.compute_capability.0,
+                        g.compute_capability.1
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             GpuDiscovery::NoDriver => "no CUDA driver".to_string(),
@@ -76,8 +84,14 @@ pub fn discover_gpus() -> GpuDiscovery {
             let (memory, major, minor) = unsafe {
                 (
                     result::device::total_mem(dev)?,
-                    result::device::get_attribute(dev, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
-                    result::device::get_attribute(dev, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+                    result::device::get_attribute(
+                        dev,
+                        sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                    )?,
+                    result::device::get_attribute(
+                        dev,
+                        sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                    )?,
                 )
             };
             Ok(GpuInfo {

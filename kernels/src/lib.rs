@@ -27,8 +27,8 @@ pub mod models;
 pub mod ops;
 pub mod optim;
 pub mod probe;
-pub mod train;
 pub mod quant;
 pub mod tokenize;
+pub mod train;
 
 pub use error::{Error, Result};

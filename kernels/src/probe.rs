@@ -41,7 +41,12 @@ pub fn run_cpu_probe(n: usize, budget: Duration) -> ProbeResult {
     }
     let elapsed = start.elapsed();
     let flops = 2.0 * (n as f64).powi(3) * f64::from(iterations);
-    ProbeResult { size: n, iterations, gflops: flops / elapsed.as_secs_f64().max(1e-9) / 1e9, elapsed }
+    ProbeResult {
+        size: n,
+        iterations,
+        gflops: flops / elapsed.as_secs_f64().max(1e-9) / 1e9,
+        elapsed,
+    }
 }
 
 #[cfg(test)]
@@ -65,7 +70,9 @@ mod tests {
         let (av, bv) = (a.as_vec(), b.as_vec());
         for i in 0..5 {
             for j in 0..3 {
-                let want: f64 = (0..7).map(|k| f64::from(av[i * 7 + k]) * f64::from(bv[k * 3 + j])).sum();
+                let want: f64 = (0..7)
+                    .map(|k| f64::from(av[i * 7 + k]) * f64::from(bv[k * 3 + j]))
+                    .sum();
                 assert!((f64::from(c[i * 3 + j]) - want).abs() < 1e-4);
             }
         }
