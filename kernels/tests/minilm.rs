@@ -214,3 +214,66 @@ fn wrong_dtype_names_the_tensor() {
         "{e}"
     );
 }
+
+#[test]
+fn minilm_classifier_fine_tunes_and_quantises() {
+    // A small version of the Banking77 run: a few AdamW steps on 24 real queries from 3 intents
+    // lower the loss; then int8 linear layers give nearly the same logits.
+    use flotilla_kernels::infer::{engine, F32Linears, Int8Linears};
+    use flotilla_kernels::optim::{AdamW, AdamWConfig, Optimizer};
+    let Some(dir) = model_dir() else { return };
+    let csv = Path::new("/work/shared/data/banking77-train.csv");
+    let Ok(text) = std::fs::read_to_string(csv) else {
+        println!("SKIPPED: no {}", csv.display());
+        return;
+    };
+    let intents = ["card_arrival", "exchange_rate", "lost_or_stolen_card"];
+    let tok = HfTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let mut seqs = Vec::new();
+    let mut labels = Vec::new();
+    for (label, intent) in intents.iter().enumerate() {
+        // The first 8 unquoted rows of each intent.
+        for line in text
+            .lines()
+            .filter(|l| l.ends_with(&format!(",{intent}")) && !l.starts_with('"'))
+            .take(8)
+        {
+            let sentence = &line[..line.len() - intent.len() - 1];
+            let mut ids = tok.encode(sentence, true).unwrap();
+            let end = ids.iter().position(|t| *t == 102).unwrap() + 1;
+            ids.truncate(end);
+            seqs.push(ids);
+            labels.push(label as u32);
+        }
+    }
+    assert_eq!(seqs.len(), 24);
+    let head = Head::Classifier {
+        classes: 3,
+        pooling: Pooling::Mean,
+    };
+    let mut model = bert::load(&dir, head, 1).unwrap();
+    let batch = Batch::padded(&seqs, labels);
+    let mut opt = AdamW::new(AdamWConfig::default(), model.num_params()).unwrap();
+    let first = model.loss_and_grads(&batch).unwrap().0;
+    for _ in 0..6 {
+        let (_, g) = model.loss_and_grads(&batch).unwrap();
+        opt.step(model.params_mut(), &g, 1e-4).unwrap();
+    }
+    let last = model.loss_and_grads(&batch).unwrap().0;
+    println!("MiniLM classifier: loss {first:.4} -> {last:.4}");
+    assert!(last < 0.7 * first, "loss {first} -> {last}");
+
+    let f = engine::forward(&model, &F32Linears(&model), &batch)
+        .unwrap()
+        .logits;
+    let q = engine::forward(&model, &Int8Linears::quantize(&model).unwrap(), &batch)
+        .unwrap()
+        .logits;
+    let scale = f.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let diff = f
+        .iter()
+        .zip(&q)
+        .fold(0.0f32, |a, (x, y)| a.max((x - y).abs()));
+    println!("int8 vs f32 logits: max diff {diff:.4} of max |logit| {scale:.4}");
+    assert!(diff < 0.1 * scale);
+}
