@@ -105,7 +105,8 @@ pub fn forward(s: Shape, qkv: &[f32], lens: &[usize], out: &mut [f32], probs: &m
 }
 
 /// Scales, masks and softmaxes each row of a `t x t` score block in place.
-fn softmax_rows(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
+#[inline(always)]
+fn softmax_rows_impl(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
     for (i, row) in p.chunks_mut(t).enumerate() {
         let visible = if causal { len.min(i + 1) } else { len };
         let visible = visible.max(1).min(t);
@@ -244,4 +245,21 @@ pub fn backward(s: Shape, qkv: &[f32], probs: &[f32], d_out: &[f32], d_qkv: &mut
                 );
             }
         });
+}
+
+/// [`softmax_rows_impl`] compiled for AVX2 + FMA when the CPU has them (the crate targets baseline
+/// x86-64), since its `exp` loop vectorises.
+fn softmax_rows(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { softmax_rows_avx2(p, t, len, causal, scale) };
+    }
+    softmax_rows_impl(p, t, len, causal, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_rows_avx2(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
+    softmax_rows_impl(p, t, len, causal, scale)
 }
