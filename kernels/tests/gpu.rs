@@ -2,12 +2,14 @@
 //! driver, the parity tests print why and skip; the entry points must still answer with an error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use flotilla_kernels::gpu::{self, GpuKernels};
 use flotilla_kernels::optim::{AdamW, AdamWConfig, Optimizer, OptimizerState};
 use flotilla_kernels::quant::{gemm_i8_with, Int8Kernel, Int8Matrix};
 use flotilla_kernels::Error;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 fn gpu_or_skip() -> Option<GpuKernels> {
     match GpuKernels::new(0) {
@@ -20,9 +22,7 @@ fn gpu_or_skip() -> Option<GpuKernels> {
 }
 
 fn seeded(name: &str) -> StdRng {
-    let seed: u64 = rand::random();
-    println!("{name}: seed {seed}");
-    StdRng::seed_from_u64(seed)
+    common::seeded(name)
 }
 
 #[test]

@@ -2,17 +2,17 @@
 //! reference with a rigorous error bound.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use flotilla_kernels::quant::{
     gemm_i8_parallel, gemm_i8_with, quantize_rows, Int8Kernel, Int8Matrix, QuantizedLinear,
 };
 use flotilla_kernels::Error;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 fn seeded(name: &str) -> StdRng {
-    let seed: u64 = rand::random();
-    println!("{name}: seed {seed}");
-    StdRng::seed_from_u64(seed)
+    common::seeded(name)
 }
 
 /// (m, n, k): odd sizes, sizes below and just above the vector widths (16, 64), realistic ones.

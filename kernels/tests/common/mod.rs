@@ -24,3 +24,15 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("tests/fixtures")
         .join(name)
 }
+
+/// A seeded RNG for a randomised test: the seed comes from `FLOTILLA_TEST_SEED` when set (to
+/// replay a failure) and is random otherwise; it is printed either way.
+pub fn seeded(name: &str) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed = std::env::var("FLOTILLA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    println!("{name}: seed {seed} (replay with FLOTILLA_TEST_SEED={seed})");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
