@@ -1,8 +1,14 @@
-//! Jobs: who drives each job, and who takes over when its owner is gone.
+//! Jobs: who drives each job, how its owner drives it, and how executing nodes keep every task
+//! to one execution per attempt.
 //!
 //! - [`ownership`]: the pure failover rule (rendezvous order of alive nodes for the job id,
 //!   ownership epochs that fence a replaced owner).
+//! - [`coordinator`]: the owner-side state machine of one job (placement, starts, retries,
+//!   node loss, cancellation, takeover by survey).
+//! - [`ledger`]: the executing node's task ledger (re-attach, fencing, outcomes for new owners).
 
+pub mod coordinator;
+pub mod ledger;
 pub mod ownership;
 
 pub use ownership::{decide, failover_order, Decision};

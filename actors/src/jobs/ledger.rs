@@ -1,0 +1,239 @@
+//! The task ledger on an executing node: the rule that makes "no task runs twice" hold when a
+//! job's owner is replaced.
+//!
+//! Every start request carries the owner's epoch and the attempt number. The ledger answers, per
+//! `(job, task)`:
+//! - first time seen → [`StartDecision::Start`];
+//! - already running → [`StartDecision::AlreadyRunning`]: a new owner re-attaches instead of
+//!   starting a second copy (and its higher epoch is recorded);
+//! - already finished → [`StartDecision::AlreadyFinished`] with the outcome, so a new owner
+//!   learns results it missed;
+//! - a request whose epoch is older than one already seen → [`StartDecision::Fenced`]: an old
+//!   owner that comes back cannot start work its successor owns.
+//!
+//! A new attempt (the coordinator re-placing a task after its node died) is a different
+//! execution on purpose; the ledger records which attempt ran so a report can show it. Entries
+//! are persisted by the shell before a start is acknowledged so a restart of the executing node
+//! keeps the guarantee.
+
+use std::collections::BTreeMap;
+
+use flotilla_protocol::jobs::JobId;
+use serde::{Deserialize, Serialize};
+
+/// One task of one job.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskKey {
+    pub job: JobId,
+    pub task: u32,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskOutcome {
+    /// Finished; the payload is the task's result (JSON text).
+    Succeeded(String),
+    /// Failed with a reason.
+    Failed(String),
+    /// Stopped because the job was cancelled.
+    Cancelled,
+}
+
+/// The ledger's record of one task on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Highest owner epoch seen for this task.
+    pub epoch: u64,
+    /// The attempt that runs (or ran) here.
+    pub attempt: u32,
+    /// `None` while running.
+    pub outcome: Option<TaskOutcome>,
+}
+
+/// The answer to a start request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartDecision {
+    /// Run it.
+    Start,
+    /// It is running here already; report to the (new) owner, do not start again.
+    AlreadyRunning,
+    /// It finished here already; this is how.
+    AlreadyFinished(TaskOutcome),
+    /// The request comes from an owner epoch older than `current`; refuse.
+    Fenced { current: u64 },
+}
+
+/// The ledger of every task this node has been asked to run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ledger {
+    entries: BTreeMap<TaskKey, Entry>,
+}
+
+impl Ledger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A ledger restored from persisted entries.
+    pub fn from_entries(entries: impl IntoIterator<Item = (TaskKey, Entry)>) -> Self {
+        Self {
+            entries: entries.into_iter().collect(),
+        }
+    }
+
+    /// Decides a start request. On `Start` and `AlreadyRunning` the entry changed: persist
+    /// [`Ledger::entry`] before acting.
+    pub fn on_start(&mut self, key: &TaskKey, epoch: u64, attempt: u32) -> StartDecision {
+        match self.entries.get_mut(key) {
+            None => {
+                self.entries.insert(
+                    key.clone(),
+                    Entry {
+                        epoch,
+                        attempt,
+                        outcome: None,
+                    },
+                );
+                StartDecision::Start
+            }
+            Some(e) if epoch < e.epoch => StartDecision::Fenced { current: e.epoch },
+            Some(e) => {
+                e.epoch = epoch;
+                match &e.outcome {
+                    Some(outcome) if attempt <= e.attempt => {
+                        StartDecision::AlreadyFinished(outcome.clone())
+                    }
+                    None if attempt <= e.attempt => StartDecision::AlreadyRunning,
+                    // A later attempt: the coordinator gave up on the earlier one (its node was
+                    // declared dead while this one kept running, or it failed). Run it.
+                    _ => {
+                        e.attempt = attempt;
+                        e.outcome = None;
+                        StartDecision::Start
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records how a task ended. Returns false if the task is unknown here or already ended.
+    pub fn on_finish(&mut self, key: &TaskKey, outcome: TaskOutcome) -> bool {
+        match self.entries.get_mut(key) {
+            Some(e) if e.outcome.is_none() => {
+                e.outcome = Some(outcome);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The tasks of `job` still running here (to stop on cancel).
+    pub fn running_tasks_of(&self, job: &JobId) -> Vec<TaskKey> {
+        self.entries
+            .iter()
+            .filter(|(k, e)| k.job == *job && e.outcome.is_none())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// One entry, for persistence.
+    pub fn entry(&self, key: &TaskKey) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// Forgets every task of a finished job (after its record is terminal everywhere).
+    pub fn forget_job(&mut self, job: &JobId) {
+        self.entries.retain(|k, _| k.job != *job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(t: u32) -> TaskKey {
+        TaskKey {
+            job: JobId("job-1".into()),
+            task: t,
+        }
+    }
+
+    #[test]
+    fn first_start_runs_and_a_repeat_reattaches() {
+        let mut l = Ledger::new();
+        assert_eq!(l.on_start(&key(0), 1, 0), StartDecision::Start);
+        assert_eq!(l.on_start(&key(0), 1, 0), StartDecision::AlreadyRunning);
+        // A new owner (epoch 2) re-attaches instead of starting a copy, and its epoch sticks.
+        assert_eq!(l.on_start(&key(0), 2, 0), StartDecision::AlreadyRunning);
+        assert_eq!(l.entry(&key(0)).unwrap().epoch, 2);
+    }
+
+    #[test]
+    fn an_old_owner_is_fenced() {
+        let mut l = Ledger::new();
+        l.on_start(&key(0), 3, 0);
+        assert_eq!(
+            l.on_start(&key(0), 2, 0),
+            StartDecision::Fenced { current: 3 }
+        );
+        assert_eq!(
+            l.on_start(&key(0), 2, 5),
+            StartDecision::Fenced { current: 3 }
+        );
+    }
+
+    #[test]
+    fn finished_tasks_report_their_outcome_to_a_new_owner() {
+        let mut l = Ledger::new();
+        l.on_start(&key(1), 1, 0);
+        assert!(l.on_finish(&key(1), TaskOutcome::Succeeded("{\"gflops\":3}".into())));
+        assert!(
+            !l.on_finish(&key(1), TaskOutcome::Failed("late".into())),
+            "an outcome is final"
+        );
+        assert_eq!(
+            l.on_start(&key(1), 2, 0),
+            StartDecision::AlreadyFinished(TaskOutcome::Succeeded("{\"gflops\":3}".into()))
+        );
+    }
+
+    #[test]
+    fn a_later_attempt_runs_again_but_an_earlier_one_does_not() {
+        let mut l = Ledger::new();
+        l.on_start(&key(2), 1, 1);
+        l.on_finish(&key(2), TaskOutcome::Failed("oom".into()));
+        assert!(matches!(
+            l.on_start(&key(2), 1, 0),
+            StartDecision::AlreadyFinished(_)
+        ));
+        assert_eq!(l.on_start(&key(2), 1, 2), StartDecision::Start);
+        assert_eq!(l.entry(&key(2)).unwrap().attempt, 2);
+        assert_eq!(l.entry(&key(2)).unwrap().outcome, None);
+    }
+
+    #[test]
+    fn cancel_finds_running_tasks_and_forget_clears_the_job() {
+        let mut l = Ledger::new();
+        l.on_start(&key(0), 1, 0);
+        l.on_start(&key(1), 1, 0);
+        l.on_finish(&key(1), TaskOutcome::Cancelled);
+        assert_eq!(l.running_tasks_of(&JobId("job-1".into())), vec![key(0)]);
+        l.forget_job(&JobId("job-1".into()));
+        assert!(l.entry(&key(0)).is_none());
+        assert_eq!(l.on_start(&key(0), 1, 0), StartDecision::Start);
+    }
+
+    #[test]
+    fn restored_ledger_keeps_the_guarantee() {
+        let mut l = Ledger::new();
+        l.on_start(&key(0), 4, 0);
+        let restored = Ledger::from_entries([(key(0), l.entry(&key(0)).unwrap().clone())]);
+        let mut r = restored;
+        assert_eq!(
+            r.on_start(&key(0), 3, 0),
+            StartDecision::Fenced { current: 4 }
+        );
+        assert_eq!(r.on_start(&key(0), 4, 0), StartDecision::AlreadyRunning);
+    }
+}
