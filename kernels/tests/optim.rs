@@ -463,3 +463,29 @@ fn clipper_and_scaler_state_survive_serialisation() {
     assert_eq!(back, s);
     assert_eq!(s.scale(), 131072.0);
 }
+
+#[test]
+fn adamw_on_a_large_shard_matches_the_reference() {
+    // Past the size at which the update runs on the rayon pool.
+    let mut rng = seeded("adamw large");
+    let n = (1 << 20) + 3;
+    let cfg = AdamWConfig::default();
+    let mut opt = AdamW::new(cfg, n).unwrap();
+    let mut p = randn(&mut rng, n, 1.0);
+    let mut pr: Vec<f64> = p.iter().map(|&x| f64::from(x)).collect();
+    let mut r = RefAdamW {
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-8,
+        wd: 0.01,
+        t: 0,
+        m: vec![0.0; n],
+        v: vec![0.0; n],
+    };
+    for _ in 0..3 {
+        let g = randn(&mut rng, n, 0.5);
+        opt.step(&mut p, &g, 1e-3).unwrap();
+        r.step(&mut pr, &g, 1e-3);
+    }
+    assert_close(&p, &pr, 1e-5, 1e-6, "adamw n=2^20+3");
+}

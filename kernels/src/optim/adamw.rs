@@ -10,6 +10,7 @@
 //! The order of operations (decay first, ε added after the bias-corrected square root) follows
 //! PyTorch's single-tensor implementation, so results agree with it to f32 rounding.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::state::{check_lr, Optimizer, OptimizerState};
@@ -92,6 +93,36 @@ impl AdamWConfig {
     }
 }
 
+/// Buffers at least this long are updated on the rayon pool (a shard of a large model);
+/// smaller ones on the calling thread, where splitting would cost more than it saves.
+const PARALLEL_MIN: usize = 1 << 18;
+/// Elements per parallel task.
+const CHUNK: usize = 1 << 15;
+
+/// The scalars of one update, shared by every chunk.
+struct Consts {
+    beta1: f32,
+    beta2: f32,
+    one_m_b1: f32,
+    one_m_b2: f32,
+    eps: f32,
+    decay: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+}
+
+/// The AdamW update of one run of elements. Zipped iteration lets the compiler drop bounds checks
+/// and vectorise the loop.
+fn update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], k: &Consts) {
+    for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
+        *p *= k.decay;
+        *m = k.beta1 * *m + k.one_m_b1 * g;
+        *v = k.beta2 * *v + k.one_m_b2 * g * g;
+        let denom = v.sqrt() / k.bc2_sqrt + k.eps;
+        *p -= k.step_size * *m / denom;
+    }
+}
+
 /// AdamW over a flat buffer of fixed length.
 #[derive(Debug, Clone)]
 pub struct AdamW {
@@ -147,19 +178,26 @@ impl Optimizer for AdamW {
             bc2_sqrt,
             decay,
         } = self.config.scalars(self.step, lr);
-        let (one_m_b1, one_m_b2) = (1.0 - beta1, 1.0 - beta2);
-        // Zipped iteration lets the compiler drop bounds checks and vectorise the loop.
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(&mut self.m)
-            .zip(&mut self.v)
-        {
-            *p *= decay;
-            *m = beta1 * *m + one_m_b1 * g;
-            *v = beta2 * *v + one_m_b2 * g * g;
-            let denom = v.sqrt() / bc2_sqrt + eps;
-            *p -= step_size * *m / denom;
+        let k = Consts {
+            beta1,
+            beta2,
+            one_m_b1: 1.0 - beta1,
+            one_m_b2: 1.0 - beta2,
+            eps,
+            decay,
+            step_size,
+            bc2_sqrt,
+        };
+        if params.len() >= PARALLEL_MIN {
+            // Element-wise, so chunks on the rayon pool give exactly the sequential result.
+            params
+                .par_chunks_mut(CHUNK)
+                .zip(grads.par_chunks(CHUNK))
+                .zip(self.m.par_chunks_mut(CHUNK))
+                .zip(self.v.par_chunks_mut(CHUNK))
+                .for_each(|(((p, g), m), v)| update(p, g, m, v, &k));
+        } else {
+            update(params, grads, &mut self.m, &mut self.v, &k);
         }
         Ok(())
     }
