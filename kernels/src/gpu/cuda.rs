@@ -155,7 +155,10 @@ impl Inner {
         // pointer, three ints); the buffers hold m·k, n·k and m·n elements, which is all the
         // kernel indexes given its bounds checks.
         unsafe { launch.launch(cfg) }.map_err(cuda_err("launch int8_gemm"))?;
-        s.clone_dtoh(&c_dev).map_err(cuda_err("download output"))
+        let c = s.clone_dtoh(&c_dev).map_err(cuda_err("download output"))?;
+        // The copy is queued on the stream; wait for it before handing the buffer out.
+        s.synchronize().map_err(cuda_err("synchronize"))?;
+        Ok(c)
     }
 
     pub(super) fn adamw_step(
