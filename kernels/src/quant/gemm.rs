@@ -3,9 +3,8 @@
 //! AVX-512 VNNI, AVX2, and a portable scalar loop; [`Int8Kernel::detect`] picks the best one the
 //! CPU has at run time.
 
-use serde::{Deserialize, Serialize};
-
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{check_len, checked_size, Error, Result};
 
@@ -14,7 +13,8 @@ use crate::error::{check_len, checked_size, Error, Result};
 pub enum Int8Kernel {
     /// Portable Rust; any CPU.
     Scalar,
-    /// x86-64 AVX2: sign-extend to i16, `vpmaddwd`.
+    /// x86-64 AVX2: `vpmaddubsw` on 32 bytes at a time for inputs in −127..=127, sign-extension
+    /// and `vpmaddwd` when a −128 is present.
     Avx2,
     /// x86-64 AVX-512 VNNI: `vpdpbusd` on 64 bytes at a time.
     Avx512Vnni,
