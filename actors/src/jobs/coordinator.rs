@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use flotilla_protocol::jobs::{JobId, JobStatus};
 use flotilla_protocol::NodeId;
 
-use super::ledger::{Entry, StartDecision, TaskOutcome};
+use super::ledger::{Entry, StartAnswer, TaskOutcome};
 
 /// Limits of a coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +234,7 @@ impl Coordinator {
         task: u32,
         node: &NodeId,
         attempt: u32,
-        answer: StartDecision,
+        answer: StartAnswer,
     ) -> Vec<Effect> {
         let mut fx = Vec::new();
         let Some(t) = self.tasks.get_mut(&task) else {
@@ -247,11 +247,11 @@ impl Coordinator {
             return fx; // an answer to a superseded attempt
         }
         match answer {
-            StartDecision::Start | StartDecision::AlreadyRunning => t.phase = Phase::Running,
-            StartDecision::AlreadyFinished(outcome) => {
+            StartAnswer::Started | StartAnswer::AlreadyRunning => t.phase = Phase::Running,
+            StartAnswer::AlreadyFinished(outcome) => {
                 return self.on_task_finished(task, node, attempt, outcome)
             }
-            StartDecision::Fenced { current } => {
+            StartAnswer::Fenced { current } => {
                 return vec![Effect::Abdicate {
                     newer_epoch: current,
                 }]

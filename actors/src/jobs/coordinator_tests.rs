@@ -40,9 +40,9 @@ fn submit_place_start_succeed() {
     }));
     let fx = c.on_placed(0, &[(0, n("a")), (1, n("b"))]);
     assert_eq!(starts(&fx), vec![(n("a"), 0, 1, 0), (n("b"), 1, 1, 0)]);
-    let fx = c.on_start_answer(0, &n("a"), 0, StartDecision::Start);
+    let fx = c.on_start_answer(0, &n("a"), 0, StartAnswer::Started);
     assert_eq!(fx, vec![Effect::Status(JobStatus::Running)]);
-    c.on_start_answer(1, &n("b"), 0, StartDecision::Start);
+    c.on_start_answer(1, &n("b"), 0, StartAnswer::Started);
     let fx = c.on_task_finished(0, &n("a"), 0, TaskOutcome::Succeeded("1".into()));
     assert!(!fx.contains(&Effect::Status(JobStatus::Succeeded)));
     let fx = c.on_task_finished(1, &n("b"), 0, TaskOutcome::Succeeded("2".into()));
@@ -55,7 +55,7 @@ fn submit_place_start_succeed() {
 fn a_dead_node_s_tasks_are_re_placed_with_the_next_attempt_elsewhere() {
     let (mut c, _) = Coordinator::submit(job(), 1, 2, cfg());
     c.on_placed(0, &[(0, n("a")), (1, n("b"))]);
-    c.on_start_answer(0, &n("a"), 0, StartDecision::Start);
+    c.on_start_answer(0, &n("a"), 0, StartAnswer::Started);
     let fx = c.on_node_gone(&n("a"));
     assert!(fx.contains(&Effect::Place {
         tasks: vec![0],
@@ -73,7 +73,7 @@ fn a_dead_node_s_tasks_are_re_placed_with_the_next_attempt_elsewhere() {
 fn failures_retry_until_out_of_attempts_then_the_job_fails_and_others_stop() {
     let (mut c, _) = Coordinator::submit(job(), 1, 2, cfg());
     c.on_placed(0, &[(0, n("a")), (1, n("b"))]);
-    c.on_start_answer(1, &n("b"), 0, StartDecision::Start);
+    c.on_start_answer(1, &n("b"), 0, StartAnswer::Started);
     for attempt in 0..2 {
         let fx = c.on_task_finished(0, &n("a"), attempt, TaskOutcome::Failed("boom".into()));
         assert!(fx.iter().any(|e| matches!(e, Effect::Place { .. })));
@@ -111,7 +111,7 @@ fn placement_failure_fails_the_job() {
 fn cancel_stops_running_tasks() {
     let (mut c, _) = Coordinator::submit(job(), 1, 2, cfg());
     c.on_placed(0, &[(0, n("a")), (1, n("b"))]);
-    c.on_start_answer(0, &n("a"), 0, StartDecision::Start);
+    c.on_start_answer(0, &n("a"), 0, StartAnswer::Started);
     let fx = c.on_cancel().unwrap();
     assert!(fx.contains(&Effect::Cancel {
         node: n("a"),
@@ -130,7 +130,7 @@ fn a_fenced_start_makes_the_old_owner_abdicate() {
     let (mut c, _) = Coordinator::submit(job(), 1, 1, cfg());
     c.on_placed(0, &[(0, n("a"))]);
     assert_eq!(
-        c.on_start_answer(0, &n("a"), 0, StartDecision::Fenced { current: 2 }),
+        c.on_start_answer(0, &n("a"), 0, StartAnswer::Fenced { current: 2 }),
         vec![Effect::Abdicate { newer_epoch: 2 }]
     );
 }
@@ -153,7 +153,7 @@ fn owner_failover_runs_every_task_exactly_once() {
                 .get_mut(node)
                 .unwrap()
                 .on_start(&TaskKey { job: job(), task }, epoch, attempt);
-        if d == StartDecision::Start {
+        if d == StartAnswer::Started {
             *executions.entry(task).or_default() += 1;
         }
         d
@@ -203,7 +203,7 @@ fn owner_failover_runs_every_task_exactly_once() {
     );
     for (node, task, epoch, attempt) in restarts {
         let d = run(&mut ledgers, &node, task, epoch, attempt);
-        assert_eq!(d, StartDecision::AlreadyRunning);
+        assert_eq!(d, StartAnswer::AlreadyRunning);
         new.on_start_answer(task, &node, attempt, d);
     }
     for task in [1u32, 2] {
@@ -219,7 +219,7 @@ fn owner_failover_runs_every_task_exactly_once() {
 
     // The old owner comes back after a partition and retries a start: fenced, it abdicates.
     let d = run(&mut ledgers, &n("c"), 2, 1, 0);
-    assert_eq!(d, StartDecision::Fenced { current: 2 });
+    assert_eq!(d, StartAnswer::Fenced { current: 2 });
     assert_eq!(
         old.on_start_answer(2, &n("c"), 0, d),
         vec![Effect::Abdicate { newer_epoch: 2 }]

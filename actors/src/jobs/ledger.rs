@@ -3,12 +3,12 @@
 //!
 //! Every start request carries the owner's epoch and the attempt number. The ledger answers, per
 //! `(job, task)`:
-//! - first time seen → [`StartDecision::Start`];
-//! - already running → [`StartDecision::AlreadyRunning`]: a new owner re-attaches instead of
+//! - first time seen → [`StartAnswer::Started`];
+//! - already running → [`StartAnswer::AlreadyRunning`]: a new owner re-attaches instead of
 //!   starting a second copy (and its higher epoch is recorded);
-//! - already finished → [`StartDecision::AlreadyFinished`] with the outcome, so a new owner
+//! - already finished → [`StartAnswer::AlreadyFinished`] with the outcome, so a new owner
 //!   learns results it missed;
-//! - a request whose epoch is older than one already seen → [`StartDecision::Fenced`]: an old
+//! - a request whose epoch is older than one already seen → [`StartAnswer::Fenced`]: an old
 //!   owner that comes back cannot start work its successor owns.
 //!
 //! A new attempt (the coordinator re-placing a task after its node died) is a different
@@ -28,40 +28,7 @@ pub struct TaskKey {
     pub task: u32,
 }
 
-/// How a task ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum TaskOutcome {
-    /// Finished; the payload is the task's result (JSON text).
-    Succeeded(String),
-    /// Failed with a reason.
-    Failed(String),
-    /// Stopped because the job was cancelled.
-    Cancelled,
-}
-
-/// The ledger's record of one task on this node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Highest owner epoch seen for this task.
-    pub epoch: u64,
-    /// The attempt that runs (or ran) here.
-    pub attempt: u32,
-    /// `None` while running.
-    pub outcome: Option<TaskOutcome>,
-}
-
-/// The answer to a start request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StartDecision {
-    /// Run it.
-    Start,
-    /// It is running here already; report to the (new) owner, do not start again.
-    AlreadyRunning,
-    /// It finished here already; this is how.
-    AlreadyFinished(TaskOutcome),
-    /// The request comes from an owner epoch older than `current`; refuse.
-    Fenced { current: u64 },
-}
+pub use flotilla_protocol::services::jobs::{LedgerEntry as Entry, StartAnswer, TaskOutcome};
 
 /// The ledger of every task this node has been asked to run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,7 +51,7 @@ impl Ledger {
 
     /// Decides a start request. On `Start` and `AlreadyRunning` the entry changed: persist
     /// [`Ledger::entry`] before acting.
-    pub fn on_start(&mut self, key: &TaskKey, epoch: u64, attempt: u32) -> StartDecision {
+    pub fn on_start(&mut self, key: &TaskKey, epoch: u64, attempt: u32) -> StartAnswer {
         match self.entries.get_mut(key) {
             None => {
                 self.entries.insert(
@@ -95,22 +62,22 @@ impl Ledger {
                         outcome: None,
                     },
                 );
-                StartDecision::Start
+                StartAnswer::Started
             }
-            Some(e) if epoch < e.epoch => StartDecision::Fenced { current: e.epoch },
+            Some(e) if epoch < e.epoch => StartAnswer::Fenced { current: e.epoch },
             Some(e) => {
                 e.epoch = epoch;
                 match &e.outcome {
                     Some(outcome) if attempt <= e.attempt => {
-                        StartDecision::AlreadyFinished(outcome.clone())
+                        StartAnswer::AlreadyFinished(outcome.clone())
                     }
-                    None if attempt <= e.attempt => StartDecision::AlreadyRunning,
+                    None if attempt <= e.attempt => StartAnswer::AlreadyRunning,
                     // A later attempt: the coordinator gave up on the earlier one (its node was
                     // declared dead while this one kept running, or it failed). Run it.
                     _ => {
                         e.attempt = attempt;
                         e.outcome = None;
-                        StartDecision::Start
+                        StartAnswer::Started
                     }
                 }
             }
@@ -162,10 +129,10 @@ mod tests {
     #[test]
     fn first_start_runs_and_a_repeat_reattaches() {
         let mut l = Ledger::new();
-        assert_eq!(l.on_start(&key(0), 1, 0), StartDecision::Start);
-        assert_eq!(l.on_start(&key(0), 1, 0), StartDecision::AlreadyRunning);
+        assert_eq!(l.on_start(&key(0), 1, 0), StartAnswer::Started);
+        assert_eq!(l.on_start(&key(0), 1, 0), StartAnswer::AlreadyRunning);
         // A new owner (epoch 2) re-attaches instead of starting a copy, and its epoch sticks.
-        assert_eq!(l.on_start(&key(0), 2, 0), StartDecision::AlreadyRunning);
+        assert_eq!(l.on_start(&key(0), 2, 0), StartAnswer::AlreadyRunning);
         assert_eq!(l.entry(&key(0)).unwrap().epoch, 2);
     }
 
@@ -175,11 +142,11 @@ mod tests {
         l.on_start(&key(0), 3, 0);
         assert_eq!(
             l.on_start(&key(0), 2, 0),
-            StartDecision::Fenced { current: 3 }
+            StartAnswer::Fenced { current: 3 }
         );
         assert_eq!(
             l.on_start(&key(0), 2, 5),
-            StartDecision::Fenced { current: 3 }
+            StartAnswer::Fenced { current: 3 }
         );
     }
 
@@ -194,7 +161,7 @@ mod tests {
         );
         assert_eq!(
             l.on_start(&key(1), 2, 0),
-            StartDecision::AlreadyFinished(TaskOutcome::Succeeded("{\"gflops\":3}".into()))
+            StartAnswer::AlreadyFinished(TaskOutcome::Succeeded("{\"gflops\":3}".into()))
         );
     }
 
@@ -205,9 +172,9 @@ mod tests {
         l.on_finish(&key(2), TaskOutcome::Failed("oom".into()));
         assert!(matches!(
             l.on_start(&key(2), 1, 0),
-            StartDecision::AlreadyFinished(_)
+            StartAnswer::AlreadyFinished(_)
         ));
-        assert_eq!(l.on_start(&key(2), 1, 2), StartDecision::Start);
+        assert_eq!(l.on_start(&key(2), 1, 2), StartAnswer::Started);
         assert_eq!(l.entry(&key(2)).unwrap().attempt, 2);
         assert_eq!(l.entry(&key(2)).unwrap().outcome, None);
     }
@@ -221,7 +188,7 @@ mod tests {
         assert_eq!(l.running_tasks_of(&JobId("job-1".into())), vec![key(0)]);
         l.forget_job(&JobId("job-1".into()));
         assert!(l.entry(&key(0)).is_none());
-        assert_eq!(l.on_start(&key(0), 1, 0), StartDecision::Start);
+        assert_eq!(l.on_start(&key(0), 1, 0), StartAnswer::Started);
     }
 
     #[test]
@@ -232,8 +199,8 @@ mod tests {
         let mut r = restored;
         assert_eq!(
             r.on_start(&key(0), 3, 0),
-            StartDecision::Fenced { current: 4 }
+            StartAnswer::Fenced { current: 4 }
         );
-        assert_eq!(r.on_start(&key(0), 4, 0), StartDecision::AlreadyRunning);
+        assert_eq!(r.on_start(&key(0), 4, 0), StartAnswer::AlreadyRunning);
     }
 }

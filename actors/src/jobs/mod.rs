@@ -6,8 +6,10 @@
 //! - [`coordinator`]: the owner-side state machine of one job (placement, starts, retries,
 //!   node loss, cancellation, takeover by survey).
 //! - [`ledger`]: the executing node's task ledger (re-attach, fencing, outcomes for new owners).
+//! - [`executor`]: the actor that runs tasks on a node, with the ledger kept durable.
 
 pub mod coordinator;
+pub mod executor;
 pub mod ledger;
 pub mod ownership;
 

@@ -1,0 +1,250 @@
+//! The `Executor` actor shell: ledger decisions from the pure core, persistence through the
+//! `Store`, work on blocking threads, and reports of finished tasks on a bounded channel.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use flotilla_protocol::codec;
+use flotilla_protocol::services::jobs::{LedgerEntry, StartAnswer, TaskOutcome};
+use flotilla_protocol::NodeId;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::msg::Msg;
+use super::{Finished, TaskRunner};
+use crate::jobs::ledger::{Ledger, TaskKey};
+use crate::store::{Column, Durability, Store};
+use crate::{Error, Result};
+
+/// Prefix of ledger rows in the `Jobs` column.
+const PREFIX: &[u8] = b"ledger/";
+/// Largest persisted ledger row.
+const MAX_ROW_BYTES: usize = 64 * 1024;
+/// Rows read back at start at most.
+const MAX_ROWS: usize = 1_000_000;
+
+/// The actor type.
+#[derive(Debug, Default)]
+pub struct Executor;
+
+/// What the executor starts from.
+pub struct Args {
+    pub store: Arc<dyn Store>,
+    pub runner: Arc<dyn TaskRunner>,
+    /// Finished tasks to report to their owners; when full, the executor waits (back-pressure).
+    pub finished: mpsc::Sender<Finished>,
+}
+
+/// The executor's state.
+pub struct State {
+    ledger: Ledger,
+    owners: BTreeMap<TaskKey, NodeId>,
+    cancel_flags: BTreeMap<TaskKey, Arc<AtomicBool>>,
+    store: Arc<dyn Store>,
+    runner: Arc<dyn TaskRunner>,
+    finished: mpsc::Sender<Finished>,
+}
+
+fn row_key(key: &TaskKey) -> Vec<u8> {
+    let mut k = PREFIX.to_vec();
+    k.extend_from_slice(key.job.as_str().as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(&key.task.to_be_bytes());
+    k
+}
+
+/// A persisted row: the task, its owner and its ledger entry.
+type Row = (TaskKey, NodeId, LedgerEntry);
+
+impl State {
+    fn persist(&self, key: &TaskKey) -> Result<()> {
+        let (Some(entry), Some(owner)) = (self.ledger.entry(key), self.owners.get(key)) else {
+            return Ok(());
+        };
+        let row: Row = (key.clone(), owner.clone(), entry.clone());
+        let bytes = codec::encode::<_, MAX_ROW_BYTES>("ledger", &row)
+            .map_err(|e| Error::Store(e.to_string()))?;
+        self.store
+            .put(Column::Jobs, &row_key(key), &bytes, Durability::Sync)
+    }
+
+    async fn finish(&mut self, key: &TaskKey, attempt: u32, outcome: TaskOutcome) -> Result<()> {
+        let current = self.ledger.entry(key).map(|e| e.attempt);
+        if current != Some(attempt) || !self.ledger.on_finish(key, outcome.clone()) {
+            return Ok(()); // a superseded attempt, or already ended (cancelled)
+        }
+        self.cancel_flags.remove(key);
+        self.persist(key)?;
+        if let Some(owner) = self.owners.get(key) {
+            let report = Finished {
+                owner: owner.clone(),
+                job: key.job.clone(),
+                task: key.task,
+                attempt,
+                outcome,
+            };
+            // The receiver is gone only when the node is shutting down.
+            let _ = self.finished.send(report).await;
+        }
+        Ok(())
+    }
+}
+
+impl Actor for Executor {
+    type Msg = Msg;
+    type State = State;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Msg>,
+        args: Args,
+    ) -> std::result::Result<State, ActorProcessingErr> {
+        let rows = args.store.scan_prefix(Column::Jobs, PREFIX, MAX_ROWS)?;
+        let mut entries = Vec::new();
+        let mut owners = BTreeMap::new();
+        for (k, v) in rows {
+            match codec::decode::<Row, MAX_ROW_BYTES>("ledger", &v) {
+                Ok((key, owner, entry)) => {
+                    owners.insert(key.clone(), owner);
+                    entries.push((key, entry));
+                }
+                Err(e) => {
+                    warn!(row = %String::from_utf8_lossy(&k), error = %e, "skipping unreadable ledger row")
+                }
+            }
+        }
+        let mut state = State {
+            ledger: Ledger::from_entries(entries),
+            owners,
+            cancel_flags: BTreeMap::new(),
+            store: args.store,
+            runner: args.runner,
+            finished: args.finished,
+        };
+        // Work that was running when this node stopped is lost: it ends as failed (so its owner
+        // re-places it as a new attempt) rather than being silently redone here.
+        let interrupted: Vec<(TaskKey, u32)> = state
+            .owners
+            .keys()
+            .filter_map(|k| {
+                state
+                    .ledger
+                    .entry(k)
+                    .filter(|e| e.outcome.is_none())
+                    .map(|e| (k.clone(), e.attempt))
+            })
+            .collect();
+        for (key, attempt) in interrupted {
+            state
+                .finish(
+                    &key,
+                    attempt,
+                    TaskOutcome::Failed("the executing node restarted while the task ran".into()),
+                )
+                .await?;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        match msg {
+            Msg::Start {
+                key,
+                owner,
+                epoch,
+                attempt,
+                kind,
+                reply,
+            } => {
+                let answer = state.ledger.on_start(&key, epoch, attempt);
+                if matches!(answer, StartAnswer::Started | StartAnswer::AlreadyRunning) {
+                    state.owners.insert(key.clone(), owner);
+                    if let Err(e) = state.persist(&key) {
+                        let _ = reply.send(Err(e));
+                        return Ok(());
+                    }
+                }
+                if answer == StartAnswer::Started {
+                    info!(job = %key.job.as_str(), task = key.task, attempt, "task started");
+                    let cancelled = Arc::new(AtomicBool::new(false));
+                    state.cancel_flags.insert(key.clone(), cancelled.clone());
+                    let runner = state.runner.clone();
+                    let me = myself.clone();
+                    tokio::spawn(async move {
+                        let task = key.task;
+                        let work = move || {
+                            if cancelled.load(Ordering::Acquire) {
+                                return Err("cancelled before it started".to_string());
+                            }
+                            runner.run(&kind, task, &cancelled)
+                        };
+                        let outcome = match tokio::task::spawn_blocking(work).await {
+                            Ok(Ok(result)) => TaskOutcome::Succeeded(result),
+                            Ok(Err(reason)) => TaskOutcome::Failed(reason),
+                            Err(e) => {
+                                TaskOutcome::Failed(format!("task panicked or was aborted: {e}"))
+                            }
+                        };
+                        let _ = me.cast(Msg::WorkDone {
+                            key,
+                            attempt,
+                            outcome,
+                        });
+                    });
+                }
+                let _ = reply.send(Ok(answer));
+            }
+            Msg::Cancel { key, epoch, reply } => {
+                let current = state.ledger.entry(&key).map(|e| e.epoch);
+                if current.is_some_and(|c| epoch < c) {
+                    let _ = reply.send(Err(Error::Peer {
+                        peer: key.job.as_str().to_string(),
+                        reason: format!(
+                            "cancel from epoch {epoch} refused: epoch {} owns the task",
+                            current.unwrap_or(0)
+                        ),
+                    }));
+                    return Ok(());
+                }
+                let running = state
+                    .ledger
+                    .entry(&key)
+                    .is_some_and(|e| e.outcome.is_none());
+                if let Some(flag) = state.cancel_flags.get(&key) {
+                    flag.store(true, Ordering::Release);
+                }
+                if running {
+                    let attempt = state.ledger.entry(&key).map(|e| e.attempt).unwrap_or(0);
+                    if let Err(e) = state.finish(&key, attempt, TaskOutcome::Cancelled).await {
+                        let _ = reply.send(Err(e));
+                        return Ok(());
+                    }
+                }
+                let _ = reply.send(Ok(running));
+            }
+            Msg::Survey { job, reply } => {
+                let entries = state
+                    .owners
+                    .keys()
+                    .filter(|k| k.job == job)
+                    .filter_map(|k| state.ledger.entry(k).map(|e| (k.task, e.clone())))
+                    .collect();
+                let _ = reply.send(entries);
+            }
+            Msg::WorkDone {
+                key,
+                attempt,
+                outcome,
+            } => state.finish(&key, attempt, outcome).await?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! The typed API of the `Executor`; every call has a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_protocol::jobs::{JobId, JobKind};
+use flotilla_protocol::services::jobs::{LedgerEntry, StartAnswer};
+use flotilla_protocol::NodeId;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use tokio::sync::mpsc;
+
+use super::actor::{Args, Executor};
+use super::msg::Msg;
+use super::{Finished, TaskRunner};
+use crate::jobs::ledger::TaskKey;
+use crate::store::Store;
+use crate::{Error, Result};
+
+const ACTOR: &str = "executor";
+
+/// A cloneable handle to a running `Executor`.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    actor: ActorRef<Msg>,
+    deadline: Duration,
+}
+
+fn answer<T>(
+    r: std::result::Result<CallResult<T>, ractor::MessagingErr<Msg>>,
+    deadline: Duration,
+) -> Result<T> {
+    match r {
+        Ok(CallResult::Success(v)) => Ok(v),
+        Ok(CallResult::Timeout) => Err(Error::Timeout {
+            actor: ACTOR,
+            deadline,
+        }),
+        Ok(CallResult::SenderError) | Err(_) => Err(Error::ActorGone { actor: ACTOR }),
+    }
+}
+
+impl Handle {
+    /// Spawns the executor, restoring its ledger from `store`. Finished tasks are reported on
+    /// the returned channel (capacity `report_capacity`).
+    pub async fn spawn(
+        store: Arc<dyn Store>,
+        runner: Arc<dyn TaskRunner>,
+        report_capacity: usize,
+    ) -> Result<(
+        Handle,
+        mpsc::Receiver<Finished>,
+        tokio::task::JoinHandle<()>,
+    )> {
+        let (finished, reports) = mpsc::channel(report_capacity.max(1));
+        let (actor, join) = Actor::spawn(
+            None,
+            Executor,
+            Args {
+                store,
+                runner,
+                finished,
+            },
+        )
+        .await
+        .map_err(|e| Error::Store(format!("executor failed to start: {e}")))?;
+        Ok((
+            Handle {
+                actor,
+                deadline: Duration::from_secs(10),
+            },
+            reports,
+            join,
+        ))
+    }
+
+    /// Starts (or re-attaches to, or refuses) a task.
+    pub async fn start(
+        &self,
+        job: JobId,
+        task: u32,
+        owner: NodeId,
+        epoch: u64,
+        attempt: u32,
+        kind: JobKind,
+    ) -> Result<StartAnswer> {
+        let key = TaskKey { job, task };
+        let r = self
+            .actor
+            .call(
+                |reply| Msg::Start {
+                    key,
+                    owner,
+                    epoch,
+                    attempt,
+                    kind,
+                    reply,
+                },
+                Some(self.deadline),
+            )
+            .await;
+        answer(r, self.deadline)?
+    }
+
+    /// Cancels a task; whether it was running.
+    pub async fn cancel(&self, job: JobId, task: u32, epoch: u64) -> Result<bool> {
+        let key = TaskKey { job, task };
+        let r = self
+            .actor
+            .call(
+                |reply| Msg::Cancel { key, epoch, reply },
+                Some(self.deadline),
+            )
+            .await;
+        answer(r, self.deadline)?
+    }
+
+    /// The ledger entries of `job` on this node.
+    pub async fn survey(&self, job: JobId) -> Result<Vec<(u32, LedgerEntry)>> {
+        let r = self
+            .actor
+            .call(|reply| Msg::Survey { job, reply }, Some(self.deadline))
+            .await;
+        answer(r, self.deadline)
+    }
+
+    /// Stops the actor.
+    pub fn stop(&self) {
+        self.actor.stop(None);
+    }
+}

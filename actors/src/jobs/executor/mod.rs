@@ -1,0 +1,35 @@
+//! The `Executor` actor: runs the tasks a job's owner asks this node to run, keeping the task
+//! [`Ledger`](super::ledger::Ledger) durable so a task runs once per attempt even across owner
+//! takeovers and restarts of this node.
+//!
+//! - [`msg`]: its messages; [`actor`]: the ractor shell; [`handle`]: the typed API.
+//! - [`TaskRunner`]: the work itself, provided by the node (the compute probe for benchmark jobs).
+
+pub mod actor;
+pub mod handle;
+pub mod msg;
+
+use std::sync::atomic::AtomicBool;
+
+use flotilla_protocol::jobs::{JobId, JobKind};
+use flotilla_protocol::services::jobs::TaskOutcome;
+use flotilla_protocol::NodeId;
+
+pub use handle::Handle;
+
+/// Does a task's work. Called on a blocking thread; `cancelled` turns true when the task is
+/// cancelled, and long work should check it and return early.
+pub trait TaskRunner: Send + Sync + 'static {
+    /// Runs task `task` of a job of `kind`; the result is JSON text, the error a reason.
+    fn run(&self, kind: &JobKind, task: u32, cancelled: &AtomicBool) -> Result<String, String>;
+}
+
+/// A task that ended here, to be reported to its job's owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub owner: NodeId,
+    pub job: JobId,
+    pub task: u32,
+    pub attempt: u32,
+    pub outcome: TaskOutcome,
+}

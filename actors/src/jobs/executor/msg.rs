@@ -1,0 +1,40 @@
+//! Messages of the `Executor` actor.
+
+use flotilla_protocol::jobs::{JobId, JobKind};
+use flotilla_protocol::services::jobs::{LedgerEntry, StartAnswer, TaskOutcome};
+use flotilla_protocol::NodeId;
+use ractor::RpcReplyPort;
+
+use crate::jobs::ledger::TaskKey;
+
+/// What the `Executor` accepts. Callers use [`super::Handle`].
+#[derive(Debug)]
+pub enum Msg {
+    /// Start a task (or re-attach, or refuse an old epoch); the answer comes after the ledger
+    /// entry is on disk.
+    Start {
+        key: TaskKey,
+        owner: NodeId,
+        epoch: u64,
+        attempt: u32,
+        kind: JobKind,
+        reply: RpcReplyPort<crate::Result<StartAnswer>>,
+    },
+    /// Cancel a task; replies whether it was running.
+    Cancel {
+        key: TaskKey,
+        epoch: u64,
+        reply: RpcReplyPort<crate::Result<bool>>,
+    },
+    /// Every ledger entry of a job, for a new owner's survey.
+    Survey {
+        job: JobId,
+        reply: RpcReplyPort<Vec<(u32, LedgerEntry)>>,
+    },
+    /// A task's work ended (sent by the task itself).
+    WorkDone {
+        key: TaskKey,
+        attempt: u32,
+        outcome: TaskOutcome,
+    },
+}

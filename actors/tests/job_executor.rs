@@ -1,0 +1,253 @@
+//! The `Executor` actor: tasks run once per attempt, re-attach, fencing, cancel, and a restart
+//! of the executing node that keeps the ledger.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_actors::jobs::executor::{Finished, Handle, TaskRunner};
+use flotilla_actors::store::{Column, Durability, Store};
+use flotilla_protocol::jobs::{JobId, JobKind};
+use flotilla_protocol::services::jobs::{StartAnswer, TaskOutcome};
+use flotilla_protocol::NodeId;
+use tokio::sync::mpsc;
+
+/// An in-memory `Store` for the storage boundary.
+#[derive(Default)]
+struct MemStore(Mutex<BTreeMap<(u8, Vec<u8>), Vec<u8>>>);
+
+fn col(c: Column) -> u8 {
+    Column::ALL.iter().position(|x| *x == c).unwrap() as u8
+}
+
+impl Store for MemStore {
+    fn get(&self, c: Column, key: &[u8]) -> flotilla_actors::Result<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().get(&(col(c), key.to_vec())).cloned())
+    }
+    fn put(
+        &self,
+        c: Column,
+        key: &[u8],
+        value: &[u8],
+        _: Durability,
+    ) -> flotilla_actors::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert((col(c), key.to_vec()), value.to_vec());
+        Ok(())
+    }
+    fn delete(&self, c: Column, key: &[u8], _: Durability) -> flotilla_actors::Result<()> {
+        self.0.lock().unwrap().remove(&(col(c), key.to_vec()));
+        Ok(())
+    }
+    fn scan_prefix(
+        &self,
+        c: Column,
+        prefix: &[u8],
+        limit: usize,
+    ) -> flotilla_actors::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((cc, k), _)| *cc == col(c) && k.starts_with(prefix))
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+    fn flush(&self) -> flotilla_actors::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts executions per task (the test's ledger), sums `matrix_size` numbers as the "work",
+/// and blocks tasks numbered >= 100 until cancelled.
+#[derive(Default)]
+struct CountingRunner {
+    runs: Mutex<BTreeMap<u32, u32>>,
+    started: AtomicU32,
+}
+
+impl TaskRunner for CountingRunner {
+    fn run(&self, kind: &JobKind, task: u32, cancelled: &AtomicBool) -> Result<String, String> {
+        *self.runs.lock().unwrap().entry(task).or_default() += 1;
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let JobKind::Benchmark { matrix_size, .. } = kind;
+        if task >= 100 {
+            for _ in 0..200 {
+                if cancelled.load(Ordering::Acquire) {
+                    return Err("cancelled".into());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return Err("never cancelled".into());
+        }
+        if task == 13 {
+            return Err("unlucky task".into());
+        }
+        let sum: u64 = (1..=u64::from(*matrix_size)).sum();
+        Ok(format!("{{\"sum\":{sum}}}"))
+    }
+}
+
+fn kind() -> JobKind {
+    JobKind::Benchmark {
+        peers: 1,
+        matrix_size: 10,
+        iterations: 1,
+    }
+}
+
+fn job() -> JobId {
+    JobId("job-x".into())
+}
+
+async fn next(reports: &mut mpsc::Receiver<Finished>) -> Finished {
+    tokio::time::timeout(Duration::from_secs(10), reports.recv())
+        .await
+        .expect("a report within 10 s")
+        .expect("channel open")
+}
+
+#[tokio::test]
+async fn a_task_runs_once_and_reports_to_its_owner() {
+    let runner = Arc::new(CountingRunner::default());
+    let (h, mut reports, _) = Handle::spawn(Arc::new(MemStore::default()), runner.clone(), 16)
+        .await
+        .unwrap();
+    let owner = NodeId::from("owner-1");
+    assert_eq!(
+        h.start(job(), 0, owner.clone(), 1, 0, kind())
+            .await
+            .unwrap(),
+        StartAnswer::Started
+    );
+    let done = next(&mut reports).await;
+    assert_eq!(
+        done,
+        Finished {
+            owner,
+            job: job(),
+            task: 0,
+            attempt: 0,
+            outcome: TaskOutcome::Succeeded("{\"sum\":55}".into())
+        }
+    );
+    // A new owner asking again learns the result; nothing runs twice.
+    let again = h
+        .start(job(), 0, NodeId::from("owner-2"), 2, 0, kind())
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        StartAnswer::AlreadyFinished(TaskOutcome::Succeeded("{\"sum\":55}".into()))
+    );
+    assert_eq!(runner.runs.lock().unwrap()[&0], 1);
+    // A failing task reports its reason.
+    h.start(job(), 13, NodeId::from("owner-2"), 2, 0, kind())
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut reports).await.outcome,
+        TaskOutcome::Failed("unlucky task".into())
+    );
+}
+
+#[tokio::test]
+async fn reattach_fencing_and_cancel() {
+    let runner = Arc::new(CountingRunner::default());
+    let (h, mut reports, _) = Handle::spawn(Arc::new(MemStore::default()), runner.clone(), 16)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.start(job(), 100, NodeId::from("o1"), 1, 0, kind())
+            .await
+            .unwrap(),
+        StartAnswer::Started
+    );
+    assert_eq!(
+        h.start(job(), 100, NodeId::from("o2"), 2, 0, kind())
+            .await
+            .unwrap(),
+        StartAnswer::AlreadyRunning
+    );
+    assert_eq!(
+        h.start(job(), 100, NodeId::from("o1"), 1, 0, kind())
+            .await
+            .unwrap(),
+        StartAnswer::Fenced { current: 2 }
+    );
+    assert!(
+        h.cancel(job(), 100, 1).await.is_err(),
+        "an old owner cannot cancel"
+    );
+    assert!(h.cancel(job(), 100, 2).await.unwrap());
+    let done = next(&mut reports).await;
+    assert_eq!(
+        (done.owner.as_str(), done.outcome),
+        ("o2", TaskOutcome::Cancelled)
+    );
+    assert!(
+        !h.cancel(job(), 100, 2).await.unwrap(),
+        "cancelling twice is a no-op"
+    );
+    let survey = h.survey(job()).await.unwrap();
+    assert_eq!(survey.len(), 1);
+    assert_eq!(survey[0].1.outcome, Some(TaskOutcome::Cancelled));
+    // The work ran at most once (a cancel that lands before the worker thread starts skips it).
+    assert!(runner.runs.lock().unwrap().get(&100).copied().unwrap_or(0) <= 1);
+}
+
+#[tokio::test]
+async fn a_restarted_executor_keeps_its_ledger() {
+    let store: Arc<MemStore> = Arc::new(MemStore::default());
+    let runner = Arc::new(CountingRunner::default());
+    {
+        let (h, mut reports, join) = Handle::spawn(store.clone(), runner.clone(), 16)
+            .await
+            .unwrap();
+        h.start(job(), 1, NodeId::from("o"), 3, 0, kind())
+            .await
+            .unwrap();
+        next(&mut reports).await;
+        h.start(job(), 101, NodeId::from("o"), 3, 0, kind())
+            .await
+            .unwrap();
+        h.stop();
+        join.await.unwrap();
+    }
+    // The node comes back: finished work is remembered, interrupted work is reported failed,
+    // and the ledger still fences the older epoch.
+    let (h, mut reports, _) = Handle::spawn(store, runner.clone(), 16).await.unwrap();
+    let interrupted = next(&mut reports).await;
+    assert_eq!(interrupted.task, 101);
+    assert!(matches!(interrupted.outcome, TaskOutcome::Failed(ref r) if r.contains("restarted")));
+    assert!(matches!(
+        h.start(job(), 1, NodeId::from("o"), 3, 0, kind())
+            .await
+            .unwrap(),
+        StartAnswer::AlreadyFinished(_)
+    ));
+    assert_eq!(
+        h.start(job(), 1, NodeId::from("old"), 2, 0, kind())
+            .await
+            .unwrap(),
+        StartAnswer::Fenced { current: 3 }
+    );
+    // A new attempt of the interrupted task runs.
+    assert_eq!(
+        h.start(job(), 101, NodeId::from("o"), 3, 1, kind())
+            .await
+            .unwrap(),
+        StartAnswer::Started
+    );
+    h.cancel(job(), 101, 3).await.unwrap();
+    assert_eq!(
+        runner.runs.lock().unwrap()[&1],
+        1,
+        "the finished task never ran again"
+    );
+}
