@@ -15,6 +15,7 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod data;
 pub mod error;
 pub mod jobs;
 pub mod membership;
