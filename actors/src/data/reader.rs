@@ -89,8 +89,10 @@ impl Reader {
         }
         starts.push(acc);
         let ci = cursor.shard_index as usize;
-        let valid = ci < shard_order.len() && cursor.offset < shard_lens[shard_order[ci] as usize]
-            || (ci == shard_order.len() && cursor.offset == 0);
+        // The start of any shard (even an empty one, or the end) is a valid position; the
+        // seek below moves past empty shards.
+        let valid = cursor.offset == 0 && ci <= shard_order.len()
+            || ci < shard_order.len() && cursor.offset < shard_lens[shard_order[ci] as usize];
         if !valid {
             return Err(Error::invalid(
                 "reader",
@@ -272,5 +274,11 @@ mod tests {
         )
         .is_err());
         assert!(Reader::new(LENS.to_vec(), 1, 2, 2).is_err());
+        // Empty shards anywhere, including first in the shuffled order, and no shards at all.
+        for seed in 0..20 {
+            let n: usize = Reader::new(vec![0, 0, 3, 0], seed, 2, 1).unwrap().count();
+            assert_eq!(n, 1, "seed {seed}");
+        }
+        assert_eq!(Reader::new(Vec::new(), 1, 3, 0).unwrap().count(), 0);
     }
 }
