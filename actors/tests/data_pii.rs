@@ -26,6 +26,12 @@ const POSITIVE: &[(&str, &str)] = &[
     ("ring +49 30 12345678.", "ring [PHONE]."),
     ("+33 1 23 45 67 89 is the office", "[PHONE] is the office"),
     ("whatsapp +4915112345678", "whatsapp [PHONE]"),
+    (
+        "from abroad dial 0044 20 7946 0958",
+        "from abroad dial [PHONE]",
+    ),
+    ("tel: +44 (0)20 7946 0958", "tel: [PHONE]"),
+    ("+1-555-123-4567 is my cell", "[PHONE] is my cell"),
     // Phones: national formats.
     (
         "call me on (555) 123-4567 please",
@@ -56,6 +62,7 @@ const POSITIVE: &[(&str, &str)] = &[
     ("to GB82WEST12345698765432", "to [IBAN]"),
     ("FR1420041010050500013M02606 is mine", "[IBAN] is mine"),
     ("NL91ABNA0417164300, thanks", "[IBAN], thanks"),
+    ("iban: de89370400440532013000", "iban: [IBAN]"),
     (
         "pay BE68 5390 0754 7034 AND confirm",
         "pay [IBAN] AND confirm",
@@ -94,6 +101,16 @@ const NEGATIVE: &[&str] = &[
     "on 15/03/2024 I paid",
     "on 03/15/2024 and 15.03.2024",
     "due 2024/03/15",
+    "2024-03-15T14:30:00Z",
+    "ref 20240315143000",
+    // Numbers of other kinds.
+    "between 10,000 and 20,000",
+    "version 1.2.3.4 and IP 192.168.1.1",
+    "ZIP 90210, pi 3.14159265358979",
+    "invoice INV-2024-001234",
+    "card ending 1234",
+    "amount 1234567890123",
+    "1,234,567,890",
     // Times.
     "at 14:30 or 09:15:00",
     "between 9:00 and 17:30",

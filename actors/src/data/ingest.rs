@@ -53,7 +53,13 @@ pub struct Options {
     /// The source field holding the label, if any.
     pub label_field: Option<String>,
     pub on_error: OnError,
+    /// Longest line or CSV row accepted; a longer one is malformed. Lines are read at most
+    /// this far into memory (the rest is skipped unread); the CSV reader holds the row.
+    pub max_record_bytes: usize,
 }
+
+/// Default [`Options::max_record_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
 
 impl Options {
     /// Options for `format` with text field `text` and no label.
@@ -63,6 +69,7 @@ impl Options {
             text_field: TEXT.to_string(),
             label_field: None,
             on_error: OnError::Skip,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -218,9 +225,12 @@ impl<R: Read> Ingest<R> {
                     json,
                 } => {
                     buf.clear();
-                    let n = input
+                    let max = self.opts.max_record_bytes;
+                    let io = |e: std::io::Error| Error::Io(e.to_string());
+                    let n = (&mut *input)
+                        .take(max as u64 + 1)
                         .read_until(b'\n', buf)
-                        .map_err(|e| Error::Io(e.to_string()))?;
+                        .map_err(io)?;
                     if n == 0 {
                         return Ok(None);
                     }
@@ -228,35 +238,58 @@ impl<R: Read> Ingest<R> {
                     *offset += n as u64;
                     *line += 1;
                     let id = *line - 1;
-                    let text = std::str::from_utf8(buf).map_err(|e| Error::NotUtf8 {
-                        line: *line,
-                        byte_offset: start + e.valid_up_to() as u64,
-                    })?;
-                    let text = text.trim_end_matches(['\n', '\r']);
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    if *json {
-                        let parsed = parse_json_line(
-                            text,
-                            &self.opts.text_field,
-                            self.opts.label_field.as_deref(),
-                        );
-                        match parsed {
-                            Ok(fields) => Ok(Record { id, fields }),
-                            Err(JsonProblem::Missing(field, available)) if id == 0 => {
-                                // The first line decides whether the field exists at all: a
-                                // misnamed field is a usage error, not a thousand bad lines.
-                                return Err(Error::MissingField {
-                                    field,
-                                    at: Some("line 1".to_string()),
-                                    available,
-                                });
+                    if n > max && buf.last() != Some(&b'\n') {
+                        // Skip the rest of the line without holding it.
+                        loop {
+                            let avail = input.fill_buf().map_err(io)?;
+                            if avail.is_empty() {
+                                break;
                             }
-                            Err(p) => Err((*line, p.to_string())),
+                            let (used, done) = match avail.iter().position(|&b| b == b'\n') {
+                                Some(p) => (p + 1, true),
+                                None => (avail.len(), false),
+                            };
+                            input.consume(used);
+                            *offset += used as u64;
+                            if done {
+                                break;
+                            }
                         }
+                        Err((*line, format!("longer than max_record_bytes ({max})")))
                     } else {
-                        Ok(Record::text(id, text))
+                        let text = std::str::from_utf8(buf).map_err(|e| Error::NotUtf8 {
+                            line: *line,
+                            byte_offset: start + e.valid_up_to() as u64,
+                        })?;
+                        let text = text.trim_end_matches(['\n', '\r']);
+                        if text.trim().is_empty() {
+                            continue;
+                        }
+                        if *json {
+                            let parsed = parse_json_line(
+                                text,
+                                &self.opts.text_field,
+                                self.opts.label_field.as_deref(),
+                            );
+                            match parsed {
+                                Ok(fields) => Ok(Record { id, fields }),
+                                Err(JsonProblem::Missing(field, available))
+                                    if self.report.records == 0 && self.report.malformed == 0 =>
+                                {
+                                    // The first non-empty line decides whether the field exists
+                                    // at all: a misnamed field is a usage error, not a thousand
+                                    // bad lines.
+                                    return Err(Error::MissingField {
+                                        field,
+                                        at: Some(format!("line {line}")),
+                                        available,
+                                    });
+                                }
+                                Err(p) => Err((*line, p.to_string())),
+                            }
+                        } else {
+                            Ok(Record::text(id, text))
+                        }
                     }
                 }
                 Source::Csv {
@@ -273,7 +306,15 @@ impl<R: Read> Ingest<R> {
                     let id = *index;
                     *index += 1;
                     let pos = row.position().cloned().unwrap_or_else(csv::Position::new);
-                    if row.len() != *width {
+                    if row.as_slice().len() > self.opts.max_record_bytes {
+                        Err((
+                            pos.line(),
+                            format!(
+                                "longer than max_record_bytes ({})",
+                                self.opts.max_record_bytes
+                            ),
+                        ))
+                    } else if row.len() != *width {
                         Err((
                             pos.line(),
                             format!("{} fields, the header has {}", row.len(), width),
@@ -455,9 +496,12 @@ mod tests {
 
     #[test]
     fn jsonl_missing_field_on_first_line_lists_fields() {
-        let e = jsonl("{\"body\":\"a\",\"intent\":\"x\"}\n", OnError::Skip).unwrap_err();
+        let e = jsonl("\n{\"body\":\"a\",\"intent\":\"x\"}\n", OnError::Skip).unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("`text`") && s.contains("body, intent"), "{s}");
+        assert!(
+            s.contains("`text`") && s.contains("line 2") && s.contains("body, intent"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -504,6 +548,30 @@ mod tests {
             e.contains("`intent`") && e.contains("text, category"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn overlong_lines_are_malformed_and_skipped_unread() {
+        let long = "x".repeat(5000);
+        let s = format!("short\n{long}\nafter\n{long}");
+        let mut o = Options::new(Format::Text);
+        o.max_record_bytes = 100;
+        let (rs, rep) = parse_all(s.as_bytes(), o.clone()).unwrap();
+        assert_eq!(rs, vec![Record::text(0, "short"), Record::text(2, "after")]);
+        assert_eq!(
+            rep.errors.iter().map(|e| e.line).collect::<Vec<_>>(),
+            vec![2, 4]
+        );
+        o.on_error = OnError::Fail;
+        assert!(parse_all(s.as_bytes(), o)
+            .unwrap_err()
+            .to_string()
+            .contains("line 2"));
+        let mut o = Options::new(Format::Csv);
+        o.max_record_bytes = 100;
+        let csv = format!("text\nok\n\"{long}\"\nfine\n");
+        let (rs, rep) = parse_all(csv.as_bytes(), o).unwrap();
+        assert_eq!((rs.len(), rep.errors[0].line), (2, 3));
     }
 
     #[test]

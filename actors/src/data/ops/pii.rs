@@ -83,7 +83,8 @@ fn patterns() -> &'static Patterns {
         Patterns {
             email: r(r"(?i)\b[a-z0-9][a-z0-9._%+-]*@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,24}\b"),
             // Two letters, two check digits, then groups of up to four, optionally spaced.
-            iban: r(r"\b[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"),
+            // Case-insensitive: people type IBANs in lowercase; mod-97 keeps words out.
+            iban: r(r"(?i)\b[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"),
             // 13–19 digits unbroken, or 4-4-4-4(-1..3) and 4-6-5 (Amex) with one separator.
             card: r(concat!(
                 r"\b(?:[0-9]{13,19}",
@@ -95,6 +96,8 @@ fn patterns() -> &'static Patterns {
             phone: vec![
                 // International: +CC then 6–14 more digits in groups.
                 r(r"\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,6}"),
+                // The same with the 00 international access prefix: 0044 20 7946 0958.
+                r(r"\b00[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,6}"),
                 // North American: (555) 123-4567, 555-123-4567, 555.123.4567, 1-800-555-0199.
                 r(r"(?:\b1[ .-])?(?:\([0-9]{3}\)\s?|\b[0-9]{3}[.-])[0-9]{3}[.-][0-9]{4}\b"),
                 // National numbers with a trunk 0: 020 7946 0958, 07700 900123, 030-1234567.
@@ -170,14 +173,14 @@ pub fn iban_valid(iban: &str) -> bool {
 /// all of them for an unlisted country), so a trailing word glued to the match does not spoil
 /// it. Returns the byte length of the IBAN within `cand`.
 fn iban_in(cand: &str) -> Option<usize> {
-    let want = iban_length(cand.get(..2)?);
+    let want = iban_length(&cand.get(..2)?.to_ascii_uppercase());
     let mut compact = String::new();
     let mut end = 0;
     for (i, c) in cand.char_indices() {
         if c == ' ' {
             continue;
         }
-        compact.push(c);
+        compact.push(c.to_ascii_uppercase());
         end = i + c.len_utf8();
         if Some(compact.len()) == want {
             break;
