@@ -100,6 +100,10 @@ pub struct NearParams {
     pub num_perm: usize,
     /// Seeds the hash family; every node must use the same seed for one job.
     pub seed: u64,
+    /// Largest LSH bucket whose members are all compared pairwise. A bigger bucket (many
+    /// copies of one text) compares each member with the bucket's smallest id only, so the
+    /// merge stays linear; clusters are the same for copies, `pairs` then lists the star.
+    pub max_bucket: usize,
 }
 
 impl Default for NearParams {
@@ -110,6 +114,7 @@ impl Default for NearParams {
             shingle: 1,
             num_perm: 128,
             seed: 1,
+            max_bucket: 256,
         }
     }
 }
@@ -122,6 +127,13 @@ impl NearParams {
                 "dedup-near",
                 "threshold",
                 format!("{} is not in (0, 1]", self.threshold),
+            ));
+        }
+        if self.max_bucket < 2 {
+            return Err(Error::invalid(
+                "dedup-near",
+                "max_bucket",
+                "must be at least 2",
             ));
         }
         if self.shingle == 0 {
@@ -267,6 +279,12 @@ impl MinHasher {
         }
         let mut candidates: BTreeSet<(usize, usize)> = BTreeSet::new();
         for members in buckets.values() {
+            // Members are in id order (sketches were sorted), so the star's centre is the
+            // smallest id whatever the sharding.
+            if members.len() > self.params.max_bucket {
+                candidates.extend(members[1..].iter().map(|&j| (members[0], j)));
+                continue;
+            }
             for (x, &i) in members.iter().enumerate() {
                 for &j in &members[x + 1..] {
                     candidates.insert((i.min(j), i.max(j)));
@@ -500,6 +518,24 @@ mod tests {
                 p(t + 0.1)
             );
         }
+    }
+
+    #[test]
+    fn a_huge_bucket_of_copies_stays_linear_and_forms_one_cluster() {
+        let mut rs: Vec<Record> = (0..3000)
+            .map(|i| Record::text(i, "why was my card declined at the shop"))
+            .collect();
+        rs.push(Record::text(5000, "how do I change my PIN code"));
+        let (kept, res) = near_dedup(vec![rs], &NearParams::default()).unwrap();
+        // A star around id 0, not the 4.5 million pairs of the full comparison.
+        assert_eq!(res.pairs.len(), 2999);
+        assert!(res.pairs.iter().all(|p| p.0 == 0));
+        assert_eq!(res.clusters.len(), 1);
+        assert_eq!(res.clusters[0].len(), 3000);
+        assert_eq!(
+            kept[0].iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![0, 5000]
+        );
     }
 
     #[test]
