@@ -7,7 +7,7 @@
 use flotilla_kernels::ops::attention::{self, Shape};
 use flotilla_kernels::ops::gelu::{self, Gelu};
 use flotilla_kernels::ops::matmul::{gemm_view, View};
-use flotilla_kernels::ops::{layer_norm, xent};
+use flotilla_kernels::ops::{fastmath, layer_norm, xent};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -387,4 +387,16 @@ fn distillation_kl_matches_f64() {
         assert_close("distill loss", &[loss], &[f(&s64)], 1e-4, 1e-3);
         assert_close("distill grad", &g, &fd_grad(&s64, &f), 1e-4, 1e-3);
     }
+}
+
+#[test]
+fn fast_exp_matches_f64() {
+    // Across the range the kernels use (softmax and GELU arguments are ≤ 0 or moderate), plus
+    // random points; relative error within a few f32 ulps.
+    let mut r = rng(7);
+    let mut xs: Vec<f32> = (-870..=880).map(|i| i as f32 * 0.1).collect();
+    xs.extend((0..10_000).map(|_| r.gen_range(-87.0f32..88.0)));
+    let got: Vec<f32> = xs.iter().map(|x| fastmath::exp(*x)).collect();
+    let want: Vec<f64> = xs.iter().map(|x| f64::from(*x).exp()).collect();
+    assert_close("exp", &got, &want, 5e-7, 0.0);
 }

@@ -10,8 +10,10 @@ const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³
 
-/// `e^x` to about 1 ulp for `x` in [-87, 88]; clamps outside (0 or a large finite value never
-/// arises in the callers, which feed it non-positive or moderate arguments).
+/// `e^x` to about 1 ulp for `x` in [-87, 88] (measured worst: 7.5e-8 relative). Arguments are
+/// clamped to that range, so anything below -87 gives e^-87 ≈ 1.6e-38 rather than a smaller
+/// number or zero: harmless for the softmaxes and GELU tails that use it, and it keeps the result
+/// a normal float.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
