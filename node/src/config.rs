@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flotilla_actors::membership;
+use flotilla_actors::{catalog, membership};
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +55,11 @@ pub struct NodeConfig {
     pub shutdown_grace: Duration,
     /// Failure-detector timeouts.
     pub membership: membership::Config,
+    /// How often the catalog runs anti-entropy with one random alive peer.
+    #[serde(with = "humantime_serde")]
+    pub catalog_sync_interval: Duration,
+    /// Limits of the catalog replica.
+    pub catalog: catalog::Config,
 }
 
 impl Default for NodeConfig {
@@ -79,6 +84,8 @@ impl Default for NodeConfig {
             probe_budget: Duration::from_millis(300),
             shutdown_grace: Duration::from_secs(10),
             membership: membership::Config::default(),
+            catalog_sync_interval: Duration::from_secs(5),
+            catalog: catalog::Config::default(),
         }
     }
 }
@@ -153,6 +160,16 @@ impl NodeConfig {
         self.membership
             .validate()
             .map_err(|e| err("membership", e.to_string()))?;
+        // Faster than this, rounds would overlap with their own request deadlines on a busy
+        // node; slower than an hour, a missed gossip stays missing for too long.
+        if self.catalog_sync_interval < Duration::from_millis(100)
+            || self.catalog_sync_interval > Duration::from_secs(3600)
+        {
+            return Err(err("catalog_sync_interval", "must be between 100ms and 1h"));
+        }
+        self.catalog
+            .validate()
+            .map_err(|e| err("catalog", e.to_string()))?;
         Ok(())
     }
 
@@ -265,6 +282,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(c.validate().unwrap_err().field, "allow_peers");
+    }
+
+    #[test]
+    fn catalog_sync_interval_is_checked_by_name() {
+        let f: FileConfig = toml::from_str("[node]\ncatalog_sync_interval = \"2s\"\n").unwrap();
+        assert_eq!(f.node.catalog_sync_interval, Duration::from_secs(2));
+        f.node.validate().unwrap();
+        let c = NodeConfig {
+            catalog_sync_interval: Duration::from_millis(10),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "catalog_sync_interval");
+        let mut c = NodeConfig::default();
+        c.catalog.max_entries = 0;
+        assert_eq!(c.validate().unwrap_err().field, "catalog");
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_actors::membership;
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::store::{Column, Durability, Store};
+use flotilla_actors::{catalog, membership};
 use flotilla_protocol::services::{control, membership as gossip};
 use flotilla_protocol::NodeId;
 use libp2p::{Multiaddr, PeerId};
@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::net::bridge::{Bridge, Command, Wiring};
+use crate::net::catalog_sync::{self, AntiEntropy, CatalogWiring};
 use crate::net::mesh::NetMesh;
 use crate::sampler::Sampler;
 use crate::store::RocksStore;
@@ -35,6 +36,7 @@ pub struct RunningNode {
     pub peer_id: PeerId,
     pub api_addr: SocketAddr,
     pub membership: membership::Handle,
+    pub catalog: catalog::Handle,
     pub mesh: NetMesh,
     config: NodeConfig,
     store: RocksStore,
@@ -46,6 +48,7 @@ pub struct RunningNode {
     tasks: Vec<JoinHandle<()>>,
     http_task: Option<JoinHandle<()>>,
     membership_task: Option<JoinHandle<()>>,
+    catalog_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -89,7 +92,17 @@ impl RunningNode {
         let (membership, membership_task) =
             membership::Handle::spawn(config.membership.clone(), first.clone()).await?;
 
+        let (outbox_tx, outbox_rx) = mpsc::channel(catalog_sync::OUTBOX_CAPACITY);
+        let (catalog, catalog_task) = catalog::Handle::spawn(
+            config.catalog.clone(),
+            NodeId(peer_id.to_string()),
+            Arc::new(store.clone()),
+            outbox_tx,
+        )
+        .await?;
+
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (inbox_tx, inbox_rx) = mpsc::channel(catalog_sync::INBOX_CAPACITY);
         let (info_tx, info_rx) = watch::channel(first);
         let (addrs_tx, addrs_rx) = watch::channel(Vec::new());
         let bridge = Bridge::new(
@@ -102,9 +115,34 @@ impl RunningNode {
                 listen_addrs: addrs_tx,
                 join: config.join_addrs(),
                 target_peers: config.target_peers,
+                catalog: CatalogWiring {
+                    outbox: outbox_rx,
+                    inbox: inbox_tx,
+                },
             },
         )?;
-        let mut tasks = vec![tokio::spawn(bridge.run())];
+        let mut tasks = vec![
+            tokio::spawn(bridge.run()),
+            tokio::spawn(catalog_sync::serve(
+                inbox_rx,
+                catalog.clone(),
+                cmd_tx.clone(),
+                metrics.clone(),
+            )),
+            tokio::spawn(
+                AntiEntropy {
+                    me: NodeId(peer_id.to_string()),
+                    every: config.catalog_sync_interval,
+                    deadline: config.request_timeout,
+                    membership: membership.clone(),
+                    catalog: catalog.clone(),
+                    commands: cmd_tx.clone(),
+                    metrics: metrics.clone(),
+                }
+                .run(),
+            ),
+        ];
+        catalog_sync::refresh_entries(&catalog, &metrics).await;
 
         let mut listen_addrs = addrs_rx.clone();
         tokio::time::timeout(LISTEN_DEADLINE, listen_addrs.wait_for(|a| !a.is_empty()))
@@ -126,6 +164,7 @@ impl RunningNode {
         let ready = Arc::new(AtomicBool::new(false));
         let state = http::AppState {
             membership: membership.clone(),
+            catalog: catalog.clone(),
             registry,
             metrics,
             ready: ready.clone(),
@@ -149,6 +188,7 @@ impl RunningNode {
             api_addr,
             mesh: NetMesh::new(peer_id, cmd_tx.clone()),
             membership,
+            catalog,
             config,
             store,
             incarnation,
@@ -159,6 +199,7 @@ impl RunningNode {
             tasks,
             http_task: Some(http_task),
             membership_task: Some(membership_task),
+            catalog_task: Some(catalog_task),
         })
     }
 
@@ -257,6 +298,11 @@ impl RunningNode {
         }
         self.membership.stop();
         if let Some(t) = self.membership_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        // The catalog actor holds the store; it must be gone before the data dir is reopened.
+        self.catalog.stop();
+        if let Some(t) = self.catalog_task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     }

@@ -18,6 +18,12 @@ pub struct ServiceLabel {
     pub service: String,
 }
 
+/// Label of a refused catalog entry's reason.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 /// Label of an HTTP route and status.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabel {
@@ -39,6 +45,25 @@ pub struct Metrics {
     pub gossip_rejected: Counter,
     /// HTTP requests served, by route and status.
     pub http_requests: Family<HttpLabel, Counter>,
+    /// Entries of the catalog replica, tombstones included.
+    pub catalog_entries: Gauge,
+    /// Catalog entries from peers that were refused, by reason.
+    pub catalog_rejected: Family<ReasonLabel, Counter>,
+    /// Anti-entropy rounds this node started that got an answer.
+    pub catalog_sync_rounds: Counter,
+}
+
+impl Metrics {
+    /// Counts the refused entries of one merge.
+    pub fn count_catalog_rejections(&self, reasons: &[&'static str]) {
+        for reason in reasons {
+            self.catalog_rejected
+                .get_or_create(&ReasonLabel {
+                    reason: (*reason).to_string(),
+                })
+                .inc();
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,7 +107,28 @@ impl Metrics {
             "HTTP requests served, by route and status",
             http_requests.clone(),
         );
+        let catalog_entries = Gauge::default();
+        flotilla.register(
+            "catalog_entries",
+            "Entries of the catalog replica, tombstones included",
+            catalog_entries.clone(),
+        );
+        let catalog_rejected = Family::<ReasonLabel, Counter>::default();
+        flotilla.register(
+            "catalog_rejected",
+            "Catalog entries from peers that were refused, by reason",
+            catalog_rejected.clone(),
+        );
+        let catalog_sync_rounds = Counter::default();
+        flotilla.register(
+            "catalog_sync_rounds",
+            "Anti-entropy rounds started by this node that got an answer",
+            catalog_sync_rounds.clone(),
+        );
         Metrics {
+            catalog_entries,
+            catalog_rejected,
+            catalog_sync_rounds,
             libp2p,
             members,
             transitions,

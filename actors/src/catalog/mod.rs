@@ -6,8 +6,14 @@
 //! - [`query`]: versions, latest versions, alias resolution and active jobs.
 //! - [`persist`]: saving entries to and loading them from the `Catalog` column of the
 //!   [`crate::store::Store`].
+//! - [`msg`]: the actor's messages.
+//! - [`actor`]: the thin ractor shell: wall clock, persistence, hand-off of deltas to gossip.
+//! - [`handle`]: the typed, deadline-bounded API callers use.
 
+pub mod actor;
 pub mod core;
+pub mod handle;
+pub mod msg;
 pub mod persist;
 pub mod query;
 
@@ -15,4 +21,6 @@ pub mod query;
 mod fixtures;
 
 pub use self::core::{Catalog, Config, Error, MergeReport, Rejection, Write};
+pub use actor::{MergeSummary, Stats, WriteError};
+pub use handle::Handle;
 pub use persist::LoadReport;

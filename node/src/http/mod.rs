@@ -4,6 +4,7 @@
 //! probes requires `Authorization: Bearer <token>`.
 
 mod auth;
+mod catalog;
 mod routes;
 
 pub use routes::ClusterView;
@@ -13,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::Router;
-use flotilla_actors::membership;
+use flotilla_actors::{catalog as replica, membership};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -26,6 +27,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub membership: membership::Handle,
+    pub catalog: replica::Handle,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// Set once the node listens and its actors run; cleared when shutdown starts.
@@ -36,6 +38,7 @@ pub struct AppState {
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
     routes::router(state.clone())
+        .merge(catalog::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flotilla_protocol::services::control;
+use flotilla_protocol::services::{catalog, control};
 use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
@@ -23,6 +23,10 @@ pub const KAD_PROTOCOL: &str = "/flotilla/kad/1";
 pub type ControlCodec =
     FrameCodec<control::Request, control::Response, { control::MAX_FRAME_BYTES }>;
 
+/// The catalog anti-entropy service's codec.
+pub type CatalogCodec =
+    FrameCodec<catalog::Request, catalog::Response, { catalog::MAX_MESSAGE_BYTES }>;
+
 /// Every behaviour a node runs.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -35,6 +39,7 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
     pub control: request_response::Behaviour<ControlCodec>,
+    pub catalog: request_response::Behaviour<CatalogCodec>,
 }
 
 impl Behaviour {
@@ -92,7 +97,9 @@ impl Behaviour {
             // Messages are delivered to the application first and forwarded only once it has
             // validated them (sender matches signer, payload decodes within its cap).
             .validate_messages()
-            .max_transmit_size(flotilla_protocol::services::membership::MAX_MESSAGE_BYTES + 1024)
+            // Room for the largest catalog delta; each topic's own cap is applied when the
+            // bridge validates a message.
+            .max_transmit_size(catalog::MAX_MESSAGE_BYTES + 1024)
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub configuration: {e}"))?;
         let gossipsub = gossipsub::Behaviour::new(
@@ -112,7 +119,19 @@ impl Behaviour {
                 .with_max_concurrent_streams(256),
         );
 
+        let catalog = request_response::Behaviour::with_codec(
+            CatalogCodec::new(catalog::SERVICE),
+            [(
+                StreamProtocol::new(catalog::PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(64),
+        );
+
         Ok(Self {
+            catalog,
             limits,
             allow,
             identify,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_actors::membership;
-use flotilla_protocol::services::{control, membership as gossip};
+use flotilla_protocol::services::{catalog, control, membership as gossip};
 use flotilla_protocol::{NodeId, NodeInfo, RequestId};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::catalog_sync::{CatalogNet, CatalogReply, CatalogWiring};
 use super::codec::Frame;
 use crate::metrics::{Metrics, ServiceLabel};
 
@@ -36,6 +37,19 @@ pub enum Command {
         peer: PeerId,
         body: control::RequestBody,
         reply: ControlReply,
+    },
+    /// Publish a delta of local catalog writes on the catalog topic.
+    PublishCatalog(catalog::Delta),
+    /// Send a catalog anti-entropy request and reply with the answer.
+    Catalog {
+        peer: PeerId,
+        body: catalog::RequestBody,
+        reply: CatalogReply,
+    },
+    /// Send the answer to an inbound catalog request, once the catalog actor has produced it.
+    CatalogRespond {
+        channel: ResponseChannel<Frame<catalog::Response>>,
+        response: catalog::Response,
     },
     /// The peers with an open connection.
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
@@ -56,15 +70,18 @@ pub struct Wiring {
     pub listen_addrs: watch::Sender<Vec<Multiaddr>>,
     pub join: Vec<Multiaddr>,
     pub target_peers: usize,
+    /// The catalog's gossip outbox and request queue.
+    pub catalog: CatalogWiring,
 }
 
 /// The bridge's state.
 pub struct Bridge {
-    swarm: Swarm<Behaviour>,
-    wiring: Wiring,
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) wiring: Wiring,
     topic: IdentTopic,
     pending: HashMap<OutboundRequestId, (RequestId, ControlReply)>,
-    next_request_id: u64,
+    pub(super) next_request_id: u64,
+    pub(super) catalog: CatalogNet,
 }
 
 impl Bridge {
@@ -76,12 +93,14 @@ impl Bridge {
             .gossipsub
             .subscribe(&topic)
             .map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
+        let catalog = CatalogNet::subscribe(&mut swarm)?;
         let mut bridge = Bridge {
             swarm,
             wiring,
             topic,
             pending: HashMap::new(),
             next_request_id: 0,
+            catalog,
         };
         bridge.dial_join_addrs();
         Ok(bridge)
@@ -116,6 +135,7 @@ impl Bridge {
                     }
                     Some(cmd) => self.on_command(cmd),
                 },
+                Some(delta) = self.wiring.catalog.outbox.recv() => self.publish_catalog(delta),
                 _ = rejoin.tick() => {
                     // Lost every peer (or never had one): try the join addresses again.
                     if self.swarm.connected_peers().next().is_none() && !self.wiring.join.is_empty() {
@@ -131,6 +151,7 @@ impl Bridge {
         for (_, (_, reply)) in self.pending.drain() {
             let _ = reply.send(Err("node is shutting down".to_string()));
         }
+        self.catalog.fail_pending();
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -165,6 +186,11 @@ impl Bridge {
                     .control
                     .send_request(&peer, Frame::Valid(request));
                 self.pending.insert(out, (id, reply));
+            }
+            Command::PublishCatalog(delta) => self.publish_catalog(delta),
+            Command::Catalog { peer, body, reply } => self.catalog_request(peer, body, reply),
+            Command::CatalogRespond { channel, response } => {
+                self.catalog_respond(channel, response)
             }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
@@ -239,6 +265,7 @@ impl Bridge {
                 self.wiring.metrics.libp2p.record(&ev)
             }
             SwarmEvent::Behaviour(BehaviourEvent::Control(ev)) => self.on_control(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Catalog(ev)) => self.on_catalog(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.wiring.listen_addrs.send_modify(|a| a.push(address));
@@ -274,6 +301,10 @@ impl Bridge {
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        if message.topic == self.catalog.topic.hash() {
+            self.on_catalog_gossip(source, id, message);
+            return;
+        }
         let verdict = self.validate_gossip(&message);
         let acceptance = match &verdict {
             Ok(_) => MessageAcceptance::Accept,
@@ -339,12 +370,12 @@ impl Bridge {
                 request_response::Message::Request {
                     request: Frame::Rejected(reason),
                     ..
-                } => self.reject_peer(peer, &reason),
+                } => self.reject_peer(peer, control::SERVICE, &reason),
                 request_response::Message::Response {
                     request_id,
                     response: Frame::Rejected(reason),
                 } => {
-                    self.reject_peer(peer, &reason);
+                    self.reject_peer(peer, control::SERVICE, &reason);
                     if let Some((_, reply)) = self.pending.remove(&request_id) {
                         let _ =
                             reply.send(Err(format!("malformed response from {peer}: {reason}")));
@@ -385,15 +416,15 @@ impl Bridge {
     }
 
     /// A peer sent a frame that fails the codec: count it and close its connections.
-    fn reject_peer(&mut self, peer: PeerId, reason: &str) {
+    pub(super) fn reject_peer(&mut self, peer: PeerId, service: &str, reason: &str) {
         self.wiring
             .metrics
             .rejected_frames
             .get_or_create(&ServiceLabel {
-                service: control::SERVICE.to_string(),
+                service: service.to_string(),
             })
             .inc();
-        warn!(%peer, %reason, "malformed frame; closing the peer's connections");
+        warn!(%peer, %service, %reason, "malformed frame; closing the peer's connections");
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 

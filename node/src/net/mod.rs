@@ -4,10 +4,13 @@
 //! - [`behaviour`]: identify, ping, mDNS, Kademlia, gossipsub, request-response, limits.
 //! - [`codec`]: the size-capped request-response codec.
 //! - [`bridge`]: the event loop that owns the swarm and connects it to the actors.
+//! - [`catalog_sync`]: the catalog's side of the bridge (delta gossip, the anti-entropy
+//!   service) and the periodic anti-entropy rounds.
 //! - [`mesh`]: the [`flotilla_actors::mesh::Mesh`] implementation over the bridge.
 
 pub mod behaviour;
 pub mod bridge;
+pub mod catalog_sync;
 pub mod codec;
 pub mod mesh;
 pub mod transport;

@@ -1,0 +1,49 @@
+//! Messages of the `Catalog` actor.
+
+use flotilla_protocol::catalog::{CatalogKey, Entry, RecordKind};
+use flotilla_protocol::services::catalog::{Delta, Digest, SyncReply};
+use ractor::RpcReplyPort;
+
+use super::actor::{MergeSummary, Stats, WriteError};
+use super::core::Write;
+
+/// What the `Catalog` actor accepts. Callers use [`super::Handle`], never these directly.
+#[derive(Debug)]
+pub enum Msg {
+    /// A local write: validated, applied, saved with `Durability::Sync`, then handed to the
+    /// network; the reply comes only after the save.
+    Write {
+        key: CatalogKey,
+        write: Write,
+        reply: RpcReplyPort<Result<(), WriteError>>,
+    },
+    /// The entry under a key, tombstones included.
+    Get {
+        key: CatalogKey,
+        reply: RpcReplyPort<Option<Entry>>,
+    },
+    /// Every entry (of one kind, if given) in key order, tombstones included.
+    List {
+        kind: Option<RecordKind>,
+        reply: RpcReplyPort<Vec<(CatalogKey, Entry)>>,
+    },
+    /// The replica's digest, to start an anti-entropy round.
+    Digest(RpcReplyPort<Digest>),
+    /// A peer's digest: answered with the differing buckets and this replica's entries in them.
+    AnswerSync {
+        theirs: Digest,
+        reply: RpcReplyPort<SyncReply>,
+    },
+    /// A peer's answer to this replica's digest: merged; the reply holds what to push back.
+    CompleteSync {
+        answer: SyncReply,
+        reply: RpcReplyPort<(MergeSummary, Vec<Delta>)>,
+    },
+    /// Entries from a peer (gossip or a push): merged, applied entries saved buffered.
+    Merge {
+        delta: Delta,
+        reply: RpcReplyPort<MergeSummary>,
+    },
+    /// Counters and sizes for metrics.
+    Stats(RpcReplyPort<Stats>),
+}
