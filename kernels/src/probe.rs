@@ -49,6 +49,31 @@ pub fn run_cpu_probe(n: usize, budget: Duration) -> ProbeResult {
     }
 }
 
+/// Runs exactly `iterations` seeded `n × n` f32 multiplications (the work of a `benchmark` job
+/// task), checking `stop` between them. Returns `None` if stopped early.
+pub fn run_cpu_matmuls(n: usize, iterations: u32, stop: &dyn Fn() -> bool) -> Option<ProbeResult> {
+    let n = n.max(8);
+    let dev: Cpu = Cpu::seed_from_u64(0x5eed);
+    let a: Tensor<(usize, usize), f32, _> = dev.sample_normal_like(&(n, n));
+    let b: Tensor<(usize, usize), f32, _> = dev.sample_normal_like(&(n, n));
+    let start = Instant::now();
+    for _ in 0..iterations {
+        if stop() {
+            return None;
+        }
+        let c = a.clone().matmul(b.clone());
+        std::hint::black_box(c.as_vec().first().copied());
+    }
+    let elapsed = start.elapsed();
+    let flops = 2.0 * (n as f64).powi(3) * f64::from(iterations);
+    Some(ProbeResult {
+        size: n,
+        iterations,
+        gflops: flops / elapsed.as_secs_f64().max(1e-9) / 1e9,
+        elapsed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +83,14 @@ mod tests {
         let r = run_cpu_probe(64, Duration::from_millis(20));
         assert!(r.iterations >= 2);
         assert!(r.gflops > 0.0 && r.gflops.is_finite());
+    }
+
+    #[test]
+    fn fixed_iterations_run_and_stop_on_request() {
+        let r = run_cpu_matmuls(32, 3, &|| false).unwrap();
+        assert_eq!(r.iterations, 3);
+        assert!(r.gflops > 0.0);
+        assert!(run_cpu_matmuls(32, 3, &|| true).is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Modules:
 //! - [`config`]: node and client configuration, validation, precedence.
 //! - [`identity`]: the persistent ed25519 node key.
+//! - [`jobs`]: the work each job kind does on this node.
 //! - [`store`]: rocksdb behind the actors' `Store` boundary.
 //! - [`net`]: the libp2p swarm, its codec, and the bridge to the actors.
 //! - [`sampler`]: the node's heartbeat contents (cores, RAM, GPUs, compute score, load).
@@ -16,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod identity;
+pub mod jobs;
 pub mod metrics;
 pub mod net;
 pub mod sampler;

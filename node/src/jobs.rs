@@ -1,0 +1,74 @@
+//! The node's side of jobs: the work each job kind does on this machine.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use flotilla_actors::jobs::executor::TaskRunner;
+use flotilla_protocol::jobs::JobKind;
+use flotilla_protocol::NodeId;
+
+/// Runs job tasks with this node's compute kernels.
+#[derive(Debug, Clone)]
+pub struct KernelRunner {
+    node: NodeId,
+}
+
+impl KernelRunner {
+    /// A runner that reports results as coming from `node`.
+    pub fn new(node: NodeId) -> Self {
+        Self { node }
+    }
+}
+
+impl TaskRunner for KernelRunner {
+    fn run(&self, kind: &JobKind, task: u32, cancelled: &AtomicBool) -> Result<String, String> {
+        match kind {
+            JobKind::Benchmark {
+                matrix_size,
+                iterations,
+                ..
+            } => {
+                let stop = || cancelled.load(Ordering::Acquire);
+                let r = flotilla_kernels::probe::run_cpu_matmuls(
+                    *matrix_size as usize,
+                    *iterations,
+                    &stop,
+                )
+                .ok_or_else(|| "cancelled".to_string())?;
+                Ok(serde_json::json!({
+                    "task": task,
+                    "node": self.node.as_str(),
+                    "matrix_size": r.size,
+                    "iterations": r.iterations,
+                    "gflops": r.gflops,
+                    "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0,
+                })
+                .to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benchmark_tasks_report_their_measurement() {
+        let r = KernelRunner::new(NodeId::from("n1"));
+        let kind = JobKind::Benchmark {
+            peers: 1,
+            matrix_size: 48,
+            iterations: 2,
+        };
+        let out: serde_json::Value =
+            serde_json::from_str(&r.run(&kind, 4, &AtomicBool::new(false)).unwrap()).unwrap();
+        assert_eq!(out["task"], 4);
+        assert_eq!(out["node"], "n1");
+        assert_eq!(out["iterations"], 2);
+        assert!(out["gflops"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            r.run(&kind, 4, &AtomicBool::new(true)).unwrap_err(),
+            "cancelled"
+        );
+    }
+}
