@@ -2,7 +2,8 @@
 //! batch agree with Hugging Face transformers (float64) to 1e-4 relative error, and broken
 //! folders fail with errors that name the problem.
 //!
-//! The model folder is `FLOTILLA_MINILM_DIR` or `/work/shared/models/all-MiniLM-L6-v2`; the
+//! The model folder is `FLOTILLA_MINILM_DIR`, or `shared/models/all-MiniLM-L6-v2` beside the
+//! repository (falling back to `/work/shared/...`); the
 //! reference is `fixtures/minilm_reference.json` (made by `fixtures/minilm_reference.py`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -14,19 +15,28 @@ use flotilla_kernels::models::{bert, Batch};
 use flotilla_kernels::tokenize::HfTokenizer;
 use flotilla_kernels::Error;
 
+/// The model folder: `FLOTILLA_MINILM_DIR`, else `shared/models/all-MiniLM-L6-v2` beside the
+/// repository, else `/work/shared/...`. The model ships with the development data, so a missing
+/// folder is a failure, not a skip.
 fn model_dir() -> Option<PathBuf> {
-    let dir = std::env::var("FLOTILLA_MINILM_DIR")
-        .unwrap_or_else(|_| "/work/shared/models/all-MiniLM-L6-v2".into());
-    let dir = PathBuf::from(dir);
-    if dir.join("model.safetensors").exists() {
-        Some(dir)
-    } else {
-        println!(
-            "SKIPPED: no all-MiniLM-L6-v2 folder at {} (set FLOTILLA_MINILM_DIR)",
-            dir.display()
-        );
-        None
-    }
+    let beside_repo =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/all-MiniLM-L6-v2");
+    let candidates: Vec<PathBuf> = match std::env::var("FLOTILLA_MINILM_DIR") {
+        Ok(dir) => vec![PathBuf::from(dir)],
+        Err(_) => vec![
+            beside_repo,
+            PathBuf::from("/work/shared/models/all-MiniLM-L6-v2"),
+        ],
+    };
+    let found = candidates
+        .iter()
+        .find(|d| d.join("model.safetensors").exists())
+        .cloned();
+    assert!(
+        found.is_some(),
+        "no all-MiniLM-L6-v2 folder at any of {candidates:?} (set FLOTILLA_MINILM_DIR)"
+    );
+    found
 }
 
 fn reference() -> serde_json::Value {
@@ -222,11 +232,8 @@ fn minilm_classifier_fine_tunes_and_quantises() {
     use flotilla_kernels::infer::{engine, F32Linears, Int8Linears};
     use flotilla_kernels::optim::{AdamW, AdamWConfig, Optimizer};
     let Some(dir) = model_dir() else { return };
-    let csv = Path::new("/work/shared/data/banking77-train.csv");
-    let Ok(text) = std::fs::read_to_string(csv) else {
-        println!("SKIPPED: no {}", csv.display());
-        return;
-    };
+    let csv = dir.join("../../data/banking77-train.csv");
+    let text = std::fs::read_to_string(&csv).unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
     let intents = ["card_arrival", "exchange_rate", "lost_or_stolen_card"];
     let tok = HfTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
     let mut seqs = Vec::new();

@@ -3,19 +3,20 @@
 
 use std::path::PathBuf;
 
-/// A file under the shared data folder (`../../shared` from this crate, or `$FLOTILLA_SHARED`),
-/// or `None` with a printed note so the test can skip where the data is not laid out.
+/// A file under the shared data folder (`../../shared` from this crate, or `$FLOTILLA_SHARED`).
+/// The data sets sit beside the repository wherever it is developed or tested, so a missing
+/// file fails the test with a clear message rather than letting it pass without running.
 pub fn shared(rel: &str) -> Option<PathBuf> {
     let root = std::env::var_os("FLOTILLA_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
     let p = root.join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        println!("skipping: {} not found", p.display());
-        None
-    }
+    assert!(
+        p.exists(),
+        "{} not found: lay the shared data beside the repository or set FLOTILLA_SHARED",
+        p.display()
+    );
+    Some(p)
 }
 
 /// A committed fixture file.
