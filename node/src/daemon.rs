@@ -161,6 +161,11 @@ impl RunningNode {
             cmd_tx.clone(),
         )));
 
+        tasks.push(tokio::spawn(count_transitions(
+            membership.subscribe(),
+            metrics.clone(),
+        )));
+
         let ready = Arc::new(AtomicBool::new(false));
         let state = http::AppState {
             membership: membership.clone(),
@@ -318,6 +323,27 @@ fn check_data_dir_owner(store: &RocksStore, peer_id: &PeerId) -> anyhow::Result<
         ),
         Some(_) => Ok(()),
         None => Ok(store.put(Column::Meta, b"node_id", me.as_bytes(), Durability::Sync)?),
+    }
+}
+
+/// Counts membership transitions by target state, for `flotilla_membership_transitions_total`.
+async fn count_transitions(
+    mut transitions: tokio::sync::broadcast::Receiver<membership::Transition>,
+    metrics: Arc<Metrics>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match transitions.recv().await {
+            Ok(t) => {
+                let state = crate::metrics::StateLabel {
+                    state: t.to.to_string(),
+                };
+                metrics.transitions.get_or_create(&state).inc();
+            }
+            // Transitions this task was too slow to see are lost from the count, not fatal.
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => break,
+        }
     }
 }
 

@@ -81,6 +81,24 @@ async fn abrupt_death_is_detected_within_the_bound_and_graceful_stop_is_left() -
         cluster.state_seen_by(0, &leaver).await,
         Some(MemberState::Left)
     );
+
+    // The transitions are counted in the node's metrics.
+    let metrics = reqwest::get(format!("{}/metrics", cluster.node(0).api_url()))
+        .await?
+        .text()
+        .await?;
+    let count = |state: &str| {
+        let prefix = format!("flotilla_membership_transitions_total{{state=\"{state}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        count("dead") >= 1.0 && count("left") >= 1.0 && count("alive") >= 3.0,
+        "{metrics}"
+    );
     cluster.shutdown().await
 }
 
