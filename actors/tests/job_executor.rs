@@ -1,6 +1,8 @@
 //! The `Executor` actor: tasks run once per attempt, re-attach, fencing, cancel, and a restart
 //! of the executing node that keeps the ledger.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
