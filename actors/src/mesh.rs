@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use flotilla_protocol::services::control;
+use flotilla_protocol::services::{control, jobs};
 use flotilla_protocol::NodeId;
 
 /// Sends requests to peers.
@@ -20,6 +20,14 @@ pub trait Mesh: Send + Sync + 'static {
         body: control::RequestBody,
         deadline: Duration,
     ) -> crate::Result<control::ResponseBody>;
+    /// Sends a jobs request to `peer` and waits at most `deadline` for its answer; an error the
+    /// peer answered with comes back as [`crate::Error::Peer`].
+    async fn jobs(
+        &self,
+        peer: &NodeId,
+        body: jobs::RequestBody,
+        deadline: Duration,
+    ) -> crate::Result<jobs::ResponseBody>;
     /// Peers with an open connection right now.
     async fn connected_peers(&self) -> crate::Result<Vec<NodeId>>;
 }

@@ -2,6 +2,8 @@
 //! skewed clocks and concurrent writers: the pure cores wired together as the node will wire
 //! them, without sockets. Each run prints its seed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 
 use flotilla_actors::catalog::{Catalog, Config, Write};

@@ -2,6 +2,7 @@
 //! duplicates: near-dedup precision and recall against exact-Jaccard ground truth, exact dedup
 //! removing exactly the planted copies, and identical results on 1, 3 or 7 shards.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 // The test prints its seed and the measured precision and recall.
 #![allow(clippy::print_stdout)]
 

@@ -2,6 +2,8 @@
 //! trip), the SGD JSONL pairs and Tiny Shakespeare as plain text; parsing from a stream that
 //! hands out a few bytes at a time; sharding and placement of the result.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod data_common;
 
 use std::collections::BTreeSet;

@@ -2,6 +2,8 @@
 //! covers every record once for any shard layout and reader count; exact and near dedup give
 //! the same result for any split of the records into shards.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 
 use flotilla_actors::data::ingest::{parse_all, write_csv, Format, Options};

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flotilla_actors::jobs::executor::handle::Start;
 use flotilla_actors::jobs::executor::{Finished, Handle, TaskRunner};
 use flotilla_actors::store::{Column, Durability, Store};
-use flotilla_protocol::jobs::{JobId, JobKind};
+use flotilla_protocol::jobs::{JobId, JobKind, Priority, Resources};
 use flotilla_protocol::services::jobs::{StartAnswer, TaskOutcome};
 use flotilla_protocol::NodeId;
 use tokio::sync::mpsc;
@@ -103,6 +104,23 @@ fn kind() -> JobKind {
     }
 }
 
+fn start(task: u32, owner: NodeId, epoch: u64, attempt: u32) -> Start {
+    Start {
+        job: job(),
+        task,
+        owner,
+        epoch,
+        attempt,
+        kind: kind(),
+        priority: Priority::Batch,
+        resources: Resources {
+            cores: 1,
+            ram_bytes: 1 << 20,
+            gpus: 0,
+        },
+    }
+}
+
 fn job() -> JobId {
     JobId("job-x".into())
 }
@@ -122,9 +140,7 @@ async fn a_task_runs_once_and_reports_to_its_owner() {
         .unwrap();
     let owner = NodeId::from("owner-1");
     assert_eq!(
-        h.start(job(), 0, owner.clone(), 1, 0, kind())
-            .await
-            .unwrap(),
+        h.start(start(0, owner.clone(), 1, 0)).await.unwrap(),
         StartAnswer::Started
     );
     let done = next(&mut reports).await;
@@ -140,7 +156,7 @@ async fn a_task_runs_once_and_reports_to_its_owner() {
     );
     // A new owner asking again learns the result; nothing runs twice.
     let again = h
-        .start(job(), 0, NodeId::from("owner-2"), 2, 0, kind())
+        .start(start(0, NodeId::from("owner-2"), 2, 0))
         .await
         .unwrap();
     assert_eq!(
@@ -149,7 +165,7 @@ async fn a_task_runs_once_and_reports_to_its_owner() {
     );
     assert_eq!(runner.runs.lock().unwrap()[&0], 1);
     // A failing task reports its reason.
-    h.start(job(), 13, NodeId::from("owner-2"), 2, 0, kind())
+    h.start(start(13, NodeId::from("owner-2"), 2, 0))
         .await
         .unwrap();
     assert_eq!(
@@ -165,21 +181,15 @@ async fn reattach_fencing_and_cancel() {
         .await
         .unwrap();
     assert_eq!(
-        h.start(job(), 100, NodeId::from("o1"), 1, 0, kind())
-            .await
-            .unwrap(),
+        h.start(start(100, NodeId::from("o1"), 1, 0)).await.unwrap(),
         StartAnswer::Started
     );
     assert_eq!(
-        h.start(job(), 100, NodeId::from("o2"), 2, 0, kind())
-            .await
-            .unwrap(),
+        h.start(start(100, NodeId::from("o2"), 2, 0)).await.unwrap(),
         StartAnswer::AlreadyRunning
     );
     assert_eq!(
-        h.start(job(), 100, NodeId::from("o1"), 1, 0, kind())
-            .await
-            .unwrap(),
+        h.start(start(100, NodeId::from("o1"), 1, 0)).await.unwrap(),
         StartAnswer::Fenced { current: 2 }
     );
     assert!(
@@ -211,13 +221,9 @@ async fn a_restarted_executor_keeps_its_ledger() {
         let (h, mut reports, join) = Handle::spawn(store.clone(), runner.clone(), 16)
             .await
             .unwrap();
-        h.start(job(), 1, NodeId::from("o"), 3, 0, kind())
-            .await
-            .unwrap();
+        h.start(start(1, NodeId::from("o"), 3, 0)).await.unwrap();
         next(&mut reports).await;
-        h.start(job(), 101, NodeId::from("o"), 3, 0, kind())
-            .await
-            .unwrap();
+        h.start(start(101, NodeId::from("o"), 3, 0)).await.unwrap();
         h.stop();
         join.await.unwrap();
     }
@@ -228,22 +234,16 @@ async fn a_restarted_executor_keeps_its_ledger() {
     assert_eq!(interrupted.task, 101);
     assert!(matches!(interrupted.outcome, TaskOutcome::Failed(ref r) if r.contains("restarted")));
     assert!(matches!(
-        h.start(job(), 1, NodeId::from("o"), 3, 0, kind())
-            .await
-            .unwrap(),
+        h.start(start(1, NodeId::from("o"), 3, 0)).await.unwrap(),
         StartAnswer::AlreadyFinished(_)
     ));
     assert_eq!(
-        h.start(job(), 1, NodeId::from("old"), 2, 0, kind())
-            .await
-            .unwrap(),
+        h.start(start(1, NodeId::from("old"), 2, 0)).await.unwrap(),
         StartAnswer::Fenced { current: 3 }
     );
     // A new attempt of the interrupted task runs.
     assert_eq!(
-        h.start(job(), 101, NodeId::from("o"), 3, 1, kind())
-            .await
-            .unwrap(),
+        h.start(start(101, NodeId::from("o"), 3, 1)).await.unwrap(),
         StartAnswer::Started
     );
     h.cancel(job(), 101, 3).await.unwrap();
@@ -252,4 +252,44 @@ async fn a_restarted_executor_keeps_its_ledger() {
         1,
         "the finished task never ran again"
     );
+}
+
+#[tokio::test]
+async fn the_run_log_usage_and_preemption() {
+    let store: Arc<MemStore> = Arc::new(MemStore::default());
+    let runner = Arc::new(CountingRunner::default());
+    let (h, mut reports, _) = Handle::spawn(store.clone(), runner.clone(), 16)
+        .await
+        .unwrap();
+    h.start(start(1, NodeId::from("o"), 1, 0)).await.unwrap();
+    next(&mut reports).await;
+    h.start(start(102, NodeId::from("o"), 1, 0)).await.unwrap();
+    // A re-attach is not a new execution.
+    h.start(start(102, NodeId::from("o2"), 2, 0)).await.unwrap();
+    let usage = h.usage().await.unwrap();
+    assert_eq!(
+        usage.len(),
+        1,
+        "only the running task holds resources: {usage:?}"
+    );
+    assert_eq!((usage[0].task, usage[0].priority), (102, Priority::Batch));
+
+    assert!(h
+        .preempt(job(), 102, "preempted by job-y (inference)".into())
+        .await
+        .unwrap());
+    let done = next(&mut reports).await;
+    assert!(matches!(done.outcome, TaskOutcome::Failed(ref r) if r.contains("preempted")));
+    assert!(h.usage().await.unwrap().is_empty());
+    assert!(!h.preempt(job(), 102, "again".into()).await.unwrap());
+
+    let runs = h.runs(Some(job())).await.unwrap();
+    let tasks: Vec<(u32, u32, u64)> = runs.iter().map(|r| (r.task, r.attempt, r.epoch)).collect();
+    assert_eq!(tasks, vec![(1, 0, 1), (102, 0, 1)]);
+    assert!(h
+        .runs(Some(JobId("other".into())))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(h.runs(None).await.unwrap().len(), 2);
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_actors::jobs::{executor, manager};
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::store::{Column, Durability, Store};
 use flotilla_actors::{catalog, membership};
@@ -18,9 +19,11 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
+use crate::jobs::KernelRunner;
 use crate::metrics::Metrics;
 use crate::net::bridge::{Bridge, Command, Wiring};
 use crate::net::catalog_sync::{self, AntiEntropy, CatalogWiring};
+use crate::net::jobs_net;
 use crate::net::mesh::NetMesh;
 use crate::sampler::Sampler;
 use crate::store::RocksStore;
@@ -28,6 +31,8 @@ use crate::{http, identity, net};
 
 /// Capacity of the bridge's command queue; senders wait when it is full (back-pressure).
 const COMMAND_QUEUE: usize = 1024;
+/// Capacity of the executor's queue of finished-task reports.
+const REPORT_QUEUE: usize = 256;
 /// How long start-up waits for the swarm to report its listen addresses.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -38,6 +43,8 @@ pub struct RunningNode {
     pub membership: membership::Handle,
     pub catalog: catalog::Handle,
     pub mesh: NetMesh,
+    pub jobs: manager::Handle,
+    pub executor: executor::Handle,
     config: NodeConfig,
     store: RocksStore,
     incarnation: u64,
@@ -49,6 +56,7 @@ pub struct RunningNode {
     http_task: Option<JoinHandle<()>>,
     membership_task: Option<JoinHandle<()>>,
     catalog_task: Option<JoinHandle<()>>,
+    actor_tasks: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -103,6 +111,27 @@ impl RunningNode {
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (inbox_tx, inbox_rx) = mpsc::channel(catalog_sync::INBOX_CAPACITY);
+        let (jobs_inbox_tx, jobs_inbox_rx) = mpsc::channel(jobs_net::INBOX_CAPACITY);
+        let mesh = NetMesh::new(peer_id, cmd_tx.clone());
+        let shared_store: Arc<dyn Store> = Arc::new(store.clone());
+        let (executor, reports, executor_task) = executor::Handle::spawn(
+            shared_store.clone(),
+            Arc::new(KernelRunner::new(NodeId(peer_id.to_string()))),
+            REPORT_QUEUE,
+        )
+        .await?;
+        let jobs_config = jobs_config(&config);
+        let (jobs, jobs_task) = manager::Handle::spawn(
+            jobs_config.clone(),
+            manager::handle::Parts {
+                mesh: Arc::new(mesh.clone()),
+                catalog: catalog.clone(),
+                membership: membership.clone(),
+                executor: executor.clone(),
+                store: shared_store,
+            },
+        )
+        .await?;
         let (info_tx, info_rx) = watch::channel(first);
         let (addrs_tx, addrs_rx) = watch::channel(Vec::new());
         let bridge = Bridge::new(
@@ -119,6 +148,7 @@ impl RunningNode {
                     outbox: outbox_rx,
                     inbox: inbox_tx,
                 },
+                jobs_inbox: jobs_inbox_tx,
             },
         )?;
         let mut tasks = vec![
@@ -141,6 +171,19 @@ impl RunningNode {
                 }
                 .run(),
             ),
+            tokio::spawn(jobs_net::serve(
+                jobs_inbox_rx,
+                executor.clone(),
+                jobs.clone(),
+                cmd_tx.clone(),
+            )),
+            tokio::spawn(manager::forward::run(
+                reports,
+                Arc::new(mesh.clone()),
+                jobs.clone(),
+                jobs_config.report_attempts,
+                jobs_config.rpc_deadline,
+            )),
         ];
         catalog_sync::refresh_entries(&catalog, &metrics).await;
 
@@ -170,6 +213,10 @@ impl RunningNode {
         let state = http::AppState {
             membership: membership.clone(),
             catalog: catalog.clone(),
+            jobs: jobs.clone(),
+            executor: executor.clone(),
+            mesh: mesh.clone(),
+            request_timeout: config.request_timeout,
             registry,
             metrics,
             ready: ready.clone(),
@@ -191,9 +238,11 @@ impl RunningNode {
         Ok(RunningNode {
             peer_id,
             api_addr,
-            mesh: NetMesh::new(peer_id, cmd_tx.clone()),
+            mesh,
             membership,
             catalog,
+            jobs,
+            executor,
             config,
             store,
             incarnation,
@@ -205,6 +254,7 @@ impl RunningNode {
             http_task: Some(http_task),
             membership_task: Some(membership_task),
             catalog_task: Some(catalog_task),
+            actor_tasks: vec![jobs_task, executor_task],
         })
     }
 
@@ -240,6 +290,16 @@ impl RunningNode {
     /// The HTTP base URL.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.api_addr)
+    }
+
+    /// Closes and refuses every connection with `peer` until [`RunningNode::unblock_peer`].
+    pub async fn block_peer(&self, peer: &NodeId) -> anyhow::Result<()> {
+        Ok(self.mesh.block(peer).await?)
+    }
+
+    /// Accepts a blocked peer again.
+    pub async fn unblock_peer(&self, peer: &NodeId) -> anyhow::Result<()> {
+        Ok(self.mesh.unblock(peer).await?)
     }
 
     /// Graceful stop: announce the leave (gossip, and directly to every connected peer with a
@@ -301,6 +361,12 @@ impl RunningNode {
             t.abort();
             let _ = t.await;
         }
+        // Jobs first: the manager calls the executor, and both hold the store.
+        self.jobs.stop();
+        self.executor.stop();
+        for t in self.actor_tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
         self.membership.stop();
         if let Some(t) = self.membership_task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
@@ -310,6 +376,22 @@ impl RunningNode {
         if let Some(t) = self.catalog_task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+    }
+}
+
+/// The job manager's settings, derived from the node's: no takeover before the failure
+/// detector could have declared a silent owner dead, peers get the node's request deadline.
+pub fn jobs_config(config: &NodeConfig) -> manager::Config {
+    manager::Config {
+        tick: Duration::from_millis(250),
+        settle: config.membership.dead_after,
+        rpc_deadline: config.request_timeout,
+        coordinator: flotilla_actors::jobs::coordinator::Config {
+            start_timeout_ms: u64::try_from(config.request_timeout.as_millis() * 2)
+                .unwrap_or(u64::MAX),
+            max_attempts: 3,
+        },
+        report_attempts: 8,
     }
 }
 

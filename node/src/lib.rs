@@ -12,6 +12,8 @@
 //! - [`daemon`]: composition of all of the above into a [`daemon::RunningNode`].
 //! - [`cli`]: the command-line interface.
 
+// Printing results to stdout is what the command line is for; everywhere else it is a lint.
+#[allow(clippy::print_stdout)]
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -1,5 +1,7 @@
 //! The `flotilla` binary as a user runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 

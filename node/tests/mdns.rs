@@ -3,6 +3,8 @@
 //!
 //! Needs root (to create namespaces); as another user it says so and does nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -78,6 +78,16 @@ pub struct Resources {
     pub gpus: u32,
 }
 
+/// A task that holds resources on a node: what placement counts as used there, and what a
+/// higher priority class may preempt.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunningTask {
+    pub job: JobId,
+    pub task: u32,
+    pub priority: Priority,
+    pub resources: Resources,
+}
+
 /// How tasks of one job may share nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum AntiAffinity {

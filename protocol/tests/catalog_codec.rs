@@ -1,6 +1,8 @@
 //! Property tests: catalog messages and stored entries round-trip through the codec, decoding
 //! arbitrary bytes never panics, and the caps hold.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 
 use flotilla_protocol::catalog::{

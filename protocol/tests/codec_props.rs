@@ -1,6 +1,8 @@
 //! Property tests: every protocol message round-trips through the codec, and decoding arbitrary
 //! bytes never panics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use flotilla_protocol::services::{control, membership};
 use flotilla_protocol::{GpuState, GpuSummary, NodeId, NodeInfo, RequestId};
 use proptest::prelude::*;

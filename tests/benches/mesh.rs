@@ -3,6 +3,14 @@
 //!
 //! Run: `cargo bench -p flotilla-tests --bench mesh` (add `-- quick` for fewer iterations).
 
+// A benchmark reports on stdout and may panic on a broken setup.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_literal,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
 use std::time::{Duration, Instant};
 
 use flotilla_actors::mesh::Mesh;

@@ -1,6 +1,8 @@
 //! Garbage and oversized frames on the control protocol are rejected, the offending connection
 //! is closed, and the node keeps serving.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use flotilla_actors::mesh::Mesh;

@@ -2,6 +2,8 @@
 //! node reloads its entries, a node that missed writes catches up by anti-entropy, and the
 //! HTTP API reports bad input by field.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,5 +1,7 @@
 //! Membership acceptance tests on real in-process clusters.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use flotilla_protocol::MemberState;

@@ -16,8 +16,11 @@ use crate::store::{Column, Durability, Store};
 /// tell acknowledged local writes (synced) from merged ones (buffered).
 #[derive(Default)]
 struct RecordingStore {
-    rows: Mutex<BTreeMap<Vec<u8>, (Vec<u8>, Durability)>>,
+    rows: Mutex<Rows>,
 }
+
+/// Store key → (value, durability of its last write).
+type Rows = BTreeMap<Vec<u8>, (Vec<u8>, Durability)>;
 
 impl RecordingStore {
     fn durability(&self, key: &CatalogKey) -> Option<Durability> {

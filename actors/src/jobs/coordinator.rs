@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flotilla_protocol::jobs::{JobId, JobStatus};
+use flotilla_protocol::services::jobs::TaskView;
 use flotilla_protocol::NodeId;
 
 use super::ledger::{Entry, StartAnswer, TaskOutcome};
@@ -187,6 +188,46 @@ impl Coordinator {
             .iter()
             .filter_map(|(t, s)| s.node.clone().map(|n| (*t, n)))
             .collect()
+    }
+
+    /// The epoch this coordinator drives the job in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Every task's node, attempt, state and result, in task order.
+    pub fn tasks_view(&self) -> Vec<TaskView> {
+        self.tasks
+            .iter()
+            .map(|(task, t)| {
+                let (state, result) = match &t.phase {
+                    Phase::Unplaced => ("unplaced", None),
+                    Phase::Starting { .. } => ("starting", None),
+                    Phase::Running => ("running", None),
+                    Phase::Done(TaskOutcome::Succeeded(r)) => ("succeeded", Some(r.clone())),
+                    Phase::Done(TaskOutcome::Failed(r)) => ("failed", Some(r.clone())),
+                    Phase::Done(TaskOutcome::Cancelled) => ("cancelled", None),
+                };
+                TaskView {
+                    task: *task,
+                    node: t.node.clone(),
+                    attempt: t.attempt,
+                    state: state.to_string(),
+                    result,
+                }
+            })
+            .collect()
+    }
+
+    /// Nodes that hold a live (starting or running) task of this job, with how many.
+    pub fn live_tasks_per_node(&self) -> BTreeMap<NodeId, u32> {
+        let mut per_node = BTreeMap::new();
+        for t in self.tasks.values() {
+            if let (Some(node), Phase::Running | Phase::Starting { .. }) = (&t.node, &t.phase) {
+                *per_node.entry(node.clone()).or_insert(0) += 1;
+            }
+        }
+        per_node
     }
 
     fn set_status(&mut self, next: JobStatus, fx: &mut Vec<Effect>) {

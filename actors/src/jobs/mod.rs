@@ -7,10 +7,12 @@
 //!   node loss, cancellation, takeover by survey).
 //! - [`ledger`]: the executing node's task ledger (re-attach, fencing, outcomes for new owners).
 //! - [`executor`]: the actor that runs tasks on a node, with the ledger kept durable.
+//! - [`manager`]: the node's `JobManager` actor that drives coordinators and takes jobs over.
 
 pub mod coordinator;
 pub mod executor;
 pub mod ledger;
+pub mod manager;
 pub mod ownership;
 
 pub use ownership::{decide, failover_order, Decision};

@@ -28,14 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rendezvous;
 
-/// A task that holds resources on a node.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct RunningTask {
-    pub job: JobId,
-    pub task: u32,
-    pub priority: Priority,
-    pub resources: Resources,
-}
+pub use flotilla_protocol::jobs::RunningTask;
 
 /// What is already reserved on one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,10 +47,32 @@ impl Client {
 
     /// GETs `path` and decodes the JSON body; API errors carry the node's message.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send_json(reqwest::Method::GET, path, None).await
+    }
+
+    /// POSTs `body` as JSON to `path` and decodes the JSON answer.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        self.send_json(reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.get(&url);
+        let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
@@ -65,11 +87,7 @@ impl Client {
         let status = resp.status();
         let body = resp.text().await?;
         if !status.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or(body);
-            anyhow::bail!("{url}: {status}: {message}");
+            anyhow::bail!("{}", api_error(&url, status, &body));
         }
         serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("{url}: unexpected response: {e}"))
     }
@@ -78,6 +96,25 @@ impl Client {
     pub async fn cluster(&self) -> anyhow::Result<ClusterView> {
         self.get_json("/api/v1/cluster").await
     }
+}
+
+/// An API error as a person reads it: the node's message, then each bad field on its line.
+fn api_error(url: &str, status: reqwest::StatusCode, body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return format!("{url}: {status}: {body}");
+    };
+    let message = v["error"]["message"].as_str().unwrap_or(body);
+    let mut out = format!("{url}: {status}: {message}");
+    if let Some(fields) = v["error"]["fields"].as_array() {
+        for f in fields {
+            out.push_str(&format!(
+                "\n  {}: {}",
+                f["field"].as_str().unwrap_or("?"),
+                f["message"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    out
 }
 
 /// `flotilla nodes`.

@@ -1,5 +1,6 @@
 //! `flotilla demo`: a local cluster on loopback in one process — real sockets, separate data
-//! dirs — that converges and shows itself.
+//! dirs — that converges, shows itself, and runs a benchmark job across every node (submitted
+//! to the last one, which owns it and places one task on each node).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -105,13 +106,89 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     eprintln!("converged in {:.2?}", started.elapsed());
+    let job = run_benchmark(&client, args.nodes, deadline).await?;
     match cli.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
-        Output::Table => print!("{}", table::members(&view.members)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "cluster": view, "job": job }))?
+        ),
+        Output::Table => {
+            print!("{}", table::members(&view.members));
+            println!();
+            print!("{}", benchmark_table(&job));
+        }
     }
     for n in nodes {
         n.shutdown().await?;
     }
     eprintln!("all nodes stopped gracefully");
     Ok(())
+}
+
+/// Submits a benchmark job with one task per node and waits for it to finish.
+async fn run_benchmark(
+    client: &Client,
+    nodes: usize,
+    deadline: Instant,
+) -> anyhow::Result<crate::http::jobs::JobShow> {
+    let spec = serde_json::json!({
+        "kind": "benchmark",
+        "resources": { "cores": 1, "ram_mib": 64 },
+        "benchmark": { "peers": nodes, "matrix_size": 256, "iterations": 20 },
+    });
+    let submitted: crate::http::jobs::SubmitAnswer =
+        client.post_json("/api/v1/jobs", &spec).await?;
+    let id = submitted.job.id;
+    eprintln!("submitted benchmark job {id}");
+    loop {
+        let shown: crate::http::jobs::JobShow =
+            client.get_json(&format!("/api/v1/jobs/{id}")).await?;
+        match shown.job.status.as_str() {
+            "succeeded" => return Ok(shown),
+            "failed" | "cancelled" => {
+                anyhow::bail!(
+                    "benchmark job {id} {}: {:?}",
+                    shown.job.status,
+                    shown.detail.events
+                )
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "benchmark job {id} still {} at the deadline",
+                shown.job.status
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One row per task: where it ran and what it measured.
+fn benchmark_table(job: &crate::http::jobs::JobShow) -> String {
+    let rows: Vec<Vec<String>> = job
+        .detail
+        .tasks
+        .iter()
+        .map(|t| {
+            let r: serde_json::Value = t
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r).ok())
+                .unwrap_or_default();
+            vec![
+                t.task.to_string(),
+                t.node.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                format!("{:.1}", r["gflops"].as_f64().unwrap_or(0.0)),
+                format!("{:.0}", r["elapsed_ms"].as_f64().unwrap_or(0.0)),
+            ]
+        })
+        .collect();
+    format!(
+        "benchmark job {} {} ({} tasks, 256x256 f32 matmul x 20 each):\n{}",
+        job.job.id,
+        job.job.status,
+        rows.len(),
+        table::render(&["TASK", "NODE", "GFLOP/S", "MS"], &rows)
+    )
 }

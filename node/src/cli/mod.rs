@@ -1,5 +1,5 @@
 //! The `flotilla` command line: the daemon (`up`), client commands that talk HTTP to any node
-//! (`status`, `nodes`), `demo`, and `completions`.
+//! (`status`, `nodes`, `jobs`, `job …`), `demo`, and `completions`.
 //!
 //! Every flag can also be set with a `FLOTILLA_*` environment variable; `--config FILE` reads a
 //! TOML file. Precedence: defaults < file < environment < flags. Exit codes: 0 ok, 1 error,
@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod job;
 pub mod table;
 pub mod up;
 
@@ -65,6 +66,10 @@ pub enum Command {
     Status,
     /// List the cluster's members as the target node sees them.
     Nodes,
+    /// List every job the cluster's catalog holds.
+    Jobs,
+    /// Submit, show, follow or cancel a job.
+    Job(job::JobArgs),
     /// Start a local cluster on loopback, wait for it to converge and show it.
     Demo(demo::DemoArgs),
     /// Print a shell completion script.
@@ -111,6 +116,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up::run(&cli, args).await,
         Command::Status => client::status(&cli).await,
         Command::Nodes => client::nodes(&cli).await,
+        Command::Jobs => job::list(&cli).await,
+        Command::Job(args) => job::run(&cli, args).await,
         Command::Demo(args) => demo::run(&cli, args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

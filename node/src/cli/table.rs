@@ -120,6 +120,23 @@ pub fn status(view: &ClusterView) -> String {
     out
 }
 
+/// A node id shortened for tables: its last 8 characters, which differ between nodes (the
+/// first ones are the same multihash prefix for every node).
+pub fn short_id(id: &str) -> String {
+    let n = id.chars().count();
+    if n <= 10 {
+        id.to_string()
+    } else {
+        format!("…{}", id.chars().skip(n - 8).collect::<String>())
+    }
+}
+
+/// Milliseconds since the Unix epoch as an RFC 3339 UTC time with milliseconds.
+pub fn utc_ms(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,7 +97,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn invalid(message: &str, errors: &FieldErrors) -> Response {
+pub(super) fn invalid(message: &str, errors: &FieldErrors) -> Response {
     let fields: Vec<&FieldError> = errors.0.iter().collect();
     (
         StatusCode::BAD_REQUEST,
@@ -108,14 +108,14 @@ fn invalid(message: &str, errors: &FieldErrors) -> Response {
         .into_response()
 }
 
-fn field_error(field: &str, message: impl Into<String>) -> FieldErrors {
+pub(super) fn field_error(field: &str, message: impl Into<String>) -> FieldErrors {
     FieldErrors(vec![FieldError {
         field: field.into(),
         message: message.into(),
     }])
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Response {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         error_body("unavailable", &e.to_string()),

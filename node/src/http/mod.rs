@@ -3,8 +3,13 @@
 //! Bound to loopback by default. When a token is configured every route except the health
 //! probes requires `Authorization: Bearer <token>`.
 
+// Handlers return `Result<T, Response>`: axum's `Response` is the natural error of a helper
+// that has already chosen the status and body, and its size does not matter per request.
+#![allow(clippy::result_large_err)]
+
 mod auth;
 mod catalog;
+pub mod jobs;
 mod routes;
 
 pub use routes::ClusterView;
@@ -14,6 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::Router;
+use flotilla_actors::jobs::{executor, manager};
 use flotilla_actors::{catalog as replica, membership};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -28,6 +34,11 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     pub membership: membership::Handle,
     pub catalog: replica::Handle,
+    pub jobs: manager::Handle,
+    pub executor: executor::Handle,
+    pub mesh: crate::net::mesh::NetMesh,
+    /// Deadline of requests this node makes to peers on a client's behalf.
+    pub request_timeout: std::time::Duration,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// Set once the node listens and its actors run; cleared when shutdown starts.
@@ -39,6 +50,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     routes::router(state.clone())
         .merge(catalog::router(state.clone()))
+        .merge(jobs::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

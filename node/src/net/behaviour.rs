@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flotilla_protocol::services::{catalog, control};
+use flotilla_protocol::services::{catalog, control, jobs};
 use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
@@ -27,12 +27,18 @@ pub type ControlCodec =
 pub type CatalogCodec =
     FrameCodec<catalog::Request, catalog::Response, { catalog::MAX_MESSAGE_BYTES }>;
 
+/// The jobs service's codec.
+pub type JobsCodec = FrameCodec<jobs::Request, jobs::Response, { jobs::MAX_FRAME_BYTES }>;
+
 /// Every behaviour a node runs.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
     /// Present only when an allow-list is configured; refuses every other peer.
     pub allow: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
+    /// Peers an operator has blocked at run time (a misbehaving node; also how tests partition
+    /// a cluster): their connections are closed and refused until unblocked.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
@@ -40,6 +46,7 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub control: request_response::Behaviour<ControlCodec>,
     pub catalog: request_response::Behaviour<CatalogCodec>,
+    pub jobs: request_response::Behaviour<JobsCodec>,
 }
 
 impl Behaviour {
@@ -130,7 +137,20 @@ impl Behaviour {
                 .with_max_concurrent_streams(64),
         );
 
+        let jobs = request_response::Behaviour::with_codec(
+            JobsCodec::new(jobs::SERVICE),
+            [(
+                StreamProtocol::new(jobs::PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(256),
+        );
+
         Ok(Self {
+            blocked: allow_block_list::Behaviour::default(),
+            jobs,
             catalog,
             limits,
             allow,

@@ -1,18 +1,17 @@
 //! The network bridge: one task that owns the swarm, turns swarm events into actor messages and
 //! answers commands from the rest of the node.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_actors::membership;
-use flotilla_protocol::services::{catalog, control, membership as gossip};
+use flotilla_protocol::services::{catalog, control, jobs, membership as gossip};
 use flotilla_protocol::{NodeId, NodeInfo, RequestId};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, kad, mdns, Multiaddr, PeerId, Swarm};
@@ -22,10 +21,12 @@ use tracing::{debug, info, warn};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::catalog_sync::{CatalogNet, CatalogReply, CatalogWiring};
 use super::codec::Frame;
+use super::jobs_net::JobsInbound;
+use super::rpc::{Inbound, Pending, Reply};
 use crate::metrics::{Metrics, ServiceLabel};
 
 /// Reply channel of an outbound control request.
-pub type ControlReply = oneshot::Sender<Result<control::ResponseBody, String>>;
+pub type ControlReply = Reply<control::ResponseBody>;
 
 /// What the rest of the node asks of the bridge.
 #[derive(Debug)]
@@ -51,6 +52,21 @@ pub enum Command {
         channel: ResponseChannel<Frame<catalog::Response>>,
         response: catalog::Response,
     },
+    /// Send a jobs request and reply with the answer.
+    Jobs {
+        peer: PeerId,
+        body: jobs::RequestBody,
+        reply: Reply<jobs::ResponseBody>,
+    },
+    /// Send the answer to an inbound jobs request.
+    JobsRespond {
+        channel: ResponseChannel<Frame<jobs::Response>>,
+        response: jobs::Response,
+    },
+    /// Close and refuse every connection with a peer until it is unblocked.
+    Block(PeerId),
+    /// Accept a blocked peer again.
+    Unblock(PeerId),
     /// The peers with an open connection.
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     /// Dial an address.
@@ -72,6 +88,8 @@ pub struct Wiring {
     pub target_peers: usize,
     /// The catalog's gossip outbox and request queue.
     pub catalog: CatalogWiring,
+    /// Inbound jobs requests for the jobs worker.
+    pub jobs_inbox: mpsc::Sender<JobsInbound>,
 }
 
 /// The bridge's state.
@@ -79,9 +97,10 @@ pub struct Bridge {
     pub(super) swarm: Swarm<Behaviour>,
     pub(super) wiring: Wiring,
     topic: IdentTopic,
-    pending: HashMap<OutboundRequestId, (RequestId, ControlReply)>,
+    pending: Pending<control::ResponseBody>,
     pub(super) next_request_id: u64,
     pub(super) catalog: CatalogNet,
+    pub(super) jobs: Pending<jobs::ResponseBody>,
 }
 
 impl Bridge {
@@ -98,9 +117,10 @@ impl Bridge {
             swarm,
             wiring,
             topic,
-            pending: HashMap::new(),
+            pending: Pending::default(),
             next_request_id: 0,
             catalog,
+            jobs: Pending::default(),
         };
         bridge.dial_join_addrs();
         Ok(bridge)
@@ -148,9 +168,8 @@ impl Bridge {
                 }
             }
         }
-        for (_, (_, reply)) in self.pending.drain() {
-            let _ = reply.send(Err("node is shutting down".to_string()));
-        }
+        self.pending.fail_all("node is shutting down");
+        self.jobs.fail_all("node is shutting down");
         self.catalog.fail_pending();
     }
 
@@ -185,12 +204,20 @@ impl Bridge {
                     .behaviour_mut()
                     .control
                     .send_request(&peer, Frame::Valid(request));
-                self.pending.insert(out, (id, reply));
+                self.pending.insert(out, id, reply);
             }
             Command::PublishCatalog(delta) => self.publish_catalog(delta),
             Command::Catalog { peer, body, reply } => self.catalog_request(peer, body, reply),
             Command::CatalogRespond { channel, response } => {
                 self.catalog_respond(channel, response)
+            }
+            Command::Jobs { peer, body, reply } => self.jobs_request(peer, body, reply),
+            Command::JobsRespond { channel, response } => self.jobs_respond(channel, response),
+            Command::Block(peer) => {
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+            }
+            Command::Unblock(peer) => {
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
             }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
@@ -266,6 +293,7 @@ impl Bridge {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Control(ev)) => self.on_control(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Catalog(ev)) => self.on_catalog(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Jobs(ev)) => self.on_jobs(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.wiring.listen_addrs.send_modify(|a| a.push(address));
@@ -359,59 +387,16 @@ impl Bridge {
         &mut self,
         ev: request_response::Event<Frame<control::Request>, Frame<control::Response>>,
     ) {
-        match ev {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request: Frame::Valid(request),
-                    channel,
-                    ..
-                } => self.answer(peer, request, channel),
-                // Dropping the channel closes the stream unanswered.
-                request_response::Message::Request {
-                    request: Frame::Rejected(reason),
-                    ..
-                } => self.reject_peer(peer, control::SERVICE, &reason),
-                request_response::Message::Response {
-                    request_id,
-                    response: Frame::Rejected(reason),
-                } => {
-                    self.reject_peer(peer, control::SERVICE, &reason);
-                    if let Some((_, reply)) = self.pending.remove(&request_id) {
-                        let _ =
-                            reply.send(Err(format!("malformed response from {peer}: {reason}")));
-                    }
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response: Frame::Valid(response),
-                } => {
-                    if let Some((id, reply)) = self.pending.remove(&request_id) {
-                        let answer = if response.id != id {
-                            Err(format!(
-                                "response id {:?} does not echo request id {:?}",
-                                response.id, id
-                            ))
-                        } else {
-                            response.body.map_err(|e| e.to_string())
-                        };
-                        let _ = reply.send(answer);
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                request_id,
-                error,
+        match self.pending.on_event(control::SERVICE, ev) {
+            None => {}
+            Some(Inbound::Request {
                 peer,
-                ..
-            } => {
-                if let Some((_, reply)) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(format!("request to {peer} failed: {error}")));
-                }
+                request,
+                channel,
+            }) => self.answer(peer, request, channel),
+            Some(Inbound::Malformed { peer, reason }) => {
+                self.reject_peer(peer, control::SERVICE, &reason)
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                debug!(%peer, %error, "inbound control request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
 

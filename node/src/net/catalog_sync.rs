@@ -8,7 +8,6 @@
 //! [`Command::CatalogRespond`]. When the inbox is full, gossip is dropped (anti-entropy repairs
 //! it) and requests are answered `Unavailable` at once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use flotilla_protocol::services::catalog::{self, Delta};
 use flotilla_protocol::services::control::{RemoteError, RemoteErrorKind};
 use flotilla_protocol::{MemberState, NodeId, RequestId};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, ResponseChannel};
 use libp2p::{PeerId, Swarm};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -29,6 +28,7 @@ use tracing::{debug, warn};
 use super::behaviour::Behaviour;
 use super::bridge::{Bridge, Command};
 use super::codec::Frame;
+use super::rpc::{Inbound, Pending, Reply};
 use crate::metrics::Metrics;
 
 /// Capacity of the outbox (local deltas waiting to be gossiped).
@@ -37,11 +37,11 @@ pub const OUTBOX_CAPACITY: usize = 256;
 pub const INBOX_CAPACITY: usize = 256;
 
 /// Reply channel of an outbound catalog request.
-pub type CatalogReply = oneshot::Sender<Result<catalog::ResponseBody, String>>;
+pub type CatalogReply = Reply<catalog::ResponseBody>;
 
 /// Catalog work the bridge hands to the worker.
 #[derive(Debug)]
-pub enum Inbound {
+pub enum InboundWork {
     /// A validated delta from the gossip topic.
     Gossip(Delta),
     /// An anti-entropy request to answer.
@@ -57,14 +57,13 @@ pub struct CatalogWiring {
     /// Deltas of local writes, from the catalog actor.
     pub outbox: mpsc::Receiver<Delta>,
     /// Work for the worker ([`serve`]).
-    pub inbox: mpsc::Sender<Inbound>,
+    pub inbox: mpsc::Sender<InboundWork>,
 }
 
 /// The bridge's catalog state: the topic and the outbound requests awaiting answers.
-#[derive(Debug)]
 pub struct CatalogNet {
     pub(super) topic: IdentTopic,
-    pending: HashMap<OutboundRequestId, (RequestId, CatalogReply)>,
+    pending: Pending<catalog::ResponseBody>,
 }
 
 impl CatalogNet {
@@ -78,15 +77,13 @@ impl CatalogNet {
             .map_err(|e| anyhow::anyhow!("subscribe to {}: {e}", catalog::TOPIC))?;
         Ok(CatalogNet {
             topic,
-            pending: HashMap::new(),
+            pending: Pending::default(),
         })
     }
 
     /// Fails every request still waiting (the bridge is stopping).
     pub fn fail_pending(&mut self) {
-        for (_, (_, reply)) in self.pending.drain() {
-            let _ = reply.send(Err("node is shutting down".to_string()));
-        }
+        self.pending.fail_all("node is shutting down");
     }
 }
 
@@ -133,7 +130,7 @@ impl Bridge {
             .behaviour_mut()
             .catalog
             .send_request(&peer, Frame::Valid(request));
-        self.catalog.pending.insert(out, (id, reply));
+        self.catalog.pending.insert(out, id, reply);
     }
 
     /// Sends the worker's answer to an inbound request.
@@ -183,7 +180,7 @@ impl Bridge {
                 .wiring
                 .catalog
                 .inbox
-                .try_send(Inbound::Gossip(delta))
+                .try_send(InboundWork::Gossip(delta))
                 .is_err()
             {
                 debug!("catalog inbox full; gossiped delta dropped, anti-entropy repairs it");
@@ -196,72 +193,27 @@ impl Bridge {
         &mut self,
         ev: request_response::Event<Frame<catalog::Request>, Frame<catalog::Response>>,
     ) {
-        match ev {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request: Frame::Valid(request),
-                    channel,
-                    ..
-                } => {
-                    let id = request.id;
-                    if let Err(mpsc::error::TrySendError::Full(Inbound::Request {
-                        channel, ..
-                    })) = self
-                        .wiring
-                        .catalog
-                        .inbox
-                        .try_send(Inbound::Request { request, channel })
-                    {
-                        let body = Err(unavailable("catalog busy; retry later"));
-                        self.catalog_respond(channel, catalog::Response { id, body });
-                    }
-                }
-                // Dropping the channel closes the stream unanswered.
-                request_response::Message::Request {
-                    request: Frame::Rejected(reason),
-                    ..
-                } => self.reject_peer(peer, catalog::SERVICE, &reason),
-                request_response::Message::Response {
-                    request_id,
-                    response: Frame::Rejected(reason),
-                } => {
-                    self.reject_peer(peer, catalog::SERVICE, &reason);
-                    if let Some((_, reply)) = self.catalog.pending.remove(&request_id) {
-                        let _ =
-                            reply.send(Err(format!("malformed response from {peer}: {reason}")));
-                    }
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response: Frame::Valid(response),
-                } => {
-                    if let Some((id, reply)) = self.catalog.pending.remove(&request_id) {
-                        let answer = if response.id != id {
-                            Err(format!(
-                                "response id {:?} does not echo request id {:?}",
-                                response.id, id
-                            ))
-                        } else {
-                            response.body.map_err(|e| e.to_string())
-                        };
-                        let _ = reply.send(answer);
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                request_id,
-                error,
-                peer,
-                ..
-            } => {
-                if let Some((_, reply)) = self.catalog.pending.remove(&request_id) {
-                    let _ = reply.send(Err(format!("request to {peer} failed: {error}")));
+        match self.catalog.pending.on_event(catalog::SERVICE, ev) {
+            None => {}
+            Some(Inbound::Malformed { peer, reason }) => {
+                self.reject_peer(peer, catalog::SERVICE, &reason)
+            }
+            Some(Inbound::Request {
+                request, channel, ..
+            }) => {
+                let id = request.id;
+                if let Err(mpsc::error::TrySendError::Full(InboundWork::Request {
+                    channel, ..
+                })) = self
+                    .wiring
+                    .catalog
+                    .inbox
+                    .try_send(InboundWork::Request { request, channel })
+                {
+                    let body = Err(unavailable("catalog busy; retry later"));
+                    self.catalog_respond(channel, catalog::Response { id, body });
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                debug!(%peer, %error, "inbound catalog request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
 }
@@ -276,18 +228,18 @@ pub async fn refresh_entries(catalog: &replica::Handle, metrics: &Metrics) {
 /// The worker: merges gossiped deltas and answers anti-entropy requests, one at a time, until
 /// the bridge drops the inbox.
 pub async fn serve(
-    mut inbox: mpsc::Receiver<Inbound>,
+    mut inbox: mpsc::Receiver<InboundWork>,
     catalog: replica::Handle,
     commands: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
 ) {
     while let Some(work) = inbox.recv().await {
         match work {
-            Inbound::Gossip(delta) => match catalog.merge(delta).await {
+            InboundWork::Gossip(delta) => match catalog.merge(delta).await {
                 Ok(summary) => metrics.count_catalog_rejections(&summary.rejected),
                 Err(e) => warn!(error = %e, "gossiped catalog delta not merged"),
             },
-            Inbound::Request { request, channel } => {
+            InboundWork::Request { request, channel } => {
                 let body = match request.body {
                     catalog::RequestBody::Sync(theirs) => catalog
                         .answer_sync(theirs)

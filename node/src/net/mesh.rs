@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::{Error, Result};
-use flotilla_protocol::services::control;
+use flotilla_protocol::services::{control, jobs};
 use flotilla_protocol::NodeId;
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +25,43 @@ impl NetMesh {
             local: NodeId(local.to_string()),
             commands,
         }
+    }
+
+    /// Sends a command carrying a reply channel and waits at most `deadline` for the answer.
+    async fn ask<B>(
+        &self,
+        peer: &NodeId,
+        deadline: Duration,
+        cmd: impl FnOnce(PeerId, super::rpc::Reply<B>) -> Command,
+    ) -> Result<B> {
+        let target = parse_peer(peer)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(cmd(target, reply)).await?;
+        match tokio::time::timeout(deadline, answer).await {
+            Err(_) => Err(Error::Timeout {
+                actor: "peer",
+                deadline,
+            }),
+            Ok(Err(_)) => Err(Error::ActorGone {
+                actor: "network bridge",
+            }),
+            Ok(Ok(r)) => r.map_err(|reason| Error::Peer {
+                peer: peer.to_string(),
+                reason,
+            }),
+        }
+    }
+
+    /// Closes and refuses every connection with `peer` until [`NetMesh::unblock`].
+    pub async fn block(&self, peer: &NodeId) -> Result<()> {
+        let target = parse_peer(peer)?;
+        self.send(Command::Block(target)).await
+    }
+
+    /// Accepts a blocked peer again.
+    pub async fn unblock(&self, peer: &NodeId) -> Result<()> {
+        let target = parse_peer(peer)?;
+        self.send(Command::Unblock(target)).await
     }
 
     async fn send(&self, cmd: Command) -> Result<()> {
@@ -53,27 +90,26 @@ impl Mesh for NetMesh {
         body: control::RequestBody,
         deadline: Duration,
     ) -> Result<control::ResponseBody> {
-        let target = parse_peer(peer)?;
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Control {
-            peer: target,
+        self.ask(peer, deadline, |peer, reply| Command::Control {
+            peer,
             body,
             reply,
         })
-        .await?;
-        match tokio::time::timeout(deadline, answer).await {
-            Err(_) => Err(Error::Timeout {
-                actor: "peer",
-                deadline,
-            }),
-            Ok(Err(_)) => Err(Error::ActorGone {
-                actor: "network bridge",
-            }),
-            Ok(Ok(r)) => r.map_err(|reason| Error::Peer {
-                peer: peer.to_string(),
-                reason,
-            }),
-        }
+        .await
+    }
+
+    async fn jobs(
+        &self,
+        peer: &NodeId,
+        body: jobs::RequestBody,
+        deadline: Duration,
+    ) -> Result<jobs::ResponseBody> {
+        self.ask(peer, deadline, |peer, reply| Command::Jobs {
+            peer,
+            body,
+            reply,
+        })
+        .await
     }
 
     async fn connected_peers(&self) -> Result<Vec<NodeId>> {

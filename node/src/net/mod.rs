@@ -6,13 +6,17 @@
 //! - [`bridge`]: the event loop that owns the swarm and connects it to the actors.
 //! - [`catalog_sync`]: the catalog's side of the bridge (delta gossip, the anti-entropy
 //!   service) and the periodic anti-entropy rounds.
+//! - [`jobs_net`]: the jobs service (`/flotilla/jobs/1`) and the worker that answers it.
+//! - [`rpc`]: what every request-response service shares (pending requests, event sorting).
 //! - [`mesh`]: the [`flotilla_actors::mesh::Mesh`] implementation over the bridge.
 
 pub mod behaviour;
 pub mod bridge;
 pub mod catalog_sync;
 pub mod codec;
+pub mod jobs_net;
 pub mod mesh;
+pub mod rpc;
 pub mod transport;
 
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::Result;
 use crate::ids::{NodeId, RequestId};
-use crate::jobs::{JobId, JobKind};
+use crate::jobs::{JobId, JobKind, Priority, Resources, RunningTask};
 use crate::services::control::RemoteError;
 
 /// Stream protocol name.
@@ -61,7 +61,9 @@ pub struct Request {
 /// What a jobs request asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RequestBody {
-    /// Run task `task` of `job` (owner `owner` at `epoch`), attempt `attempt`.
+    /// Run task `task` of `job` (owner `owner` at `epoch`), attempt `attempt`. The priority
+    /// class and resources are kept by the executing node so later placements can see what it
+    /// holds (and what a higher class may preempt).
     StartTask {
         job: JobId,
         task: u32,
@@ -69,6 +71,8 @@ pub enum RequestBody {
         epoch: u64,
         attempt: u32,
         kind: JobKind,
+        priority: Priority,
+        resources: Resources,
     },
     /// Stop task `task` of `job`.
     CancelTask { job: JobId, task: u32, epoch: u64 },
@@ -81,6 +85,49 @@ pub enum RequestBody {
         attempt: u32,
         outcome: TaskOutcome,
     },
+    /// Stop task `task` of `job` to make room for a higher priority class; it ends as failed
+    /// with `reason`, so its owner re-places it when capacity returns.
+    PreemptTask {
+        job: JobId,
+        task: u32,
+        reason: String,
+    },
+    /// What this node knows of `job`: its tasks (if it drives the job) and its event log.
+    Detail { job: JobId },
+    /// The tasks running on this node, with their priority classes and resources.
+    Usage,
+}
+
+/// One task of a job as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub task: u32,
+    /// Where it runs or ran; `None` while unplaced.
+    pub node: Option<NodeId>,
+    pub attempt: u32,
+    /// `unplaced`, `starting`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// The result (JSON text) of a succeeded task, or the reason of a failed one.
+    pub result: Option<String>,
+}
+
+/// One line of a job's event log.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// Milliseconds since the Unix epoch on the recording node.
+    pub at_ms: u64,
+    /// The node that recorded it (the owner at the time).
+    pub node: NodeId,
+    pub text: String,
+}
+
+/// What one node knows of a job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobDetail {
+    /// The tasks, when this node drives (or drove to the end) the job; empty otherwise.
+    pub tasks: Vec<TaskView>,
+    /// The events this node recorded, oldest first.
+    pub events: Vec<JobEvent>,
 }
 
 /// A jobs response; `id` echoes the request's.
@@ -100,6 +147,8 @@ pub enum ResponseBody {
     },
     Survey(Vec<(u32, LedgerEntry)>),
     Ack,
+    Detail(JobDetail),
+    Usage(Vec<RunningTask>),
 }
 
 /// Encodes a request body (no length prefix).
@@ -137,6 +186,12 @@ mod tests {
                     peers: 2,
                     matrix_size: 64,
                     iterations: 3,
+                },
+                priority: Priority::Batch,
+                resources: Resources {
+                    cores: 1,
+                    ram_bytes: 1 << 20,
+                    gpus: 0,
                 },
             },
         };

@@ -5,21 +5,27 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use flotilla_protocol::codec;
+use flotilla_protocol::jobs::{JobId, Priority, Resources, RunningTask};
 use flotilla_protocol::services::jobs::{LedgerEntry, StartAnswer, TaskOutcome};
 use flotilla_protocol::NodeId;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::msg::Msg;
-use super::{Finished, TaskRunner};
+use super::{Execution, Finished, TaskRunner};
 use crate::jobs::ledger::{Ledger, TaskKey};
 use crate::store::{Column, Durability, Store};
 use crate::{Error, Result};
 
 /// Prefix of ledger rows in the `Jobs` column.
 const PREFIX: &[u8] = b"ledger/";
+/// Prefix of run-log rows in the `Jobs` column.
+const RUN_PREFIX: &[u8] = b"run/";
 /// Largest persisted ledger row.
 const MAX_ROW_BYTES: usize = 64 * 1024;
 /// Rows read back at start at most.
@@ -37,10 +43,18 @@ pub struct Args {
     pub finished: mpsc::Sender<Finished>,
 }
 
+/// Who asked for a task and what it holds while it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Holder {
+    owner: NodeId,
+    priority: Priority,
+    resources: Resources,
+}
+
 /// The executor's state.
 pub struct State {
     ledger: Ledger,
-    owners: BTreeMap<TaskKey, NodeId>,
+    owners: BTreeMap<TaskKey, Holder>,
     cancel_flags: BTreeMap<TaskKey, Arc<AtomicBool>>,
     store: Arc<dyn Store>,
     runner: Arc<dyn TaskRunner>,
@@ -55,19 +69,99 @@ fn row_key(key: &TaskKey) -> Vec<u8> {
     k
 }
 
-/// A persisted row: the task, its owner and its ledger entry.
-type Row = (TaskKey, NodeId, LedgerEntry);
+/// Run-log rows of one job share a prefix (a job id never contains `/`).
+fn run_prefix(job: Option<&JobId>) -> Vec<u8> {
+    let mut k = RUN_PREFIX.to_vec();
+    if let Some(job) = job {
+        k.extend_from_slice(job.as_str().as_bytes());
+        k.push(b'/');
+    }
+    k
+}
+
+fn run_key(key: &TaskKey, attempt: u32) -> Vec<u8> {
+    let mut k = run_prefix(Some(&key.job));
+    k.extend_from_slice(&key.task.to_be_bytes());
+    k.extend_from_slice(&attempt.to_be_bytes());
+    k
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A persisted row: the task, who holds it and its ledger entry.
+type Row = (TaskKey, Holder, LedgerEntry);
 
 impl State {
     fn persist(&self, key: &TaskKey) -> Result<()> {
-        let (Some(entry), Some(owner)) = (self.ledger.entry(key), self.owners.get(key)) else {
+        let (Some(entry), Some(holder)) = (self.ledger.entry(key), self.owners.get(key)) else {
             return Ok(());
         };
-        let row: Row = (key.clone(), owner.clone(), entry.clone());
+        let row: Row = (key.clone(), holder.clone(), entry.clone());
         let bytes = codec::encode::<_, MAX_ROW_BYTES>("ledger", &row)
             .map_err(|e| Error::Store(e.to_string()))?;
         self.store
             .put(Column::Jobs, &row_key(key), &bytes, Durability::Sync)
+    }
+
+    /// Appends to the run log, durably, before the work starts.
+    fn log_run(&self, key: &TaskKey, epoch: u64, attempt: u32, owner: &NodeId) -> Result<()> {
+        let run = Execution {
+            job: key.job.clone(),
+            task: key.task,
+            attempt,
+            epoch,
+            owner: owner.clone(),
+            started_at_ms: now_ms(),
+        };
+        let bytes = codec::encode::<_, MAX_ROW_BYTES>("run log", &run)
+            .map_err(|e| Error::Store(e.to_string()))?;
+        self.store.put(
+            Column::Jobs,
+            &run_key(key, attempt),
+            &bytes,
+            Durability::Sync,
+        )
+    }
+
+    fn runs(&self, job: Option<&JobId>) -> Result<Vec<Execution>> {
+        let rows = self
+            .store
+            .scan_prefix(Column::Jobs, &run_prefix(job), MAX_ROWS)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, v)| codec::decode::<Execution, MAX_ROW_BYTES>("run log", &v).ok())
+            .collect())
+    }
+
+    fn usage(&self) -> Vec<RunningTask> {
+        self.owners
+            .iter()
+            .filter(|(k, _)| self.ledger.entry(k).is_some_and(|e| e.outcome.is_none()))
+            .map(|(k, h)| RunningTask {
+                job: k.job.clone(),
+                task: k.task,
+                priority: h.priority,
+                resources: h.resources,
+            })
+            .collect()
+    }
+
+    /// Ends a running task with `outcome` after raising its cancel flag; whether it ran.
+    async fn stop(&mut self, key: &TaskKey, outcome: TaskOutcome) -> Result<bool> {
+        let running = self.ledger.entry(key).is_some_and(|e| e.outcome.is_none());
+        if let Some(flag) = self.cancel_flags.get(key) {
+            flag.store(true, Ordering::Release);
+        }
+        if running {
+            let attempt = self.ledger.entry(key).map(|e| e.attempt).unwrap_or(0);
+            self.finish(key, attempt, outcome).await?;
+        }
+        Ok(running)
     }
 
     async fn finish(&mut self, key: &TaskKey, attempt: u32, outcome: TaskOutcome) -> Result<()> {
@@ -77,9 +171,9 @@ impl State {
         }
         self.cancel_flags.remove(key);
         self.persist(key)?;
-        if let Some(owner) = self.owners.get(key) {
+        if let Some(holder) = self.owners.get(key) {
             let report = Finished {
-                owner: owner.clone(),
+                owner: holder.owner.clone(),
                 job: key.job.clone(),
                 task: key.task,
                 attempt,
@@ -107,8 +201,8 @@ impl Actor for Executor {
         let mut owners = BTreeMap::new();
         for (k, v) in rows {
             match codec::decode::<Row, MAX_ROW_BYTES>("ledger", &v) {
-                Ok((key, owner, entry)) => {
-                    owners.insert(key.clone(), owner);
+                Ok((key, holder, entry)) => {
+                    owners.insert(key.clone(), holder);
                     entries.push((key, entry));
                 }
                 Err(e) => {
@@ -162,12 +256,26 @@ impl Actor for Executor {
                 epoch,
                 attempt,
                 kind,
+                priority,
+                resources,
                 reply,
             } => {
                 let answer = state.ledger.on_start(&key, epoch, attempt);
                 if matches!(answer, StartAnswer::Started | StartAnswer::AlreadyRunning) {
-                    state.owners.insert(key.clone(), owner);
-                    if let Err(e) = state.persist(&key) {
+                    let logged = if answer == StartAnswer::Started {
+                        state.log_run(&key, epoch, attempt, &owner)
+                    } else {
+                        Ok(())
+                    };
+                    state.owners.insert(
+                        key.clone(),
+                        Holder {
+                            owner,
+                            priority,
+                            resources,
+                        },
+                    );
+                    if let Err(e) = logged.and_then(|()| state.persist(&key)) {
                         let _ = reply.send(Err(e));
                         return Ok(());
                     }
@@ -214,21 +322,17 @@ impl Actor for Executor {
                     }));
                     return Ok(());
                 }
-                let running = state
-                    .ledger
-                    .entry(&key)
-                    .is_some_and(|e| e.outcome.is_none());
-                if let Some(flag) = state.cancel_flags.get(&key) {
-                    flag.store(true, Ordering::Release);
-                }
-                if running {
-                    let attempt = state.ledger.entry(&key).map(|e| e.attempt).unwrap_or(0);
-                    if let Err(e) = state.finish(&key, attempt, TaskOutcome::Cancelled).await {
-                        let _ = reply.send(Err(e));
-                        return Ok(());
-                    }
-                }
-                let _ = reply.send(Ok(running));
+                let _ = reply.send(state.stop(&key, TaskOutcome::Cancelled).await);
+            }
+            Msg::Preempt { key, reason, reply } => {
+                info!(job = %key.job.as_str(), task = key.task, %reason, "task preempted");
+                let _ = reply.send(state.stop(&key, TaskOutcome::Failed(reason)).await);
+            }
+            Msg::Usage { reply } => {
+                let _ = reply.send(state.usage());
+            }
+            Msg::Runs { job, reply } => {
+                let _ = reply.send(state.runs(job.as_ref()));
             }
             Msg::Survey { job, reply } => {
                 let entries = state

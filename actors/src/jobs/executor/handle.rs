@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_protocol::jobs::{JobId, JobKind};
+use flotilla_protocol::jobs::{JobId, JobKind, Priority, Resources, RunningTask};
 use flotilla_protocol::services::jobs::{LedgerEntry, StartAnswer};
 use flotilla_protocol::NodeId;
 use ractor::rpc::CallResult;
@@ -12,12 +12,25 @@ use tokio::sync::mpsc;
 
 use super::actor::{Args, Executor};
 use super::msg::Msg;
-use super::{Finished, TaskRunner};
+use super::{Execution, Finished, TaskRunner};
 use crate::jobs::ledger::TaskKey;
 use crate::store::Store;
 use crate::{Error, Result};
 
 const ACTOR: &str = "executor";
+
+/// A start request, as a job's owner sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Start {
+    pub job: JobId,
+    pub task: u32,
+    pub owner: NodeId,
+    pub epoch: u64,
+    pub attempt: u32,
+    pub kind: JobKind,
+    pub priority: Priority,
+    pub resources: Resources,
+}
 
 /// A cloneable handle to a running `Executor`.
 #[derive(Debug, Clone)]
@@ -75,15 +88,17 @@ impl Handle {
     }
 
     /// Starts (or re-attaches to, or refuses) a task.
-    pub async fn start(
-        &self,
-        job: JobId,
-        task: u32,
-        owner: NodeId,
-        epoch: u64,
-        attempt: u32,
-        kind: JobKind,
-    ) -> Result<StartAnswer> {
+    pub async fn start(&self, start: Start) -> Result<StartAnswer> {
+        let Start {
+            job,
+            task,
+            owner,
+            epoch,
+            attempt,
+            kind,
+            priority,
+            resources,
+        } = start;
         let key = TaskKey { job, task };
         let r = self
             .actor
@@ -94,10 +109,43 @@ impl Handle {
                     epoch,
                     attempt,
                     kind,
+                    priority,
+                    resources,
                     reply,
                 },
                 Some(self.deadline),
             )
+            .await;
+        answer(r, self.deadline)?
+    }
+
+    /// Stops a running task for a higher priority class; whether it was running.
+    pub async fn preempt(&self, job: JobId, task: u32, reason: String) -> Result<bool> {
+        let key = TaskKey { job, task };
+        let r = self
+            .actor
+            .call(
+                |reply| Msg::Preempt { key, reason, reply },
+                Some(self.deadline),
+            )
+            .await;
+        answer(r, self.deadline)?
+    }
+
+    /// The tasks running on this node.
+    pub async fn usage(&self) -> Result<Vec<RunningTask>> {
+        let r = self
+            .actor
+            .call(|reply| Msg::Usage { reply }, Some(self.deadline))
+            .await;
+        answer(r, self.deadline)
+    }
+
+    /// Every execution this node started (of `job`, if given).
+    pub async fn runs(&self, job: Option<JobId>) -> Result<Vec<Execution>> {
+        let r = self
+            .actor
+            .call(|reply| Msg::Runs { job, reply }, Some(self.deadline))
             .await;
         answer(r, self.deadline)?
     }

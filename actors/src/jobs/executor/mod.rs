@@ -15,6 +15,7 @@ use flotilla_protocol::jobs::{JobId, JobKind};
 use flotilla_protocol::services::jobs::TaskOutcome;
 use flotilla_protocol::NodeId;
 
+pub use actor::Executor;
 pub use handle::Handle;
 
 /// Does a task's work. Called on a blocking thread; `cancelled` turns true when the task is
@@ -22,6 +23,19 @@ pub use handle::Handle;
 pub trait TaskRunner: Send + Sync + 'static {
     /// Runs task `task` of a job of `kind`; the result is JSON text, the error a reason.
     fn run(&self, kind: &JobKind, task: u32, cancelled: &AtomicBool) -> Result<String, String>;
+}
+
+/// One execution this node started: a row of its append-only run log. Each start of work
+/// writes one before the work begins, so the log shows how often each task really ran.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Execution {
+    pub job: JobId,
+    pub task: u32,
+    pub attempt: u32,
+    pub epoch: u64,
+    pub owner: NodeId,
+    /// Milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
 }
 
 /// A task that ended here, to be reported to its job's owner.

@@ -1,6 +1,6 @@
 //! Messages of the `Executor` actor.
 
-use flotilla_protocol::jobs::{JobId, JobKind};
+use flotilla_protocol::jobs::{JobId, JobKind, Priority, Resources, RunningTask};
 use flotilla_protocol::services::jobs::{LedgerEntry, StartAnswer, TaskOutcome};
 use flotilla_protocol::NodeId;
 use ractor::RpcReplyPort;
@@ -18,7 +18,24 @@ pub enum Msg {
         epoch: u64,
         attempt: u32,
         kind: JobKind,
+        priority: Priority,
+        resources: Resources,
         reply: RpcReplyPort<crate::Result<StartAnswer>>,
+    },
+    /// Stop a running task for a higher priority class: it ends as failed with `reason`.
+    Preempt {
+        key: TaskKey,
+        reason: String,
+        reply: RpcReplyPort<crate::Result<bool>>,
+    },
+    /// The tasks running here.
+    Usage {
+        reply: RpcReplyPort<Vec<RunningTask>>,
+    },
+    /// Every execution this node started (of `job`, if given), from the run log.
+    Runs {
+        job: Option<JobId>,
+        reply: RpcReplyPort<crate::Result<Vec<super::Execution>>>,
     },
     /// Cancel a task; replies whether it was running.
     Cancel {

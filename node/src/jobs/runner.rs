@@ -1,4 +1,4 @@
-//! The node's side of jobs: the work each job kind does on this machine.
+//! The work each job kind does on this machine.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
