@@ -162,6 +162,8 @@ pub enum RequestBody {
     },
     /// The shards held here, of one dataset or all; answered with [`ResponseBody::Shards`].
     List { dataset: Option<String> },
+    /// Delete one held shard; answered with [`ResponseBody::Deleted`] (0 if it was not held).
+    DeleteShard { shard: ShardId },
     /// Delete every held shard of `dataset@version`; answered with [`ResponseBody::Deleted`].
     DeleteVersion { dataset: String, version: u64 },
     /// Fetch `shard` from `source` and store it here (re-replication); answered with
@@ -199,7 +201,9 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResponseBody {
     /// A chunk was accepted; `complete` once the shard is stored and verified.
-    Stored { complete: bool },
+    Stored {
+        complete: bool,
+    },
     Chunk {
         meta: ShardMeta,
         chunk: u32,
@@ -319,6 +323,7 @@ mod tests {
             RequestBody::List {
                 dataset: Some("bank".into()),
             },
+            RequestBody::DeleteShard { shard: id.clone() },
             RequestBody::DeleteVersion {
                 dataset: "bank".into(),
                 version: 3,
@@ -411,7 +416,10 @@ mod tests {
         frame.extend_from_slice(&[0; 64]);
         assert!(matches!(
             decode_request_frame(&frame),
-            Err(Error::FrameTooLarge { service: "data", .. })
+            Err(Error::FrameTooLarge {
+                service: "data",
+                ..
+            })
         ));
         // A body over the cap handed straight to the decoder is refused too.
         assert!(matches!(
