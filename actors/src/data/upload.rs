@@ -188,39 +188,88 @@ pub struct Uploaded {
     pub placement: BTreeMap<u32, Vec<NodeId>>,
 }
 
-/// Parses `input`, cuts shards and pushes each to its holders.
+/// Parses `input`, cuts shards and pushes each to its holders, and builds the version's
+/// catalog record.
 pub async fn upload<R: Read + Send>(
     input: R,
     opts: Options,
     plan: &Plan,
     peers: &dyn DataPeers,
 ) -> Result<Uploaded> {
+    let mut ingest = Ingest::new(input, opts.clone())?;
+    let (built, placement) = upload_records(ingest.by_ref(), plan, peers).await?;
+    let report = ingest.report().clone();
+    let mut parameters = BTreeMap::new();
+    let mut param = |k: &str, v: String| {
+        parameters.insert(k.to_string(), v);
+    };
+    param("source", plan.source.clone());
+    param("format", format!("{:?}", opts.format).to_lowercase());
+    param("text_field", opts.text_field.clone());
+    if let Some(l) = &opts.label_field {
+        param("label_field", l.clone());
+    }
+    let on_error = match opts.on_error {
+        OnError::Skip => "skip",
+        OnError::Fail => "fail",
+    };
+    param("on_error", on_error.into());
+    param("malformed", report.malformed.to_string());
+    let record = match version_record(plan, &built, parameters) {
+        Ok(r) => r,
+        Err(e) => {
+            clean_up(peers, plan).await;
+            return Err(e);
+        }
+    };
+    Ok(Uploaded {
+        record,
+        report,
+        placement,
+    })
+}
+
+/// The streaming core of an upload: cuts `records` into shards and pushes each to its holders
+/// as soon as it is cut. On any error (from the records or a holder) the shards already
+/// pushed are deleted. An input without records is an error.
+pub async fn upload_records<I>(
+    records: I,
+    plan: &Plan,
+    peers: &dyn DataPeers,
+) -> Result<(Built, BTreeMap<u32, Vec<NodeId>>)>
+where
+    I: Iterator<Item = Result<Record>> + Send,
+{
     if plan.alive.is_empty() {
         return Err(Error::BadRequest("no live node to hold the shards".into()));
     }
-    let result = run(input, opts, plan, peers).await;
+    let result = cut_and_push(records, plan, peers).await;
     if result.is_err() {
-        for n in &plan.alive {
-            let body = RequestBody::DeleteVersion {
-                dataset: plan.dataset.clone(),
-                version: plan.version,
-            };
-            if let Err(e) = peers.call(n, body, plan.call_deadline).await {
-                warn!(node = %n, error = %e, "could not clean up a failed upload");
-            }
-        }
+        clean_up(peers, plan).await;
     }
     result
 }
 
-async fn run<R: Read + Send>(
-    input: R,
-    opts: Options,
+async fn clean_up(peers: &dyn DataPeers, plan: &Plan) {
+    for n in &plan.alive {
+        let body = RequestBody::DeleteVersion {
+            dataset: plan.dataset.clone(),
+            version: plan.version,
+        };
+        if let Err(e) = peers.call(n, body, plan.call_deadline).await {
+            warn!(node = %n, error = %e, "could not clean up a failed upload");
+        }
+    }
+}
+
+async fn cut_and_push<I>(
+    records: I,
     plan: &Plan,
     peers: &dyn DataPeers,
-) -> Result<Uploaded> {
-    let lineage_opts = opts.clone();
-    let mut ingest = Ingest::new(input, opts)?;
+) -> Result<(Built, BTreeMap<u32, Vec<NodeId>>)>
+where
+    I: Iterator<Item = Result<Record>> + Send,
+{
     let mut builder = ShardBuilder::new(
         &plan.dataset,
         plan.version,
@@ -228,48 +277,35 @@ async fn run<R: Read + Send>(
         plan.bytes_per_shard,
     )?;
     let mut placement = BTreeMap::new();
-    while let Some(r) = ingest.next() {
+    for r in records {
         for s in builder.push(r?) {
             placement.insert(s.meta.id.index, place(peers, plan, &s).await?);
         }
     }
-    let report = ingest.report().clone();
     let (last, built) = builder.finish();
     if let Some(s) = last {
         placement.insert(s.meta.id.index, place(peers, plan, &s).await?);
     }
     if built.records == 0 {
-        return Err(Error::BadRequest(format!(
-            "no records in the input ({} malformed lines)",
-            report.malformed
-        )));
+        return Err(Error::BadRequest("no records in the input".into()));
     }
-    let mut parameters = BTreeMap::new();
-    let mut param = |k: &str, v: String| {
-        parameters.insert(k.to_string(), v);
-    };
-    param("source", plan.source.clone());
-    param(
-        "format",
-        format!("{:?}", lineage_opts.format).to_lowercase(),
+    Ok((built, placement))
+}
+
+/// The catalog record of an uploaded version: lineage `upload` with `parameters` plus the
+/// shard layout and replication of `plan`.
+pub fn version_record(
+    plan: &Plan,
+    built: &Built,
+    mut parameters: BTreeMap<String, String>,
+) -> Result<DatasetRecord> {
+    parameters.insert("records".into(), built.records.to_string());
+    parameters.insert(
+        "records_per_shard".into(),
+        plan.records_per_shard.to_string(),
     );
-    param("text_field", lineage_opts.text_field.clone());
-    if let Some(l) = &lineage_opts.label_field {
-        param("label_field", l.clone());
-    }
-    param(
-        "on_error",
-        match lineage_opts.on_error {
-            OnError::Skip => "skip",
-            OnError::Fail => "fail",
-        }
-        .into(),
-    );
-    param("records", report.records.to_string());
-    param("malformed", report.malformed.to_string());
-    param("records_per_shard", plan.records_per_shard.to_string());
-    param("bytes_per_shard", plan.bytes_per_shard.to_string());
-    param("replication", plan.replication.to_string());
+    parameters.insert("bytes_per_shard".into(), plan.bytes_per_shard.to_string());
+    parameters.insert("replication".into(), plan.replication.to_string());
     let record = DatasetRecord {
         name: plan.dataset.clone(),
         version: plan.version,
@@ -287,11 +323,7 @@ async fn run<R: Read + Send>(
         what: format!("dataset record {}@{}", plan.dataset, plan.version),
         reason: e.to_string(),
     })?;
-    Ok(Uploaded {
-        record,
-        report,
-        placement,
-    })
+    Ok(record)
 }
 
 /// Pushes a shard to every holder placement picks for it.
