@@ -18,9 +18,12 @@ use flotilla_protocol::{NodeId, RequestId};
 /// Every call's deadline in these tests.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Rows by (column index, key).
+type Rows = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
+
 /// An in-memory `Store`.
 #[derive(Default)]
-pub struct MemStore(Mutex<BTreeMap<(u8, Vec<u8>), Vec<u8>>>);
+pub struct MemStore(Mutex<Rows>);
 
 fn col(c: Column) -> u8 {
     Column::ALL.iter().position(|x| *x == c).unwrap() as u8
