@@ -64,6 +64,7 @@ async fn job(
         alive: cluster.alive(),
         replication: 2,
         call_deadline: DEADLINE,
+        max_in_flight: 4,
         created_at_ms: 2,
     };
     run(cluster, &spec).await
@@ -303,4 +304,40 @@ async fn versions_chain_back_to_the_upload_with_counts_and_pii_reports() {
         .iter()
         .all(|r| ["train", "val", "test"].contains(&r.fields["split"].as_str())));
     assert!(out.iter().all(|r| !r.fields[TEXT].contains("@example.com")));
+}
+
+#[tokio::test]
+async fn a_corrupt_replica_is_passed_over_for_the_next_holder() {
+    let rs = with_pii(300);
+    let ops: Vec<Op> = serde_json::from_str(r#"[{"op":"pii"},{"op":"dedup-exact"}]"#).unwrap();
+    let clean = Cluster::start(3, 4096).await;
+    let v1 = put(&clean, "c", &rs, 60).await;
+    let want = job(&clean, &v1, ops.clone()).await.unwrap();
+
+    let cluster = Cluster::start(3, 4096).await;
+    let v1b = put(&cluster, "c", &rs, 60).await;
+    assert_eq!(v1b, v1);
+    // Corrupt shard 0 on the holder the coordinator asks first.
+    let id = ShardId::new("c", 1, 0);
+    let holders = cluster.holders("c", 1).await;
+    let first = flotilla_actors::rendezvous::rank(&id.placement_key(), &holders[&0])[0].clone();
+    let store = &cluster.node(&first).store;
+    let key_prefix = {
+        let mut k = b"c/c\0".to_vec();
+        k.extend_from_slice(&1u64.to_be_bytes());
+        k.extend_from_slice(&0u32.to_be_bytes());
+        k
+    };
+    let (k, mut v) = store
+        .rows(flotilla_actors::store::Column::Shards)
+        .into_iter()
+        .find(|(k, _)| k.starts_with(&key_prefix))
+        .unwrap();
+    v[10] ^= 0xff;
+    store.poke(flotilla_actors::store::Column::Shards, &k, v);
+    let got = job(&cluster, &v1b, ops).await.unwrap();
+    assert_eq!(got.record, want.record);
+    assert_eq!(got.report, want.report);
+    // The corrupt holder was asked once and refused; the next holder answered.
+    assert_eq!(cluster.count("Summarize"), clean.count("Summarize") + 1);
 }

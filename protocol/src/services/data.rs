@@ -1,7 +1,7 @@
 //! The data service: dataset shards between nodes.
 //!
 //! A shard is stored as its *body*: the canonical encoding of its records (a record count, then
-//! each record length-prefixed, see `flotilla_actors::data::shard`), and named by its
+//! each record's id and length-prefixed fields, see `flotilla_actors::data::shard`), named by its
 //! [`ShardId`]. The body's blake3 is the shard hash the catalog records, so every holder can
 //! check what it receives and what it reads back. Bodies travel in chunks of at most
 //! [`MAX_CHUNK_BYTES`], so a shard of any size fits the frame cap.

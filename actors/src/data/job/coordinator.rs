@@ -16,6 +16,7 @@ use flotilla_protocol::catalog::DatasetRecord;
 use flotilla_protocol::services::control::RemoteErrorKind;
 use flotilla_protocol::services::data::{Decision, RequestBody, ResponseBody, ShardId, ShardMeta};
 use flotilla_protocol::NodeId;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::warn;
 
 use super::decide::{decide, Finding};
@@ -44,6 +45,8 @@ pub struct Spec {
     pub replication: usize,
     /// Deadline of each call to a holder.
     pub call_deadline: Duration,
+    /// Shards worked on at once in each phase (at least 1).
+    pub max_in_flight: usize,
     /// Timestamp of the new record, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
 }
@@ -149,22 +152,25 @@ async fn phases(
     let mut decisions: BTreeMap<u32, Vec<Decision>> =
         workers.keys().map(|i| (*i, Vec::new())).collect();
     let mut findings = BTreeMap::new();
+    let in_flight = spec.max_in_flight.max(1);
     for (k, op) in spec.ops.iter().enumerate().filter(|(_, o)| is_global(o)) {
-        let mut summaries = BTreeMap::new();
-        for (i, (input, order)) in workers {
-            let body = RequestBody::Summarize {
-                job: spec.job.clone(),
-                input: input.clone(),
-                ops_json: ops_json.to_string(),
-                decisions: decisions.get(i).cloned().unwrap_or_default(),
-            };
-            match on_shard(peers, order, &body, spec.call_deadline).await? {
-                (ResponseBody::Summary(s), _) => {
-                    summaries.insert(*i, s);
+        let decided = &decisions;
+        let summaries: BTreeMap<u32, _> = stream::iter(workers.iter())
+            .map(|(i, (input, order))| async move {
+                let body = RequestBody::Summarize {
+                    job: spec.job.clone(),
+                    input: input.clone(),
+                    ops_json: ops_json.to_string(),
+                    decisions: decided.get(i).cloned().unwrap_or_default(),
+                };
+                match on_shard(peers, order, &body, spec.call_deadline).await? {
+                    (ResponseBody::Summary(s), _) => Ok((*i, s)),
+                    (other, n) => Err(unexpected(&n, "Summarize", &other)),
                 }
-                (other, n) => return Err(unexpected(&n, "Summarize", &other)),
-            }
-        }
+            })
+            .buffered(in_flight)
+            .try_collect()
+            .await?;
         let (per_shard, finding) = decide(op, &summaries)?;
         for (i, d) in per_shard {
             decisions.entry(i).or_default().push(d);
@@ -172,46 +178,23 @@ async fn phases(
         findings.insert(k, finding);
     }
 
+    let decided = &decisions;
+    let applied: Vec<Applied> = stream::iter(workers.iter())
+        .map(|(i, (input, order))| async move {
+            let output = ShardId::new(dataset, spec.output_version, *i);
+            let decisions = decided.get(i).cloned().unwrap_or_default();
+            apply_shard(peers, spec, ops_json, input, order, decisions, output).await
+        })
+        .buffered(in_flight)
+        .try_collect()
+        .await?;
+
     let mut metas: Vec<ShardMeta> = Vec::new();
     let mut placement = BTreeMap::new();
     let mut sums: Vec<(u64, u64)> = vec![(0, 0); spec.ops.len()];
     let mut details: Vec<Option<Detail>> = vec![None; spec.ops.len()];
-    for (i, (input, order)) in workers {
-        let output = ShardId::new(dataset, spec.output_version, *i);
-        let body = RequestBody::Apply {
-            job: spec.job.clone(),
-            input: input.clone(),
-            ops_json: ops_json.to_string(),
-            decisions: decisions.get(i).cloned().unwrap_or_default(),
-            output: output.clone(),
-        };
-        let (meta, counts, details_json, worker) =
-            match on_shard(peers, order, &body, spec.call_deadline).await? {
-                (
-                    ResponseBody::Applied {
-                        meta,
-                        counts,
-                        details_json,
-                    },
-                    n,
-                ) => (meta, counts, details_json, n),
-                (other, n) => return Err(unexpected(&n, "Apply", &other)),
-            };
-        let shard_details: Vec<Detail> =
-            serde_json::from_str(&details_json).map_err(|e| Error::Peer {
-                peer: worker.to_string(),
-                reason: format!("details of shard {output}: {e}"),
-            })?;
-        if meta.id != output
-            || counts.len() != spec.ops.len()
-            || shard_details.len() != counts.len()
-        {
-            return Err(Error::Peer {
-                peer: worker.to_string(),
-                reason: format!("inconsistent answer to Apply of {output}"),
-            });
-        }
-        for (k, ((cin, cout), d)) in counts.into_iter().zip(shard_details).enumerate() {
+    for a in applied {
+        for (k, ((cin, cout), d)) in a.counts.into_iter().zip(a.details).enumerate() {
             sums[k].0 += cin;
             sums[k].1 += cout;
             details[k] = Some(match details[k].take() {
@@ -219,30 +202,8 @@ async fn phases(
                 None => d,
             });
         }
-        let targets = replication::replicas(&output, &spec.alive, spec.replication);
-        for t in targets.iter().filter(|t| **t != worker) {
-            let body = RequestBody::CopyFrom {
-                shard: output.clone(),
-                source: worker.clone(),
-            };
-            match peers.call(t, body, spec.call_deadline).await? {
-                ResponseBody::Copied(m) if m.hash == meta.hash => {}
-                other => return Err(unexpected(t, "CopyFrom", &other)),
-            }
-        }
-        if !targets.contains(&worker) {
-            peers
-                .call(
-                    &worker,
-                    RequestBody::DeleteShard {
-                        shard: output.clone(),
-                    },
-                    spec.call_deadline,
-                )
-                .await?;
-        }
-        placement.insert(*i, targets);
-        metas.push(meta);
+        placement.insert(a.meta.id.index, a.targets);
+        metas.push(a.meta);
     }
 
     let mut report = JobReport::default();
@@ -290,6 +251,77 @@ async fn phases(
         record,
         report,
         placement,
+    })
+}
+
+/// One output shard, written and placed.
+struct Applied {
+    meta: ShardMeta,
+    counts: Vec<(u64, u64)>,
+    details: Vec<Detail>,
+    targets: Vec<NodeId>,
+}
+
+/// Phase 3 on one shard: its worker writes the output, the placement's holders copy it from
+/// the worker, and the worker drops its copy if it is not one of them.
+async fn apply_shard(
+    peers: &dyn DataPeers,
+    spec: &Spec,
+    ops_json: &str,
+    input: &ShardId,
+    order: &[NodeId],
+    decisions: Vec<Decision>,
+    output: ShardId,
+) -> Result<Applied> {
+    let body = RequestBody::Apply {
+        job: spec.job.clone(),
+        input: input.clone(),
+        ops_json: ops_json.to_string(),
+        decisions,
+        output: output.clone(),
+    };
+    let (meta, counts, details_json, worker) =
+        match on_shard(peers, order, &body, spec.call_deadline).await? {
+            (
+                ResponseBody::Applied {
+                    meta,
+                    counts,
+                    details_json,
+                },
+                n,
+            ) => (meta, counts, details_json, n),
+            (other, n) => return Err(unexpected(&n, "Apply", &other)),
+        };
+    let details: Vec<Detail> = serde_json::from_str(&details_json).map_err(|e| Error::Peer {
+        peer: worker.to_string(),
+        reason: format!("details of shard {output}: {e}"),
+    })?;
+    if meta.id != output || counts.len() != spec.ops.len() || details.len() != counts.len() {
+        return Err(Error::Peer {
+            peer: worker.to_string(),
+            reason: format!("inconsistent answer to Apply of {output}"),
+        });
+    }
+    let targets = replication::replicas(&output, &spec.alive, spec.replication);
+    for t in targets.iter().filter(|t| **t != worker) {
+        let body = RequestBody::CopyFrom {
+            shard: output.clone(),
+            source: worker.clone(),
+        };
+        match peers.call(t, body, spec.call_deadline).await? {
+            ResponseBody::Copied(m) if m.hash == meta.hash => {}
+            other => return Err(unexpected(t, "CopyFrom", &other)),
+        }
+    }
+    if !targets.contains(&worker) {
+        let body = RequestBody::DeleteShard { shard: output };
+        peers.call(&worker, body, spec.call_deadline).await?;
+    }
+    Ok(Applied {
+        meta,
+        counts,
+        details,
+        targets,
     })
 }
 

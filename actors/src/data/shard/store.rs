@@ -96,7 +96,9 @@ impl ShardStore {
     }
 
     /// Stores a shard after checking that `body` has `meta`'s length, hash and record count.
-    /// Writing a shard again with the same hash is a no-op success (a retried put or copy).
+    /// Writing a shard again with the same hash is a no-op success (a retried put or copy),
+    /// unless the held copy no longer reads back intact: then the new body replaces it, which
+    /// is how a corrupt replica is repaired by copying it again.
     pub fn put(&self, meta: &ShardMeta, body: &[u8]) -> Result<()> {
         check_name(&meta.id.dataset)?;
         if body.len() as u64 > self.max_shard_bytes {
@@ -121,7 +123,8 @@ impl ShardStore {
                 meta.id, meta.records
             )));
         }
-        if self.meta(&meta.id)?.as_ref() == Some(meta) {
+        if self.meta(&meta.id).ok().flatten().as_ref() == Some(meta) && self.body(&meta.id).is_ok()
+        {
             return Ok(());
         }
         // A shard rewritten with other contents may have had more chunks: drop them all first.
