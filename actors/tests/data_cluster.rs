@@ -312,3 +312,30 @@ async fn bad_input_is_a_clear_error_and_leaves_no_shards() {
     // The upload lineage reads back as one step.
     assert_eq!(version::steps(&up.record.lineage)[0].operation, "upload");
 }
+
+#[tokio::test]
+async fn records_too_long_for_one_frame_come_back_in_several_pages() {
+    let cluster = Cluster::start(1, 1 << 20).await;
+    // Ten 3 MB records: 30 MB in one shard, more than one 16 MiB frame holds.
+    let rs: Vec<Record> = (0..10)
+        .map(|i| Record::text(i, format!("{i}").repeat(3_000_000)))
+        .collect();
+    let mut p = plan("big", cluster.alive(), 100);
+    p.bytes_per_shard = 64 << 20;
+    p.chunk_bytes = 1 << 20;
+    let (built, placement) =
+        flotilla_actors::data::upload::upload_records(rs.iter().cloned().map(Ok), &p, &*cluster)
+            .await
+            .unwrap();
+    assert_eq!(built.shards.len(), 1);
+    let rec = flotilla_actors::data::upload::version_record(&p, &built, BTreeMap::new()).unwrap();
+    let got = export_all(&*cluster, &rec, &placement, &cluster.alive(), DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(got, rs);
+    assert!(
+        cluster.count("ReadRange") >= 2,
+        "{}",
+        cluster.count("ReadRange")
+    );
+}
