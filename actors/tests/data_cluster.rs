@@ -16,8 +16,8 @@ use flotilla_actors::data::ingest::{parse_all, write_csv, Format, OnError, Optio
 use flotilla_actors::data::record::Record;
 use flotilla_actors::data::replication::{self, DEFAULT_REPLICATION};
 use flotilla_actors::data::upload::{upload, Plan, ShardBuilder};
-use flotilla_actors::data::version;
-use flotilla_protocol::services::data::{RequestBody, ResponseBody, ShardId};
+use flotilla_actors::data::{survey, version};
+use flotilla_protocol::services::data::{RequestBody, ShardId};
 use flotilla_protocol::NodeId;
 
 fn plan(dataset: &str, alive: Vec<NodeId>, per_shard: usize) -> Plan {
@@ -176,22 +176,24 @@ async fn a_killed_holder_is_replaced_from_live_holders_and_export_still_works() 
     assert_eq!(p.copies.len(), lost_replicas);
     for c in &p.copies {
         assert_ne!(c.source, victim, "a dead source was chosen");
-        let body = RequestBody::CopyFrom {
-            shard: c.shard.clone(),
-            source: c.source.clone(),
-        };
-        match flotilla_actors::data::peers::DataPeers::call(&*cluster, &c.target, body, DEADLINE)
-            .await
-            .unwrap()
-        {
-            ResponseBody::Copied(m) => assert_eq!(m.id, c.shard),
-            other => panic!("{other:?}"),
-        }
     }
+    let failed = survey::execute(&*cluster, &p.copies, DEADLINE).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(cluster.count("CopyFrom"), p.copies.len() as u64);
     replication::apply(&mut holders, &p.copies);
     assert!(replication::plan(&holders, &alive, 2).copies.is_empty());
-    // The copies really are on the targets' stores.
+    // The copies really are on the targets' stores, and a survey of the live nodes finds the
+    // repaired holders map.
     let now = cluster.holders("lines", 1).await;
+    let surveyed = survey::survey(&*cluster, &alive, "lines", 1, DEADLINE).await;
+    assert_eq!(by_id(&surveyed), {
+        let mut h = holders.clone();
+        h.values_mut().for_each(|v| {
+            v.retain(|n| *n != victim);
+            v.sort();
+        });
+        h
+    });
     for (id, hs) in &holders {
         for h in hs.iter().filter(|h| **h != victim) {
             assert!(now[&id.index].contains(h), "{id} not on {h}");

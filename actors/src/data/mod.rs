@@ -15,7 +15,8 @@
 //!   augmentation, splits, and [`ops::apply_chain`] with lineage.
 //! - [`reader`]: the seeded, resumable, partitioned read order for training workers.
 //! - [`upload`]: the streaming shard builder and the upload flow (ingest → shards → holders).
-//! - [`replication`]: rendezvous placement of replicas and the re-replication planner.
+//! - [`replication`]: rendezvous placement of replicas and the re-replication planner;
+//!   [`survey`]: where a version's shards are now, and carrying out a plan's copies.
 //! - [`shard`]: shard bodies and the `DataShard` actor holding a node's shards in the store.
 //! - [`job`]: dataset operations as a cluster job (phase 1 summaries, phase 2 decision,
 //!   phase 3 apply) producing a new version with lineage.
@@ -36,6 +37,7 @@ pub mod record;
 pub mod replication;
 pub mod service;
 pub mod shard;
+pub mod survey;
 pub mod transfer;
 pub mod upload;
 pub mod version;
