@@ -11,6 +11,11 @@
 //!   Python `datasketch` package when it is installed (spawned as a subprocess; the bench says
 //!   when it is not).
 //!
+//! - shard building: MB/s of records cut into shards (canonical encoding + blake3), against
+//!   blake3 alone over the same number of bytes; shard decode MB/s beside it.
+//! - three-phase near dedup (summaries of 10 shards, one decision, apply per shard) against
+//!   the single call on all records: the cost of running it cluster-wide, minus the network.
+//!
 //! Timings are the best of three runs; numbers depend on the machine, ratios much less.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,9 +26,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flotilla_actors::data::ingest::{parse_all, Format, Options};
+use flotilla_actors::data::job::{decide::decide, worker};
 use flotilla_actors::data::ops::dedup::{MinHasher, NearParams};
 use flotilla_actors::data::ops::{apply_chain, ExactParams, Op};
 use flotilla_actors::data::record::{Record, TEXT};
+use flotilla_actors::data::shard::decode_body;
+use flotilla_actors::data::upload::ShardBuilder;
 
 fn shared(name: &str) -> PathBuf {
     let beside =
@@ -212,6 +220,61 @@ fn main() {
         res.pairs.len(),
         base,
         ours / base
+    );
+
+    // Shard building and decoding.
+    let (d_build, shards) = best(|| {
+        let mut b = ShardBuilder::new("bench", 1, 10_000, 64 << 20).unwrap();
+        let mut out: Vec<_> = records.iter().flat_map(|r| b.push(r.clone())).collect();
+        out.extend(b.finish().0);
+        out
+    });
+    let body_bytes: usize = shards.iter().map(|s| s.body.len()).sum();
+    let joined: Vec<u8> = shards.iter().flat_map(|s| s.body.iter().copied()).collect();
+    let (d_hash, _) = best(|| blake3::hash(&joined));
+    let (d_decode, _) = best(|| {
+        shards
+            .iter()
+            .map(|s| decode_body(&s.body).unwrap().len())
+            .sum::<usize>()
+    });
+    println!(
+        "shard build: {:>7.1} MB/s of body ({} shards); baseline blake3 alone {:>7.1} MB/s, ratio {:.2}; decode {:>7.1} MB/s",
+        mbps(body_bytes, d_build),
+        shards.len(),
+        mbps(body_bytes, d_hash),
+        mbps(body_bytes, d_build) / mbps(body_bytes, d_hash),
+        mbps(body_bytes, d_decode)
+    );
+
+    // Near dedup in three phases over 10 shards against the single call.
+    let ops = vec![Op::DedupNear(params.clone())];
+    let per = recs.len().div_ceil(10);
+    let parts: Vec<Vec<Record>> = recs.chunks(per).map(|c| c.to_vec()).collect();
+    let (d_phased, kept_phased) = best(|| {
+        let sums = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u32, worker::summarize(p.clone(), &ops, &[]).unwrap()))
+            .collect();
+        let (ds, _) = decide(&ops[0], &sums).unwrap();
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let d = vec![ds[&(i as u32)].clone()];
+                worker::apply(p.clone(), &ops, &d).unwrap().0.len()
+            })
+            .sum::<usize>()
+    });
+    let (d_single, (kept_single, _)) = best(|| apply_chain(recs.clone(), &ops).unwrap());
+    assert_eq!(kept_phased, kept_single.len());
+    println!(
+        "near dedup in 3 phases over {} shards: {:>9.0} docs/s; single call {:>9.0} docs/s, ratio {:.2}",
+        parts.len(),
+        recs.len() as f64 / d_phased.as_secs_f64(),
+        recs.len() as f64 / d_single.as_secs_f64(),
+        d_single.as_secs_f64() / d_phased.as_secs_f64()
     );
 
     let path = std::env::temp_dir().join(format!("flotilla-bench-{}.txt", std::process::id()));

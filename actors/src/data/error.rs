@@ -1,5 +1,8 @@
 //! Errors of the data cores. Every variant names the record, line, field or parameter involved.
 
+use flotilla_protocol::services::control::{RemoteError, RemoteErrorKind};
+use flotilla_protocol::services::data::ShardId;
+
 /// What can go wrong parsing, transforming or reading records.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,6 +49,41 @@ pub enum Error {
     /// A labelling model failed or answered with the wrong shape.
     #[error("model labeller: {0}")]
     Model(String),
+    /// This node holds no shard of that name.
+    #[error("shard {0} is not held here")]
+    ShardNotFound(ShardId),
+    /// A shard's bytes do not hash to the hash it was stored or sent under: refused.
+    #[error("shard {shard} is corrupt: expected blake3 {expected}, content hashes to {actual}")]
+    HashMismatch {
+        shard: ShardId,
+        expected: String,
+        actual: String,
+    },
+    /// Stored or received bytes do not decode.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// Something is larger than its configured or protocol limit.
+    #[error("{what} of {len} exceeds the limit of {cap}")]
+    TooLarge { what: String, len: u64, cap: u64 },
+    /// A request is out of order or inconsistent (a chunk out of sequence, a range past the end).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A dataset version (or a parent in its lineage) is not in the catalog.
+    #[error("dataset {dataset}@{version} not found{}", context.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    VersionNotFound {
+        dataset: String,
+        version: u64,
+        context: Option<String>,
+    },
+    /// A peer failed or answered an error.
+    #[error("peer {peer}: {reason}")]
+    Peer { peer: String, reason: String },
+    /// A peer answered with an error.
+    #[error("peer {peer}: {error}")]
+    Remote { peer: String, error: RemoteError },
+    /// The store, an actor or a deadline failed.
+    #[error(transparent)]
+    Node(#[from] crate::Error),
 }
 
 /// Result with the data cores' [`Error`].
@@ -57,6 +95,25 @@ impl Error {
             op,
             parameter: parameter.to_string(),
             reason: reason.into(),
+        }
+    }
+
+    /// The error to answer a peer with: its class and this error's message.
+    pub fn to_remote(&self) -> RemoteError {
+        let kind = match self {
+            Error::ShardNotFound(_) | Error::VersionNotFound { .. } => RemoteErrorKind::NotFound,
+            Error::HashMismatch { .. } | Error::Corrupt(_) | Error::Io(_) => {
+                RemoteErrorKind::Internal
+            }
+            Error::Node(crate::Error::Timeout { .. } | crate::Error::ActorGone { .. })
+            | Error::Peer { .. } => RemoteErrorKind::Unavailable,
+            Error::Node(_) => RemoteErrorKind::Internal,
+            Error::Remote { error, .. } => error.kind,
+            _ => RemoteErrorKind::BadRequest,
+        };
+        RemoteError {
+            kind,
+            message: self.to_string(),
         }
     }
 

@@ -3,6 +3,9 @@
 // Test helpers: a missing file or bad data should fail the test loudly.
 #![allow(clippy::expect_used)]
 
+pub mod corpus;
+pub mod mem;
+
 use std::path::PathBuf;
 
 use flotilla_actors::data::ingest::{parse_all, Format, Options};

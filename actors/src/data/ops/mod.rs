@@ -216,36 +216,50 @@ pub fn apply(records: Vec<Record>, op: &Op) -> Result<(Vec<Record>, Detail)> {
             Ok((records, Detail::Label { spans, relations }))
         }
         Op::Augment(p) => {
-            p.validate()?;
-            let th = augment::Thesaurus::bundled()?;
             // New ids continue after the largest input id, so they never collide with a
-            // source record; each copy records where it came from.
-            let mut next = records.iter().map(|r| r.id + 1).max().unwrap_or(0);
-            let mut added = Vec::new();
-            for r in &records {
-                let text = r.field(&p.field)?;
-                for copy in 0..p.copies as u64 {
-                    let mut rng = augment::rng_for(p.seed, r.id, copy);
-                    let mut c = r.clone();
-                    c.id = next;
-                    next += 1;
-                    c.fields.insert(
-                        p.field.clone(),
-                        augment::augment_text(text, p, &th, &mut rng),
-                    );
-                    c.fields.insert("augmented_from".into(), r.id.to_string());
-                    added.push(c);
-                }
-            }
-            let n = added.len() as u64;
-            records.extend(added);
-            Ok((records, Detail::Augment { added: n }))
+            // source record.
+            let first = records.iter().map(|r| r.id + 1).max().unwrap_or(0);
+            let added = augment_records(&mut records, p, first)?;
+            Ok((records, Detail::Augment { added }))
         }
         Op::Split(p) => {
             let counts = split::apply(&mut records, p)?;
             Ok((records, Detail::Split(counts)))
         }
     }
+}
+
+/// Appends `p.copies` augmented copies of every record to `records`, numbering them from
+/// `first_id` in record-major, copy-minor order; each copy records where it came from. The
+/// number of copies added. Sharded runs pass each shard a `first_id` from the global decision
+/// so ids stay unique across shards.
+pub fn augment_records(
+    records: &mut Vec<Record>,
+    p: &augment::Params,
+    first_id: u64,
+) -> Result<u64> {
+    p.validate()?;
+    let th = augment::Thesaurus::bundled()?;
+    let mut next = first_id;
+    let mut added = Vec::new();
+    for r in records.iter() {
+        let text = r.field(&p.field)?;
+        for copy in 0..p.copies as u64 {
+            let mut rng = augment::rng_for(p.seed, r.id, copy);
+            let mut c = r.clone();
+            c.id = next;
+            next += 1;
+            c.fields.insert(
+                p.field.clone(),
+                augment::augment_text(text, p, &th, &mut rng),
+            );
+            c.fields.insert("augmented_from".into(), r.id.to_string());
+            added.push(c);
+        }
+    }
+    let n = added.len() as u64;
+    records.extend(added);
+    Ok(n)
 }
 
 /// JSON encoding of label results without naming each type at the call site.
