@@ -143,6 +143,9 @@ pub mod control {
 /// The jobs service (tasks between a job's owner and executing nodes).
 pub mod jobs;
 
+/// The training service (workers, parameter-server shards and a job's coordinator).
+pub mod training;
+
 /// The catalog: delta gossip and anti-entropy between replicas of the catalog CRDT.
 ///
 /// Writes spread as [`Delta`](catalog::Delta)s on the gossip topic. Anti-entropy repairs what gossip lost: the
