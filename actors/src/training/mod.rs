@@ -1,0 +1,44 @@
+//! Distributed training: parameter-server shards, trainers, and the pure cores that decide
+//! aggregation, batch shares, sample assignment, elasticity and checkpoints.
+//!
+//! Cores (pure, driven by tests and the simulator):
+//! - [`partition`]: the flat parameter vector cut into contiguous shard ranges.
+//! - [`optim`]: the [`optim::FlatOptimizer`] boundary (the node implements it with the kernels'
+//!   AdamW and SGD), SGD with momentum, and the learning-rate schedule.
+//! - [`param_server::core`]: one shard's aggregation in sync, async and ssp modes, staleness,
+//!   the non-finite policy, snapshots.
+//! - [`shares`]: batch shares proportional to smoothed throughput.
+//! - [`assignment`]: seeded per-epoch sample order, leases, exactly-once across deaths and
+//!   restarts; [`ledger`] proves it.
+//! - [`elastic`]: joins, departures, standbys and the below-minimum timeout.
+//! - [`checkpoint`]: when, what, where (rendezvous holders) and which to restore.
+//! - [`metrics`]: per-step records and the bounded series.
+//! - [`dispatch`]: the coordinator's side of a job (assignment + shares + elasticity +
+//!   metrics) behind the [`dispatch::Dispatch`] trait.
+//!
+//! Actors:
+//! - [`param_server`]: the `ParamServer` actor around a shard.
+//! - [`trainer`]: the `Trainer` actor, driven by a [`trainer::GradientSource`], talking to
+//!   the shards through [`client::ParamClient`] and to the coordinator through
+//!   [`dispatch::Dispatch`], so the node can put the mesh in between.
+
+pub mod assignment;
+pub mod checkpoint;
+pub mod client;
+pub mod dispatch;
+pub mod elastic;
+pub mod error;
+pub mod ledger;
+pub mod metrics;
+pub mod optim;
+pub mod param_server;
+pub mod partition;
+pub mod shares;
+pub mod trainer;
+
+#[cfg(test)]
+mod assignment_tests;
+#[cfg(test)]
+mod checkpoint_tests;
+
+pub use error::{Error, Result};
