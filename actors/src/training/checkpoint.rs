@@ -64,7 +64,7 @@ pub struct Manifest {
 
 /// Whether a checkpoint is due after step `step` (not at 0, not twice for one step).
 pub fn due(step: u64, save_every: u64, last_saved: Option<u64>) -> bool {
-    save_every > 0 && step > 0 && step % save_every == 0 && last_saved != Some(step)
+    save_every > 0 && step > 0 && step.is_multiple_of(save_every) && last_saved != Some(step)
 }
 
 /// The holders of checkpoint `step` of `job`: the first [`REPLICAS`] alive nodes in

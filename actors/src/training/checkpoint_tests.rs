@@ -11,9 +11,12 @@ use super::optim::{LrPlan, SgdMomentum};
 use super::param_server::core::{Config, Shard, Snapshot};
 use crate::store::{Column, Durability, Store};
 
+/// Rows by (column name, key).
+type Rows = BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
 #[derive(Default)]
 struct MemStore {
-    rows: Mutex<BTreeMap<(String, Vec<u8>), Vec<u8>>>,
+    rows: Mutex<Rows>,
 }
 
 impl Store for MemStore {

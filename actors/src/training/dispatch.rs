@@ -4,6 +4,7 @@
 //! [`Core`] is pure; [`LocalDispatch`] wraps it for one process and implements [`Dispatch`],
 //! the trait a trainer talks to (the node implements it over `/flotilla/training/1` too).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -86,6 +87,10 @@ pub struct Core {
     elastic: Elastic,
     aggregator: Aggregator,
     series: Series,
+    /// Sync: the shares fixed for one step, so that a throughput report arriving between two
+    /// workers' requests does not change the step's split (the step's leases then cover
+    /// exactly its budget).
+    frozen: Option<(u64, BTreeMap<WorkerId, u32>)>,
 }
 
 impl Core {
@@ -109,6 +114,7 @@ impl Core {
             elastic: Elastic::new(cfg.elastic, now),
             aggregator: Aggregator::new(64),
             series: Series::new(cfg.series_capacity),
+            frozen: None,
             cfg,
         }
     }
@@ -166,8 +172,20 @@ impl Core {
         if !self.elastic.workers().contains(&worker) {
             return Err(Error::UnknownWorker(worker));
         }
-        let want = self.shares.shares().get(&worker).copied().unwrap_or(1);
         let step = if self.is_sync() { step } else { None };
+        let want = match step {
+            Some(s) => {
+                if self.frozen.as_ref().is_none_or(|(f, _)| *f != s) {
+                    self.frozen = Some((s, self.shares.shares()));
+                }
+                self.frozen
+                    .as_ref()
+                    .and_then(|(_, m)| m.get(&worker).copied())
+            }
+            None => self.shares.shares().get(&worker).copied(),
+        };
+        // A worker promoted mid-step has no share in the frozen split: one sample.
+        let want = want.unwrap_or(1);
         Ok(self
             .assignment
             .next(worker, want, step, self.shares.global()))
@@ -205,7 +223,7 @@ impl Core {
     }
 
     /// The current shares, for display.
-    pub fn shares(&self) -> std::collections::BTreeMap<WorkerId, u32> {
+    pub fn shares(&self) -> BTreeMap<WorkerId, u32> {
         self.shares.shares()
     }
 

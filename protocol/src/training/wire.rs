@@ -50,7 +50,9 @@ impl GradPayload {
     pub fn len(&self) -> Option<usize> {
         match self {
             GradPayload::F32(v) => Some(v.len()),
-            GradPayload::F16(b) | GradPayload::Bf16(b) => (b.len() % 2 == 0).then_some(b.len() / 2),
+            GradPayload::F16(b) | GradPayload::Bf16(b) => {
+                b.len().is_multiple_of(2).then_some(b.len() / 2)
+            }
         }
     }
 
@@ -73,12 +75,12 @@ impl GradPayload {
         match self {
             GradPayload::F32(v) => v.iter().all(|x| x.is_finite()),
             GradPayload::F16(b) => {
-                b.len() % 2 == 0
+                b.len().is_multiple_of(2)
                     && b.chunks_exact(2)
                         .all(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).is_finite())
             }
             GradPayload::Bf16(b) => {
-                b.len() % 2 == 0
+                b.len().is_multiple_of(2)
                     && b.chunks_exact(2)
                         .all(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).is_finite())
             }
@@ -87,7 +89,7 @@ impl GradPayload {
 }
 
 fn halves(bytes: &[u8], to_f32: impl Fn(u16) -> f32) -> Option<Vec<f32>> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     Some(
