@@ -9,6 +9,7 @@ use flotilla_protocol::services::training::PushOutcome;
 use flotilla_protocol::training::{GradPayload, WorkerId};
 
 use super::error::{Error, Result};
+use super::param_server::core::Snapshot;
 use super::param_server::{self, Pulled};
 use super::partition;
 
@@ -83,10 +84,19 @@ impl LocalParams {
     /// The whole flat vector, read from every shard now (for evaluation and tests).
     pub async fn snapshot_params(&self) -> Result<Vec<f32>> {
         let mut flat = Vec::with_capacity(self.total);
-        for h in &self.handles {
-            flat.extend(h.snapshot().await?.params);
+        for s in self.snapshots().await? {
+            flat.extend(s.params);
         }
         Ok(flat)
+    }
+
+    /// Every shard's snapshot, in shard order (for a checkpoint).
+    pub async fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let mut out = Vec::with_capacity(self.handles.len());
+        for h in &self.handles {
+            out.push(h.snapshot().await?);
+        }
+        Ok(out)
     }
 }
 

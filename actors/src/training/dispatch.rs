@@ -250,6 +250,23 @@ pub struct LocalDispatch {
 impl LocalDispatch {
     /// A coordinator over `records` (index `i` of the assignment is `records[i]`).
     pub fn new(cfg: Config, records: Arc<Vec<Record>>) -> Result<Self> {
+        Self::build(cfg, records, None)
+    }
+
+    /// A coordinator continuing from a checkpoint's assignment state.
+    pub fn resume(
+        cfg: Config,
+        records: Arc<Vec<Record>>,
+        checkpoint: assignment::Checkpoint,
+    ) -> Result<Self> {
+        Self::build(cfg, records, Some(checkpoint))
+    }
+
+    fn build(
+        cfg: Config,
+        records: Arc<Vec<Record>>,
+        checkpoint: Option<assignment::Checkpoint>,
+    ) -> Result<Self> {
         if cfg.records != records.len() as u64 {
             return Err(Error::Length {
                 what: "dataset",
@@ -259,7 +276,7 @@ impl LocalDispatch {
         }
         let clock = MonotonicClock::default();
         Ok(Self {
-            core: Mutex::new(Core::new(cfg, clock.now(), None)),
+            core: Mutex::new(Core::new(cfg, clock.now(), checkpoint)),
             records,
             clock,
         })

@@ -13,6 +13,7 @@
 //! - [`elastic`]: joins, departures, standbys and the below-minimum timeout.
 //! - [`checkpoint`]: when, what, where (rendezvous holders) and which to restore.
 //! - [`metrics`]: per-step records and the bounded series.
+//! - [`plan`]: a [`flotilla_protocol::training::TrainSpec`] turned into each role's settings.
 //! - [`dispatch`]: the coordinator's side of a job (assignment + shares + elasticity +
 //!   metrics) behind the [`dispatch::Dispatch`] trait.
 //!
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod optim;
 pub mod param_server;
 pub mod partition;
+pub mod plan;
 pub mod shares;
 pub mod trainer;
 
