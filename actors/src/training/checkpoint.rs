@@ -161,6 +161,40 @@ fn blob_key(job: &JobId, step: u64, shard: u32) -> Vec<u8> {
     k
 }
 
+/// Stores one shard's blob of checkpoint `step` on this node (the node hosting a shard saves
+/// its blob locally, then copies it to the checkpoint's holders). Buffered: the manifest's
+/// synced write makes it durable.
+pub fn put_blob(store: &dyn Store, job: &JobId, step: u64, shard: u32, blob: &[u8]) -> Result<()> {
+    store.put(
+        Column::Checkpoints,
+        &blob_key(job, step, shard),
+        blob,
+        Durability::Buffered,
+    )?;
+    Ok(())
+}
+
+/// Reads one shard's blob of checkpoint `step` and checks it against `blake3`.
+pub fn get_blob(
+    store: &dyn Store,
+    job: &JobId,
+    step: u64,
+    shard: u32,
+    blake3: &str,
+) -> Result<Vec<u8>> {
+    let Some(blob) = store.get(Column::Checkpoints, &blob_key(job, step, shard))? else {
+        return Err(Error::Checkpoint(format!(
+            "checkpoint {step}: blob of shard {shard} is missing"
+        )));
+    };
+    if hash_hex(&blob) != blake3 {
+        return Err(Error::Checkpoint(format!(
+            "checkpoint {step}: blob of shard {shard} does not match its hash"
+        )));
+    }
+    Ok(blob)
+}
+
 /// Writes a checkpoint on this node: the blobs, then (synced) the manifest that makes it
 /// exist.
 pub fn write(store: &dyn Store, manifest: &Manifest, blobs: &[Vec<u8>]) -> Result<()> {
@@ -172,12 +206,7 @@ pub fn write(store: &dyn Store, manifest: &Manifest, blobs: &[Vec<u8>]) -> Resul
         )));
     }
     for (e, b) in manifest.shards.iter().zip(blobs) {
-        store.put(
-            Column::Checkpoints,
-            &blob_key(&manifest.job, manifest.step, e.shard),
-            b,
-            Durability::Buffered,
-        )?;
+        put_blob(store, &manifest.job, manifest.step, e.shard, b)?;
     }
     // Syncing the manifest also makes the buffered blob writes before it durable (one
     // write-ahead log).
@@ -200,18 +229,7 @@ fn read_shard(store: &dyn Store, m: &Manifest, shard: u32) -> Result<Snapshot> {
             m.step
         )));
     };
-    let Some(blob) = store.get(Column::Checkpoints, &blob_key(&m.job, m.step, shard))? else {
-        return Err(Error::Checkpoint(format!(
-            "checkpoint {}: blob of shard {shard} is missing",
-            m.step
-        )));
-    };
-    if hash_hex(&blob) != entry.blake3 {
-        return Err(Error::Checkpoint(format!(
-            "checkpoint {}: blob of shard {shard} does not match its hash",
-            m.step
-        )));
-    }
+    let blob = get_blob(store, &m.job, m.step, shard, &entry.blake3)?;
     let s = decode_snapshot(&blob)?;
     if s.params.len() as u64 != entry.end - entry.start || s.shard != shard {
         return Err(Error::Checkpoint(format!(

@@ -15,7 +15,7 @@ use crate::store::{Column, Durability, Store};
 type Rows = BTreeMap<(String, Vec<u8>), Vec<u8>>;
 
 #[derive(Default)]
-struct MemStore {
+pub(super) struct MemStore {
     rows: Mutex<Rows>,
 }
 

@@ -9,9 +9,12 @@ pub mod actor;
 pub mod core;
 pub mod handle;
 pub mod msg;
+pub mod rpc;
 
 #[cfg(test)]
 mod core_tests;
+#[cfg(test)]
+mod rpc_tests;
 
 pub use handle::Handle;
 
