@@ -332,7 +332,13 @@ async fn sync_training_follows_a_single_process_run() {
     assert_learned(&params, "sync");
 
     // Live metrics: one record per step with every worker's share and time.
-    let series = dispatch::latest(&dispatch, None).unwrap();
+    // Steps in which every worker was idle (the data was done while a last lease was being
+    // acknowledged) carry no samples.
+    let series: Vec<_> = dispatch::latest(&dispatch, None)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.samples > 0)
+        .collect();
     assert!(series.len() as u64 >= steps - 2, "{} records", series.len());
     let mid = &series[series.len() / 2];
     assert_eq!(mid.samples, GLOBAL);

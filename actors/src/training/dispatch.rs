@@ -42,8 +42,10 @@ pub trait Dispatch: Send + Sync + 'static {
     async fn give_back(&self, worker: WorkerId) -> Result<()>;
     /// The worker's metrics for one step.
     async fn report(&self, report: WorkerReport) -> Result<()>;
-    /// The worker leaves of its own accord (data done, drained) after its last step.
-    async fn leave(&self, worker: WorkerId) -> Result<()>;
+    /// The worker leaves of its own accord (data done, drained, or stopped by an error).
+    /// True when it still held a lease, which is given back: the worker must then have the
+    /// shards discard its held gradient.
+    async fn leave(&self, worker: WorkerId) -> Result<bool>;
 }
 
 /// A job's coordinator settings.
@@ -91,6 +93,8 @@ pub struct Core {
     /// workers' requests does not change the step's split (the step's leases then cover
     /// exactly its budget).
     frozen: Option<(u64, BTreeMap<WorkerId, u32>)>,
+    /// Standbys promoted to workers, for the shell to join to the shards and start.
+    promoted: Vec<WorkerId>,
 }
 
 impl Core {
@@ -115,6 +119,7 @@ impl Core {
             aggregator: Aggregator::new(64),
             series: Series::new(cfg.series_capacity),
             frozen: None,
+            promoted: Vec::new(),
             cfg,
         }
     }
@@ -149,9 +154,16 @@ impl Core {
         for e in &effects {
             if let Effect::Promote(w) = e {
                 self.shares.add(*w);
+                self.promoted.push(*w);
             }
         }
         self.resize();
+        if self.elastic.workers().is_empty() {
+            // Nobody is left to complete the open steps.
+            for rec in self.aggregator.flush() {
+                self.series.push(rec);
+            }
+        }
         Departure {
             drop_pending: returned > 0,
             returned,
@@ -162,6 +174,11 @@ impl Core {
     /// Checks the below-minimum timer.
     pub fn tick(&mut self, now: Millis) -> Option<Effect> {
         self.elastic.tick(now)
+    }
+
+    /// Standbys promoted since the last call.
+    pub fn take_promoted(&mut self) -> Vec<WorkerId> {
+        std::mem::take(&mut self.promoted)
     }
 
     /// The next lease for `worker`.
@@ -306,8 +323,8 @@ impl LocalDispatch {
     }
 
     /// Removes a worker (dead, or drained by the coordinator): its lease goes back to the
-    /// pool, the shards stop waiting for it. Standbys promoted are joined to the shards; the
-    /// caller starts their trainers.
+    /// pool, the shards stop waiting for it. A standby promoted in its place is picked up
+    /// with [`LocalDispatch::promote`].
     pub async fn depart(
         &self,
         params: &dyn ParamClient,
@@ -317,12 +334,24 @@ impl LocalDispatch {
         let now = self.clock.now();
         let d = self.with(|c| c.leave(now, worker, why))?;
         client::leave_all(params, worker, d.drop_pending).await?;
-        for e in &d.effects {
-            if let Effect::Promote(w) = e {
-                client::join_all(params, *w).await?;
-            }
-        }
         Ok(d)
+    }
+
+    /// Joins the standbys promoted since the last call to every shard and returns them: the
+    /// caller starts their trainers.
+    pub async fn promote(&self, params: &dyn ParamClient) -> Result<Vec<WorkerId>> {
+        let promoted = self.with(Core::take_promoted)?;
+        for w in &promoted {
+            client::join_all(params, *w).await?;
+        }
+        Ok(promoted)
+    }
+
+    /// Checks the below-minimum timer (the coordinator calls this periodically); once the
+    /// job has failed, every trainer's next request gets the reason.
+    pub fn tick(&self) -> Result<Option<Effect>> {
+        let now = self.clock.now();
+        self.with(|c| c.tick(now))
     }
 }
 
@@ -356,10 +385,9 @@ impl Dispatch for LocalDispatch {
         self.with(|c| c.report(report))
     }
 
-    async fn leave(&self, worker: WorkerId) -> Result<()> {
+    async fn leave(&self, worker: WorkerId) -> Result<bool> {
         let now = self.clock.now();
-        self.with(|c| c.leave(now, worker, Why::Drained))
-            .map(|_| ())
+        self.with(|c| c.leave(now, worker, Why::Drained).drop_pending)
     }
 }
 

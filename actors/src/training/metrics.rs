@@ -103,6 +103,16 @@ impl Aggregator {
     }
 }
 
+impl Aggregator {
+    /// Closes every open step, oldest first (the job ended).
+    pub fn flush(&mut self) -> Vec<StepRecord> {
+        std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|(s, r)| close(s, r))
+            .collect()
+    }
+}
+
 fn close(step: u64, mut reports: Vec<WorkerReport>) -> StepRecord {
     reports.sort_by_key(|r| r.worker);
     let samples: u32 = reports.iter().map(|r| r.samples).sum();
@@ -182,6 +192,9 @@ mod tests {
         a.add(report(0, 1, 1.0, 1, 1.0), 3);
         let r = a.add(report(0, 2, 1.0, 1, 1.0), 3);
         assert_eq!(r.iter().map(|r| r.step).collect::<Vec<_>>(), vec![0]);
+        let r = a.flush();
+        assert_eq!(r.iter().map(|r| r.step).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(a.flush().is_empty());
     }
 
     #[test]

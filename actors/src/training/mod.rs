@@ -42,5 +42,7 @@ pub mod trainer;
 mod assignment_tests;
 #[cfg(test)]
 mod checkpoint_tests;
+#[cfg(test)]
+mod dispatch_tests;
 
 pub use error::{Error, Result};

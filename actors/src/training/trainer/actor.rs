@@ -80,6 +80,18 @@ impl State {
                     tokio::time::sleep(self.cfg.idle_wait).await;
                 }
                 self.push_all(&versions, 0, &[]).await?;
+                // Reported so the step's record closes without waiting for this worker.
+                self.dispatch
+                    .report(WorkerReport {
+                        worker: w,
+                        step: version,
+                        loss: f32::NAN,
+                        grad_norm: 0.0,
+                        lr: self.cfg.lr.lr_at(version),
+                        samples: 0,
+                        compute_ms: 0.0,
+                    })
+                    .await?;
                 return Ok(Next::Continue);
             }
             Work::Batch { lease, records } => (lease, records),
@@ -157,9 +169,11 @@ impl State {
         Ok(out)
     }
 
+    /// Leaves the coordinator, then the shards (discarding a held gradient whose lease was
+    /// given back, so its samples are trained on exactly once, by someone else).
     async fn leave(&mut self) -> Result<()> {
-        client::leave_all(self.params.as_ref(), self.cfg.worker, false).await?;
-        self.dispatch.leave(self.cfg.worker).await
+        let drop_pending = self.dispatch.leave(self.cfg.worker).await?;
+        client::leave_all(self.params.as_ref(), self.cfg.worker, drop_pending).await
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -216,6 +230,11 @@ impl Actor for Trainer {
                 }
                 Err(e) => {
                     warn!(worker = %state.cfg.worker, error = %e, "trainer stopped");
+                    // Best effort: without it the others wait until the coordinator removes
+                    // this worker.
+                    if let Err(le) = state.leave().await {
+                        warn!(worker = %state.cfg.worker, error = %le, "leaving after a failure");
+                    }
                     state.finish(Outcome::Failed(e.to_string()));
                     myself.stop(None);
                 }
