@@ -44,5 +44,7 @@ mod assignment_tests;
 mod checkpoint_tests;
 #[cfg(test)]
 mod dispatch_tests;
+#[cfg(test)]
+mod e2e;
 
 pub use error::{Error, Result};
