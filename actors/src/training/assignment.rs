@@ -15,8 +15,9 @@
 //! batch `G` would read them. A step never mixes epochs: the last step of an epoch is short.
 //!
 //! A checkpoint at version `v` keeps the epoch, the cursor and the pending indices: leases
-//! given back, leases outstanding, and (sync) leases acknowledged for steps `≥ v`, whose
-//! gradients the checkpointed parameters do not hold yet.
+//! given back, and leases (outstanding or, in sync mode, acknowledged) for steps `≥ v`, whose
+//! gradients the checkpointed parameters do not hold yet. In sync mode the coordinator takes
+//! it when the first request for step `v` arrives, before the step's budget is drawn.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -34,6 +35,8 @@ pub struct Lease {
     pub id: u64,
     pub epoch: u32,
     pub indices: Vec<u64>,
+    /// Sync mode: the step it was handed out for.
+    pub step: Option<u64>,
 }
 
 /// The answer to a request for samples.
@@ -229,6 +232,7 @@ impl Assignment {
                     id: self.next_id,
                     epoch,
                     indices,
+                    step,
                 };
                 self.next_id += 1;
                 self.leases.insert(worker, lease.clone());
@@ -284,7 +288,14 @@ impl Assignment {
         for (e, q) in &self.returned {
             pending.entry(*e).or_default().extend(q.iter().copied());
         }
-        for l in self.leases.values() {
+        // A sync lease of a step before `version` that is still outstanding was pushed (the
+        // step could not complete without it, or without the worker's departure, which gives
+        // the lease back): its samples are in the parameters already.
+        for l in self
+            .leases
+            .values()
+            .filter(|l| version.is_none() || l.step.is_none_or(|s| Some(s) >= version))
+        {
             pending.entry(l.epoch).or_default().extend(&l.indices);
         }
         if let Some(v) = version {

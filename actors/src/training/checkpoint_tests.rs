@@ -90,6 +90,7 @@ fn shard(i: u32, params: Vec<f32>) -> Shard {
             consistency: Consistency::Async,
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(0.1),
+            save_every: 0,
         },
         params,
         Box::new(SgdMomentum::new(n, 0.9, 0.0)),

@@ -67,6 +67,9 @@ pub struct Config {
     pub series_capacity: usize,
     /// Keep a ledger of consumed samples (tests, audits).
     pub keep_ledger: bool,
+    /// Sync mode: keep the assignment state of every step that is a multiple of this (0:
+    /// never), taken when the step's first request arrives, for the checkpoint of that step.
+    pub save_every: u64,
 }
 
 /// What the shell does after a departure.
@@ -95,6 +98,8 @@ pub struct Core {
     frozen: Option<(u64, BTreeMap<WorkerId, u32>)>,
     /// Standbys promoted to workers, for the shell to join to the shards and start.
     promoted: Vec<WorkerId>,
+    /// The assignment state kept for the latest checkpoint step.
+    saved: Option<(u64, assignment::Checkpoint)>,
 }
 
 impl Core {
@@ -120,6 +125,7 @@ impl Core {
             series: Series::new(cfg.series_capacity),
             frozen: None,
             promoted: Vec::new(),
+            saved: None,
             cfg,
         }
     }
@@ -190,6 +196,13 @@ impl Core {
             return Err(Error::UnknownWorker(worker));
         }
         let step = if self.is_sync() { step } else { None };
+        if let Some(s) = step {
+            let due = self.cfg.save_every > 0 && s > 0 && s.is_multiple_of(self.cfg.save_every);
+            if due && self.saved.as_ref().is_none_or(|(v, _)| *v != s) {
+                // Before any lease of step `s`: exactly what the parameters at `s` lack.
+                self.saved = Some((s, self.assignment.checkpoint(Some(s))));
+            }
+        }
         let want = match step {
             Some(s) => {
                 if self.frozen.as_ref().is_none_or(|(f, _)| *f != s) {
@@ -244,10 +257,17 @@ impl Core {
         self.shares.shares()
     }
 
-    /// The assignment state for a checkpoint of parameters at `version` (sync).
+    /// The assignment state for a checkpoint of parameters at `version`: in sync mode the
+    /// one kept when step `version` began (or, when none was kept, the current one, which is
+    /// right only while no worker has asked for a later step); in async and ssp the current
+    /// one, counting acknowledged samples as done.
     pub fn checkpoint(&self, version: u64) -> assignment::Checkpoint {
-        self.assignment
-            .checkpoint(self.is_sync().then_some(version))
+        match &self.saved {
+            Some((v, cp)) if *v == version && self.is_sync() => cp.clone(),
+            _ => self
+                .assignment
+                .checkpoint(self.is_sync().then_some(version)),
+        }
     }
 
     /// Why the job failed, if it did.

@@ -29,6 +29,7 @@ fn core(consistency: Consistency, global: Option<u32>) -> Core {
             speed_alpha: 1.0,
             series_capacity: 10,
             keep_ledger: true,
+            save_every: 0,
         },
         Millis(0),
         None,

@@ -68,6 +68,7 @@ impl Plan {
                 speed_alpha: 0.3,
                 series_capacity: 10_000,
                 keep_ledger: false,
+                save_every: a.save_every,
             },
             lr: LrPlan {
                 peak: a.learning_rate,
@@ -92,6 +93,7 @@ impl Plan {
             consistency: self.consistency,
             max_consecutive_nonfinite: self.max_consecutive_nonfinite,
             lr: self.lr,
+            save_every: self.save_every,
         }
     }
 

@@ -31,6 +31,9 @@ pub const EPOCHS: u32 = 2;
 pub const SEED: u64 = 17;
 pub const SHARDS: usize = 2;
 pub const DEADLINE: Duration = Duration::from_secs(120);
+/// Sync runs keep their state every this many steps: step 26 is early in the second epoch
+/// (and the last multiple before the end, so it is the state kept when a run ends).
+pub const SAVE_EVERY: u64 = 26;
 
 /// Logistic regression: parameters are `DIM` weights then a bias; a record's text is its
 /// features separated by spaces, its label 0 or 1.
@@ -163,6 +166,7 @@ impl Job {
                     consistency,
                     max_consecutive_nonfinite: 3,
                     lr: lr(),
+                    save_every: SAVE_EVERY,
                 },
                 init[r.clone()].to_vec(),
                 Box::new(optimizer(r.len())),
@@ -191,6 +195,7 @@ impl Job {
             speed_alpha: 0.5,
             series_capacity: 1000,
             keep_ledger: true,
+            save_every: SAVE_EVERY,
         };
         let dispatch = Arc::new(match resume {
             Some((m, _)) => LocalDispatch::resume(cfg, records, m.assignment)?,

@@ -140,6 +140,10 @@ impl Actor for ParamServer {
             Msg::Snapshot { reply } => {
                 let _ = reply.send(state.shard.snapshot());
             }
+            Msg::SnapshotAt { step, reply } => {
+                let _ = reply.send(state.shard.snapshot_at(step));
+                return Ok(());
+            }
             Msg::Restore { snapshot, reply } => {
                 let _ = reply.send(state.shard.restore(*snapshot));
             }

@@ -37,6 +37,10 @@ pub struct Config {
     /// Non-finite steps in a row that fail the job (at least 1).
     pub max_consecutive_nonfinite: u32,
     pub lr: LrPlan,
+    /// Sync mode: snapshot the shard each time its version reaches a multiple of this (0:
+    /// never), so every shard of a job keeps its state at exactly the checkpoint's step while
+    /// training goes on.
+    pub save_every: u64,
 }
 
 /// A gradient held for a sync step.
@@ -90,6 +94,8 @@ pub struct Shard {
     consecutive_nonfinite: u32,
     max_staleness: u64,
     failed: Option<String>,
+    /// The latest automatic snapshot (sync mode, every `save_every` steps).
+    saved: Option<Snapshot>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -117,6 +123,7 @@ impl Shard {
             consecutive_nonfinite: 0,
             max_staleness: 0,
             failed: None,
+            saved: None,
         }
     }
 
@@ -289,8 +296,20 @@ impl Shard {
         }
         let held = std::mem::take(&mut self.held);
         self.version += 1;
+        let outcome = self.complete(&held);
+        if self.failed.is_none()
+            && self.cfg.save_every > 0
+            && self.version.is_multiple_of(self.cfg.save_every)
+        {
+            self.saved = Some(self.snapshot());
+        }
+        Some(outcome)
+    }
+
+    /// Applies (or skips) a completed sync step.
+    fn complete(&mut self, held: &BTreeMap<WorkerId, Held>) -> PushOutcome {
         if held.values().any(|h| h.samples > 0 && !h.finite) {
-            return Some(self.skip());
+            return self.skip();
         }
         let total: u64 = held.values().map(|h| u64::from(h.samples)).sum();
         if total > 0 {
@@ -304,13 +323,13 @@ impl Shard {
                 }
             }
             if let Err(outcome) = self.apply(&mean) {
-                return Some(outcome);
+                return outcome;
             }
         }
-        Some(PushOutcome::Applied {
+        PushOutcome::Applied {
             version: self.version,
             staleness: 0,
-        })
+        }
     }
 
     fn push_async(
@@ -383,6 +402,19 @@ impl Shard {
             params: self.params.clone(),
             optimizer: self.opt.save_state(),
             clocks: self.clocks.iter().map(|(w, c)| (*w, *c)).collect(),
+        }
+    }
+
+    /// The state at version `step` for a checkpoint: the automatic snapshot taken there, or
+    /// the current state when the shard is at `step`.
+    pub fn snapshot_at(&self, step: u64) -> Result<Snapshot> {
+        match &self.saved {
+            Some(s) if s.version == step => Ok(s.clone()),
+            _ if self.version == step => Ok(self.snapshot()),
+            _ => Err(Error::Checkpoint(format!(
+                "shard {} is at step {} and holds no snapshot of step {step}",
+                self.cfg.shard, self.version
+            ))),
         }
     }
 

@@ -17,6 +17,7 @@ fn shard(consistency: Consistency, params: Vec<f32>) -> Shard {
             consistency,
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(1.0),
+            save_every: 0,
         },
         params,
         Box::new(SgdMomentum::new(n, 0.0, 0.0)),
@@ -256,6 +257,7 @@ fn snapshots_restore_parameters_optimizer_and_clocks() {
             consistency: Consistency::Sync,
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(1.0),
+            save_every: 0,
         },
         vec![0.0; n],
         Box::new(SgdMomentum::new(n, 0.0, 0.0)),
@@ -267,4 +269,35 @@ fn snapshots_restore_parameters_optimizer_and_clocks() {
     let mut short = snap;
     short.params.pop();
     assert!(fresh.restore(short).is_err());
+}
+
+#[test]
+fn sync_shards_keep_their_state_at_checkpoint_steps() {
+    let mut s = Shard::new(
+        Config {
+            shard: 0,
+            consistency: Consistency::Sync,
+            max_consecutive_nonfinite: 3,
+            lr: LrPlan::constant(1.0),
+            save_every: 2,
+        },
+        vec![0.0, 0.0],
+        Box::new(SgdMomentum::new(2, 0.0, 0.0)),
+    );
+    s.join(A).unwrap();
+    for step in 0..3 {
+        s.push(A, step, 1, &g(&[1.0, 0.0])).unwrap();
+    }
+    let at2 = s.snapshot_at(2).unwrap();
+    assert_eq!((at2.version, at2.params.clone()), (2, vec![-2.0, 0.0]));
+    assert_eq!(
+        s.snapshot_at(3).unwrap().params,
+        vec![-3.0, 0.0],
+        "the current step"
+    );
+    assert!(s.snapshot_at(1).is_err());
+    // The next multiple replaces the kept state.
+    s.push(A, 3, 1, &g(&[1.0, 0.0])).unwrap();
+    assert!(s.snapshot_at(2).is_err());
+    assert_eq!(s.snapshot_at(4).unwrap().version, 4);
 }

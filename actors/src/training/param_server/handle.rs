@@ -112,6 +112,15 @@ impl Handle {
             .await
     }
 
+    /// The shard's state at version `step`, for checkpoint `step`.
+    pub async fn snapshot_at(&self, step: u64) -> Result<Snapshot> {
+        self.call(self.cfg.call_deadline, |reply| Msg::SnapshotAt {
+            step,
+            reply,
+        })
+        .await?
+    }
+
     /// Replaces the shard's state with `snapshot`.
     pub async fn restore(&self, snapshot: Snapshot) -> Result<()> {
         self.call(self.cfg.call_deadline, |reply| Msg::Restore {

@@ -40,6 +40,12 @@ pub enum Msg {
     },
     /// The state a checkpoint keeps.
     Snapshot { reply: RpcReplyPort<Snapshot> },
+    /// The state at version `step` for a checkpoint (see
+    /// [`super::core::Shard::snapshot_at`]).
+    SnapshotAt {
+        step: u64,
+        reply: RpcReplyPort<Result<Snapshot>>,
+    },
     /// Replace the state with a snapshot.
     Restore {
         snapshot: Box<Snapshot>,

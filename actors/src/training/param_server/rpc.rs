@@ -115,7 +115,7 @@ pub async fn serve(
             command: CheckpointCommand::Save { step },
         } => {
             check(s)?;
-            let snap = handle.snapshot().await.map_err(remote)?;
+            let snap = handle.snapshot_at(step).await.map_err(remote)?;
             let version = snap.version;
             let blob = checkpoint::encode_snapshot(&snap).map_err(remote)?;
             checkpoint::put_blob(store, job, step, shard, &blob).map_err(remote)?;

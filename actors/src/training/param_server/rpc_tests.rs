@@ -20,6 +20,7 @@ async fn server() -> Handle {
             consistency: Consistency::Async,
             max_consecutive_nonfinite: 2,
             lr: LrPlan::constant(1.0),
+            save_every: 0,
         },
         vec![1.0, 2.0, 3.0, 4.0],
         Box::new(SgdMomentum::new(4, 0.0, 0.0)),
@@ -76,18 +77,26 @@ async fn requests_map_to_the_shard_and_checkpoints_to_the_store() {
     );
     let Ok(ResponseBody::Saved(saved)) = call(RequestBody::Checkpoint {
         shard: 1,
-        command: CheckpointCommand::Save { step: 10 },
+        command: CheckpointCommand::Save { step: 1 },
     })
     .await
     else {
         panic!("save failed")
     };
     assert_eq!((saved.shard, saved.version), (1, 1));
+    // A step the shard is not at and kept no snapshot of.
+    let e = call(RequestBody::Checkpoint {
+        shard: 1,
+        command: CheckpointCommand::Save { step: 7 },
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind, RemoteErrorKind::NotFound);
     call(push(1)).await.unwrap();
     // A wrong hash is refused; the right one restores the saved state.
     let restore = |blake3: String| RequestBody::Checkpoint {
         shard: 1,
-        command: CheckpointCommand::Restore { step: 10, blake3 },
+        command: CheckpointCommand::Restore { step: 1, blake3 },
     };
     let err = call(restore("00".repeat(32))).await.unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::NotFound);
