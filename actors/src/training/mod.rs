@@ -18,10 +18,17 @@
 //!   metrics) behind the [`dispatch::Dispatch`] trait.
 //!
 //! Actors:
-//! - [`param_server`]: the `ParamServer` actor around a shard.
+//! - [`param_server`]: the `ParamServer` actor around a shard, and `param_server::rpc`, its
+//!   answers to `/flotilla/training/1` requests.
 //! - [`trainer`]: the `Trainer` actor, driven by a [`trainer::GradientSource`], talking to
 //!   the shards through [`client::ParamClient`] and to the coordinator through
 //!   [`dispatch::Dispatch`], so the node can put the mesh in between.
+//!
+//! Known limit: a push to several shards is not atomic. When a worker dies between its pushes
+//! to two shards, its lease is given back (the sample ledger stays exactly-once) and a sync
+//! shard that still holds its gradient drops it; but a shard that already applied it (any
+//! shard in async and ssp mode, or a sync shard whose step that gradient completed) sees those
+//! samples' contribution a second time when they are served again.
 
 pub mod assignment;
 pub mod checkpoint;
