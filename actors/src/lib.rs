@@ -8,6 +8,8 @@
 //! - [`jobs`]: job ownership and failover (pure rule over a job record and the view).
 //! - [`placement`]: the pure, deterministic placement of a job's tasks on alive members.
 //! - [`rendezvous`]: rendezvous (highest-random-weight) hashing for owner failover and placement.
+//! - [`training`]: parameter servers, trainers and the training cores (aggregation, batch
+//!   shares, exactly-once sample assignment, elasticity, checkpoints, metrics).
 //! - [`store`]: the storage boundary ([`store::Store`]); rocksdb implements it in `flotilla-node`.
 //! - [`mesh`]: the network boundary ([`mesh::Mesh`]); libp2p implements it in `flotilla-node`.
 //! - [`clock`]: the injected clock the cores are driven by.
@@ -23,5 +25,6 @@ pub mod mesh;
 pub mod placement;
 pub mod rendezvous;
 pub mod store;
+pub mod training;
 
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@
 //! - [`jobs`]: job specifications, priority classes and the job status lattice.
 //! - [`hlc`]: hybrid logical clock timestamps for the replicated catalog.
 //! - [`validation`]: field-level validation errors shared by records and specs.
+//! - [`training`]: the training job spec, gradient payloads and per-step metrics records.
 
 pub mod catalog;
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod jobs;
 pub mod node_info;
 pub mod services;
+pub mod training;
 pub mod validation;
 
 pub use error::{Error, Result};

@@ -146,6 +146,9 @@ pub mod jobs;
 /// The data service (dataset shards and the remote steps of dataset operations).
 pub mod data;
 
+/// The training service (workers, parameter-server shards and a job's coordinator).
+pub mod training;
+
 /// The catalog: delta gossip and anti-entropy between replicas of the catalog CRDT.
 ///
 /// Writes spread as [`Delta`](catalog::Delta)s on the gossip topic. Anti-entropy repairs what gossip lost: the

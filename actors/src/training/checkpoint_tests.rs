@@ -1,0 +1,217 @@
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use flotilla_protocol::jobs::JobId;
+use flotilla_protocol::training::{Consistency, GradPayload, WorkerId};
+use flotilla_protocol::NodeId;
+
+use super::assignment::Checkpoint;
+use super::checkpoint::{self, Manifest};
+use super::optim::{LrPlan, SgdMomentum};
+use super::param_server::core::{Config, Shard, Snapshot};
+use crate::store::{Column, Durability, Store};
+
+/// Rows by (column name, key).
+type Rows = BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
+#[derive(Default)]
+pub(super) struct MemStore {
+    rows: Mutex<Rows>,
+}
+
+impl Store for MemStore {
+    fn get(&self, col: Column, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
+        Ok(self
+            .rows
+            .lock()
+            .unwrap()
+            .get(&(col.name().into(), key.to_vec()))
+            .cloned())
+    }
+    fn put(&self, col: Column, key: &[u8], value: &[u8], _: Durability) -> crate::Result<()> {
+        self.rows
+            .lock()
+            .unwrap()
+            .insert((col.name().into(), key.to_vec()), value.to_vec());
+        Ok(())
+    }
+    fn delete(&self, col: Column, key: &[u8], _: Durability) -> crate::Result<()> {
+        self.rows
+            .lock()
+            .unwrap()
+            .remove(&(col.name().into(), key.to_vec()));
+        Ok(())
+    }
+    fn scan_prefix(
+        &self,
+        col: Column,
+        prefix: &[u8],
+        limit: usize,
+    ) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((c, k), _)| c == col.name() && k.starts_with(prefix))
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+    fn flush(&self) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
+impl MemStore {
+    /// Flips a byte of every blob of checkpoint `step` of shard `shard`.
+    fn corrupt_blob(&self, step: u64, shard: u32) {
+        let mut rows = self.rows.lock().unwrap();
+        for ((_, k), v) in rows.iter_mut() {
+            let tail = [step.to_be_bytes().as_slice(), &shard.to_be_bytes()].concat();
+            if k.windows(3).any(|w| w == b"/b/") && k.ends_with(&tail) {
+                v[5] ^= 0xff;
+            }
+        }
+    }
+}
+
+const W: WorkerId = WorkerId(0);
+
+fn nodes(n: usize) -> Vec<NodeId> {
+    (0..n).map(|i| NodeId(format!("node{i}"))).collect()
+}
+
+fn shard(i: u32, params: Vec<f32>) -> Shard {
+    let n = params.len();
+    let mut s = Shard::new(
+        Config {
+            shard: i,
+            consistency: Consistency::Async,
+            max_consecutive_nonfinite: 3,
+            lr: LrPlan::constant(0.1),
+            save_every: 0,
+        },
+        params,
+        Box::new(SgdMomentum::new(n, 0.9, 0.0)),
+    );
+    s.join(W).unwrap();
+    s
+}
+
+fn train(shards: &mut [Shard], steps: u64) {
+    for s in shards.iter_mut() {
+        for _ in 0..steps {
+            let g: Vec<f32> = s.params().iter().map(|p| p - 1.0).collect();
+            let v = s.version();
+            s.push(W, v, 1, &GradPayload::F32(g)).unwrap();
+        }
+    }
+}
+
+fn save(store: &MemStore, job: &JobId, step: u64, shards: &[Shard]) -> Manifest {
+    let snaps: Vec<Snapshot> = shards.iter().map(Shard::snapshot).collect();
+    let cp = Checkpoint {
+        epoch: 1,
+        cursor: step,
+        pending: vec![(1, vec![3, 4])],
+    };
+    let (m, blobs) = checkpoint::build(job, step, 9, cp, &snaps, &nodes(5)).unwrap();
+    checkpoint::write(store, &m, &blobs).unwrap();
+    m
+}
+
+#[test]
+fn checkpoints_are_due_every_save_every_steps() {
+    assert!(!checkpoint::due(0, 10, None));
+    assert!(!checkpoint::due(5, 10, None));
+    assert!(checkpoint::due(20, 10, Some(10)));
+    assert!(!checkpoint::due(20, 10, Some(20)));
+    assert!(!checkpoint::due(20, 0, None));
+}
+
+#[test]
+fn holders_are_two_nodes_by_rendezvous() {
+    let job = JobId("job-a".into());
+    let all = nodes(6);
+    let h = checkpoint::holders(&job, 100, &all).unwrap();
+    assert_eq!(h.len(), 2);
+    assert_ne!(h[0], h[1]);
+    let mut reversed = all.clone();
+    reversed.reverse();
+    assert_eq!(checkpoint::holders(&job, 100, &reversed).unwrap(), h);
+    // Different steps spread over the nodes.
+    let distinct: std::collections::BTreeSet<NodeId> = (1..50)
+        .flat_map(|s| checkpoint::holders(&job, s * 100, &all).unwrap())
+        .collect();
+    assert!(distinct.len() >= 5, "{distinct:?}");
+    assert!(checkpoint::holders(&job, 100, &nodes(1)).is_err());
+}
+
+#[test]
+fn a_lost_shard_is_restored_from_the_latest_intact_checkpoint() {
+    let store = MemStore::default();
+    let job = JobId("job-b".into());
+    let mut shards = vec![shard(0, vec![0.0; 5]), shard(1, vec![2.0; 4])];
+    train(&mut shards, 3);
+    save(&store, &job, 100, &shards);
+    train(&mut shards, 2);
+    let m200 = save(&store, &job, 200, &shards);
+    assert_eq!(m200.total_params, 9);
+    assert_eq!((m200.shards[1].start, m200.shards[1].end), (5, 9));
+    let (m, snaps) = checkpoint::latest_valid(&store, &job).unwrap().unwrap();
+    assert_eq!(m, m200);
+    assert_eq!(snaps[1], shards[1].snapshot());
+
+    // Shard 1 is lost: a fresh one restored from the checkpoint continues exactly as the
+    // original does.
+    let (_, snap) = checkpoint::restore_shard(&store, &job, 1).unwrap();
+    let mut fresh = shard(1, vec![0.0; 4]);
+    fresh.restore(snap).unwrap();
+    let mut pair = [fresh, shard(1, vec![0.0; 4])];
+    pair[1].restore(shards[1].snapshot()).unwrap();
+    train(&mut pair, 4);
+    assert_eq!(pair[0].params(), pair[1].params());
+    train(&mut shards[1..], 4);
+    assert_eq!(pair[0].params(), shards[1].params());
+
+    // The newest checkpoint is corrupted: the one before it is used.
+    store.corrupt_blob(200, 1);
+    let (m, _) = checkpoint::latest_valid(&store, &job).unwrap().unwrap();
+    assert_eq!(m.step, 100);
+    assert_eq!(m.assignment.pending, vec![(1, vec![3, 4])]);
+    // Blobs written without their manifest (a crash mid-write) are not a checkpoint.
+    let snaps: Vec<Snapshot> = shards.iter().map(Shard::snapshot).collect();
+    let (m300, blobs) =
+        checkpoint::build(&job, 300, 9, Checkpoint::default(), &snaps, &nodes(3)).unwrap();
+    for (i, b) in blobs.iter().enumerate() {
+        let mut key = format!("ckpt/{}/b/", job.as_str()).into_bytes();
+        key.extend_from_slice(&300u64.to_be_bytes());
+        key.extend_from_slice(&(i as u32).to_be_bytes());
+        store
+            .put(Column::Checkpoints, &key, b, Durability::Buffered)
+            .unwrap();
+    }
+    assert_eq!(
+        checkpoint::latest_valid(&store, &job)
+            .unwrap()
+            .unwrap()
+            .0
+            .step,
+        100
+    );
+    checkpoint::write(&store, &m300, &blobs).unwrap();
+    assert_eq!(
+        checkpoint::latest_valid(&store, &job)
+            .unwrap()
+            .unwrap()
+            .0
+            .step,
+        300
+    );
+    // Nothing intact at all.
+    store.corrupt_blob(100, 0);
+    store.corrupt_blob(300, 0);
+    assert!(checkpoint::latest_valid(&store, &job).unwrap().is_none());
+    assert!(checkpoint::restore_shard(&store, &job, 0).is_err());
+}

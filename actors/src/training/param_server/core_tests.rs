@@ -1,0 +1,303 @@
+use flotilla_protocol::services::training::PushOutcome;
+use flotilla_protocol::training::{Consistency, GradPayload, Precision, WorkerId};
+
+use super::core::{Config, Shard};
+use crate::training::error::Error;
+use crate::training::optim::{LrPlan, SgdMomentum};
+
+const A: WorkerId = WorkerId(0);
+const B: WorkerId = WorkerId(1);
+const C: WorkerId = WorkerId(2);
+
+fn shard(consistency: Consistency, params: Vec<f32>) -> Shard {
+    let n = params.len();
+    Shard::new(
+        Config {
+            shard: 0,
+            consistency,
+            max_consecutive_nonfinite: 3,
+            lr: LrPlan::constant(1.0),
+            save_every: 0,
+        },
+        params,
+        Box::new(SgdMomentum::new(n, 0.0, 0.0)),
+    )
+}
+
+fn g(v: &[f32]) -> GradPayload {
+    GradPayload::F32(v.to_vec())
+}
+
+fn joined(consistency: Consistency, workers: &[WorkerId]) -> Shard {
+    let mut s = shard(consistency, vec![0.0, 0.0]);
+    for w in workers {
+        s.join(*w).unwrap();
+    }
+    s
+}
+
+#[test]
+fn sync_applies_the_sample_weighted_mean_once_per_step() {
+    let mut s = joined(Consistency::Sync, &[A, B]);
+    assert!(s.pull_ready(A, None).unwrap());
+    assert_eq!(
+        s.push(A, 0, 1, &g(&[4.0, 0.0])).unwrap(),
+        PushOutcome::Pending
+    );
+    assert_eq!(s.params(), &[0.0, 0.0], "applied before the barrier");
+    assert!(
+        !s.pull_ready(A, Some(0)).unwrap(),
+        "pull answered before the step"
+    );
+    assert!(matches!(
+        s.push(A, 0, 1, &g(&[1.0, 1.0])),
+        Err(Error::DuplicatePush { .. })
+    ));
+    let out = s.push(B, 0, 3, &g(&[0.0, 4.0])).unwrap();
+    assert_eq!(
+        out,
+        PushOutcome::Applied {
+            version: 1,
+            staleness: 0
+        }
+    );
+    // Mean over 4 samples: (1·[4,0] + 3·[0,4]) / 4 = [1, 3], at lr 1.
+    assert_eq!(s.params(), &[-1.0, -3.0]);
+    assert!(s.pull_ready(A, Some(0)).unwrap() && s.pull_ready(B, Some(0)).unwrap());
+    assert_eq!(s.stats().updates, 1);
+    // A gradient for a finished step is stale; one for a future step is a bug.
+    assert_eq!(
+        s.push(A, 0, 1, &g(&[1.0, 1.0])).unwrap(),
+        PushOutcome::Stale { current: 1 }
+    );
+    assert!(matches!(
+        s.push(A, 5, 1, &g(&[1.0, 1.0])),
+        Err(Error::Ahead { .. })
+    ));
+    assert!(matches!(
+        s.push(C, 1, 1, &g(&[1.0, 1.0])),
+        Err(Error::UnknownWorker(_))
+    ));
+}
+
+#[test]
+fn sync_leave_during_a_step_does_not_deadlock() {
+    // The departed worker had pushed, and its samples were not acknowledged: discarded.
+    let mut s = joined(Consistency::Sync, &[A, B, C]);
+    s.push(A, 0, 1, &g(&[2.0, 2.0])).unwrap();
+    s.push(C, 0, 1, &g(&[9.0, 9.0])).unwrap();
+    assert_eq!(s.stats().held, 2);
+    let out = s.leave(C, true);
+    assert_eq!(out, None, "B has not pushed yet");
+    let out = s.leave(B, true);
+    assert_eq!(
+        out,
+        Some(PushOutcome::Applied {
+            version: 1,
+            staleness: 0
+        })
+    );
+    assert_eq!(s.params(), &[-2.0, -2.0], "only A's gradient counts");
+
+    // A worker that leaves with an acknowledged gradient keeps it in the step.
+    let mut s = joined(Consistency::Sync, &[A, B]);
+    s.push(B, 0, 1, &g(&[2.0, 0.0])).unwrap();
+    assert_eq!(s.leave(B, false), None);
+    s.push(A, 0, 1, &g(&[0.0, 2.0])).unwrap();
+    assert_eq!(s.params(), &[-1.0, -1.0]);
+
+    // Everyone leaves while a gradient is held: the step still completes.
+    let mut s = joined(Consistency::Sync, &[A, B]);
+    s.push(A, 0, 2, &g(&[1.0, 1.0])).unwrap();
+    s.leave(B, true);
+    assert_eq!(s.version(), 1);
+    assert!(s.leave(A, false).is_none());
+}
+
+#[test]
+fn sync_join_mid_step_waits_for_the_newcomer() {
+    let mut s = joined(Consistency::Sync, &[A]);
+    s.join(B).unwrap();
+    assert_eq!(
+        s.push(A, 0, 1, &g(&[1.0, 1.0])).unwrap(),
+        PushOutcome::Pending
+    );
+    assert!(s.pull_ready(B, None).unwrap());
+    // A worker with no data this step still takes part in the barrier.
+    assert!(matches!(
+        s.push(B, 0, 0, &GradPayload::F32(vec![])).unwrap(),
+        PushOutcome::Applied { version: 1, .. }
+    ));
+    assert_eq!(s.params(), &[-1.0, -1.0]);
+}
+
+#[test]
+fn async_applies_every_gradient_and_tracks_staleness() {
+    let mut s = joined(Consistency::Async, &[A, B]);
+    assert!(matches!(
+        s.push(A, 0, 1, &g(&[1.0, 0.0])).unwrap(),
+        PushOutcome::Applied {
+            version: 1,
+            staleness: 0
+        }
+    ));
+    assert!(matches!(
+        s.push(A, 1, 1, &g(&[1.0, 0.0])).unwrap(),
+        PushOutcome::Applied {
+            version: 2,
+            staleness: 0
+        }
+    ));
+    // B computed at version 0; two updates happened since.
+    assert_eq!(
+        s.push(B, 0, 5, &g(&[0.0, 1.0])).unwrap(),
+        PushOutcome::Applied {
+            version: 3,
+            staleness: 2
+        }
+    );
+    assert_eq!(s.params(), &[-2.0, -1.0]);
+    assert_eq!(s.stats().max_staleness, 2);
+    assert!(s.pull_ready(A, Some(0)).unwrap());
+}
+
+#[test]
+fn ssp_holds_a_worker_that_runs_ahead_until_the_slowest_catches_up() {
+    let mut s = joined(Consistency::Ssp(2), &[A, B]);
+    for step in 0..2 {
+        s.push(A, step, 1, &g(&[1.0, 0.0])).unwrap();
+        assert!(s.pull_ready(A, Some(step)).unwrap(), "within the bound");
+    }
+    s.push(A, 2, 1, &g(&[1.0, 0.0])).unwrap();
+    assert!(
+        !s.pull_ready(A, Some(2)).unwrap(),
+        "3 ahead of B with bound 2"
+    );
+    assert!(s.pull_ready(B, None).unwrap());
+    s.push(B, 0, 1, &g(&[0.0, 1.0])).unwrap();
+    assert!(s.pull_ready(A, Some(2)).unwrap(), "B caught up by one");
+    // A newcomer starts at the slowest clock and does not hold anyone back.
+    s.join(C).unwrap();
+    assert!(s.pull_ready(A, Some(2)).unwrap());
+    for step in 3..5 {
+        s.push(A, step, 1, &g(&[1.0, 0.0])).unwrap();
+    }
+    assert!(!s.pull_ready(A, Some(4)).unwrap());
+    // The slow workers leave: the fast one is released.
+    s.leave(B, false);
+    assert!(!s.pull_ready(A, Some(4)).unwrap(), "C is as slow as B was");
+    s.leave(C, false);
+    assert!(s.pull_ready(A, Some(4)).unwrap());
+    assert!(s.stats().max_staleness >= 1);
+}
+
+#[test]
+fn non_finite_steps_are_skipped_then_fail_the_job() {
+    let mut s = joined(Consistency::Sync, &[A, B]);
+    let nan = g(&[f32::NAN, 0.0]);
+    // One bad gradient skips the whole sync step.
+    s.push(A, 0, 1, &nan).unwrap();
+    assert_eq!(
+        s.push(B, 0, 1, &g(&[1.0, 1.0])).unwrap(),
+        PushOutcome::Skipped { consecutive: 1 }
+    );
+    assert_eq!((s.version(), s.params()), (1, &[0.0f32, 0.0][..]));
+    // A good step resets the run.
+    s.push(A, 1, 1, &g(&[1.0, 1.0])).unwrap();
+    s.push(B, 1, 1, &g(&[1.0, 1.0])).unwrap();
+    assert_eq!(s.stats().consecutive_nonfinite, 0);
+    for step in 2..5 {
+        s.push(A, step, 1, &nan).unwrap();
+        s.push(B, step, 1, &nan).unwrap();
+    }
+    let reason = s.failure().unwrap().to_string();
+    assert!(reason.contains("3 steps in a row"), "{reason}");
+    assert!(matches!(s.pull_ready(A, Some(4)), Err(Error::Failed(_))));
+    assert!(matches!(s.push(A, 5, 1, &nan), Err(Error::Failed(_))));
+    assert_eq!(s.stats().skipped, 4);
+
+    // Async: an f16 gradient that overflowed is skipped too.
+    let mut s = joined(Consistency::Async, &[A]);
+    let over = GradPayload::encode(&[1e6, 0.0], Precision::F16);
+    assert_eq!(
+        s.push(A, 0, 1, &over).unwrap(),
+        PushOutcome::Skipped { consecutive: 1 }
+    );
+    s.push(A, 1, 1, &GradPayload::encode(&[0.5, 0.25], Precision::Bf16))
+        .unwrap();
+    assert_eq!(s.params(), &[-0.5, -0.25]);
+}
+
+#[test]
+fn bad_payloads_are_refused() {
+    let mut s = joined(Consistency::Async, &[A]);
+    assert!(matches!(
+        s.push(A, 0, 1, &g(&[1.0])),
+        Err(Error::Length { .. })
+    ));
+    assert!(matches!(
+        s.push(A, 0, 1, &GradPayload::F16(vec![0; 3])),
+        Err(Error::Malformed)
+    ));
+    assert_eq!(s.range(1, 1).unwrap(), &[0.0]);
+    assert!(s.range(1, 2).is_err() && s.range(u64::MAX, 2).is_err());
+}
+
+#[test]
+fn snapshots_restore_parameters_optimizer_and_clocks() {
+    let mut s = shard(Consistency::Sync, vec![1.0, 2.0, 3.0]);
+    let n = 3;
+    s.join(A).unwrap();
+    s.push(A, 0, 1, &g(&[1.0, 1.0, 1.0])).unwrap();
+    let snap = s.snapshot();
+    s.push(A, 1, 1, &g(&[5.0, 5.0, 5.0])).unwrap();
+    let mut fresh = Shard::new(
+        Config {
+            shard: 0,
+            consistency: Consistency::Sync,
+            max_consecutive_nonfinite: 3,
+            lr: LrPlan::constant(1.0),
+            save_every: 0,
+        },
+        vec![0.0; n],
+        Box::new(SgdMomentum::new(n, 0.0, 0.0)),
+    );
+    fresh.restore(snap.clone()).unwrap();
+    assert_eq!(fresh.snapshot(), snap);
+    assert_eq!(fresh.params(), &[0.0, 1.0, 2.0]);
+    assert!(fresh.pull_ready(A, Some(0)).unwrap());
+    let mut short = snap;
+    short.params.pop();
+    assert!(fresh.restore(short).is_err());
+}
+
+#[test]
+fn sync_shards_keep_their_state_at_checkpoint_steps() {
+    let mut s = Shard::new(
+        Config {
+            shard: 0,
+            consistency: Consistency::Sync,
+            max_consecutive_nonfinite: 3,
+            lr: LrPlan::constant(1.0),
+            save_every: 2,
+        },
+        vec![0.0, 0.0],
+        Box::new(SgdMomentum::new(2, 0.0, 0.0)),
+    );
+    s.join(A).unwrap();
+    for step in 0..3 {
+        s.push(A, step, 1, &g(&[1.0, 0.0])).unwrap();
+    }
+    let at2 = s.snapshot_at(2).unwrap();
+    assert_eq!((at2.version, at2.params.clone()), (2, vec![-2.0, 0.0]));
+    assert_eq!(
+        s.snapshot_at(3).unwrap().params,
+        vec![-3.0, 0.0],
+        "the current step"
+    );
+    assert!(s.snapshot_at(1).is_err());
+    // The next multiple replaces the kept state.
+    s.push(A, 3, 1, &g(&[1.0, 0.0])).unwrap();
+    assert!(s.snapshot_at(2).is_err());
+    assert_eq!(s.snapshot_at(4).unwrap().version, 4);
+}
