@@ -10,6 +10,7 @@
 //! - [`jobs`]: job specifications, priority classes and the job status lattice.
 //! - [`hlc`]: hybrid logical clock timestamps for the replicated catalog.
 //! - [`validation`]: field-level validation errors shared by records and specs.
+//! - [`openai`]: the OpenAI-compatible HTTP API's bodies, validation and cache keys.
 
 pub mod catalog;
 pub mod codec;
@@ -18,6 +19,7 @@ pub mod hlc;
 pub mod ids;
 pub mod jobs;
 pub mod node_info;
+pub mod openai;
 pub mod services;
 pub mod validation;
 

@@ -143,6 +143,9 @@ pub mod control {
 /// The jobs service (tasks between a job's owner and executing nodes).
 pub mod jobs;
 
+/// The serving service (a router asks replicas to answer OpenAI-compatible requests).
+pub mod serving;
+
 /// The catalog: delta gossip and anti-entropy between replicas of the catalog CRDT.
 ///
 /// Writes spread as [`Delta`](catalog::Delta)s on the gossip topic. Anti-entropy repairs what gossip lost: the
