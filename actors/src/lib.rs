@@ -8,6 +8,8 @@
 //! - [`jobs`]: job ownership and failover (pure rule over a job record and the view).
 //! - [`placement`]: the pure, deterministic placement of a job's tasks on alive members.
 //! - [`rendezvous`]: rendezvous (highest-random-weight) hashing for owner failover and placement.
+//! - [`serving`]: dynamic batching, continuous batching of generation, and the request router
+//!   (cache, coalescing, least-loaded replica choice) behind the OpenAI-compatible API.
 //! - [`store`]: the storage boundary ([`store::Store`]); rocksdb implements it in `flotilla-node`.
 //! - [`mesh`]: the network boundary ([`mesh::Mesh`]); libp2p implements it in `flotilla-node`.
 //! - [`clock`]: the injected clock the cores are driven by.
@@ -22,6 +24,7 @@ pub mod membership;
 pub mod mesh;
 pub mod placement;
 pub mod rendezvous;
+pub mod serving;
 pub mod store;
 
 pub use error::{Error, Result};

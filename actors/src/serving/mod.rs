@@ -1,0 +1,20 @@
+//! Serving: what stands between the OpenAI-compatible HTTP API and the models.
+//!
+//! - [`batcher`]: dynamic batching for models that answer a batch at once (embeddings,
+//!   classifiers): flush on size or wait time, bounded queue.
+//! - [`scheduler`]: continuous (iteration-level) batching for generation: sequences join and
+//!   leave between decoding steps within a KV token budget; tokens stream per sequence through
+//!   bounded channels.
+//! - [`router`]: any node's entry point: response cache, coalescing of identical in-flight
+//!   requests, least-loaded replica choice weighted by capacity, one retry, overload refusal,
+//!   deadlines.
+//! - [`error`]: [`ServeError`] and its mapping to OpenAI errors.
+//!
+//! Each has a pure core driven by injected time and inputs, and a thin async shell; the node
+//! provides the models ([`batcher::BatchModel`], [`scheduler::Generator`]) and the replica
+//! transport ([`router::ReplicaClient`]).
+
+pub mod batcher;
+pub mod error;
+
+pub use error::ServeError;
