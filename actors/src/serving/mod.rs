@@ -16,5 +16,6 @@
 
 pub mod batcher;
 pub mod error;
+pub mod scheduler;
 
 pub use error::ServeError;
