@@ -16,6 +16,7 @@
 
 pub mod batcher;
 pub mod error;
+pub mod router;
 pub mod scheduler;
 
 pub use error::ServeError;

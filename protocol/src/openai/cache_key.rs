@@ -118,7 +118,7 @@ impl ChatCompletionRequest {
             match m.text() {
                 Some(t) => c.str(b'c', &t),
                 None => {
-                    c.0.update(&[b'!']);
+                    c.0.update(b"!");
                 }
             }
         }
