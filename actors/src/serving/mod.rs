@@ -8,6 +8,9 @@
 //! - [`router`]: any node's entry point: response cache, coalescing of identical in-flight
 //!   requests, least-loaded replica choice weighted by capacity, one retry, overload refusal,
 //!   deadlines.
+//! - [`relay`]: streams across the mesh: the replica's table of pulled streams (long polls
+//!   with acknowledgement and leases) and the router's puller that turns them back into a
+//!   local stream.
 //! - [`error`]: [`ServeError`] and its mapping to OpenAI errors.
 //!
 //! Each has a pure core driven by injected time and inputs, and a thin async shell; the node
@@ -16,6 +19,7 @@
 
 pub mod batcher;
 pub mod error;
+pub mod relay;
 pub mod router;
 pub mod scheduler;
 
