@@ -11,15 +11,20 @@
 //! - [`relay`]: streams across the mesh: the replica's table of pulled streams (long polls
 //!   with acknowledgement and leases) and the router's puller that turns them back into a
 //!   local stream.
+//! - [`replica`]: the replica's side of `/flotilla/serving/1` over a [`replica::Backend`];
+//!   [`remote`]: the router's [`router::ReplicaClient`] for replicas on other nodes, over a
+//!   [`remote::ServingTransport`].
 //! - [`error`]: [`ServeError`] and its mapping to OpenAI errors.
 //!
 //! Each has a pure core driven by injected time and inputs, and a thin async shell; the node
-//! provides the models ([`batcher::BatchModel`], [`scheduler::Generator`]) and the replica
-//! transport ([`router::ReplicaClient`]).
+//! provides the models ([`batcher::BatchModel`], [`scheduler::Generator`]), the replica's
+//! request handling ([`replica::Backend`]) and the transport ([`remote::ServingTransport`]).
 
 pub mod batcher;
 pub mod error;
 pub mod relay;
+pub mod remote;
+pub mod replica;
 pub mod router;
 pub mod scheduler;
 
