@@ -253,4 +253,36 @@ mod tests {
         assert_ne!(c.cache_key("v"), e1.cache_key("v"));
         assert_eq!(c.cache_key("v").to_string().len(), 64);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// The key depends on what the request says, not on how its JSON is ordered.
+            #[test]
+            fn field_order_does_not_matter(
+                order in Just((0..6usize).collect::<Vec<_>>()).prop_shuffle(),
+                text in "[a-z ]{0,20}",
+                seed in any::<i64>(),
+                max_tokens in 1..100u32,
+            ) {
+                let fields = [
+                    r#""model":"m""#.to_string(),
+                    format!(r#""messages":[{{"role":"user","content":{text:?}}}]"#),
+                    format!(r#""seed":{seed}"#),
+                    format!(r#""max_tokens":{max_tokens}"#),
+                    r#""stop":["\n"]"#.to_string(),
+                    r#""user":"someone""#.to_string(),
+                ];
+                let canonical = format!("{{{}}}", fields.join(","));
+                let shuffled: Vec<&str> = order.iter().map(|&i| fields[i].as_str()).collect();
+                let shuffled = format!("{{{}}}", shuffled.join(","));
+                let a = chat(&canonical);
+                let b = chat(&shuffled);
+                prop_assert_eq!(a.cache_key("v"), b.cache_key("v"));
+                prop_assert!(b.is_deterministic());
+            }
+        }
+    }
 }

@@ -384,4 +384,40 @@ mod tests {
             503
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Arbitrary bytes are an error or a message, never a panic.
+            #[test]
+            fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = decode_request(&bytes);
+                let _ = decode_response(&bytes);
+            }
+
+            /// Every infer request round-trips, whatever its strings and body.
+            #[test]
+            fn infer_requests_round_trip(
+                id in any::<u64>(),
+                deployment in ".{0,40}",
+                model_hash in "[0-9a-f]{0,64}",
+                deadline_ms in any::<u32>(),
+                body in proptest::collection::vec(any::<u8>(), 0..1024),
+            ) {
+                let r = Request {
+                    id: RequestId(id),
+                    body: RequestBody::Infer {
+                        deployment,
+                        model_hash,
+                        endpoint: Endpoint::Embeddings,
+                        deadline_ms,
+                        body,
+                    },
+                };
+                prop_assert_eq!(decode_request(&encode_request(&r).unwrap()).unwrap(), r);
+            }
+        }
+    }
 }

@@ -231,3 +231,95 @@ mod tests {
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push,
+        Poll,
+        Done,
+        Wait(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Push),
+            2 => Just(Op::Poll),
+            1 => Just(Op::Done),
+            1 => (0..20u64).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the arrivals and timings: nothing is lost or duplicated, order is kept,
+        /// bounds hold, one batch runs at a time, and a short batch goes only once its oldest
+        /// request has waited `max_wait`.
+        #[test]
+        fn batches_keep_order_and_bounds(
+            ops in proptest::collection::vec(op(), 1..200),
+            max_batch in 1..6usize,
+            extra_queue in 0..6usize,
+            wait in 0..15u64,
+        ) {
+            let config = Config {
+                max_batch,
+                max_wait: Duration::from_millis(wait),
+                max_queue: max_batch + extra_queue,
+            };
+            let mut b = Batcher::new(config.clone());
+            let mut now = Millis(0);
+            let mut next = 0u32;
+            let mut accepted = Vec::new();
+            let mut arrived = std::collections::BTreeMap::new();
+            let mut out = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Push => {
+                        let queued = b.queued();
+                        match b.push(now, next) {
+                            Ok(()) => {
+                                accepted.push(next);
+                                arrived.insert(next, now);
+                            }
+                            Err(x) => {
+                                prop_assert_eq!(x, next);
+                                prop_assert_eq!(queued, config.max_queue);
+                            }
+                        }
+                        next += 1;
+                    }
+                    Op::Poll => {
+                        let running = b.is_running();
+                        let queued = b.queued();
+                        if let Some(batch) = b.poll(now) {
+                            prop_assert!(!running);
+                            prop_assert!(!batch.is_empty() && batch.len() <= max_batch);
+                            if batch.len() < max_batch {
+                                prop_assert_eq!(batch.len(), queued);
+                                let oldest = arrived[&batch[0]];
+                                prop_assert!(now.since(oldest) >= config.max_wait);
+                            }
+                            out.extend(batch);
+                        }
+                    }
+                    Op::Done => b.done(),
+                    Op::Wait(ms) => now = Millis(now.0 + ms),
+                }
+                prop_assert!(b.queued() <= config.max_queue);
+            }
+            b.done();
+            if let Some(rest) = b.poll(Millis(u64::MAX)) {
+                out.extend(rest);
+            }
+            while b.queued() > 0 {
+                b.done();
+                out.extend(b.poll(Millis(u64::MAX)).unwrap_or_default());
+            }
+            prop_assert_eq!(out, accepted);
+        }
+    }
+}

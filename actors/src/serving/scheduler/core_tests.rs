@@ -266,3 +266,72 @@ fn config_checks() {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arrival() -> impl Strategy<Value = (usize, u32, u32, bool, u64)> {
+        // (arrival step, prompt length, max_tokens, stops on EOS, seed)
+        (0..12usize, 1..8u32, 1..14u32, any::<bool>(), any::<u64>())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Under any arrivals and cancels: limits hold at every step, the generator is used
+        /// by its contract, every sequence not cancelled finishes, and with the same tokens as
+        /// when sequences run one at a time.
+        #[test]
+        fn limits_hold_and_tokens_do_not_depend_on_batching(
+            arrivals in proptest::collection::vec(arrival(), 1..14),
+            cancels in proptest::collection::vec((0..20usize, 0..14u64), 0..5),
+            budget in 24..80u32,
+            max_running in 1..6usize,
+        ) {
+            let make = || -> Vec<Arrival> {
+                arrivals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(at, len, max, stops, seed))| {
+                        let mut r = req(len, max, i as u32);
+                        if stops {
+                            r.stop_tokens = vec![EOS];
+                        }
+                        Arrival { at, id: i as u64, req: r, sampling: seeded(seed) }
+                    })
+                    .collect()
+            };
+            let (mut gen, probe) = Bigram::new(VOCAB);
+            let mut core = Scheduler::new(config(max_running, budget));
+            let mut cancelled = std::collections::BTreeSet::new();
+            let mut broken = None;
+            let out = drive(&mut core, &mut gen, make(), |step, core| {
+                for &(at, id) in &cancels {
+                    if at == step && core.cancel(id) != Cancelled::Unknown {
+                        cancelled.insert(id);
+                    }
+                }
+                let o = core.occupancy();
+                if o.reserved > budget || o.running > max_running || o.used > o.reserved {
+                    broken.get_or_insert(o);
+                }
+            });
+            prop_assert_eq!(broken, None);
+            let p = probe.lock().unwrap();
+            prop_assert!(p.violations.is_empty(), "{:?}", p.violations);
+            prop_assert!(p.live.is_empty());
+            prop_assert!(p.max_live_tokens <= budget);
+            drop(p);
+            for id in 0..arrivals.len() as u64 {
+                prop_assert!(out.contains_key(&id) != cancelled.contains(&id), "sequence {}", id);
+            }
+            let (mut gen1, _) = Bigram::new(VOCAB);
+            let mut alone = Scheduler::new(config(1, 1000));
+            let reference = drive(&mut alone, &mut gen1, make(), |_, _| {});
+            for (id, got) in &out {
+                prop_assert_eq!(got, &reference[id]);
+            }
+        }
+    }
+}

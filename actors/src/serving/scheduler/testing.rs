@@ -157,6 +157,12 @@ pub(crate) fn drive(
             }
         }
         each_step(step, core);
+        // Sequences the step callback cancelled leave the model too, as the engine does it.
+        let scheduled: std::collections::BTreeSet<SeqId> = core.ids().into_iter().collect();
+        let live: Vec<SeqId> = gen.probe.lock().unwrap().live.keys().copied().collect();
+        for id in live.into_iter().filter(|id| !scheduled.contains(id)) {
+            gen.release(id);
+        }
         step += 1;
         assert!(step < 100_000, "the schedule does not finish");
     }
