@@ -14,6 +14,7 @@
 //! - [`replica`]: the replica's side of `/flotilla/serving/1` over a [`replica::Backend`];
 //!   [`remote`]: the router's [`router::ReplicaClient`] for replicas on other nodes, over a
 //!   [`remote::ServingTransport`].
+//! - [`stop`]: the client's stop strings over streamed text, held back across pieces.
 //! - [`error`]: [`ServeError`] and its mapping to OpenAI errors.
 //!
 //! Each has a pure core driven by injected time and inputs, and a thin async shell; the node
@@ -27,5 +28,6 @@ pub mod remote;
 pub mod replica;
 pub mod router;
 pub mod scheduler;
+pub mod stop;
 
 pub use error::ServeError;

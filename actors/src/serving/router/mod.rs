@@ -11,12 +11,13 @@
 //! - [`cache`], [`balance`]: its pure parts. [`stats`]: its counters.
 //!
 //! Traffic splitting between model versions (canaries) happens before the router: the caller
-//! picks the version and passes its hash; the router keeps one replica pool per
-//! (deployment, model version).
+//! picks the version with [`split::pick`] and passes its hash; the router keeps one replica
+//! pool per (deployment, model version).
 
 pub mod balance;
 pub mod cache;
 pub mod service;
+pub mod split;
 pub mod stats;
 
 use std::time::Duration;
