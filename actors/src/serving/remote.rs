@@ -1,6 +1,6 @@
 //! The router's side of `/flotilla/serving/1`: a [`ReplicaClient`] for replicas on other nodes,
 //! over a [`ServingTransport`] the node implements with its mesh. Streams are pulled with
-//! [`relay::pull`](super::relay::pull), so a remote stream reaches the router as the same
+//! [`relay::pull`](fn@super::relay::pull), so a remote stream reaches the router as the same
 //! [`PieceStream`] a local replica gives.
 
 use std::sync::atomic::{AtomicU64, Ordering};

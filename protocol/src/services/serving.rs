@@ -7,15 +7,18 @@
 //!
 //! **Streaming is pulled, not pushed.** Request-response gives one answer per request, and a
 //! push would need the replica to open requests back towards the router and find the waiting
-//! HTTP handler there. Instead, [`RequestBody::StartStream`] starts generation and returns a
-//! stream id, and the router long-polls with [`RequestBody::NextPieces`]`{ stream, from }`:
-//! the replica answers as soon as it holds pieces at index `from` or later, or the stream
-//! ended, or `wait_ms` passed. Pieces generated during one round trip ride in the next answer,
-//! so a stream is not slowed to one piece per round trip. A poll is idempotent: a lost answer is
-//! recovered by polling again with the same `from`, and a poll with a higher `from`
-//! acknowledges (and lets the replica drop) everything before it. A stream not polled for the
-//! replica's lease time, or cancelled with [`RequestBody::CancelStream`], is stopped and its
-//! batch slot freed at once.
+//! HTTP handler there. Instead, [`StartStream`] starts generation and returns a stream id, and
+//! the router long-polls with [`NextPieces`]`{ stream, from }`: the replica answers as soon as
+//! it holds pieces at index `from` or later, or the stream ended, or `wait_ms` passed. Pieces
+//! generated during one round trip ride in the next answer, so a stream is not slowed to one
+//! piece per round trip. A poll is idempotent: a lost answer is recovered by polling again
+//! with the same `from`, and a poll with a higher `from` acknowledges (and lets the replica
+//! drop) everything before it. A stream not polled for the replica's lease time, or cancelled
+//! with [`CancelStream`], is stopped and its batch slot freed at once.
+//!
+//! [`StartStream`]: crate::services::serving::RequestBody::StartStream
+//! [`NextPieces`]: crate::services::serving::RequestBody::NextPieces
+//! [`CancelStream`]: crate::services::serving::RequestBody::CancelStream
 
 use serde::{Deserialize, Serialize};
 

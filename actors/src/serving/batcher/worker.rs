@@ -150,7 +150,8 @@ async fn run<M: BatchModel>(
                 Some(job) => {
                     if let Err(job) = core.push(clock.now(), job) {
                         stats.refused();
-                        let _ = job.reply.send(Err(ServeError::Overloaded { retry_after: RETRY_AFTER }));
+                        let refusal = ServeError::Overloaded { retry_after: RETRY_AFTER };
+                        let _ = job.reply.send(Err(refusal));
                     }
                 }
                 None => open = false,

@@ -3,9 +3,10 @@
 //! `flotilla_protocol::services::serving`).
 //!
 //! - [`table`]: the pure table of open streams, unacknowledged pieces and leases.
-//! - [`replica`]: the replica's [`Relay`]: turns a local [`PieceStream`](super::router::PieceStream)
-//!   into a pulled stream and answers `StartStream`, `NextPieces` and `CancelStream`.
-//! - [`pull`]: the router's side: polls a remote stream and hands the pieces on as a local
+//! - [`replica`]: the replica's [`Relay`]: turns a local
+//!   [`PieceStream`](super::router::PieceStream) into a pulled stream and answers
+//!   `StartStream`, `NextPieces` and `CancelStream`.
+//! - [`mod@pull`]: the router's side: polls a remote stream and hands the pieces on as a local
 //!   `PieceStream`, so the router treats local and remote replicas alike.
 
 pub mod pull;

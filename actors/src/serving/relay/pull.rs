@@ -1,6 +1,6 @@
 //! The router's side of pulled streams: a task that long-polls a remote replica's stream and
 //! hands its pieces on through a bounded local channel, as a
-//! [`PieceStream`](crate::serving::router::PieceStream).
+//! [`PieceStream`].
 //!
 //! Back-pressure crosses the mesh: the task polls again only after the local consumer took
 //! the previous pieces. A lost answer (timeout, broken connection) is recovered by polling
