@@ -352,3 +352,26 @@ async fn dropping_a_routed_stream_cancels_the_sequence_on_the_replica() {
     assert!(stats.tokens.load(Ordering::Relaxed) < 100);
     assert!(router.outstanding("d", "h").iter().all(|(_, n)| *n == 0));
 }
+
+#[tokio::test]
+async fn replica_futures_can_be_awaited_by_request_handlers() {
+    fn send<T: Send>(_: &T) {}
+    let (svc, engine) = replica_service();
+    let request = Request {
+        id: flotilla_protocol::RequestId(1),
+        body: RequestBody::Load,
+    };
+    let handled = svc.handle(request);
+    send(&handled);
+    let generate = engine.generate(
+        SeqRequest {
+            prompt: vec![1],
+            max_tokens: 1,
+            stop_tokens: vec![],
+        },
+        SamplingParams::greedy(),
+    );
+    send(&generate);
+    let answer = tokio::time::timeout(LIMIT, handled).await.unwrap();
+    assert_eq!(answer.body, Ok(ResponseBody::Load(ReplicaLoad::default())));
+}

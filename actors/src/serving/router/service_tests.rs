@@ -398,3 +398,29 @@ async fn unknown_deployments_and_replica_set_changes() {
         Err(ServeError::NoReplica { .. })
     ));
 }
+
+#[test]
+fn router_futures_can_be_awaited_by_http_handlers() {
+    // axum needs Send futures; this fails to compile if a lock is held across an await.
+    fn send<T: Send + 'static>(_: &T) {}
+    let (r, _) = router(vec![spec("a", 1, 8)]);
+    let infer = r.clone().infer_owned(request("x", None));
+    send(&infer);
+    let stream = r.stream_owned(request("x", None));
+    send(&stream);
+}
+
+impl Router<Arc<Fake>> {
+    fn infer_owned(
+        self,
+        req: RouteRequest,
+    ) -> impl std::future::Future<Output = std::result::Result<Body, ServeError>> {
+        async move { self.infer(req).await }
+    }
+    fn stream_owned(
+        self,
+        req: RouteRequest,
+    ) -> impl std::future::Future<Output = std::result::Result<RoutedStream, ServeError>> {
+        async move { self.stream(req).await }
+    }
+}
