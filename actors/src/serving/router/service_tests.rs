@@ -404,23 +404,13 @@ fn router_futures_can_be_awaited_by_http_handlers() {
     // axum needs Send futures; this fails to compile if a lock is held across an await.
     fn send<T: Send + 'static>(_: &T) {}
     let (r, _) = router(vec![spec("a", 1, 8)]);
-    let infer = r.clone().infer_owned(request("x", None));
+    let r1 = r.clone();
+    let infer = async move { r1.infer(request("x", None)).await };
     send(&infer);
-    let stream = r.stream_owned(request("x", None));
+    let stream = async move {
+        r.stream(request("x", None))
+            .await
+            .map(|s| s.replica().clone())
+    };
     send(&stream);
-}
-
-impl Router<Arc<Fake>> {
-    fn infer_owned(
-        self,
-        req: RouteRequest,
-    ) -> impl std::future::Future<Output = std::result::Result<Body, ServeError>> {
-        async move { self.infer(req).await }
-    }
-    fn stream_owned(
-        self,
-        req: RouteRequest,
-    ) -> impl std::future::Future<Output = std::result::Result<RoutedStream, ServeError>> {
-        async move { self.stream(req).await }
-    }
 }
