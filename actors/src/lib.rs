@@ -10,6 +10,8 @@
 //! - [`rendezvous`]: rendezvous (highest-random-weight) hashing for owner failover and placement.
 //! - [`training`]: parameter servers, trainers and the training cores (aggregation, batch
 //!   shares, exactly-once sample assignment, elasticity, checkpoints, metrics).
+//! - [`serving`]: dynamic batching, continuous batching of generation, and the request router
+//!   (cache, coalescing, least-loaded replica choice) behind the OpenAI-compatible API.
 //! - [`store`]: the storage boundary ([`store::Store`]); rocksdb implements it in `flotilla-node`.
 //! - [`mesh`]: the network boundary ([`mesh::Mesh`]); libp2p implements it in `flotilla-node`.
 //! - [`clock`]: the injected clock the cores are driven by.
@@ -24,6 +26,7 @@ pub mod membership;
 pub mod mesh;
 pub mod placement;
 pub mod rendezvous;
+pub mod serving;
 pub mod store;
 pub mod training;
 

@@ -11,6 +11,7 @@
 //! - [`hlc`]: hybrid logical clock timestamps for the replicated catalog.
 //! - [`validation`]: field-level validation errors shared by records and specs.
 //! - [`training`]: the training job spec, gradient payloads and per-step metrics records.
+//! - [`openai`]: the OpenAI-compatible HTTP API's bodies, validation and cache keys.
 
 pub mod catalog;
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod hlc;
 pub mod ids;
 pub mod jobs;
 pub mod node_info;
+pub mod openai;
 pub mod services;
 pub mod training;
 pub mod validation;

@@ -149,6 +149,9 @@ pub mod data;
 /// The training service (workers, parameter-server shards and a job's coordinator).
 pub mod training;
 
+/// The serving service (a router asks replicas to answer OpenAI-compatible requests).
+pub mod serving;
+
 /// The catalog: delta gossip and anti-entropy between replicas of the catalog CRDT.
 ///
 /// Writes spread as [`Delta`](catalog::Delta)s on the gossip topic. Anti-entropy repairs what gossip lost: the
