@@ -105,7 +105,9 @@ async fn bench_submit(rounds: usize) -> anyhow::Result<()> {
 }
 
 async fn bench_failover(rounds: usize) -> anyhow::Result<()> {
-    let mut cluster = started(3 + rounds, None).await?;
+    // Dead nodes stay in the majority count (until `forget_after`), so a cluster that loses
+    // `rounds` owners needs more than twice as many nodes to keep failing over.
+    let mut cluster = started(2 * rounds + 2, None).await?;
     let dead_after = cluster.node(0).config().membership.dead_after;
     let mut takeovers = Vec::new();
     let mut finishes = Vec::new();
@@ -215,6 +217,20 @@ async fn bench_catalog(nodes: usize, entries: usize) -> anyhow::Result<()> {
         r?;
     }
     let written = t0.elapsed();
+    if std::env::var_os("FLOTILLA_BENCH_TRACE").is_some() {
+        for _ in 0..20 {
+            let mut counts = Vec::new();
+            for i in 0..nodes {
+                let s = cluster.node(i).catalog.stats().await?;
+                counts.push((s.entries, s.gossip_dropped));
+            }
+            eprintln!(
+                "{:>6.2?} entries, gossip dropped per node: {counts:?}",
+                t0.elapsed()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     let digests = || async {
         let mut first = None;
         for i in 0..nodes {

@@ -34,7 +34,9 @@ use crate::metrics::Metrics;
 /// Capacity of the outbox (local deltas waiting to be gossiped).
 pub const OUTBOX_CAPACITY: usize = 256;
 /// Capacity of the inbox (gossip and requests waiting for the catalog actor).
-pub const INBOX_CAPACITY: usize = 256;
+pub const INBOX_CAPACITY: usize = 1024;
+/// Most entries of queued gossip merged in one call to the catalog actor.
+const MAX_MERGE_BATCH: usize = 1024;
 
 /// Reply channel of an outbound catalog request.
 pub type CatalogReply = Reply<catalog::ResponseBody>;
@@ -233,12 +235,35 @@ pub async fn serve(
     commands: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(work) = inbox.recv().await {
-        match work {
-            InboundWork::Gossip(delta) => match catalog.merge(delta).await {
-                Ok(summary) => metrics.count_catalog_rejections(&summary.rejected),
-                Err(e) => warn!(error = %e, "gossiped catalog delta not merged"),
+    let mut next: Option<InboundWork> = None;
+    loop {
+        let work = match next.take() {
+            Some(w) => w,
+            None => match inbox.recv().await {
+                Some(w) => w,
+                None => break,
             },
+        };
+        match work {
+            InboundWork::Gossip(mut delta) => {
+                // A burst of writes arrives as many one-entry deltas: merge what is already
+                // queued in one call, so the worker keeps up instead of the inbox overflowing
+                // (dropped gossip waits for anti-entropy, seconds later).
+                while delta.entries.len() < MAX_MERGE_BATCH {
+                    match inbox.try_recv() {
+                        Ok(InboundWork::Gossip(more)) => delta.entries.extend(more.entries),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                match catalog.merge(delta).await {
+                    Ok(summary) => metrics.count_catalog_rejections(&summary.rejected),
+                    Err(e) => warn!(error = %e, "gossiped catalog delta not merged"),
+                }
+            }
             InboundWork::Request { request, channel } => {
                 let body = match request.body {
                     catalog::RequestBody::Sync(theirs) => catalog
