@@ -7,6 +7,8 @@
 //! - [`catalog`]: the replicated catalog, a state-based CRDT (pure core) and its persistence.
 //! - [`jobs`]: job ownership and failover (pure rule over a job record and the view).
 //! - [`placement`]: the pure, deterministic placement of a job's tasks on alive members.
+//! - [`remote`]: typed messages to named actors on peers, spawning role actors under a peer's
+//!   supervisor, and monitoring them.
 //! - [`rendezvous`]: rendezvous (highest-random-weight) hashing for owner failover and placement.
 //! - [`training`]: parameter servers, trainers and the training cores (aggregation, batch
 //!   shares, exactly-once sample assignment, elasticity, checkpoints, metrics).
@@ -25,6 +27,7 @@ pub mod jobs;
 pub mod membership;
 pub mod mesh;
 pub mod placement;
+pub mod remote;
 pub mod rendezvous;
 pub mod serving;
 pub mod store;

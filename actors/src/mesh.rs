@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use flotilla_protocol::services::{control, jobs};
+use flotilla_protocol::services::{actors, control, jobs};
 use flotilla_protocol::NodeId;
 
 /// Sends requests to peers.
@@ -28,6 +28,13 @@ pub trait Mesh: Send + Sync + 'static {
         body: jobs::RequestBody,
         deadline: Duration,
     ) -> crate::Result<jobs::ResponseBody>;
+    /// Sends an actors request (a message to a named actor, a spawn, a monitor) to `peer`.
+    async fn actors(
+        &self,
+        peer: &NodeId,
+        body: actors::RequestBody,
+        deadline: Duration,
+    ) -> crate::Result<actors::ResponseBody>;
     /// Peers with an open connection right now.
     async fn connected_peers(&self) -> crate::Result<Vec<NodeId>>;
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use flotilla_actors::jobs::{executor, manager};
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::store::{Column, Durability, Store};
-use flotilla_actors::{catalog, membership};
+use flotilla_actors::{catalog, membership, remote};
 use flotilla_protocol::services::{control, membership as gossip};
 use flotilla_protocol::NodeId;
 use libp2p::{Multiaddr, PeerId};
@@ -23,8 +23,8 @@ use crate::jobs::KernelRunner;
 use crate::metrics::Metrics;
 use crate::net::bridge::{Bridge, Command, Wiring};
 use crate::net::catalog_sync::{self, AntiEntropy, CatalogWiring};
-use crate::net::jobs_net;
 use crate::net::mesh::NetMesh;
+use crate::net::{actors_net, jobs_net};
 use crate::sampler::Sampler;
 use crate::store::RocksStore;
 use crate::{http, identity, net};
@@ -45,6 +45,8 @@ pub struct RunningNode {
     pub mesh: NetMesh,
     pub jobs: manager::Handle,
     pub executor: executor::Handle,
+    /// Named actors other nodes can reach, spawn and monitor; the node adds roles to it.
+    pub host: remote::Host,
     config: NodeConfig,
     store: RocksStore,
     incarnation: u64,
@@ -112,6 +114,7 @@ impl RunningNode {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (inbox_tx, inbox_rx) = mpsc::channel(catalog_sync::INBOX_CAPACITY);
         let (jobs_inbox_tx, jobs_inbox_rx) = mpsc::channel(jobs_net::INBOX_CAPACITY);
+        let (actors_inbox_tx, actors_inbox_rx) = mpsc::channel(actors_net::INBOX_CAPACITY);
         let mesh = NetMesh::new(peer_id, cmd_tx.clone());
         let shared_store: Arc<dyn Store> = Arc::new(store.clone());
         let (executor, reports, executor_task) = executor::Handle::spawn(
@@ -120,6 +123,7 @@ impl RunningNode {
             REPORT_QUEUE,
         )
         .await?;
+        let host = remote::Host::start(Arc::new(mesh.clone()), config.request_timeout).await?;
         let jobs_config = jobs_config(&config);
         let (jobs, jobs_task) = manager::Handle::spawn(
             jobs_config.clone(),
@@ -149,6 +153,7 @@ impl RunningNode {
                     inbox: inbox_tx,
                 },
                 jobs_inbox: jobs_inbox_tx,
+                actors_inbox: actors_inbox_tx,
             },
         )?;
         let mut tasks = vec![
@@ -175,6 +180,11 @@ impl RunningNode {
                 jobs_inbox_rx,
                 executor.clone(),
                 jobs.clone(),
+                cmd_tx.clone(),
+            )),
+            tokio::spawn(actors_net::serve(
+                actors_inbox_rx,
+                host.clone(),
                 cmd_tx.clone(),
             )),
             tokio::spawn(manager::forward::run(
@@ -243,6 +253,7 @@ impl RunningNode {
             catalog,
             jobs,
             executor,
+            host,
             config,
             store,
             incarnation,
@@ -361,6 +372,7 @@ impl RunningNode {
             t.abort();
             let _ = t.await;
         }
+        self.host.shutdown();
         // Jobs first: the manager calls the executor, and both hold the store.
         self.jobs.stop();
         self.executor.stop();

@@ -143,6 +143,9 @@ pub mod control {
 /// The jobs service (tasks between a job's owner and executing nodes).
 pub mod jobs;
 
+/// The actors service (typed messages to named actors on peers, remote spawn, monitoring).
+pub mod actors;
+
 /// The data service (dataset shards and the remote steps of dataset operations).
 pub mod data;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flotilla_protocol::services::{catalog, control, jobs};
+use flotilla_protocol::services::{actors, catalog, control, jobs};
 use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
@@ -30,6 +30,9 @@ pub type CatalogCodec =
 /// The jobs service's codec.
 pub type JobsCodec = FrameCodec<jobs::Request, jobs::Response, { jobs::MAX_FRAME_BYTES }>;
 
+/// The actors service's codec.
+pub type ActorsCodec = FrameCodec<actors::Request, actors::Response, { actors::MAX_FRAME_BYTES }>;
+
 /// Every behaviour a node runs.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -47,6 +50,7 @@ pub struct Behaviour {
     pub control: request_response::Behaviour<ControlCodec>,
     pub catalog: request_response::Behaviour<CatalogCodec>,
     pub jobs: request_response::Behaviour<JobsCodec>,
+    pub actors: request_response::Behaviour<ActorsCodec>,
 }
 
 impl Behaviour {
@@ -148,7 +152,19 @@ impl Behaviour {
                 .with_max_concurrent_streams(256),
         );
 
+        let actors = request_response::Behaviour::with_codec(
+            ActorsCodec::new(actors::SERVICE),
+            [(
+                StreamProtocol::new(actors::PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(256),
+        );
+
         Ok(Self {
+            actors,
             blocked: allow_block_list::Behaviour::default(),
             jobs,
             catalog,

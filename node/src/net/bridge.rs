@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_actors::membership;
-use flotilla_protocol::services::{catalog, control, jobs, membership as gossip};
+use flotilla_protocol::services::{actors, catalog, control, jobs, membership as gossip};
 use flotilla_protocol::{NodeId, NodeInfo, RequestId};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
@@ -18,6 +18,7 @@ use libp2p::{identify, kad, mdns, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use super::actors_net::ActorsInbound;
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::catalog_sync::{CatalogNet, CatalogReply, CatalogWiring};
 use super::codec::Frame;
@@ -63,6 +64,17 @@ pub enum Command {
         channel: ResponseChannel<Frame<jobs::Response>>,
         response: jobs::Response,
     },
+    /// Send an actors request and reply with the answer.
+    Actors {
+        peer: PeerId,
+        body: actors::RequestBody,
+        reply: Reply<actors::ResponseBody>,
+    },
+    /// Send the answer to an inbound actors request.
+    ActorsRespond {
+        channel: ResponseChannel<Frame<actors::Response>>,
+        response: actors::Response,
+    },
     /// Close and refuse every connection with a peer until it is unblocked.
     Block(PeerId),
     /// Accept a blocked peer again.
@@ -90,6 +102,8 @@ pub struct Wiring {
     pub catalog: CatalogWiring,
     /// Inbound jobs requests for the jobs worker.
     pub jobs_inbox: mpsc::Sender<JobsInbound>,
+    /// Inbound actors requests for the actors worker.
+    pub actors_inbox: mpsc::Sender<ActorsInbound>,
 }
 
 /// The bridge's state.
@@ -101,6 +115,7 @@ pub struct Bridge {
     pub(super) next_request_id: u64,
     pub(super) catalog: CatalogNet,
     pub(super) jobs: Pending<jobs::ResponseBody>,
+    pub(super) actors: Pending<actors::ResponseBody>,
 }
 
 impl Bridge {
@@ -121,6 +136,7 @@ impl Bridge {
             next_request_id: 0,
             catalog,
             jobs: Pending::default(),
+            actors: Pending::default(),
         };
         bridge.dial_join_addrs();
         Ok(bridge)
@@ -170,6 +186,7 @@ impl Bridge {
         }
         self.pending.fail_all("node is shutting down");
         self.jobs.fail_all("node is shutting down");
+        self.actors.fail_all("node is shutting down");
         self.catalog.fail_pending();
     }
 
@@ -213,6 +230,8 @@ impl Bridge {
             }
             Command::Jobs { peer, body, reply } => self.jobs_request(peer, body, reply),
             Command::JobsRespond { channel, response } => self.jobs_respond(channel, response),
+            Command::Actors { peer, body, reply } => self.actors_request(peer, body, reply),
+            Command::ActorsRespond { channel, response } => self.actors_respond(channel, response),
             Command::Block(peer) => {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
             }
@@ -294,6 +313,7 @@ impl Bridge {
             SwarmEvent::Behaviour(BehaviourEvent::Control(ev)) => self.on_control(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Catalog(ev)) => self.on_catalog(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Jobs(ev)) => self.on_jobs(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Actors(ev)) => self.on_actors(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.wiring.listen_addrs.send_modify(|a| a.push(address));

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::{Error, Result};
-use flotilla_protocol::services::{control, jobs};
+use flotilla_protocol::services::{actors, control, jobs};
 use flotilla_protocol::NodeId;
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
@@ -105,6 +105,20 @@ impl Mesh for NetMesh {
         deadline: Duration,
     ) -> Result<jobs::ResponseBody> {
         self.ask(peer, deadline, |peer, reply| Command::Jobs {
+            peer,
+            body,
+            reply,
+        })
+        .await
+    }
+
+    async fn actors(
+        &self,
+        peer: &NodeId,
+        body: actors::RequestBody,
+        deadline: Duration,
+    ) -> Result<actors::ResponseBody> {
+        self.ask(peer, deadline, |peer, reply| Command::Actors {
             peer,
             body,
             reply,

@@ -6,10 +6,13 @@
 //! - [`bridge`]: the event loop that owns the swarm and connects it to the actors.
 //! - [`catalog_sync`]: the catalog's side of the bridge (delta gossip, the anti-entropy
 //!   service) and the periodic anti-entropy rounds.
+//! - [`actors_net`]: the actors service (`/flotilla/actors/1`): named actors, remote spawn and
+//!   monitoring, answered by the node's `remote::Host`.
 //! - [`jobs_net`]: the jobs service (`/flotilla/jobs/1`) and the worker that answers it.
 //! - [`rpc`]: what every request-response service shares (pending requests, event sorting).
 //! - [`mesh`]: the [`flotilla_actors::mesh::Mesh`] implementation over the bridge.
 
+pub mod actors_net;
 pub mod behaviour;
 pub mod bridge;
 pub mod catalog_sync;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use flotilla_protocol::services::control::RemoteError;
-use flotilla_protocol::services::{catalog, control, jobs};
+use flotilla_protocol::services::{actors, catalog, control, jobs};
 use flotilla_protocol::RequestId;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::PeerId;
@@ -34,7 +34,7 @@ macro_rules! envelope {
         }
     )*};
 }
-envelope!(control, catalog, jobs);
+envelope!(control, catalog, jobs, actors);
 
 /// Reply channel of an outbound request: the body, or why there is none.
 pub type Reply<B> = oneshot::Sender<Result<B, String>>;
