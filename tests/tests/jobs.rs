@@ -438,3 +438,68 @@ async fn a_partitioned_owner_is_fenced_and_every_node_ends_with_the_same_status(
     }
     cluster.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_higher_priority_job_preempts_a_lower_one_when_capacity_is_short() {
+    let cluster = started_cluster(1).await;
+    let me = cluster.node(0).node_id();
+    let cores = cluster
+        .view(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.info.id == me)
+        .unwrap()
+        .info
+        .cores;
+    // A batch job holding every core of the only node, for a long time.
+    let iterations = iterations_for(&cluster, 0, 256, 60.0).await;
+    let mut batch = benchmark(1, 256, iterations, &[], "long-batch");
+    batch["resources"]["cores"] = json!(cores);
+    let (code, v) = post(&cluster, 0, "/api/v1/jobs", &batch).await;
+    assert_eq!(code, 201, "{v}");
+    let batch_id = v["job"]["id"].as_str().unwrap().to_string();
+    wait_until(DEADLINE, "the batch job to run", || async {
+        status_at(&cluster, 0, &batch_id).await == "running"
+    })
+    .await
+    .unwrap();
+
+    // An inference-class job needing the same cores: placement preempts the batch task.
+    let mut urgent = benchmark(1, 32, 1, &[], "urgent");
+    urgent["resources"]["cores"] = json!(cores);
+    urgent["priority"] = json!("inference");
+    let (code, v) = post(&cluster, 0, "/api/v1/jobs", &urgent).await;
+    assert_eq!(code, 201, "{v}");
+    let urgent_id = v["job"]["id"].as_str().unwrap().to_string();
+    wait_until(DEADLINE, "the urgent job to succeed", || async {
+        status_at(&cluster, 0, &urgent_id).await == "succeeded"
+    })
+    .await
+    .unwrap();
+    let (_, ev) = get(&cluster, 0, &format!("/api/v1/jobs/{batch_id}/events")).await;
+    let texts: Vec<String> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("task 0 failed") && t.contains("preempted by job")),
+        "{texts:?}"
+    );
+    // The preempted task was stopped: it is not running under its first attempt any more.
+    let runs = executions(&cluster, &[0], &batch_id).await;
+    assert!(runs[&0].iter().any(|r| r["attempt"] == 0), "{runs:?}");
+    let (_, c) = post(
+        &cluster,
+        0,
+        &format!("/api/v1/jobs/{batch_id}/cancel"),
+        &json!({}),
+    )
+    .await;
+    assert!(c["message"].is_string());
+    cluster.shutdown().await.unwrap();
+}
