@@ -10,6 +10,35 @@ use crate::error::Result;
 use crate::ids::{NodeId, RequestId};
 use crate::node_info::NodeInfo;
 
+/// The size check and the encode/decode functions of a request-response service whose module
+/// defines `Request`, `Response`, `SERVICE` and `MAX_FRAME_BYTES`: every service frames the
+/// same way, with its own cap.
+macro_rules! request_response_codec {
+    () => {
+        /// Checks a request fits the service's cap, without encoding it.
+        pub fn check_request_size(r: &Request) -> $crate::error::Result<()> {
+            let len = $crate::codec::encoded_len(SERVICE, r)?;
+            $crate::codec::check_frame_len(SERVICE, len as u64, MAX_FRAME_BYTES).map(|_| ())
+        }
+        /// Encodes a request body (no length prefix).
+        pub fn encode_request(r: &Request) -> $crate::error::Result<Vec<u8>> {
+            $crate::codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
+        }
+        /// Decodes a request body.
+        pub fn decode_request(b: &[u8]) -> $crate::error::Result<Request> {
+            $crate::codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
+        }
+        /// Encodes a response body.
+        pub fn encode_response(r: &Response) -> $crate::error::Result<Vec<u8>> {
+            $crate::codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
+        }
+        /// Decodes a response body.
+        pub fn decode_response(b: &[u8]) -> $crate::error::Result<Response> {
+            $crate::codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
+        }
+    };
+}
+
 /// The membership gossip topic.
 pub mod membership {
     use super::*;
@@ -116,28 +145,7 @@ pub mod control {
         Internal,
     }
 
-    /// Checks a request fits the service's cap, without encoding it.
-    pub fn check_request_size(r: &Request) -> Result<()> {
-        let len = codec::encoded_len(SERVICE, r)?;
-        codec::check_frame_len(SERVICE, len as u64, MAX_FRAME_BYTES).map(|_| ())
-    }
-
-    /// Encodes a request body (no length prefix).
-    pub fn encode_request(r: &Request) -> Result<Vec<u8>> {
-        codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
-    }
-    /// Decodes a request body.
-    pub fn decode_request(b: &[u8]) -> Result<Request> {
-        codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
-    }
-    /// Encodes a response body.
-    pub fn encode_response(r: &Response) -> Result<Vec<u8>> {
-        codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
-    }
-    /// Decodes a response body.
-    pub fn decode_response(b: &[u8]) -> Result<Response> {
-        codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
-    }
+    request_response_codec!();
 }
 
 /// The jobs service (tasks between a job's owner and executing nodes).

@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
-use crate::error::Result;
 use crate::ids::{NodeId, RequestId};
 use crate::jobs::{JobId, JobKind, Priority, Resources, RunningTask};
 use crate::services::control::RemoteError;
@@ -151,22 +149,7 @@ pub enum ResponseBody {
     Usage(Vec<RunningTask>),
 }
 
-/// Encodes a request body (no length prefix).
-pub fn encode_request(r: &Request) -> Result<Vec<u8>> {
-    codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
-}
-/// Decodes a request body.
-pub fn decode_request(b: &[u8]) -> Result<Request> {
-    codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
-}
-/// Encodes a response body.
-pub fn encode_response(r: &Response) -> Result<Vec<u8>> {
-    codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
-}
-/// Decodes a response body.
-pub fn decode_response(b: &[u8]) -> Result<Response> {
-    codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
-}
+request_response_codec!();
 
 #[cfg(test)]
 mod tests {
