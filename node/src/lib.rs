@@ -9,6 +9,7 @@
 //! - [`sampler`]: the node's heartbeat contents (cores, RAM, GPUs, compute score, load).
 //! - [`metrics`]: the Prometheus registry's metrics.
 //! - [`http`]: the axum API.
+//! - [`train`]: the kernels behind the distributed training roles (optimizer, gradients).
 //! - [`daemon`]: composition of all of the above into a [`daemon::RunningNode`].
 //! - [`cli`]: the command-line interface.
 
@@ -24,5 +25,6 @@ pub mod metrics;
 pub mod net;
 pub mod sampler;
 pub mod store;
+pub mod train;
 
 pub use daemon::RunningNode;

@@ -1,0 +1,80 @@
+//! A trainer's gradient on the kernels, for transformer classifiers.
+
+use std::collections::BTreeMap;
+
+use flotilla_actors::data::record::Record;
+use flotilla_actors::training::trainer::GradientSource;
+use flotilla_kernels::models::{Batch, Transformer, TransformerConfig};
+
+/// Turns a text into token ids.
+pub type Encoder = Box<dyn Fn(&str) -> Result<Vec<u32>, String> + Send + Sync>;
+
+/// The mean cross-entropy gradient of a transformer classifier over a batch of records.
+pub struct ClassifierSource {
+    config: TransformerConfig,
+    encode: Encoder,
+    /// Label text → class id.
+    classes: BTreeMap<String, u32>,
+    text_field: String,
+    label_field: String,
+}
+
+impl ClassifierSource {
+    /// A source for a model of `config` whose records hold their text in `text_field` and
+    /// their label (a key of `classes`) in `label_field`.
+    pub fn new(
+        config: TransformerConfig,
+        encode: Encoder,
+        classes: BTreeMap<String, u32>,
+        text_field: &str,
+        label_field: &str,
+    ) -> Self {
+        Self {
+            config,
+            encode,
+            classes,
+            text_field: text_field.to_string(),
+            label_field: label_field.to_string(),
+        }
+    }
+
+    /// The padded batch of `records`: texts cut to the model's context (an empty one becomes
+    /// one padding token), labels mapped to classes. Unknown labels and missing fields are
+    /// errors naming the record.
+    pub fn batch(&self, records: &[Record]) -> Result<Batch, String> {
+        if records.is_empty() {
+            return Err("an empty batch has no gradient".into());
+        }
+        let mut seqs = Vec::with_capacity(records.len());
+        let mut targets = Vec::with_capacity(records.len());
+        for r in records {
+            let text = r.field(&self.text_field).map_err(|e| e.to_string())?;
+            let label = r.field(&self.label_field).map_err(|e| e.to_string())?;
+            let class = self.classes.get(label).ok_or_else(|| {
+                format!(
+                    "record {}: label {label:?} is not one of the model's {} classes",
+                    r.id,
+                    self.classes.len()
+                )
+            })?;
+            let mut ids = (self.encode)(text).map_err(|e| format!("record {}: {e}", r.id))?;
+            ids.truncate(self.config.context);
+            if ids.is_empty() {
+                ids.push(0);
+            }
+            seqs.push(ids);
+            targets.push(*class);
+        }
+        Ok(Batch::padded(&seqs, targets))
+    }
+}
+
+impl GradientSource for ClassifierSource {
+    fn compute(&self, params: &[f32], batch: &[Record]) -> Result<(Vec<f32>, f32, usize), String> {
+        let model = Transformer::from_params(self.config.clone(), params.to_vec())
+            .map_err(|e| e.to_string())?;
+        let b = self.batch(batch)?;
+        let (loss, grads) = model.loss_and_grads(&b).map_err(|e| e.to_string())?;
+        Ok((grads, loss, batch.len()))
+    }
+}

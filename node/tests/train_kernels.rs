@@ -1,0 +1,239 @@
+//! Distributed sync training on the kernels, in one process: two parameter-server shards with
+//! the kernels' AdamW and three trainers computing a transformer classifier's gradients on
+//! Banking77 records follow a single-process run with the same seed and global batch.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_actors::data::record::Record;
+use flotilla_actors::training::assignment::permutation;
+use flotilla_actors::training::client::{LocalParams, ParamClient};
+use flotilla_actors::training::dispatch::{self, Dispatch, LocalDispatch};
+use flotilla_actors::training::elastic::{self, Role};
+use flotilla_actors::training::optim::{FlatOptimizer, LrPlan};
+use flotilla_actors::training::param_server::{self, core::Shard};
+use flotilla_actors::training::partition;
+use flotilla_actors::training::trainer::{self, GradientSource, Outcome};
+use flotilla_kernels::models::config::{NormPlacement, Pooling};
+use flotilla_kernels::models::encoder::EncoderConfig;
+use flotilla_kernels::optim::{AdamWConfig, OptimizerConfig};
+use flotilla_kernels::tokenize::CharTokenizer;
+use flotilla_node::train::{ClassifierSource, KernelOptimizer};
+use flotilla_protocol::training::{Consistency, LrSchedule, Precision, WorkerId};
+
+const CLASSES: usize = 5;
+const PER_CLASS: usize = 100;
+const GLOBAL: u32 = 30;
+const EPOCHS: u32 = 2;
+const SEED: u64 = 7;
+
+/// The first `PER_CLASS` records of each of the first `CLASSES` labels of Banking77's training set.
+fn records() -> Vec<Record> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/banking77-train.csv");
+    let mut reader =
+        csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut per_label: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for row in reader.records() {
+        let row = row.unwrap();
+        let (text, label) = (row[0].to_string(), row[1].to_string());
+        if per_label.len() == CLASSES && !per_label.contains_key(&label) {
+            continue;
+        }
+        let n = per_label.entry(label.clone()).or_default();
+        if *n < PER_CLASS {
+            *n += 1;
+            out.push(Record::labelled(out.len() as u64, text, label));
+        }
+    }
+    assert_eq!(out.len(), CLASSES * PER_CLASS);
+    out
+}
+
+fn source(data: &[Record]) -> (ClassifierSource, Vec<f32>) {
+    let corpus: String = data.iter().map(|r| r.field("text").unwrap()).collect();
+    let tokenizer = CharTokenizer::from_corpus(&corpus).unwrap();
+    let labels: BTreeSet<&str> = data.iter().map(|r| r.field("label").unwrap()).collect();
+    let classes = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.to_string(), i as u32))
+        .collect();
+    let cfg = EncoderConfig {
+        vocab: tokenizer.vocab_size(),
+        context: 48,
+        width: 32,
+        heads: 2,
+        layers: 1,
+        ffn: 64,
+        classes: CLASSES,
+        pooling: Pooling::Mean,
+        norm: NormPlacement::Pre,
+    };
+    let init = cfg.build(SEED).unwrap().params_flat();
+    let encode = Box::new(move |t: &str| tokenizer.encode(t).map_err(|e| e.to_string()));
+    (
+        ClassifierSource::new(cfg.transformer(), encode, classes, "text", "label"),
+        init,
+    )
+}
+
+fn optimizer() -> OptimizerConfig {
+    OptimizerConfig::AdamW(AdamWConfig {
+        weight_decay: 0.0,
+        ..AdamWConfig::default()
+    })
+}
+
+fn lr() -> LrPlan {
+    let steps = u64::from(EPOCHS) * (CLASSES * PER_CLASS) as u64 / u64::from(GLOBAL);
+    LrPlan {
+        peak: 3e-3,
+        warmup: 3,
+        total: steps,
+        decay: LrSchedule::Cosine,
+    }
+}
+
+fn full_loss(src: &ClassifierSource, params: &[f32], data: &[Record]) -> f32 {
+    src.compute(params, data).unwrap().1
+}
+
+/// The same training in one process: each step is the next `GLOBAL` records of the epoch's
+/// permutation, one AdamW update per step.
+fn single_process(src: &ClassifierSource, init: &[f32], data: &[Record]) -> (Vec<f32>, Vec<f32>) {
+    let mut params = init.to_vec();
+    let mut opt = KernelOptimizer::new(optimizer(), params.len()).unwrap();
+    let mut losses = Vec::new();
+    let mut step = 0;
+    for e in 0..EPOCHS {
+        for chunk in permutation(data.len() as u64, SEED, e).chunks(GLOBAL as usize) {
+            let batch: Vec<Record> = chunk.iter().map(|&i| data[i as usize].clone()).collect();
+            let (g, loss, _) = src.compute(&params, &batch).unwrap();
+            losses.push(loss);
+            opt.step(&mut params, &g, lr().lr_at(step)).unwrap();
+            step += 1;
+        }
+    }
+    (params, losses)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_training_on_two_shards_and_three_trainers_follows_the_single_process_run() {
+    let data = records();
+    let (src, init) = source(&data);
+    let src = Arc::new(src);
+
+    let mut handles = Vec::new();
+    for (i, r) in partition::ranges(init.len(), 2).into_iter().enumerate() {
+        let shard = Shard::new(
+            param_server::core::Config {
+                shard: i as u32,
+                consistency: Consistency::Sync,
+                max_consecutive_nonfinite: 3,
+                lr: lr(),
+                save_every: 0,
+            },
+            init[r.clone()].to_vec(),
+            Box::new(KernelOptimizer::new(optimizer(), r.len()).unwrap()),
+        );
+        handles.push(
+            param_server::Handle::spawn(shard, param_server::Config::default())
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    let params = Arc::new(LocalParams::new(handles, init.len()));
+    let d = Arc::new(
+        LocalDispatch::new(
+            dispatch::Config {
+                records: data.len() as u64,
+                seed: SEED,
+                epochs: Some(EPOCHS),
+                global_batch: Some(GLOBAL),
+                per_device_batch: GLOBAL / 3,
+                consistency: Consistency::Sync,
+                elastic: elastic::Config {
+                    workers_min: 1,
+                    workers_max: 3,
+                    below_min_timeout: Duration::from_secs(60),
+                },
+                speed_alpha: 0.5,
+                series_capacity: 1000,
+                keep_ledger: true,
+                save_every: 0,
+            },
+            Arc::new(data.clone()),
+        )
+        .unwrap(),
+    );
+    let mut outcomes = Vec::new();
+    for w in 0..3 {
+        assert_eq!(
+            d.admit(params.as_ref(), WorkerId(w)).await.unwrap(),
+            Role::Worker
+        );
+        let (_, rx, _) = trainer::Handle::spawn(
+            trainer::Config {
+                worker: WorkerId(w),
+                sync: true,
+                precision: Precision::F32,
+                clip_norm: None,
+                max_steps: None,
+                lr: lr(),
+                idle_wait: Duration::from_millis(2),
+            },
+            src.clone() as Arc<dyn GradientSource>,
+            params.clone() as Arc<dyn ParamClient>,
+            d.clone() as Arc<dyn Dispatch>,
+        )
+        .await
+        .unwrap();
+        outcomes.push(rx);
+    }
+    for rx in outcomes {
+        let o = tokio::time::timeout(Duration::from_secs(600), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(o, Outcome::Done { .. }), "{o:?}");
+    }
+    let ledger = d.inspect(|c| c.ledger().cloned()).unwrap().unwrap();
+    ledger
+        .verify_exactly_once(EPOCHS, data.len() as u64)
+        .unwrap();
+    let distributed = params.snapshot_params().await.unwrap();
+
+    let (single, losses) = single_process(&src, &init, &data);
+    let (before, after_single, after_dist) = (
+        full_loss(&src, &init, &data),
+        full_loss(&src, &single, &data),
+        full_loss(&src, &distributed, &data),
+    );
+    let max_diff = single
+        .iter()
+        .zip(&distributed)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!(
+        "loss on the {} records: {before:.4} at start, {after_single:.4} single-process, {after_dist:.4} distributed; largest parameter difference {max_diff:.2e}; single-process step losses {:?}",
+        data.len(),
+        losses.iter().step_by(5).map(|l| (l * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+    );
+    assert!(
+        after_single < before * 0.9,
+        "the model did not learn: {before} -> {after_single}"
+    );
+    // The sync run averages the same gradients in a different float order; AdamW's
+    // normalisation keeps the difference at rounding level.
+    assert!(
+        (after_dist - after_single).abs() < 1e-3 * after_single.max(1.0),
+        "distributed {after_dist} vs single-process {after_single}"
+    );
+    assert!(max_diff < 1e-3, "parameters differ by {max_diff}");
+}
