@@ -124,6 +124,12 @@ impl RunningNode {
         )
         .await?;
         let host = remote::Host::start(Arc::new(mesh.clone()), config.request_timeout).await?;
+        host.add_role(
+            crate::train::remote::PARAM_SERVER_ROLE,
+            Arc::new(crate::train::remote::ParamServerRole {
+                store: shared_store.clone(),
+            }),
+        );
         let jobs_config = jobs_config(&config);
         let (jobs, jobs_task) = manager::Handle::spawn(
             jobs_config.clone(),

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_actors::data::record::Record;
+use flotilla_actors::mesh::Mesh;
+use flotilla_actors::remote::spawn_remote;
 use flotilla_actors::training::assignment::permutation;
 use flotilla_actors::training::client::{LocalParams, ParamClient};
 use flotilla_actors::training::dispatch::{self, Dispatch, LocalDispatch};
@@ -21,7 +23,17 @@ use flotilla_kernels::models::config::{NormPlacement, Pooling};
 use flotilla_kernels::models::encoder::EncoderConfig;
 use flotilla_kernels::optim::{AdamWConfig, OptimizerConfig};
 use flotilla_kernels::tokenize::CharTokenizer;
+use flotilla_node::cli::demo::local_node_config;
+use flotilla_node::train::remote::{
+    shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE,
+};
 use flotilla_node::train::{ClassifierSource, KernelOptimizer};
+use flotilla_node::RunningNode;
+use flotilla_protocol::jobs::JobId;
+use flotilla_protocol::services::control::RemoteError;
+use flotilla_protocol::services::training::{RequestBody, ResponseBody};
+
+type Reply = Result<ResponseBody, RemoteError>;
 use flotilla_protocol::training::{Consistency, LrSchedule, Precision, WorkerId};
 
 const CLASSES: usize = 5;
@@ -122,6 +134,100 @@ fn single_process(src: &ClassifierSource, init: &[f32], data: &[Record]) -> (Vec
     (params, losses)
 }
 
+/// Three trainers on `params` with a local coordinator until the data is done; the ledger must
+/// show every sample once per epoch.
+async fn train(params: Arc<dyn ParamClient>, src: Arc<ClassifierSource>, data: &[Record]) {
+    let d = Arc::new(
+        LocalDispatch::new(
+            dispatch::Config {
+                records: data.len() as u64,
+                seed: SEED,
+                epochs: Some(EPOCHS),
+                global_batch: Some(GLOBAL),
+                per_device_batch: GLOBAL / 3,
+                consistency: Consistency::Sync,
+                elastic: elastic::Config {
+                    workers_min: 1,
+                    workers_max: 3,
+                    below_min_timeout: Duration::from_secs(60),
+                },
+                speed_alpha: 0.5,
+                series_capacity: 1000,
+                keep_ledger: true,
+                save_every: 0,
+            },
+            Arc::new(data.to_vec()),
+        )
+        .unwrap(),
+    );
+    let mut outcomes = Vec::new();
+    for w in 0..3 {
+        assert_eq!(
+            d.admit(params.as_ref(), WorkerId(w)).await.unwrap(),
+            Role::Worker
+        );
+        let (_, rx, _) = trainer::Handle::spawn(
+            trainer::Config {
+                worker: WorkerId(w),
+                sync: true,
+                precision: Precision::F32,
+                clip_norm: None,
+                max_steps: None,
+                lr: lr(),
+                idle_wait: Duration::from_millis(2),
+            },
+            src.clone() as Arc<dyn GradientSource>,
+            params.clone(),
+            d.clone() as Arc<dyn Dispatch>,
+        )
+        .await
+        .unwrap();
+        outcomes.push(rx);
+    }
+    for rx in outcomes {
+        let o = tokio::time::timeout(Duration::from_secs(600), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(o, Outcome::Done { .. }), "{o:?}");
+    }
+    let ledger = d.inspect(|c| c.ledger().cloned()).unwrap().unwrap();
+    ledger
+        .verify_exactly_once(EPOCHS, data.len() as u64)
+        .unwrap();
+}
+
+/// The distributed result against the single-process run.
+fn compare(what: &str, src: &ClassifierSource, init: &[f32], data: &[Record], distributed: &[f32]) {
+    let (single, losses) = single_process(src, init, data);
+    let (before, after_single, after_dist) = (
+        full_loss(src, init, data),
+        full_loss(src, &single, data),
+        full_loss(src, distributed, data),
+    );
+    let max_diff = single
+        .iter()
+        .zip(distributed)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!(
+        "{what}: loss on the {} records: {before:.4} at start, {after_single:.4} single-process, {after_dist:.4} distributed; largest parameter difference {max_diff:.2e}; single-process step losses {:?}",
+        data.len(),
+        losses.iter().step_by(5).map(|l| (l * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+    );
+    assert!(
+        after_single < before * 0.9,
+        "the model did not learn: {before} -> {after_single}"
+    );
+    // The sync run averages the same gradients in a different float order; AdamW's
+    // normalisation keeps the difference at rounding level.
+    assert!(
+        (after_dist - after_single).abs() < 1e-3 * after_single.max(1.0),
+        "distributed {after_dist} vs single-process {after_single}"
+    );
+    assert!(max_diff < 1e-3, "parameters differ by {max_diff}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sync_training_on_two_shards_and_three_trainers_follows_the_single_process_run() {
     let data = records();
@@ -149,91 +255,90 @@ async fn sync_training_on_two_shards_and_three_trainers_follows_the_single_proce
         );
     }
     let params = Arc::new(LocalParams::new(handles, init.len()));
-    let d = Arc::new(
-        LocalDispatch::new(
-            dispatch::Config {
-                records: data.len() as u64,
-                seed: SEED,
-                epochs: Some(EPOCHS),
-                global_batch: Some(GLOBAL),
-                per_device_batch: GLOBAL / 3,
-                consistency: Consistency::Sync,
-                elastic: elastic::Config {
-                    workers_min: 1,
-                    workers_max: 3,
-                    below_min_timeout: Duration::from_secs(60),
-                },
-                speed_alpha: 0.5,
-                series_capacity: 1000,
-                keep_ledger: true,
-                save_every: 0,
-            },
-            Arc::new(data.clone()),
-        )
-        .unwrap(),
-    );
-    let mut outcomes = Vec::new();
-    for w in 0..3 {
-        assert_eq!(
-            d.admit(params.as_ref(), WorkerId(w)).await.unwrap(),
-            Role::Worker
+    train(params.clone() as Arc<dyn ParamClient>, src.clone(), &data).await;
+    let distributed = params.snapshot_params().await.unwrap();
+    compare("in process", &src, &init, &data, &distributed);
+}
+
+/// The same run with the two shards spawned on two other nodes as `param_server` actors and
+/// reached over the mesh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_run_with_shards_on_other_nodes_over_the_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = RunningNode::start(local_node_config(dir.path().join("a"), vec![]))
+        .await
+        .unwrap();
+    let join: Vec<String> = a.listen_addrs().iter().map(|x| x.to_string()).collect();
+    let b = RunningNode::start(local_node_config(dir.path().join("b"), join.clone()))
+        .await
+        .unwrap();
+    let c = RunningNode::start(local_node_config(dir.path().join("c"), join))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while a.connected_peers().await.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes never connected"
         );
-        let (_, rx, _) = trainer::Handle::spawn(
-            trainer::Config {
-                worker: WorkerId(w),
-                sync: true,
-                precision: Precision::F32,
-                clip_norm: None,
-                max_steps: None,
-                lr: lr(),
-                idle_wait: Duration::from_millis(2),
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let data = records();
+    let (src, init) = source(&data);
+    let src = Arc::new(src);
+    let job = JobId("job-train-mesh".into());
+    let hosts = vec![b.node_id(), c.node_id()];
+    let mesh: Arc<dyn Mesh> = Arc::new(a.mesh.clone());
+    for (i, r) in partition::ranges(init.len(), 2).into_iter().enumerate() {
+        let l = lr();
+        let args = ShardArgs {
+            job: job.clone(),
+            shard: i as u32,
+            consistency: Consistency::Sync,
+            max_consecutive_nonfinite: 3,
+            lr: LrArgs {
+                peak: l.peak,
+                warmup: l.warmup,
+                total: l.total,
+                decay: l.decay,
             },
-            src.clone() as Arc<dyn GradientSource>,
-            params.clone() as Arc<dyn ParamClient>,
-            d.clone() as Arc<dyn Dispatch>,
+            save_every: 0,
+            optimizer_json: ShardArgs::optimizer_json(&optimizer()),
+            init: init[r].to_vec(),
+        };
+        spawn_remote::<_, RequestBody, Reply>(
+            mesh.clone(),
+            hosts[i].clone(),
+            PARAM_SERVER_ROLE,
+            &shard_actor(&job, i as u32),
+            &args,
+            Duration::from_secs(10),
         )
         .await
         .unwrap();
-        outcomes.push(rx);
     }
-    for rx in outcomes {
-        let o = tokio::time::timeout(Duration::from_secs(600), rx)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(matches!(o, Outcome::Done { .. }), "{o:?}");
+    assert_eq!(b.host.actors(), vec![shard_actor(&job, 0)]);
+    assert_eq!(c.host.actors(), vec![shard_actor(&job, 1)]);
+    let params = Arc::new(RemoteParams::new(
+        mesh.clone(),
+        &job,
+        &hosts,
+        init.len(),
+        Duration::from_secs(10),
+        Duration::from_secs(120),
+    ));
+    train(params.clone() as Arc<dyn ParamClient>, src.clone(), &data).await;
+    let mut distributed = Vec::new();
+    // The final parameters, read over the mesh by a reader that joins only for that.
+    let reader = WorkerId(99);
+    for s in 0..2u32 {
+        params.join(s, reader).await.unwrap();
+        distributed.extend(params.pull(s, reader, None).await.unwrap().values);
+        params.leave(s, reader, true).await.unwrap();
     }
-    let ledger = d.inspect(|c| c.ledger().cloned()).unwrap().unwrap();
-    ledger
-        .verify_exactly_once(EPOCHS, data.len() as u64)
-        .unwrap();
-    let distributed = params.snapshot_params().await.unwrap();
-
-    let (single, losses) = single_process(&src, &init, &data);
-    let (before, after_single, after_dist) = (
-        full_loss(&src, &init, &data),
-        full_loss(&src, &single, &data),
-        full_loss(&src, &distributed, &data),
-    );
-    let max_diff = single
-        .iter()
-        .zip(&distributed)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    println!(
-        "loss on the {} records: {before:.4} at start, {after_single:.4} single-process, {after_dist:.4} distributed; largest parameter difference {max_diff:.2e}; single-process step losses {:?}",
-        data.len(),
-        losses.iter().step_by(5).map(|l| (l * 1000.0).round() / 1000.0).collect::<Vec<_>>()
-    );
-    assert!(
-        after_single < before * 0.9,
-        "the model did not learn: {before} -> {after_single}"
-    );
-    // The sync run averages the same gradients in a different float order; AdamW's
-    // normalisation keeps the difference at rounding level.
-    assert!(
-        (after_dist - after_single).abs() < 1e-3 * after_single.max(1.0),
-        "distributed {after_dist} vs single-process {after_single}"
-    );
-    assert!(max_diff < 1e-3, "parameters differ by {max_diff}");
+    compare("over the mesh", &src, &init, &data, &distributed);
+    for n in [c, b, a] {
+        n.shutdown().await.unwrap();
+    }
 }

@@ -62,6 +62,14 @@ impl<M: Serialize, R: DeserializeOwned> RemoteActor<M, R> {
         }
     }
 
+    /// The same actor with another deadline per call.
+    pub fn new_like(other: &Self, deadline: Duration) -> Self {
+        Self {
+            deadline,
+            ..other.clone()
+        }
+    }
+
     /// Where the actor runs.
     pub fn peer(&self) -> &NodeId {
         &self.peer

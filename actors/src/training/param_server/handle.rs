@@ -48,6 +48,24 @@ impl Handle {
         Ok((Handle { actor, cfg }, join))
     }
 
+    /// Spawns a shard linked to `supervisor`, which hears when it stops or fails (a node's
+    /// remote-actor host, so the job's coordinator gets a `Down` notice).
+    pub async fn spawn_linked(
+        shard: Shard,
+        cfg: Config,
+        supervisor: ractor::ActorCell,
+    ) -> Result<Handle> {
+        let (actor, _) = Actor::spawn_linked(None, ParamServer, (shard, cfg), supervisor)
+            .await
+            .map_err(|e| Error::Failed(format!("parameter server failed to start: {e}")))?;
+        Ok(Handle { actor, cfg })
+    }
+
+    /// The actor's cell (to stop it, or to tell it apart in supervision events).
+    pub fn cell(&self) -> ractor::ActorCell {
+        self.actor.get_cell()
+    }
+
     async fn call<T: Send + 'static>(
         &self,
         deadline: Duration,

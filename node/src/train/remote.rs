@@ -1,0 +1,271 @@
+//! Parameter-server shards on other nodes: the `param_server` role a node's remote-actor host
+//! spawns, and [`RemoteParams`], the trainers' `ParamClient` that reaches those shards through
+//! the mesh with the `/flotilla/training/1` messages as payloads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_actors::mesh::Mesh;
+use flotilla_actors::remote::{self, Endpoint, RemoteActor, Role};
+use flotilla_actors::store::Store;
+use flotilla_actors::training::client::ParamClient;
+use flotilla_actors::training::error::{Error, Result};
+use flotilla_actors::training::optim::LrPlan;
+use flotilla_actors::training::param_server::{self, core::Shard, Pulled};
+use flotilla_actors::training::partition;
+use flotilla_kernels::optim::OptimizerConfig;
+use flotilla_protocol::jobs::JobId;
+use flotilla_protocol::services::control::RemoteError;
+use flotilla_protocol::services::training::{PushOutcome, RequestBody, ResponseBody};
+use flotilla_protocol::training::{Consistency, GradPayload, LrSchedule, WorkerId};
+use flotilla_protocol::NodeId;
+use ractor::ActorCell;
+use serde::{Deserialize, Serialize};
+
+use super::KernelOptimizer;
+
+/// The role name parameter-server shards are spawned under.
+pub const PARAM_SERVER_ROLE: &str = "param_server";
+
+/// The learning-rate plan as it travels (the servers apply it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LrArgs {
+    pub peak: f32,
+    pub warmup: u64,
+    pub total: u64,
+    pub decay: LrSchedule,
+}
+
+impl ShardArgs {
+    /// The JSON form of an optimizer configuration for [`ShardArgs::optimizer_json`].
+    pub fn optimizer_json(config: &OptimizerConfig) -> String {
+        // A plain enum of numbers always serialises.
+        serde_json::to_string(config).unwrap_or_default()
+    }
+}
+
+impl From<LrArgs> for LrPlan {
+    fn from(a: LrArgs) -> Self {
+        LrPlan {
+            peak: a.peak,
+            warmup: a.warmup,
+            total: a.total,
+            decay: a.decay,
+        }
+    }
+}
+
+/// What a shard is spawned from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardArgs {
+    pub job: JobId,
+    pub shard: u32,
+    pub consistency: Consistency,
+    pub max_consecutive_nonfinite: u32,
+    pub lr: LrArgs,
+    pub save_every: u64,
+    /// The kernels' `OptimizerConfig` as JSON: it is an internally tagged enum, which bincode
+    /// cannot decode.
+    pub optimizer_json: String,
+    /// The shard's range of the initial parameters.
+    pub init: Vec<f32>,
+}
+
+/// A reply as it travels: the shard's answer or its error, kind included.
+type Reply = std::result::Result<ResponseBody, RemoteError>;
+
+/// Spawns parameter-server shards with the kernels' optimizers; checkpoints go to `store`.
+pub struct ParamServerRole {
+    pub store: Arc<dyn Store>,
+}
+
+struct ShardEndpoint {
+    handle: param_server::Handle,
+    store: Arc<dyn Store>,
+    job: JobId,
+    shard: u32,
+}
+
+#[async_trait::async_trait]
+impl Endpoint for ShardEndpoint {
+    async fn call(&self, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+        let body: RequestBody = remote::decode(&payload)?;
+        let reply: Reply = param_server::rpc::serve(
+            &self.handle,
+            self.store.as_ref(),
+            &self.job,
+            self.shard,
+            body,
+        )
+        .await;
+        remote::encode(&reply)
+    }
+}
+
+#[async_trait::async_trait]
+impl Role for ParamServerRole {
+    async fn spawn(
+        &self,
+        _name: &str,
+        args: &[u8],
+        supervisor: ActorCell,
+    ) -> std::result::Result<(ActorCell, Arc<dyn Endpoint>), String> {
+        let a: ShardArgs = remote::decode(args)?;
+        let config: OptimizerConfig = serde_json::from_str(&a.optimizer_json)
+            .map_err(|e| format!("optimizer configuration: {e}"))?;
+        let optimizer = KernelOptimizer::new(config, a.init.len())?;
+        let shard = Shard::new(
+            param_server::core::Config {
+                shard: a.shard,
+                consistency: a.consistency,
+                max_consecutive_nonfinite: a.max_consecutive_nonfinite,
+                lr: a.lr.into(),
+                save_every: a.save_every,
+            },
+            a.init,
+            Box::new(optimizer),
+        );
+        let handle =
+            param_server::Handle::spawn_linked(shard, param_server::Config::default(), supervisor)
+                .await
+                .map_err(|e| e.to_string())?;
+        let endpoint = ShardEndpoint {
+            handle: handle.clone(),
+            store: self.store.clone(),
+            job: a.job,
+            shard: a.shard,
+        };
+        Ok((handle.cell(), Arc::new(endpoint)))
+    }
+}
+
+/// The actor name of `job`'s shard `shard`.
+pub fn shard_actor(job: &JobId, shard: u32) -> String {
+    format!("train/{job}/ps/{shard}")
+}
+
+/// The shards of one job on the nodes that host them, in shard order.
+pub struct RemoteParams {
+    shards: Vec<RemoteActor<RequestBody, Reply>>,
+    total: usize,
+    /// How long a pull may wait for the slowest worker of a sync step.
+    pull_deadline: Duration,
+}
+
+impl RemoteParams {
+    /// Reaches shard `i` of `job` on `hosts[i]`.
+    pub fn new(
+        mesh: Arc<dyn Mesh>,
+        job: &JobId,
+        hosts: &[NodeId],
+        total: usize,
+        deadline: Duration,
+        pull_deadline: Duration,
+    ) -> Self {
+        let shards = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let name = shard_actor(job, i as u32);
+                RemoteActor::new(mesh.clone(), node.clone(), &name, deadline)
+            })
+            .collect();
+        Self {
+            shards,
+            total,
+            pull_deadline,
+        }
+    }
+
+    async fn ask(&self, shard: u32, body: RequestBody) -> Result<ResponseBody> {
+        let actor = self
+            .shards
+            .get(shard as usize)
+            .ok_or_else(|| Error::Failed(format!("no shard {shard}")))?;
+        let reply = if matches!(body, RequestBody::Pull { .. }) {
+            // A sync pull waits for the step's last gradient: it gets the longer deadline.
+            let slow = RemoteActor::new_like(actor, self.pull_deadline);
+            slow.call(&body).await
+        } else {
+            actor.call(&body).await
+        };
+        reply
+            .map_err(|e| Error::Failed(format!("shard {shard} on {}: {e}", actor.peer())))?
+            .map_err(|e| Error::Failed(format!("shard {shard} on {}: {e}", actor.peer())))
+    }
+}
+
+#[async_trait::async_trait]
+impl ParamClient for RemoteParams {
+    fn total_params(&self) -> usize {
+        self.total
+    }
+
+    fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    async fn join(&self, shard: u32, worker: WorkerId) -> Result<()> {
+        self.ask(shard, RequestBody::Join { shard, worker }).await?;
+        Ok(())
+    }
+
+    async fn leave(&self, shard: u32, worker: WorkerId, drop_pending: bool) -> Result<()> {
+        let body = RequestBody::Leave {
+            shard,
+            worker,
+            drop_pending,
+        };
+        self.ask(shard, body).await?;
+        Ok(())
+    }
+
+    async fn pull(&self, shard: u32, worker: WorkerId, after: Option<u64>) -> Result<Pulled> {
+        let ranges = partition::ranges(self.total, self.shards.len());
+        let len = ranges.get(shard as usize).map_or(0, |r| r.len()) as u64;
+        let body = RequestBody::Pull {
+            shard,
+            worker,
+            after,
+            offset: 0,
+            len,
+        };
+        match self.ask(shard, body).await? {
+            ResponseBody::Params {
+                version,
+                offset,
+                values,
+            } => Ok(Pulled {
+                version,
+                offset,
+                values,
+            }),
+            other => Err(Error::Failed(format!(
+                "unexpected answer to a pull: {other:?}"
+            ))),
+        }
+    }
+
+    async fn push(
+        &self,
+        shard: u32,
+        worker: WorkerId,
+        step: u64,
+        samples: u32,
+        grad: GradPayload,
+    ) -> Result<PushOutcome> {
+        let body = RequestBody::Push {
+            shard,
+            worker,
+            step,
+            samples,
+            grad,
+        };
+        match self.ask(shard, body).await? {
+            ResponseBody::Pushed(o) => Ok(o),
+            other => Err(Error::Failed(format!(
+                "unexpected answer to a push: {other:?}"
+            ))),
+        }
+    }
+}
