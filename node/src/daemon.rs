@@ -124,10 +124,17 @@ impl RunningNode {
         )
         .await?;
         let host = remote::Host::start(Arc::new(mesh.clone()), config.request_timeout).await?;
+        mesh.set_local_actors(host.clone());
         host.add_role(
             crate::train::remote::PARAM_SERVER_ROLE,
             Arc::new(crate::train::remote::ParamServerRole {
                 store: shared_store.clone(),
+            }),
+        );
+        host.add_role(
+            crate::train::workers::TRAINER_ROLE,
+            Arc::new(crate::train::workers::TrainerRole {
+                mesh: Arc::new(mesh.clone()),
             }),
         );
         let jobs_config = jobs_config(&config);

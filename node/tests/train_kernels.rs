@@ -14,7 +14,7 @@ use flotilla_actors::remote::spawn_remote;
 use flotilla_actors::training::assignment::permutation;
 use flotilla_actors::training::client::{LocalParams, ParamClient};
 use flotilla_actors::training::dispatch::{self, Dispatch, LocalDispatch};
-use flotilla_actors::training::elastic::{self, Role};
+use flotilla_actors::training::elastic::{self, Role, Why};
 use flotilla_actors::training::optim::{FlatOptimizer, LrPlan};
 use flotilla_actors::training::param_server::{self, core::Shard};
 use flotilla_actors::training::partition;
@@ -26,6 +26,9 @@ use flotilla_kernels::tokenize::CharTokenizer;
 use flotilla_node::cli::demo::local_node_config;
 use flotilla_node::train::remote::{
     shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE,
+};
+use flotilla_node::train::workers::{
+    dispatch_actor, trainer_actor, DispatchEndpoint, TrainerArgs, TRAINER_ROLE,
 };
 use flotilla_node::train::{ClassifierSource, KernelOptimizer};
 use flotilla_node::RunningNode;
@@ -66,32 +69,60 @@ fn records() -> Vec<Record> {
     out
 }
 
+/// The model, its tokenizer's vocabulary, the classes and the initial parameters.
+struct Setup {
+    cfg: EncoderConfig,
+    chars: Vec<char>,
+    classes: BTreeMap<String, u32>,
+    init: Vec<f32>,
+}
+
+impl Setup {
+    fn new(data: &[Record]) -> Setup {
+        let corpus: String = data.iter().map(|r| r.field("text").unwrap()).collect();
+        let tokenizer = CharTokenizer::from_corpus(&corpus).unwrap();
+        let labels: BTreeSet<&str> = data.iter().map(|r| r.field("label").unwrap()).collect();
+        let classes = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.to_string(), i as u32))
+            .collect();
+        let cfg = EncoderConfig {
+            vocab: tokenizer.vocab_size(),
+            context: 48,
+            width: 32,
+            heads: 2,
+            layers: 1,
+            ffn: 64,
+            classes: CLASSES,
+            pooling: Pooling::Mean,
+            norm: NormPlacement::Pre,
+        };
+        let init = cfg.build(SEED).unwrap().params_flat();
+        Setup {
+            cfg,
+            chars: tokenizer.chars().to_vec(),
+            classes,
+            init,
+        }
+    }
+
+    fn source(&self) -> ClassifierSource {
+        let tokenizer = CharTokenizer::from_chars(self.chars.clone()).unwrap();
+        let encode = Box::new(move |t: &str| tokenizer.encode(t).map_err(|e| e.to_string()));
+        ClassifierSource::new(
+            self.cfg.transformer(),
+            encode,
+            self.classes.clone(),
+            "text",
+            "label",
+        )
+    }
+}
+
 fn source(data: &[Record]) -> (ClassifierSource, Vec<f32>) {
-    let corpus: String = data.iter().map(|r| r.field("text").unwrap()).collect();
-    let tokenizer = CharTokenizer::from_corpus(&corpus).unwrap();
-    let labels: BTreeSet<&str> = data.iter().map(|r| r.field("label").unwrap()).collect();
-    let classes = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.to_string(), i as u32))
-        .collect();
-    let cfg = EncoderConfig {
-        vocab: tokenizer.vocab_size(),
-        context: 48,
-        width: 32,
-        heads: 2,
-        layers: 1,
-        ffn: 64,
-        classes: CLASSES,
-        pooling: Pooling::Mean,
-        norm: NormPlacement::Pre,
-    };
-    let init = cfg.build(SEED).unwrap().params_flat();
-    let encode = Box::new(move |t: &str| tokenizer.encode(t).map_err(|e| e.to_string()));
-    (
-        ClassifierSource::new(cfg.transformer(), encode, classes, "text", "label"),
-        init,
-    )
+    let setup = Setup::new(data);
+    (setup.source(), setup.init)
 }
 
 fn optimizer() -> OptimizerConfig {
@@ -136,6 +167,26 @@ fn single_process(src: &ClassifierSource, init: &[f32], data: &[Record]) -> (Vec
 
 /// Three trainers on `params` with a local coordinator until the data is done; the ledger must
 /// show every sample once per epoch.
+fn dispatch_config(records: usize) -> dispatch::Config {
+    dispatch::Config {
+        records: records as u64,
+        seed: SEED,
+        epochs: Some(EPOCHS),
+        global_batch: Some(GLOBAL),
+        per_device_batch: GLOBAL / 3,
+        consistency: Consistency::Sync,
+        elastic: elastic::Config {
+            workers_min: 1,
+            workers_max: 3,
+            below_min_timeout: Duration::from_secs(60),
+        },
+        speed_alpha: 0.5,
+        series_capacity: 1000,
+        keep_ledger: true,
+        save_every: 0,
+    }
+}
+
 async fn train(params: Arc<dyn ParamClient>, src: Arc<ClassifierSource>, data: &[Record]) {
     let d = Arc::new(
         LocalDispatch::new(
@@ -339,6 +390,203 @@ async fn the_same_run_with_shards_on_other_nodes_over_the_mesh() {
     }
     compare("over the mesh", &src, &init, &data, &distributed);
     for n in [c, b, a] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+async fn nodes(dir: &std::path::Path, n: usize) -> Vec<RunningNode> {
+    let first = RunningNode::start(local_node_config(dir.join("n0"), vec![]))
+        .await
+        .unwrap();
+    let join: Vec<String> = first.listen_addrs().iter().map(|x| x.to_string()).collect();
+    let mut all = vec![first];
+    for i in 1..n {
+        all.push(
+            RunningNode::start(local_node_config(dir.join(format!("n{i}")), join.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = all[0].membership.view().await.unwrap();
+        let alive = view
+            .iter()
+            .filter(|m| m.state == flotilla_protocol::MemberState::Alive)
+            .count();
+        if alive == n {
+            return all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes never converged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Trainers spawned on three nodes reach the shards (on a fourth) and the coordinator over the
+/// mesh; the node of one trainer is killed mid-epoch; its monitor reports the death, the
+/// coordinator drops the worker, and the job completes with every sample seen once per epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trainers_on_three_nodes_survive_the_death_of_one_mid_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = nodes(dir.path(), 4).await;
+    let ids: Vec<_> = all.iter().map(|n| n.node_id()).collect();
+    let (coord, shard_host) = (0usize, 1usize);
+    let data = records();
+    let setup = Setup::new(&data);
+    let job = JobId("job-train-workers".into());
+    let mesh: Arc<dyn Mesh> = Arc::new(all[coord].mesh.clone());
+    let l = lr();
+    let lr_args = LrArgs {
+        peak: l.peak,
+        warmup: l.warmup,
+        total: l.total,
+        decay: l.decay,
+    };
+    for (i, r) in partition::ranges(setup.init.len(), 2)
+        .into_iter()
+        .enumerate()
+    {
+        let args = ShardArgs {
+            job: job.clone(),
+            shard: i as u32,
+            consistency: Consistency::Sync,
+            max_consecutive_nonfinite: 3,
+            lr: lr_args,
+            save_every: 0,
+            optimizer_json: ShardArgs::optimizer_json(&optimizer()),
+            init: setup.init[r].to_vec(),
+        };
+        spawn_remote::<_, RequestBody, Reply>(
+            mesh.clone(),
+            ids[shard_host].clone(),
+            PARAM_SERVER_ROLE,
+            &shard_actor(&job, i as u32),
+            &args,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+    let hosts = vec![ids[shard_host].clone(), ids[shard_host].clone()];
+    let params = Arc::new(RemoteParams::new(
+        mesh.clone(),
+        &job,
+        &hosts,
+        setup.init.len(),
+        Duration::from_secs(10),
+        Duration::from_secs(120),
+    ));
+    let d =
+        Arc::new(LocalDispatch::new(dispatch_config(data.len()), Arc::new(data.clone())).unwrap());
+    all[coord]
+        .host
+        .register(&dispatch_actor(&job), Arc::new(DispatchEndpoint(d.clone())))
+        .unwrap();
+
+    let workers = [(0u32, 0usize), (1, 2), (2, 3)];
+    let mut monitors = Vec::new();
+    for (w, node) in workers {
+        assert_eq!(
+            d.admit(params.as_ref(), WorkerId(w)).await.unwrap(),
+            Role::Worker
+        );
+        let args = TrainerArgs {
+            job: job.clone(),
+            worker: WorkerId(w),
+            sync: true,
+            precision: Precision::F32,
+            clip_norm: None,
+            lr: lr_args,
+            model: setup.cfg,
+            vocabulary: setup.chars.clone(),
+            classes: setup.classes.clone(),
+            text_field: "text".into(),
+            label_field: "label".into(),
+            total_params: setup.init.len() as u64,
+            shard_hosts: hosts.clone(),
+            coordinator: ids[coord].clone(),
+            call_deadline_ms: 10_000,
+            pull_deadline_ms: 120_000,
+        };
+        let name = trainer_actor(&job, WorkerId(w));
+        spawn_remote::<_, (), ()>(
+            mesh.clone(),
+            ids[node].clone(),
+            TRAINER_ROLE,
+            &name,
+            &args,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("spawning trainer {w} on node {node}: {e}"));
+        let rx = all[coord]
+            .host
+            .monitor(&all[coord].membership, &ids[node], &name)
+            .await
+            .unwrap();
+        monitors.push((w, rx));
+    }
+
+    // Kill the node of worker 2 once the first epoch is under way.
+    let samples = || d.inspect(|c| c.ledger().map_or(0, |l| l.total())).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while samples() < 120 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "training made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let at_kill = samples();
+    assert!(
+        at_kill < data.len() as u64,
+        "the kill must land mid-epoch ({at_kill} samples)"
+    );
+    all.remove(3).kill().await;
+    let (_, mut rx) = monitors.pop().unwrap();
+    let down = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the monitor reports the dead worker within 30 s")
+        .unwrap();
+    assert!(down.reason.contains("dead"), "{down:?}");
+    d.depart(params.as_ref(), WorkerId(2), Why::Died)
+        .await
+        .unwrap();
+
+    // The two survivors finish the job; each sample was seen once per epoch.
+    for (w, mut rx) in monitors {
+        let end = tokio::time::timeout(Duration::from_secs(300), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("trainer {w} never finished"))
+            .unwrap();
+        assert!(!end.reason.contains("failed"), "trainer {w}: {end:?}");
+    }
+    let ledger = d.inspect(|c| c.ledger().cloned()).unwrap().unwrap();
+    ledger
+        .verify_exactly_once(EPOCHS, data.len() as u64)
+        .unwrap();
+    let reader = WorkerId(99);
+    let mut trained = Vec::new();
+    for s in 0..2u32 {
+        params.join(s, reader).await.unwrap();
+        trained.extend(params.pull(s, reader, None).await.unwrap().values);
+        params.leave(s, reader, true).await.unwrap();
+    }
+    let src = setup.source();
+    let (before, after) = (
+        full_loss(&src, &setup.init, &data),
+        full_loss(&src, &trained, &data),
+    );
+    println!("with a worker killed after {at_kill} samples: loss {before:.4} -> {after:.4}");
+    assert!(
+        after < before * 0.9,
+        "the model did not learn: {before} -> {after}"
+    );
+    all[coord].host.unregister(&dispatch_actor(&job));
+    for n in all.into_iter().rev() {
         n.shutdown().await.unwrap();
     }
 }

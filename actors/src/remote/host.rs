@@ -20,7 +20,8 @@ use crate::{Error, Result};
 const MAX_MONITORS: usize = 65_536;
 
 struct Hosted {
-    cell: ActorCell,
+    /// `None` for an endpoint registered without an actor (not supervised).
+    cell: Option<ActorCell>,
     endpoint: Arc<dyn Endpoint>,
 }
 
@@ -96,7 +97,7 @@ impl Actor for Supervisor {
             let Some(name) = s
                 .actors
                 .iter()
-                .find(|(_, h)| h.cell.get_id() == cell.get_id())
+                .find(|(_, h)| h.cell.as_ref().map(|c| c.get_id()) == Some(cell.get_id()))
                 .map(|(n, _)| n.clone())
             else {
                 return Ok(());
@@ -150,7 +151,7 @@ impl Host {
         let cells: Vec<ActorCell> = {
             let mut s = lock(&self.state);
             s.watchers.clear();
-            s.actors.values().map(|h| h.cell.clone()).collect()
+            s.actors.values().filter_map(|h| h.cell.clone()).collect()
         };
         for cell in cells {
             cell.stop(Some("node shutting down".into()));
@@ -201,10 +202,44 @@ impl Host {
             .spawn(name, args, self.supervisor.clone())
             .await
             .map_err(|e| remote(RemoteErrorKind::BadRequest, e))?;
-        lock(&self.state)
-            .actors
-            .insert(name.to_string(), Hosted { cell, endpoint });
+        lock(&self.state).actors.insert(
+            name.to_string(),
+            Hosted {
+                cell: Some(cell),
+                endpoint,
+            },
+        );
         Ok(())
+    }
+
+    /// Makes `endpoint` reachable as `name` without an actor behind it (a job's coordinator
+    /// core, say); it is not supervised, so [`Host::unregister`] removes it. Refused if the
+    /// name is taken.
+    pub fn register(&self, name: &str, endpoint: Arc<dyn Endpoint>) -> Result<()> {
+        let mut s = lock(&self.state);
+        if s.actors.contains_key(name) {
+            return Err(Error::Peer {
+                peer: "this node".into(),
+                reason: format!("an actor named {name:?} already runs here"),
+            });
+        }
+        s.actors.insert(
+            name.to_string(),
+            Hosted {
+                cell: None,
+                endpoint,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes an endpoint added with [`Host::register`].
+    pub fn unregister(&self, name: &str) {
+        let mut s = lock(&self.state);
+        if s.actors.get(name).is_some_and(|h| h.cell.is_none()) {
+            s.actors.remove(name);
+            s.watchers.remove(name);
+        }
     }
 
     /// Answers an actors request from `from`.
@@ -236,7 +271,10 @@ impl Host {
                 .await
                 .map(|()| ResponseBody::Spawned),
             RequestBody::Stop { actor } => {
-                let cell = lock(&self.state).actors.get(&actor).map(|h| h.cell.clone());
+                let cell = lock(&self.state)
+                    .actors
+                    .get(&actor)
+                    .and_then(|h| h.cell.clone());
                 match cell {
                     Some(cell) => {
                         cell.stop(Some(format!("stopped at the request of {from}")));

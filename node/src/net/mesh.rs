@@ -1,6 +1,9 @@
 //! [`Mesh`] over the bridge: actors reach peers through commands to the swarm task.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use flotilla_actors::remote;
 
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::{Error, Result};
@@ -12,10 +15,21 @@ use tokio::sync::{mpsc, oneshot};
 use super::bridge::Command;
 
 /// A cloneable handle for sending requests to peers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NetMesh {
     local: NodeId,
     commands: mpsc::Sender<Command>,
+    /// This node's remote-actor host: an actors request to this node itself is answered here
+    /// (a swarm does not dial itself). Set once the host runs.
+    local_actors: Arc<OnceLock<remote::Host>>,
+}
+
+impl std::fmt::Debug for NetMesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetMesh")
+            .field("local", &self.local)
+            .finish()
+    }
 }
 
 impl NetMesh {
@@ -24,7 +38,13 @@ impl NetMesh {
         Self {
             local: NodeId(local.to_string()),
             commands,
+            local_actors: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Answers actors requests to this node itself with `host`.
+    pub fn set_local_actors(&self, host: remote::Host) {
+        let _ = self.local_actors.set(host);
     }
 
     /// Sends a command carrying a reply channel and waits at most `deadline` for the answer.
@@ -118,6 +138,21 @@ impl Mesh for NetMesh {
         body: actors::RequestBody,
         deadline: Duration,
     ) -> Result<actors::ResponseBody> {
+        if *peer == self.local {
+            let host = self.local_actors.get().ok_or(Error::ActorGone {
+                actor: "remote-actor host",
+            })?;
+            return match tokio::time::timeout(deadline, host.serve(&self.local, body)).await {
+                Err(_) => Err(Error::Timeout {
+                    actor: "local actor",
+                    deadline,
+                }),
+                Ok(r) => r.map_err(|e| Error::Peer {
+                    peer: peer.to_string(),
+                    reason: e.to_string(),
+                }),
+            };
+        }
         self.ask(peer, deadline, |peer, reply| Command::Actors {
             peer,
             body,

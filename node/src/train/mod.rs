@@ -9,12 +9,15 @@
 //! - [`remote`]: the `param_server` role a node hosts for remote spawning, and
 //!   [`remote::RemoteParams`], the trainers' `ParamClient` over the mesh.
 //!
-//! The `train` job kind, the coordinator as a mesh actor and the data path from dataset shards
-//! are not wired yet.
+//! - [`workers`]: a job's coordinator as a mesh endpoint, [`workers::RemoteDispatch`], and the
+//!   `trainer` role (a kernels-backed trainer under the node's supervisor).
+//!
+//! The `train` job kind and the data path from dataset shards are not wired yet.
 
 pub mod gradient;
 pub mod optimizer;
 pub mod remote;
+pub mod workers;
 
 pub use gradient::ClassifierSource;
 pub use optimizer::KernelOptimizer;

@@ -51,6 +51,34 @@ impl Handle {
         Ok((Handle { actor }, outcome, join))
     }
 
+    /// Spawns a trainer linked to `supervisor` (a node's remote-actor host), which hears when
+    /// it ends.
+    pub async fn spawn_linked(
+        cfg: Config,
+        source: Arc<dyn GradientSource>,
+        params: Arc<dyn ParamClient>,
+        dispatch: Arc<dyn Dispatch>,
+        supervisor: ractor::ActorCell,
+    ) -> Result<(Handle, oneshot::Receiver<Outcome>)> {
+        let (done, outcome) = oneshot::channel();
+        let args = Args {
+            cfg,
+            source,
+            params,
+            dispatch,
+            done,
+        };
+        let (actor, _) = Actor::spawn_linked(None, Trainer, args, supervisor)
+            .await
+            .map_err(|e| Error::Failed(format!("trainer failed to start: {e}")))?;
+        Ok((Handle { actor }, outcome))
+    }
+
+    /// The actor's cell.
+    pub fn cell(&self) -> ractor::ActorCell {
+        self.actor.get_cell()
+    }
+
     /// Asks the trainer to leave after its current step, waiting at most `deadline`.
     pub async fn drain(&self, deadline: Duration) -> Result<()> {
         match self
