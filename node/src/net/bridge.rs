@@ -63,6 +63,17 @@ pub enum Command {
         channel: ResponseChannel<Frame<jobs::Response>>,
         response: jobs::Response,
     },
+    /// Send a serving request and reply with the replica's answer.
+    Serving {
+        peer: PeerId,
+        request: flotilla_protocol::services::serving::Request,
+        reply: Reply<super::serving_net::ServingAnswer>,
+    },
+    /// Send the answer to an inbound serving request.
+    ServingRespond {
+        channel: ResponseChannel<Frame<flotilla_protocol::services::serving::Response>>,
+        response: flotilla_protocol::services::serving::Response,
+    },
     /// Close and refuse every connection with a peer until it is unblocked.
     Block(PeerId),
     /// Accept a blocked peer again.
@@ -90,6 +101,8 @@ pub struct Wiring {
     pub catalog: CatalogWiring,
     /// Inbound jobs requests for the jobs worker.
     pub jobs_inbox: mpsc::Sender<JobsInbound>,
+    /// Inbound serving requests for the serving worker.
+    pub serving_inbox: mpsc::Sender<super::serving_net::ServingInbound>,
 }
 
 /// The bridge's state.
@@ -101,6 +114,7 @@ pub struct Bridge {
     pub(super) next_request_id: u64,
     pub(super) catalog: CatalogNet,
     pub(super) jobs: Pending<jobs::ResponseBody>,
+    pub(super) serving: Pending<super::serving_net::ServingAnswer>,
 }
 
 impl Bridge {
@@ -121,6 +135,7 @@ impl Bridge {
             next_request_id: 0,
             catalog,
             jobs: Pending::default(),
+            serving: Pending::default(),
         };
         bridge.dial_join_addrs();
         Ok(bridge)
@@ -170,6 +185,7 @@ impl Bridge {
         }
         self.pending.fail_all("node is shutting down");
         self.jobs.fail_all("node is shutting down");
+        self.serving.fail_all("node is shutting down");
         self.catalog.fail_pending();
     }
 
@@ -213,6 +229,14 @@ impl Bridge {
             }
             Command::Jobs { peer, body, reply } => self.jobs_request(peer, body, reply),
             Command::JobsRespond { channel, response } => self.jobs_respond(channel, response),
+            Command::Serving {
+                peer,
+                request,
+                reply,
+            } => self.serving_request(peer, request, reply),
+            Command::ServingRespond { channel, response } => {
+                self.serving_respond(channel, response)
+            }
             Command::Block(peer) => {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
             }
@@ -294,6 +318,7 @@ impl Bridge {
             SwarmEvent::Behaviour(BehaviourEvent::Control(ev)) => self.on_control(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Catalog(ev)) => self.on_catalog(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Jobs(ev)) => self.on_jobs(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Serving(ev)) => self.on_serving(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.wiring.listen_addrs.send_modify(|a| a.push(address));

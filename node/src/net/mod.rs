@@ -7,6 +7,8 @@
 //! - [`catalog_sync`]: the catalog's side of the bridge (delta gossip, the anti-entropy
 //!   service) and the periodic anti-entropy rounds.
 //! - [`jobs_net`]: the jobs service (`/flotilla/jobs/1`) and the worker that answers it.
+//! - [`serving_net`]: the serving service (`/flotilla/serving/1`), its worker and the routers'
+//!   transport.
 //! - [`rpc`]: what every request-response service shares (pending requests, event sorting).
 //! - [`mesh`]: the [`flotilla_actors::mesh::Mesh`] implementation over the bridge.
 
@@ -17,6 +19,7 @@ pub mod codec;
 pub mod jobs_net;
 pub mod mesh;
 pub mod rpc;
+pub mod serving_net;
 pub mod transport;
 
 use std::sync::Arc;
