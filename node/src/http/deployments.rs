@@ -105,6 +105,8 @@ pub struct DeploymentInfo {
     pub cache: bool,
     /// Nodes placed to run a replica (empty until this node's reconciler has seen it).
     pub placed_on: Vec<String>,
+    /// The version hash this node's router sends traffic to, once its reconciler has seen it.
+    pub serving_hash: Option<String>,
 }
 
 /// A replica on this node, with its counters.
@@ -118,6 +120,8 @@ pub struct LocalReplicaInfo {
     pub batches: Option<u64>,
     pub decode_steps: Option<u64>,
     pub generated_tokens: Option<u64>,
+    /// Sequences the engine dropped because their consumer went away.
+    pub cancelled: Option<u64>,
 }
 
 /// `GET /api/v1/serving`.
@@ -198,7 +202,7 @@ async fn register(State(state): State<AppState>, Json(req): Json<RegisterModel>)
     (StatusCode::CREATED, Json(ModelView::from(&view))).into_response()
 }
 
-fn info(d: &DeploymentRecord, placed_on: Vec<String>) -> DeploymentInfo {
+fn info(d: &DeploymentRecord, view: Option<crate::serve::DeploymentView>) -> DeploymentInfo {
     DeploymentInfo {
         name: d.name.clone(),
         model: d.model.clone(),
@@ -207,7 +211,11 @@ fn info(d: &DeploymentRecord, placed_on: Vec<String>) -> DeploymentInfo {
         max_batch: d.max_batch_size,
         max_wait_ms: d.max_batch_wait_ms,
         cache: d.cache,
-        placed_on,
+        placed_on: view
+            .as_ref()
+            .map(|v| v.replicas.clone())
+            .unwrap_or_default(),
+        serving_hash: view.map(|v| v.model.hash),
     }
 }
 
@@ -257,7 +265,7 @@ async fn deploy(State(state): State<AppState>, Json(req): Json<Deploy>) -> Respo
     if let Err(e) = record.validate() {
         return invalid("invalid deployment", &e);
     }
-    let answer = info(&record, Vec::new());
+    let answer = info(&record, None);
     if let Err(e) = state.catalog.put(Record::Deployment(record)).await {
         return unavailable(e);
     }
@@ -273,14 +281,7 @@ async fn list_deployments(State(state): State<AppState>) -> Response {
         .into_iter()
         .filter_map(|(_, e)| match e {
             Entry::Register(r) => match r.value {
-                Some(Record::Deployment(d)) => {
-                    let placed = state
-                        .serving
-                        .deployment(&d.name)
-                        .map(|v| v.replicas)
-                        .unwrap_or_default();
-                    Some(info(&d, placed))
-                }
+                Some(Record::Deployment(d)) => Some(info(&d, state.serving.deployment(&d.name))),
                 _ => None,
             },
             _ => None,
@@ -325,6 +326,7 @@ async fn serving(State(state): State<AppState>) -> Response {
                 batches: r.batch_stats().map(|b| b.batches),
                 decode_steps: engine.map(|e| e.0),
                 generated_tokens: engine.map(|e| e.1),
+                cancelled: r.cancelled(),
             }
         })
         .collect();

@@ -157,6 +157,14 @@ impl LocalReplica {
         }
     }
 
+    /// Sequences cancelled or abandoned by their consumer (generation replicas).
+    pub fn cancelled(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Gen { engine, .. } => Some(engine.stats().cancelled.load(Ordering::Relaxed)),
+            Engine::Embed { .. } => None,
+        }
+    }
+
     /// Requests accepted and not yet answered.
     pub fn outstanding(&self) -> u32 {
         self.outstanding.load(Ordering::Relaxed)
