@@ -304,7 +304,7 @@ async fn undeploy(State(state): State<AppState>, Path(name): Path<String>) -> Re
         Err(e) => return unavailable(e),
     }
     match state.catalog.delete(key).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(()) => Json(serde_json::json!({ "undeployed": name })).into_response(),
         Err(e) => unavailable(e),
     }
 }
