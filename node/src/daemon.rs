@@ -88,6 +88,9 @@ impl RunningNode {
         let mut registry = Registry::default();
         let mut swarm = net::build_swarm(&key, &config, &mut registry)?;
         let metrics = Arc::new(Metrics::register(&mut registry));
+        let serving_metrics = Arc::new(crate::serve::metrics::ServingMetrics::register(
+            &mut registry,
+        ));
         let registry = Arc::new(registry);
 
         for addr in config.listen_addrs() {
@@ -125,6 +128,7 @@ impl RunningNode {
             peer_id.to_string(),
             serving_net::MeshTransport { mesh: mesh.clone() },
             Default::default(),
+            serving_metrics,
         )?;
         let shared_store: Arc<dyn Store> = Arc::new(store.clone());
         let (executor, reports, executor_task) = executor::Handle::spawn(

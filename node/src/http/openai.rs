@@ -92,6 +92,10 @@ struct Prepared {
 }
 
 async fn route(state: AppState, p: Prepared) -> Response {
+    let started = std::time::Instant::now();
+    let endpoint = endpoint_name(p.endpoint);
+    let deployment = p.view.record.name.clone();
+    let metrics = state.serving.metrics.clone();
     let request = RouteRequest {
         deployment: p.view.record.name.clone(),
         model_hash: p.view.model.hash.clone(),
@@ -100,9 +104,16 @@ async fn route(state: AppState, p: Prepared) -> Response {
         cache_key: p.key.filter(|_| p.view.record.cache),
         deadline: DEADLINE,
     };
-    match p.stream {
+    let response = match p.stream {
         Some((chat, include_usage)) => match state.serving.router.stream(request).await {
-            Ok(s) => sse(s, &p.view.record.name, chat, include_usage),
+            Ok(s) => {
+                let timing = Timing {
+                    metrics: metrics.clone(),
+                    deployment: deployment.clone(),
+                    started,
+                };
+                sse(s, &p.view.record.name, chat, include_usage, timing)
+            }
             Err(e) => error_response(&e.to_api_error()),
         },
         None => match state.serving.router.infer(request).await {
@@ -114,7 +125,27 @@ async fn route(state: AppState, p: Prepared) -> Response {
                 .into_response(),
             Err(e) => error_response(&e.to_api_error()),
         },
+    };
+    // For a stream this is the time to its first event; its first token is timed apart.
+    let seconds = started.elapsed().as_secs_f64();
+    metrics.request(&deployment, endpoint, response.status().as_u16(), seconds);
+    response
+}
+
+fn endpoint_name(e: Endpoint) -> &'static str {
+    match e {
+        Endpoint::ChatCompletions => "chat_completions",
+        Endpoint::Completions => "completions",
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::Classify => "classify",
     }
+}
+
+/// What a stream records: time to its first piece.
+struct Timing {
+    metrics: std::sync::Arc<crate::serve::metrics::ServingMetrics>,
+    deployment: String,
+    started: std::time::Instant,
 }
 
 async fn chat(State(state): State<AppState>, body: Body) -> Response {
@@ -270,6 +301,7 @@ struct Sse {
     text: Option<CompletionStream>,
     started: bool,
     done: bool,
+    timing: Option<Timing>,
 }
 
 impl Sse {
@@ -285,11 +317,17 @@ impl Sse {
             }
         }
         match self.stream.next().await {
-            Some(Ok(StreamItem::Piece(p))) => Some(match (&self.chat, &self.text) {
-                (Some(c), _) => event(&c.text(p)),
-                (_, Some(t)) => event(&t.text(0, p)),
-                _ => String::new(),
-            }),
+            Some(Ok(StreamItem::Piece(p))) => {
+                if let Some(t) = self.timing.take() {
+                    t.metrics
+                        .first_token(&t.deployment, t.started.elapsed().as_secs_f64());
+                }
+                Some(match (&self.chat, &self.text) {
+                    (Some(c), _) => event(&c.text(p)),
+                    (_, Some(t)) => event(&t.text(0, p)),
+                    _ => String::new(),
+                })
+            }
             Some(Ok(StreamItem::End(end))) => {
                 self.done = true;
                 let usage = Usage::new(end.prompt_tokens, end.completion_tokens);
@@ -324,7 +362,13 @@ fn event<T: serde::Serialize>(v: &T) -> String {
     sse_event(v).unwrap_or_default()
 }
 
-fn sse(stream: RoutedStream, model: &str, chat: bool, include_usage: bool) -> Response {
+fn sse(
+    stream: RoutedStream,
+    model: &str,
+    chat: bool,
+    include_usage: bool,
+    timing: Timing,
+) -> Response {
     let id = format!("{:016x}", rand::random::<u64>());
     let created = crate::serve::now_ms() / 1000;
     let state = Sse {
@@ -335,6 +379,7 @@ fn sse(stream: RoutedStream, model: &str, chat: bool, include_usage: bool) -> Re
             .then(|| CompletionStream::new(format!("cmpl-{id}"), created, model, include_usage)),
         started: false,
         done: false,
+        timing: Some(timing),
     };
     // Dropping the body (the client went away) drops the routed stream, which cancels the
     // sequence on its replica.

@@ -6,6 +6,7 @@
 //! - [`gpt`]: a character-level GPT with one KV cache per sequence for continuous batching.
 //! - [`backend`]: this node's replicas and the [`Backend`](flotilla_actors::serving::replica::Backend)
 //!   that answers them, locally or for other nodes' routers.
+//! - [`metrics`]: serving metrics per deployment and replica.
 //! - [`reconcile`]: places every deployment's replicas on nodes from the catalog and the
 //!   membership view, starts and stops the ones assigned here, and keeps the router's pools.
 //!
@@ -16,6 +17,7 @@ pub mod artifacts;
 pub mod backend;
 pub mod embed;
 pub mod gpt;
+pub mod metrics;
 pub mod reconcile;
 
 use std::collections::BTreeMap;
@@ -112,6 +114,7 @@ pub struct Serving {
     pub me: String,
     pub router: Router<NodeClient>,
     pub local: LocalBackend,
+    pub metrics: Arc<metrics::ServingMetrics>,
     /// Deployments as the reconciler last saw them, by name.
     pub deployments: Arc<RwLock<BTreeMap<String, DeploymentView>>>,
 }
@@ -128,6 +131,7 @@ impl Serving {
         me: String,
         transport: MeshTransport,
         config: flotilla_actors::serving::router::Config,
+        metrics: Arc<metrics::ServingMetrics>,
     ) -> anyhow::Result<Self> {
         let local = LocalBackend::default();
         let client = NodeClient {
@@ -139,6 +143,7 @@ impl Serving {
             me,
             router: Router::new(client, config)?,
             local,
+            metrics,
             deployments: Arc::new(RwLock::new(BTreeMap::new())),
         })
     }
