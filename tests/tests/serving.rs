@@ -240,6 +240,21 @@ async fn identical_requests_run_once_and_the_cache_follows_the_version() {
         answers[0].1["system_fingerprint"],
         format!("fp_{}", &v1[..12])
     );
+    // The same counters in Prometheus text: requests per deployment, router outcomes.
+    let metrics = reqwest::get(url(&cluster, 0, "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "flotilla_serving_requests_total{deployment=\"chat\",endpoint=\"completions\",status=\"200\"} 50"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("flotilla_serving_request_duration_seconds_bucket"));
+    assert!(metrics.contains("flotilla_serving_router{outcome=\"coalesced\"}"));
 
     // A new version under the same deployment: the same request is computed again, by it.
     let v2 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v2"), 2)).await;
@@ -281,26 +296,57 @@ async fn read_stream(api: String, body: Value) -> Result<bool, String> {
     }
 }
 
+/// Outstanding requests at node `i`'s replica of `deployment`.
+async fn outstanding(cluster: &TestCluster, i: usize, deployment: &str) -> u64 {
+    let (_, v) = get(cluster, i, "/api/v1/serving").await;
+    v["replicas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["deployment"] == deployment)
+        .map(|r| r["outstanding"].as_u64().unwrap())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_dies_under_steady_load() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = cluster3().await;
-    let v1 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v1"), 1)).await;
+    // A larger model with a long context, so that long streams are still generating when the
+    // node dies.
+    let path = dir.path().join("big");
+    std::fs::create_dir_all(&path).unwrap();
+    flotilla_node::serve::gpt::create_char_gpt_sized(
+        &path,
+        &CORPUS.repeat(4),
+        2,
+        1,
+        (512, 256, 4, 6),
+    )
+    .unwrap();
+    let v1 = register(&cluster, "big-gpt", &path).await;
     deploy(
         &cluster,
-        json!({"name": "chat", "model": "tiny-gpt", "replicas": 3, "max_batch": 8}),
+        json!({"name": "chat", "model": "big-gpt", "replicas": 3, "max_batch": 8}),
     )
     .await;
     wait_ready(&cluster, "chat", &v1, 3).await;
 
+    // Long streams first: once node 2's replica runs one, the load starts, then node 2 dies.
     let api = cluster.node(0).api_url();
     let streams: Vec<_> = (0..6)
         .map(|i| {
             let body = json!({"model": "chat", "messages": [{"role": "user", "content": format!("tell {i}")}],
-                "max_tokens": 40, "stream": true});
+                "max_tokens": 450, "stream": true});
             tokio::spawn(tokio::time::timeout(DEADLINE, read_stream(api.clone(), body)))
         })
         .collect();
+    wait_until(DEADLINE, "a stream running on node 2", || async {
+        outstanding(&cluster, 2, "chat").await > 0
+    })
+    .await
+    .unwrap();
     let total = 400usize;
     let load = {
         let api = api.clone();
@@ -311,7 +357,7 @@ async fn a_replica_dies_under_steady_load() {
                 let calls = chunk.iter().map(|i| {
                     client
                         .post(format!("{api}/v1/completions"))
-                        .json(&json!({"model": "chat", "prompt": format!("n{i}"), "max_tokens": 8}))
+                        .json(&json!({"model": "chat", "prompt": format!("n{i}"), "max_tokens": 4}))
                         .send()
                 });
                 for r in futures::future::join_all(calls).await {
@@ -329,24 +375,36 @@ async fn a_replica_dies_under_steady_load() {
             failed
         })
     };
-    // Kill a replica's node once the load is running.
     wait_until(DEADLINE, "load under way", || async {
         get(&cluster, 0, "/api/v1/serving").await.1["requests"]
             .as_u64()
             .unwrap_or(0)
-            > 60
+            > 30
     })
     .await
     .unwrap();
+    let still_running = outstanding(&cluster, 2, "chat").await;
     cluster.kill(2).await;
 
     let failed = tokio::time::timeout(DEADLINE, load).await.unwrap().unwrap();
     println!("{} of {total} requests failed: {failed:?}", failed.len());
     assert!(failed.len() * 100 < total, "{failed:?}");
+    let mut broken = 0;
     for s in streams {
         let ended = s.await.unwrap().expect("a stream hung");
-        assert!(ended.is_ok(), "{ended:?}");
+        match ended {
+            Ok(true) => {}
+            Ok(false) => broken += 1,
+            Err(e) => panic!("{e}"),
+        }
     }
+    println!(
+        "{broken} streams ended with an error event ({still_running} requests were at node 2)"
+    );
+    assert!(
+        broken >= 1,
+        "the streams on the dead node ended with an error event"
+    );
     cluster.shutdown().await.unwrap();
 }
 
@@ -405,5 +463,69 @@ async fn overload_is_refused_and_recovers() {
     )
     .await
     .unwrap();
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_goes_away_frees_its_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster3().await;
+    let path = dir.path().join("big");
+    std::fs::create_dir_all(&path).unwrap();
+    flotilla_node::serve::gpt::create_char_gpt_sized(
+        &path,
+        &CORPUS.repeat(4),
+        2,
+        1,
+        (512, 256, 4, 6),
+    )
+    .unwrap();
+    let v1 = register(&cluster, "big-gpt", &path).await;
+    deploy(
+        &cluster,
+        json!({"name": "long", "model": "big-gpt", "replicas": 1}),
+    )
+    .await;
+    wait_ready(&cluster, "long", &v1, 1).await;
+    let (_, ds) = get(&cluster, 0, "/api/v1/deployments").await;
+    let host_id = ds[0]["placed_on"][0].as_str().unwrap().to_string();
+    let host = (0..3)
+        .find(|i| cluster.node(*i).node_id().to_string() == host_id)
+        .unwrap();
+    let other = (host + 1) % 3;
+
+    let cancelled = || async {
+        let (_, v) = get(&cluster, host, "/api/v1/serving").await;
+        v["replicas"][0]["cancelled"].as_u64().unwrap()
+    };
+    // Through the host's own router (in process), then through another node's (over the mesh):
+    // read the first event, hang up, and the replica drops the sequence.
+    for (n, via) in [host, other].into_iter().enumerate() {
+        let body =
+            json!({"model": "long", "prompt": "once upon", "max_tokens": 450, "stream": true});
+        let mut resp = reqwest::Client::new()
+            .post(url(&cluster, via, "/v1/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let first = tokio::time::timeout(DEADLINE, resp.chunk())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first.is_some_and(|c| c.starts_with(b"data: ")));
+        drop(resp);
+        wait_until(DEADLINE, "the sequence is cancelled", || async {
+            cancelled().await > n as u64
+        })
+        .await
+        .unwrap();
+        wait_until(DEADLINE, "the slot is free", || async {
+            outstanding(&cluster, host, "long").await == 0
+        })
+        .await
+        .unwrap();
+    }
     cluster.shutdown().await.unwrap();
 }

@@ -25,16 +25,28 @@ pub fn ascii_vocab() -> String {
     s
 }
 
-/// Builds a small GPT over [`ascii_vocab`], trains it `steps` SGD steps on `corpus` (so its
-/// weights are learned, not random), and saves it as a checkpoint in `dir`.
+/// Builds a tiny GPT (context 64, width 32, 2 layers) over [`ascii_vocab`], trains it `steps`
+/// SGD steps on `corpus` (so its weights are learned, not random), and saves it as a checkpoint
+/// in `dir`.
 pub fn create_char_gpt(dir: &Path, corpus: &str, steps: usize, seed: u64) -> anyhow::Result<()> {
+    create_char_gpt_sized(dir, corpus, steps, seed, (64, 32, 2, 2))
+}
+
+/// As [`create_char_gpt`] with `(context, width, heads, layers)` chosen by the caller.
+pub fn create_char_gpt_sized(
+    dir: &Path,
+    corpus: &str,
+    steps: usize,
+    seed: u64,
+    (context, width, heads, layers): (usize, usize, usize, usize),
+) -> anyhow::Result<()> {
     let tok = CharTokenizer::from_corpus(&ascii_vocab())?;
     let cfg = GptConfig {
         vocab: tok.vocab_size(),
-        context: 64,
-        width: 32,
-        heads: 2,
-        layers: 2,
+        context,
+        width,
+        heads,
+        layers,
         tied: true,
     };
     let mut model = cfg.build(seed)?;
