@@ -184,3 +184,62 @@ pub async fn undeploy(cli: &Cli, name: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The demo's serving step: trains a tiny character GPT with the kernels, registers it through
+/// the API, deploys it on up to two nodes and asks for a chat completion through the
+/// OpenAI-compatible endpoint. Returns the answer's JSON.
+pub async fn demo_serving(
+    client: &Client,
+    api: &str,
+    dir: &std::path::Path,
+    nodes: usize,
+    deadline: std::time::Instant,
+) -> anyhow::Result<serde_json::Value> {
+    let model_dir = dir.join("demo-gpt");
+    let corpus =
+        "flotilla: a fleet of small boats that sail together. every boat can steer. ".repeat(8);
+    let path = model_dir.clone();
+    tokio::task::spawn_blocking(move || crate::serve::gpt::create_char_gpt(&path, &corpus, 200, 7))
+        .await??;
+    let m: ModelView = client
+        .post_json(
+            "/api/v1/models",
+            &serde_json::json!({"name": "demo-gpt", "path": model_dir}),
+        )
+        .await?;
+    eprintln!(
+        "trained and registered demo-gpt@{} ({})",
+        m.version,
+        &m.hash[..16]
+    );
+    let _: DeploymentInfo = client
+        .post_json(
+            "/api/v1/deployments",
+            &serde_json::json!({"name": "demo-chat", "model": "demo-gpt", "replicas": nodes.min(2)}),
+        )
+        .await?;
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({
+        "model": "demo-chat",
+        "messages": [{"role": "user", "content": "what is flotilla?"}],
+        "max_tokens": 24,
+        "temperature": 0,
+    });
+    loop {
+        let r = http
+            .post(format!("{api}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await?;
+        if r.status().is_success() {
+            return Ok(r.json().await?);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "demo-chat did not answer before the deadline: {}",
+                r.text().await?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -203,3 +203,45 @@ impl DeploymentView {
         self.model.created_at_ms / 1000
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("node-{i}")).collect()
+    }
+
+    #[test]
+    fn placement_is_deterministic_distinct_and_bounded() {
+        let alive = nodes(5);
+        let a = place("chat", &alive, 3);
+        assert_eq!(a.len(), 3);
+        let mut reversed = alive.clone();
+        reversed.reverse();
+        assert_eq!(
+            place("chat", &reversed, 3),
+            a,
+            "input order does not matter"
+        );
+        let mut distinct = a.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3);
+        assert_eq!(
+            place("chat", &alive, 9).len(),
+            5,
+            "at most one replica per node"
+        );
+    }
+
+    #[test]
+    fn a_dead_node_moves_only_its_own_replica() {
+        let alive = nodes(6);
+        let before = place("embed", &alive, 3);
+        let survivors: Vec<String> = alive.iter().filter(|n| **n != before[0]).cloned().collect();
+        let after = place("embed", &survivors, 3);
+        assert!(before[1..].iter().all(|n| after.contains(n)));
+        assert!(!after.contains(&before[0]));
+    }
+}
