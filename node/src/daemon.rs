@@ -129,6 +129,7 @@ impl RunningNode {
             serving_net::MeshTransport { mesh: mesh.clone() },
             Default::default(),
             serving_metrics,
+            config.data_dir.join("models"),
         )?;
         let shared_store: Arc<dyn Store> = Arc::new(store.clone());
         let (executor, reports, executor_task) = executor::Handle::spawn(

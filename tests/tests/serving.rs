@@ -217,6 +217,27 @@ async fn identical_requests_run_once_and_the_cache_follows_the_version() {
     .await;
     wait_ready(&cluster, "chat", &v1, 3).await;
 
+    // Only node 0 (which registered the model) loads the registered folder; the others fetched
+    // the files into their own data dirs and checked them against the catalog's hashes.
+    let registered = dir.path().join("v1").canonicalize().unwrap();
+    for i in 0..3 {
+        let (_, v) = get(&cluster, i, "/api/v1/serving").await;
+        let path = PathBuf::from(v["replicas"][0]["model_path"].as_str().unwrap());
+        if i == 0 {
+            assert_eq!(path, registered);
+        } else {
+            assert_ne!(path, registered);
+            assert!(path.ends_with(format!("models/{v1}")), "{path:?}");
+            for f in ["manifest.json", "chars.json"] {
+                let (a, b) = (
+                    std::fs::read(path.join(f)),
+                    std::fs::read(registered.join(f)),
+                );
+                assert_eq!(a.unwrap(), b.unwrap(), "{f} fetched intact");
+            }
+        }
+    }
+
     let body = json!({"model": "chat", "prompt": "the cat", "max_tokens": 30, "temperature": 0});
     let (_, before) = replicas(&cluster, "chat", &v1).await;
     let calls = (0..50).map(|_| post(&cluster, 0, "/v1/completions", &body));

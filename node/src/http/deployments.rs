@@ -114,6 +114,9 @@ pub struct DeploymentInfo {
 pub struct LocalReplicaInfo {
     pub deployment: String,
     pub model_hash: String,
+    /// The folder the replica loaded (the registered one on the origin, a fetched copy
+    /// elsewhere).
+    pub model_path: String,
     /// Requests that reached the model.
     pub executions: u64,
     pub outstanding: u32,
@@ -186,13 +189,16 @@ async fn register(State(state): State<AppState>, Json(req): Json<RegisterModel>)
         .max()
         .unwrap_or(0);
     let version = req.version.unwrap_or(latest + 1);
-    let (name, path) = (req.name.clone(), req.path.clone());
-    let record =
-        match tokio::task::spawn_blocking(move || register_folder(&name, version, &path)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return invalid(&e.to_string(), &field_error("path", e.to_string())),
-            Err(e) => return unavailable(e),
-        };
+    let (name, path, me) = (req.name.clone(), req.path.clone(), state.serving.me.clone());
+    let record = match tokio::task::spawn_blocking(move || {
+        register_folder(&name, version, &path, &me)
+    })
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return invalid(&e.to_string(), &field_error("path", e.to_string())),
+        Err(e) => return unavailable(e),
+    };
     let Some(view) = ServedModel::from_record(&record) else {
         return unavailable("the registered record lacks its serving fields");
     };
@@ -321,6 +327,7 @@ async fn serving(State(state): State<AppState>) -> Response {
             LocalReplicaInfo {
                 deployment: r.deployment.clone(),
                 model_hash: r.model.hash.clone(),
+                model_path: r.model.path.to_string_lossy().to_string(),
                 executions: r.executions.load(std::sync::atomic::Ordering::Relaxed),
                 outstanding: r.outstanding(),
                 batches: r.batch_stats().map(|b| b.batches),

@@ -14,6 +14,8 @@ pub const META_KIND: &str = "serving.kind";
 pub const META_PATH: &str = "serving.path";
 pub const META_CONTEXT: &str = "serving.context_length";
 pub const META_DIM: &str = "serving.embedding_dim";
+/// The node that registered the version and serves its files to the others.
+pub const META_ORIGIN: &str = "serving.origin";
 
 /// Largest artifact hashed and loaded.
 const MAX_ARTIFACT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -55,6 +57,8 @@ pub struct ServedModel {
     pub hash: String,
     pub artifacts: BTreeMap<String, String>,
     pub created_at_ms: u64,
+    /// The node that registered it (and holds the folder at `path`).
+    pub origin: String,
 }
 
 impl ServedModel {
@@ -78,6 +82,7 @@ impl ServedModel {
             hash: version_hash(&m.artifact_hashes),
             artifacts: m.artifact_hashes.clone(),
             created_at_ms: m.created_at_ms,
+            origin: m.metadata.get(META_ORIGIN).cloned().unwrap_or_default(),
         })
     }
 }
@@ -109,12 +114,13 @@ fn hash_file(path: &Path) -> anyhow::Result<String> {
 
 /// Every regular file of `dir` (one level of subfolders, as Hugging Face folders have), by its
 /// path relative to `dir` with `/` turned into `.` (catalog names cannot hold `/`).
-fn artifacts(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+pub fn files(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let p = e.path();
         let name = e.file_name().to_string_lossy().to_string();
+        // Dot files are partial downloads; the README is documentation, not the model.
         if name.starts_with('.') || name == "README.md" {
             continue;
         }
@@ -135,9 +141,14 @@ fn artifacts(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
 }
 
 /// Hashes `dir`, checks the model loads, and builds the version record.
-pub fn register_folder(name: &str, version: u64, dir: &Path) -> anyhow::Result<ModelVersion> {
+pub fn register_folder(
+    name: &str,
+    version: u64,
+    dir: &Path,
+    origin: &str,
+) -> anyhow::Result<ModelVersion> {
     let dir = dir.canonicalize()?;
-    let files = artifacts(&dir)?;
+    let files = files(&dir)?;
     let mut hashes = BTreeMap::new();
     for (n, p) in &files {
         hashes.insert(n.clone(), hash_file(p)?);
@@ -158,6 +169,7 @@ pub fn register_folder(name: &str, version: u64, dir: &Path) -> anyhow::Result<M
     metadata.insert(META_KIND.to_string(), kind.as_str().to_string());
     metadata.insert(META_PATH.to_string(), dir.to_string_lossy().to_string());
     metadata.insert(META_CONTEXT.to_string(), context.to_string());
+    metadata.insert(META_ORIGIN.to_string(), origin.to_string());
     if let Some(d) = dim {
         metadata.insert(META_DIM.to_string(), d.to_string());
     }
@@ -181,7 +193,7 @@ pub fn register_folder(name: &str, version: u64, dir: &Path) -> anyhow::Result<M
 
 /// Checks every artifact of `model` in its folder against the registered hash.
 pub fn verify(model: &ServedModel) -> anyhow::Result<()> {
-    let files = artifacts(&model.path)?;
+    let files = files(&model.path)?;
     for (name, want) in &model.artifacts {
         let path = files.get(name).ok_or_else(|| {
             anyhow::anyhow!(

@@ -186,10 +186,12 @@ impl Drop for Busy {
     }
 }
 
-/// The replicas of this node, by deployment.
+/// The replicas of this node, by deployment, and the model versions whose files it holds.
 #[derive(Clone, Default)]
 pub struct LocalBackend {
     replicas: Arc<RwLock<BTreeMap<String, Arc<LocalReplica>>>>,
+    /// Version hash → the model with `path` set to this node's copy.
+    held: Arc<RwLock<BTreeMap<String, ServedModel>>>,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -254,6 +256,14 @@ impl LocalBackend {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(replica.deployment.clone(), Arc::new(replica));
+    }
+
+    /// Records that this node holds `model`'s files at `model.path` (and may serve them).
+    pub fn hold(&self, model: ServedModel) {
+        self.held
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(model.hash.clone(), model);
     }
 
     /// Stops the replica of `deployment`.
@@ -536,6 +546,34 @@ impl Backend for LocalBackend {
         let r = self.replica(deployment, model_hash)?;
         let (rx, prompt_tokens, _) = self.generate(r, endpoint, body).await?;
         Ok((rx, prompt_tokens))
+    }
+
+    async fn fetch_artifact(
+        &self,
+        model_hash: &str,
+        file: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<(u64, Vec<u8>), ServingError> {
+        let model = self
+            .held
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(model_hash)
+            .cloned()
+            .ok_or_else(|| {
+                ServingError::new(
+                    ErrorKind::NotFound,
+                    format!("{model_hash} is not held here"),
+                )
+            })?;
+        let file = file.to_string();
+        tokio::task::spawn_blocking(move || {
+            let dir = model.path.clone();
+            super::fetch::read_chunk(&model, &dir, &file, offset, len)
+        })
+        .await
+        .map_err(|e| ServingError::new(ErrorKind::Internal, e.to_string()))?
     }
 
     fn load(&self) -> ReplicaLoad {

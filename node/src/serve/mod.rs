@@ -2,6 +2,7 @@
 //!
 //! - [`artifacts`]: model versions registered from folders (blake3 per file), verified again
 //!   before loading.
+//! - [`fetch`]: artifacts fetched from the node that registered them, verified by hash.
 //! - [`embed`]: BERT embeddings (mean pooling) for the dynamic batcher.
 //! - [`gpt`]: a character-level GPT with one KV cache per sequence for continuous batching.
 //! - [`backend`]: this node's replicas and the [`Backend`](flotilla_actors::serving::replica::Backend)
@@ -16,6 +17,7 @@
 pub mod artifacts;
 pub mod backend;
 pub mod embed;
+pub mod fetch;
 pub mod gpt;
 pub mod metrics;
 pub mod reconcile;
@@ -115,6 +117,10 @@ pub struct Serving {
     pub router: Router<NodeClient>,
     pub local: LocalBackend,
     pub metrics: Arc<metrics::ServingMetrics>,
+    /// How this node reaches peers (artifact fetches).
+    pub transport: MeshTransport,
+    /// Where fetched model artifacts are kept.
+    pub cache_root: std::path::PathBuf,
     /// Deployments as the reconciler last saw them, by name.
     pub deployments: Arc<RwLock<BTreeMap<String, DeploymentView>>>,
 }
@@ -132,18 +138,21 @@ impl Serving {
         transport: MeshTransport,
         config: flotilla_actors::serving::router::Config,
         metrics: Arc<metrics::ServingMetrics>,
+        cache_root: std::path::PathBuf,
     ) -> anyhow::Result<Self> {
         let local = LocalBackend::default();
         let client = NodeClient {
             me: me.clone(),
             local: local.clone(),
-            remote: RemoteClient::new(transport, PullConfig::default()),
+            remote: RemoteClient::new(transport.clone(), PullConfig::default()),
         };
         Ok(Self {
             me,
             router: Router::new(client, config)?,
             local,
             metrics,
+            transport,
+            cache_root,
             deployments: Arc::new(RwLock::new(BTreeMap::new())),
         })
     }

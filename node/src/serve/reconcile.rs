@@ -132,6 +132,35 @@ impl Reconciler {
         Ok(out)
     }
 
+    /// Fetches (if needed), verifies and starts this node's replica of `v`; failures are
+    /// logged and retried on the next pass, while routing goes on to the other replicas.
+    async fn start(&self, name: &str, v: &DeploymentView, settings: ReplicaSettings) {
+        let me = &self.serving.me;
+        let local = super::fetch::ensure_local(
+            &v.model,
+            me,
+            &self.serving.cache_root,
+            &self.serving.transport,
+            &v.replicas,
+        )
+        .await;
+        let local = match local {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(deployment = %name, error = %e, "model artifacts unavailable");
+                return;
+            }
+        };
+        self.serving.local.hold(local.clone());
+        match LocalReplica::start(name, local, settings).await {
+            Ok(r) => {
+                info!(deployment = %name, model = %v.model.hash, "replica started");
+                self.serving.local.insert(r);
+            }
+            Err(e) => warn!(deployment = %name, error = %e, "replica failed to start"),
+        }
+    }
+
     async fn once(&self, pools: &mut BTreeSet<(String, String)>) -> anyhow::Result<()> {
         let alive = self.alive().await?;
         let views = self.views(&alive).await?;
@@ -149,14 +178,11 @@ impl Reconciler {
             let up_to_date = running
                 .as_ref()
                 .is_some_and(|r| r.model.hash == v.model.hash && r.settings == settings);
+            if v.model.origin == *me {
+                self.serving.local.hold(v.model.clone());
+            }
             if mine && !up_to_date {
-                match LocalReplica::start(name, v.model.clone(), settings).await {
-                    Ok(r) => {
-                        info!(deployment = %name, model = %v.model.hash, "replica started");
-                        self.serving.local.insert(r);
-                    }
-                    Err(e) => warn!(deployment = %name, error = %e, "replica failed to start"),
-                }
+                self.start(name, v, settings).await;
             } else if !mine && running.is_some() {
                 info!(deployment = %name, "replica stopped: placed elsewhere");
                 self.serving.local.remove(name);
