@@ -71,6 +71,8 @@ async fn register_deploy_answer_and_undeploy() {
             "4",
             "--max-wait",
             "2ms",
+            "--max-inflight",
+            "3",
             "--cache",
             "off",
         ],
@@ -105,6 +107,7 @@ async fn register_deploy_answer_and_undeploy() {
     assert_eq!(v[0]["name"], "t");
     assert_eq!(v[0]["max_wait_ms"], 2);
     assert_eq!(v[0]["cache"], false);
+    assert_eq!(v[0]["max_inflight"], 3);
 
     let out = run(&url, &["undeploy", "t"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));

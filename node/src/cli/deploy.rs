@@ -51,6 +51,10 @@ pub struct DeployArgs {
     /// Longest a request waits for its batch to fill, e.g. `5ms`.
     #[arg(long, env = "FLOTILLA_DEPLOY_MAX_WAIT", default_value = "5ms", value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
+    /// Most requests one replica takes at once (default: 4 × --max-batch); beyond, routers
+    /// send elsewhere or answer 429.
+    #[arg(long, env = "FLOTILLA_DEPLOY_MAX_INFLIGHT")]
+    pub max_inflight: Option<u32>,
     /// Cache deterministic answers (`on` or `off`).
     #[arg(long, env = "FLOTILLA_DEPLOY_CACHE", default_value = "on", value_parser = ["on", "off"])]
     pub cache: String,
@@ -118,6 +122,7 @@ fn print_deployments(cli: &Cli, ds: &[DeploymentInfo]) -> anyhow::Result<()> {
                         d.replicas.to_string(),
                         d.max_batch.to_string(),
                         format!("{}ms", d.max_wait_ms),
+                        d.max_inflight.to_string(),
                         if d.cache { "on" } else { "off" }.to_string(),
                         d.placed_on
                             .iter()
@@ -130,7 +135,7 @@ fn print_deployments(cli: &Cli, ds: &[DeploymentInfo]) -> anyhow::Result<()> {
             print!(
                 "{}",
                 table::render(
-                    &["NAME", "MODEL", "REPLICAS", "BATCH", "WAIT", "CACHE", "NODES"],
+                    &["NAME", "MODEL", "REPLICAS", "BATCH", "WAIT", "INFLIGHT", "CACHE", "NODES"],
                     &rows
                 )
             );
@@ -159,6 +164,7 @@ pub async fn deploy(cli: &Cli, args: &DeployArgs) -> anyhow::Result<()> {
         "replicas": args.replicas,
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
+        "max_inflight": args.max_inflight,
         "cache": args.cache == "on",
     });
     let d: DeploymentInfo = client.post_json("/api/v1/deployments", &body).await?;

@@ -76,6 +76,9 @@ pub struct Deploy {
     pub max_batch: u32,
     #[serde(default = "five")]
     pub max_wait_ms: u32,
+    /// Default: 4 × `max_batch`.
+    #[serde(default)]
+    pub max_inflight: Option<u32>,
     #[serde(default = "yes")]
     pub cache: bool,
 }
@@ -102,6 +105,7 @@ pub struct DeploymentInfo {
     pub replicas: u32,
     pub max_batch: u32,
     pub max_wait_ms: u32,
+    pub max_inflight: u32,
     pub cache: bool,
     /// Nodes placed to run a replica (empty until this node's reconciler has seen it).
     pub placed_on: Vec<String>,
@@ -216,6 +220,7 @@ fn info(d: &DeploymentRecord, view: Option<crate::serve::DeploymentView>) -> Dep
         replicas: d.max_replicas,
         max_batch: d.max_batch_size,
         max_wait_ms: d.max_batch_wait_ms,
+        max_inflight: d.max_inflight,
         cache: d.cache,
         placed_on: view
             .as_ref()
@@ -266,6 +271,9 @@ async fn deploy(State(state): State<AppState>, Json(req): Json<Deploy>) -> Respo
         max_replicas: req.replicas,
         max_batch_size: req.max_batch,
         max_batch_wait_ms: req.max_wait_ms,
+        max_inflight: req
+            .max_inflight
+            .unwrap_or_else(|| req.max_batch.saturating_mul(4)),
         cache: req.cache,
     };
     if let Err(e) = record.validate() {

@@ -34,7 +34,7 @@ pub struct DeploymentView {
 impl DeploymentView {
     /// Requests one replica takes at once before the router sends elsewhere or refuses.
     pub fn max_inflight(&self) -> u32 {
-        self.record.max_batch_size.saturating_mul(4).max(1)
+        self.record.max_inflight.max(1)
     }
 }
 
