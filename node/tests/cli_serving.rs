@@ -115,3 +115,31 @@ async fn register_deploy_answer_and_undeploy() {
     assert_eq!(out.status.code(), Some(1), "undeploying twice is an error");
     node.shutdown().await.unwrap();
 }
+
+/// With an API token configured, the OpenAI routes take it the way OpenAI clients send their
+/// API key (`Authorization: Bearer …`) and refuse requests without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_routes_take_the_api_token_as_the_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token-for-tests\n").unwrap();
+    let mut config = local_node_config(dir.path().join("a"), vec![]);
+    config.api_token_file = Some(token_file);
+    let node = RunningNode::start(config).await.unwrap();
+    let url = format!("{}/v1/models", node.api_url());
+    let client = reqwest::Client::new();
+    let without = client.get(&url).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+    let wrong = client.get(&url).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let with = client
+        .get(&url)
+        .bearer_auth("s3cret-token-for-tests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status(), 200);
+    let v: serde_json::Value = with.json().await.unwrap();
+    assert_eq!(v["object"], "list");
+    node.shutdown().await.unwrap();
+}
