@@ -24,15 +24,21 @@ use crate::metrics::Metrics;
 use crate::net::bridge::{Bridge, Command, Wiring};
 use crate::net::catalog_sync::{self, AntiEntropy, CatalogWiring};
 use crate::net::mesh::NetMesh;
-use crate::net::{actors_net, jobs_net};
+use crate::net::{actors_net, jobs_net, serving_net};
 use crate::sampler::Sampler;
 use crate::store::RocksStore;
 use crate::{http, identity, net};
+use flotilla_actors::serving::relay::Relay;
+use flotilla_actors::serving::replica::ReplicaService;
 
 /// Capacity of the bridge's command queue; senders wait when it is full (back-pressure).
 const COMMAND_QUEUE: usize = 1024;
 /// Capacity of the executor's queue of finished-task reports.
 const REPORT_QUEUE: usize = 256;
+/// How often expired remote streams are swept.
+const RELAY_SWEEP: Duration = Duration::from_secs(1);
+/// How often the serving reconciler compares placement with the running replicas.
+const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 /// How long start-up waits for the swarm to report its listen addresses.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -47,6 +53,7 @@ pub struct RunningNode {
     pub executor: executor::Handle,
     /// Named actors other nodes can reach, spawn and monitor; the node adds roles to it.
     pub host: remote::Host,
+    pub serving: crate::serve::Serving,
     config: NodeConfig,
     store: RocksStore,
     incarnation: u64,
@@ -83,6 +90,9 @@ impl RunningNode {
         let mut registry = Registry::default();
         let mut swarm = net::build_swarm(&key, &config, &mut registry)?;
         let metrics = Arc::new(Metrics::register(&mut registry));
+        let serving_metrics = Arc::new(crate::serve::metrics::ServingMetrics::register(
+            &mut registry,
+        ));
         let registry = Arc::new(registry);
 
         for addr in config.listen_addrs() {
@@ -116,6 +126,14 @@ impl RunningNode {
         let (jobs_inbox_tx, jobs_inbox_rx) = mpsc::channel(jobs_net::INBOX_CAPACITY);
         let (actors_inbox_tx, actors_inbox_rx) = mpsc::channel(actors_net::INBOX_CAPACITY);
         let mesh = NetMesh::new(peer_id, cmd_tx.clone());
+        let (serving_inbox_tx, serving_inbox_rx) = mpsc::channel(serving_net::INBOX_CAPACITY);
+        let serving = crate::serve::Serving::new(
+            peer_id.to_string(),
+            serving_net::MeshTransport { mesh: mesh.clone() },
+            Default::default(),
+            serving_metrics,
+            config.data_dir.join("models"),
+        )?;
         let shared_store: Arc<dyn Store> = Arc::new(store.clone());
         let (executor, reports, executor_task) = executor::Handle::spawn(
             shared_store.clone(),
@@ -167,6 +185,7 @@ impl RunningNode {
                 },
                 jobs_inbox: jobs_inbox_tx,
                 actors_inbox: actors_inbox_tx,
+                serving_inbox: serving_inbox_tx,
             },
         )?;
         let mut tasks = vec![
@@ -208,6 +227,25 @@ impl RunningNode {
                 jobs_config.rpc_deadline,
             )),
         ];
+        let replica_service = ReplicaService::new(
+            serving.local.clone(),
+            Relay::new(flotilla_actors::serving::relay::Limits::default()),
+        );
+        tasks.push(replica_service.relay().spawn_sweeper(RELAY_SWEEP));
+        tasks.push(tokio::spawn(serving_net::serve(
+            serving_inbox_rx,
+            replica_service,
+            cmd_tx.clone(),
+        )));
+        tasks.push(tokio::spawn(
+            crate::serve::reconcile::Reconciler {
+                serving: serving.clone(),
+                catalog: catalog.clone(),
+                membership: membership.clone(),
+                every: RECONCILE_EVERY,
+            }
+            .run(),
+        ));
         catalog_sync::refresh_entries(&catalog, &metrics).await;
 
         let mut listen_addrs = addrs_rx.clone();
@@ -239,6 +277,7 @@ impl RunningNode {
             jobs: jobs.clone(),
             executor: executor.clone(),
             mesh: mesh.clone(),
+            serving: serving.clone(),
             request_timeout: config.request_timeout,
             registry,
             metrics,
@@ -267,6 +306,7 @@ impl RunningNode {
             jobs,
             executor,
             host,
+            serving,
             config,
             store,
             incarnation,

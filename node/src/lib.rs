@@ -7,6 +7,7 @@
 //! - [`store`]: rocksdb behind the actors' `Store` boundary.
 //! - [`net`]: the libp2p swarm, its codec, and the bridge to the actors.
 //! - [`sampler`]: the node's heartbeat contents (cores, RAM, GPUs, compute score, load).
+//! - [`serve`]: model replicas, placement and the router behind the OpenAI-compatible API.
 //! - [`metrics`]: the Prometheus registry's metrics.
 //! - [`http`]: the axum API.
 //! - [`train`]: the kernels behind the distributed training roles (optimizer, gradients).
@@ -24,6 +25,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod net;
 pub mod sampler;
+pub mod serve;
 pub mod store;
 pub mod train;
 

@@ -133,5 +133,8 @@ async fn the_demo_converges_and_runs_a_benchmark_on_every_node() {
     nodes.sort();
     nodes.dedup();
     assert_eq!(nodes.len(), 3, "one task on each node: {tasks:?}");
+    // The demo's trained model answered through the OpenAI-compatible endpoint.
+    assert_eq!(v["chat"]["object"], "chat.completion");
+    assert_eq!(v["chat"]["usage"]["completion_tokens"], 24);
     assert!(text(&out.stderr).contains("all nodes stopped gracefully"));
 }

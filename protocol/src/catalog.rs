@@ -383,6 +383,8 @@ pub struct DeploymentRecord {
     pub max_batch_size: u32,
     /// Longest a request waits for its batch to fill, in milliseconds.
     pub max_batch_wait_ms: u32,
+    /// Most requests one replica takes at once; routers send more elsewhere or refuse (429).
+    pub max_inflight: u32,
     /// Whether deterministic responses are cached.
     pub cache: bool,
 }
@@ -438,6 +440,7 @@ impl DeploymentRecord {
             "max_batch_wait_ms",
             "must be at most 60000",
         );
+        c.check(self.max_inflight >= 1, "max_inflight", "must be at least 1");
         c.finish()
     }
 }

@@ -59,6 +59,7 @@ pub(crate) fn deployment(replicas: u32) -> Record {
         max_replicas: replicas,
         max_batch_size: 4,
         max_batch_wait_ms: 5,
+        max_inflight: 32,
         cache: false,
     })
 }

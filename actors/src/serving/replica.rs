@@ -34,6 +34,22 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The replica's load now.
     fn load(&self) -> ReplicaLoad;
+
+    /// A piece of a model artifact this node holds: `(file length, bytes)`. A node that holds
+    /// none answers `NotFound` (the default).
+    async fn fetch_artifact(
+        &self,
+        model_hash: &str,
+        file: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<(u64, Vec<u8>), ServingError> {
+        let _ = (offset, len);
+        Err(ServingError::new(
+            ErrorKind::NotFound,
+            format!("no artifact {file} of {model_hash} here"),
+        ))
+    }
 }
 
 /// Answers serving requests on a replica.
@@ -107,6 +123,19 @@ impl<B: Backend> ReplicaService<B> {
             } => self.relay.next_pieces(stream, from, wait_ms).await,
             RequestBody::CancelStream { stream } => Ok(self.relay.cancel(stream)),
             RequestBody::Load => Ok(ResponseBody::Load(self.backend.load())),
+            RequestBody::FetchArtifact {
+                model_hash,
+                file,
+                offset,
+                len,
+            } => {
+                let len = len.min(flotilla_protocol::services::serving::MAX_ARTIFACT_CHUNK);
+                let (total, bytes) = self
+                    .backend
+                    .fetch_artifact(&model_hash, &file, offset, len)
+                    .await?;
+                Ok(ResponseBody::Artifact { total, bytes })
+            }
         }
     }
 }

@@ -60,6 +60,11 @@ impl Client {
             .await
     }
 
+    /// DELETEs `path` and decodes the JSON answer.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send_json(reqwest::Method::DELETE, path, None).await
+    }
+
     async fn send_json<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,

@@ -1,6 +1,7 @@
 //! `flotilla demo`: a local cluster on loopback in one process — real sockets, separate data
 //! dirs — that converges, shows itself, and runs a benchmark job across every node (submitted
-//! to the last one, which owns it and places one task on each node).
+//! to the last one, which owns it and places one task on each node), then trains a tiny GPT,
+//! deploys it and answers a chat completion through the OpenAI-compatible endpoint.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -107,15 +108,26 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     };
     eprintln!("converged in {:.2?}", started.elapsed());
     let job = run_benchmark(&client, args.nodes, deadline).await?;
+    let api = nodes[nodes.len() - 1].api_url();
+    let chat = super::deploy::demo_serving(&client, &api, &root, args.nodes, deadline).await?;
     match cli.output {
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "cluster": view, "job": job }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "cluster": view, "job": job, "chat": chat })
+            )?
         ),
         Output::Table => {
             print!("{}", table::members(&view.members));
             println!();
             print!("{}", benchmark_table(&job));
+            println!();
+            println!(
+                "POST {api}/v1/chat/completions (model demo-chat) answered: {:?}",
+                chat["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+            );
         }
     }
     for n in nodes {

@@ -1,5 +1,6 @@
 //! The `flotilla` command line: the daemon (`up`), client commands that talk HTTP to any node
-//! (`status`, `nodes`, `jobs`, `job …`), `demo`, and `completions`.
+//! (`status`, `nodes`, `jobs`, `job …`, `models`, `deploy`, `deployments`, `undeploy`), `demo`,
+//! and `completions`.
 //!
 //! Every flag can also be set with a `FLOTILLA_*` environment variable; `--config FILE` reads a
 //! TOML file. Precedence: defaults < file < environment < flags. Exit codes: 0 ok, 1 error,
@@ -7,6 +8,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod deploy;
 pub mod job;
 pub mod table;
 pub mod up;
@@ -70,6 +72,17 @@ pub enum Command {
     Jobs,
     /// Submit, show, follow or cancel a job.
     Job(job::JobArgs),
+    /// List model versions registered for serving, or register a folder.
+    Models(deploy::ModelsArgs),
+    /// Deploy a model version: replicas placed on nodes, served on every node's OpenAI API.
+    Deploy(deploy::DeployArgs),
+    /// List deployments and where their replicas run.
+    Deployments,
+    /// Remove a deployment; its replicas stop.
+    Undeploy {
+        /// The deployment's name.
+        name: String,
+    },
     /// Start a local cluster on loopback, wait for it to converge and show it.
     Demo(demo::DemoArgs),
     /// Print a shell completion script.
@@ -118,6 +131,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes => client::nodes(&cli).await,
         Command::Jobs => job::list(&cli).await,
         Command::Job(args) => job::run(&cli, args).await,
+        Command::Models(args) => deploy::models(&cli, args).await,
+        Command::Deploy(args) => deploy::deploy(&cli, args).await,
+        Command::Deployments => deploy::deployments(&cli).await,
+        Command::Undeploy { name } => deploy::undeploy(&cli, name).await,
         Command::Demo(args) => demo::run(&cli, args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -9,7 +9,9 @@
 
 mod auth;
 mod catalog;
+pub mod deployments;
 pub mod jobs;
+pub mod openai;
 mod routes;
 
 pub use routes::ClusterView;
@@ -37,6 +39,7 @@ pub struct AppState {
     pub jobs: manager::Handle,
     pub executor: executor::Handle,
     pub mesh: crate::net::mesh::NetMesh,
+    pub serving: crate::serve::Serving,
     /// Deadline of requests this node makes to peers on a client's behalf.
     pub request_timeout: std::time::Duration,
     pub registry: Arc<Registry>,
@@ -51,6 +54,8 @@ pub fn router(state: AppState) -> Router {
     routes::router(state.clone())
         .merge(catalog::router(state.clone()))
         .merge(jobs::router(state.clone()))
+        .merge(deployments::router(state.clone()))
+        .merge(openai::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -105,6 +105,7 @@ async fn cluster(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     crate::net::catalog_sync::refresh_entries(&state.catalog, &state.metrics).await;
+    state.serving.metrics.refresh(&state.serving);
     // Refresh the membership gauges at scrape time so they are never stale.
     if let Ok(view) = state.membership.view().await {
         for s in [

@@ -32,6 +32,12 @@ pub type JobsCodec = FrameCodec<jobs::Request, jobs::Response, { jobs::MAX_FRAME
 
 /// The actors service's codec.
 pub type ActorsCodec = FrameCodec<actors::Request, actors::Response, { actors::MAX_FRAME_BYTES }>;
+/// The serving service's codec.
+pub type ServingCodec = FrameCodec<
+    flotilla_protocol::services::serving::Request,
+    flotilla_protocol::services::serving::Response,
+    { flotilla_protocol::services::serving::MAX_FRAME_BYTES },
+>;
 
 /// Every behaviour a node runs.
 #[derive(NetworkBehaviour)]
@@ -51,6 +57,7 @@ pub struct Behaviour {
     pub catalog: request_response::Behaviour<CatalogCodec>,
     pub jobs: request_response::Behaviour<JobsCodec>,
     pub actors: request_response::Behaviour<ActorsCodec>,
+    pub serving: request_response::Behaviour<ServingCodec>,
 }
 
 impl Behaviour {
@@ -163,8 +170,21 @@ impl Behaviour {
                 .with_max_concurrent_streams(256),
         );
 
+        // Stream long polls are held up to `MAX_POLL_WAIT_MS`; the timeout leaves room beyond.
+        let serving = request_response::Behaviour::with_codec(
+            ServingCodec::new(flotilla_protocol::services::serving::SERVICE),
+            [(
+                StreamProtocol::new(flotilla_protocol::services::serving::PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout.max(Duration::from_secs(60)))
+                .with_max_concurrent_streams(1024),
+        );
+
         Ok(Self {
             actors,
+            serving,
             blocked: allow_block_list::Behaviour::default(),
             jobs,
             catalog,

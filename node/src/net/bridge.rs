@@ -75,6 +75,17 @@ pub enum Command {
         channel: ResponseChannel<Frame<actors::Response>>,
         response: actors::Response,
     },
+    /// Send a serving request and reply with the replica's answer.
+    Serving {
+        peer: PeerId,
+        request: flotilla_protocol::services::serving::Request,
+        reply: Reply<super::serving_net::ServingAnswer>,
+    },
+    /// Send the answer to an inbound serving request.
+    ServingRespond {
+        channel: ResponseChannel<Frame<flotilla_protocol::services::serving::Response>>,
+        response: flotilla_protocol::services::serving::Response,
+    },
     /// Close and refuse every connection with a peer until it is unblocked.
     Block(PeerId),
     /// Accept a blocked peer again.
@@ -104,6 +115,8 @@ pub struct Wiring {
     pub jobs_inbox: mpsc::Sender<JobsInbound>,
     /// Inbound actors requests for the actors worker.
     pub actors_inbox: mpsc::Sender<ActorsInbound>,
+    /// Inbound serving requests for the serving worker.
+    pub serving_inbox: mpsc::Sender<super::serving_net::ServingInbound>,
 }
 
 /// The bridge's state.
@@ -116,6 +129,7 @@ pub struct Bridge {
     pub(super) catalog: CatalogNet,
     pub(super) jobs: Pending<jobs::ResponseBody>,
     pub(super) actors: Pending<actors::ResponseBody>,
+    pub(super) serving: Pending<super::serving_net::ServingAnswer>,
 }
 
 impl Bridge {
@@ -137,6 +151,7 @@ impl Bridge {
             catalog,
             jobs: Pending::default(),
             actors: Pending::default(),
+            serving: Pending::default(),
         };
         bridge.dial_join_addrs();
         Ok(bridge)
@@ -187,6 +202,7 @@ impl Bridge {
         self.pending.fail_all("node is shutting down");
         self.jobs.fail_all("node is shutting down");
         self.actors.fail_all("node is shutting down");
+        self.serving.fail_all("node is shutting down");
         self.catalog.fail_pending();
     }
 
@@ -232,6 +248,14 @@ impl Bridge {
             Command::JobsRespond { channel, response } => self.jobs_respond(channel, response),
             Command::Actors { peer, body, reply } => self.actors_request(peer, body, reply),
             Command::ActorsRespond { channel, response } => self.actors_respond(channel, response),
+            Command::Serving {
+                peer,
+                request,
+                reply,
+            } => self.serving_request(peer, request, reply),
+            Command::ServingRespond { channel, response } => {
+                self.serving_respond(channel, response)
+            }
             Command::Block(peer) => {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
             }
@@ -314,6 +338,7 @@ impl Bridge {
             SwarmEvent::Behaviour(BehaviourEvent::Catalog(ev)) => self.on_catalog(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Jobs(ev)) => self.on_jobs(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Actors(ev)) => self.on_actors(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Serving(ev)) => self.on_serving(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.wiring.listen_addrs.send_modify(|a| a.push(address));

@@ -9,6 +9,8 @@
 //! - [`actors_net`]: the actors service (`/flotilla/actors/1`): named actors, remote spawn and
 //!   monitoring, answered by the node's `remote::Host`.
 //! - [`jobs_net`]: the jobs service (`/flotilla/jobs/1`) and the worker that answers it.
+//! - [`serving_net`]: the serving service (`/flotilla/serving/1`), its worker and the routers'
+//!   transport.
 //! - [`rpc`]: what every request-response service shares (pending requests, event sorting).
 //! - [`mesh`]: the [`flotilla_actors::mesh::Mesh`] implementation over the bridge.
 
@@ -20,6 +22,7 @@ pub mod codec;
 pub mod jobs_net;
 pub mod mesh;
 pub mod rpc;
+pub mod serving_net;
 pub mod transport;
 
 use std::sync::Arc;

@@ -128,6 +128,7 @@ fn deployment_traffic_must_sum_to_100() {
         max_replicas: 3,
         max_batch_size: 8,
         max_batch_wait_ms: 5,
+        max_inflight: 32,
         cache: true,
     };
     d.validate().unwrap();

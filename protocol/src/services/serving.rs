@@ -36,6 +36,8 @@ pub const SERVICE: &str = "serving";
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Largest client request body a router forwards; bigger HTTP bodies are answered 413.
 pub const MAX_REQUEST_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Largest piece of a model artifact in one [`RequestBody::FetchArtifact`] answer.
+pub const MAX_ARTIFACT_CHUNK: u32 = 8 * 1024 * 1024;
 /// Longest a replica holds a [`RequestBody::NextPieces`] poll open.
 pub const MAX_POLL_WAIT_MS: u32 = 10_000;
 
@@ -95,6 +97,16 @@ pub enum RequestBody {
     CancelStream { stream: StreamId },
     /// The replica's load, for the router's choice: answered with [`ResponseBody::Load`].
     Load,
+    /// Bytes `offset .. offset + len` (at most [`MAX_ARTIFACT_CHUNK`]) of artifact `file` of the
+    /// model version `model_hash`, from a node that holds it: answered with
+    /// [`ResponseBody::Artifact`]. The fetcher checks the whole file's blake3 against the
+    /// catalog before using it.
+    FetchArtifact {
+        model_hash: String,
+        file: String,
+        offset: u64,
+        len: u32,
+    },
 }
 
 /// A serving response; `id` echoes the request's.
@@ -128,6 +140,12 @@ pub enum ResponseBody {
         was_running: bool,
     },
     Load(ReplicaLoad),
+    /// A piece of an artifact and the file's whole length.
+    Artifact {
+        total: u64,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
 }
 
 /// How a stream ended.
@@ -269,6 +287,12 @@ mod tests {
                 stream: StreamId(9),
             },
             RequestBody::Load,
+            RequestBody::FetchArtifact {
+                model_hash: "ab".into(),
+                file: "model.safetensors".into(),
+                offset: 8,
+                len: 1024,
+            },
         ];
         bodies
             .into_iter()
@@ -304,6 +328,10 @@ mod tests {
                 queued: 1,
                 capacity: 8,
             })),
+            Ok(ResponseBody::Artifact {
+                total: 100,
+                bytes: vec![1, 2, 3],
+            }),
             Err(ServingError::new(
                 ErrorKind::Overloaded {
                     retry_after_ms: 1500,

@@ -1,0 +1,215 @@
+//! Model versions from folders: registering a folder records every file's blake3 hash and what
+//! the replica needs to know about the model (its kind and limits); loading checks every hash
+//! again before a byte of the model is used, so a replica never serves a file that differs from
+//! the one registered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use flotilla_protocol::catalog::{Lineage, ModelVersion};
+use flotilla_protocol::openai::ModelLimits;
+
+/// Metadata keys of a served model version.
+pub const META_KIND: &str = "serving.kind";
+pub const META_PATH: &str = "serving.path";
+pub const META_CONTEXT: &str = "serving.context_length";
+pub const META_DIM: &str = "serving.embedding_dim";
+/// The node that registered the version and serves its files to the others.
+pub const META_ORIGIN: &str = "serving.origin";
+
+/// Largest artifact hashed and loaded.
+const MAX_ARTIFACT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// What a model version is served as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A Hugging Face BERT folder answering `/v1/embeddings` (mean pooling).
+    Embedding,
+    /// A kernels checkpoint of a character-level GPT answering completions and chat.
+    Generation,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Embedding => "embedding",
+            ModelKind::Generation => "generation",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "embedding" => Some(ModelKind::Embedding),
+            "generation" => Some(ModelKind::Generation),
+            _ => None,
+        }
+    }
+}
+
+/// What serving needs from a model version record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedModel {
+    pub name: String,
+    pub version: u64,
+    pub kind: ModelKind,
+    pub path: PathBuf,
+    pub limits: ModelLimits,
+    /// Identifies the version's bytes: blake3 over its sorted artifact hashes.
+    pub hash: String,
+    pub artifacts: BTreeMap<String, String>,
+    pub created_at_ms: u64,
+    /// The node that registered it (and holds the folder at `path`).
+    pub origin: String,
+}
+
+impl ServedModel {
+    /// Reads the serving fields of a model version; `None` for versions not registered for
+    /// serving.
+    pub fn from_record(m: &ModelVersion) -> Option<Self> {
+        let kind = ModelKind::parse(m.metadata.get(META_KIND)?)?;
+        let path = PathBuf::from(m.metadata.get(META_PATH)?);
+        let context_length = m.metadata.get(META_CONTEXT)?.parse().ok()?;
+        let embedding_dim = m.metadata.get(META_DIM).and_then(|d| d.parse().ok());
+        Some(Self {
+            name: m.name.clone(),
+            version: m.version,
+            kind,
+            path,
+            limits: ModelLimits {
+                context_length,
+                max_inputs: 256,
+                embedding_dim,
+            },
+            hash: version_hash(&m.artifact_hashes),
+            artifacts: m.artifact_hashes.clone(),
+            created_at_ms: m.created_at_ms,
+            origin: m.metadata.get(META_ORIGIN).cloned().unwrap_or_default(),
+        })
+    }
+}
+
+/// blake3 over `name\0hash\n` of every artifact in name order.
+pub fn version_hash(artifacts: &BTreeMap<String, String>) -> String {
+    let mut h = blake3::Hasher::new();
+    for (name, hash) in artifacts {
+        h.update(name.as_bytes());
+        h.update(&[0]);
+        h.update(hash.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().to_hex().to_string()
+}
+
+fn hash_file(path: &Path) -> anyhow::Result<String> {
+    let len = std::fs::metadata(path)?.len();
+    anyhow::ensure!(
+        len <= MAX_ARTIFACT_BYTES,
+        "{} is {len} bytes; at most {MAX_ARTIFACT_BYTES} are served",
+        path.display()
+    );
+    let mut h = blake3::Hasher::new();
+    let mut f = std::fs::File::open(path)?;
+    std::io::copy(&mut f, &mut h)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Every regular file of `dir` (one level of subfolders, as Hugging Face folders have), by its
+/// path relative to `dir` with `/` turned into `.` (catalog names cannot hold `/`).
+pub fn files(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        // Dot files are partial downloads; the README is documentation, not the model.
+        if name.starts_with('.') || name == "README.md" {
+            continue;
+        }
+        if p.is_file() {
+            out.insert(name, p);
+        } else if p.is_dir() {
+            for f in std::fs::read_dir(&p)? {
+                let f = f?;
+                if f.path().is_file() {
+                    let sub = f.file_name().to_string_lossy().to_string();
+                    out.insert(format!("{name}.{sub}"), f.path());
+                }
+            }
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "{} holds no files", dir.display());
+    Ok(out)
+}
+
+/// Hashes `dir`, checks the model loads, and builds the version record.
+pub fn register_folder(
+    name: &str,
+    version: u64,
+    dir: &Path,
+    origin: &str,
+) -> anyhow::Result<ModelVersion> {
+    let dir = dir.canonicalize()?;
+    let files = files(&dir)?;
+    let mut hashes = BTreeMap::new();
+    for (n, p) in &files {
+        hashes.insert(n.clone(), hash_file(p)?);
+    }
+    let (kind, context, dim) = if dir.join("config.json").is_file() {
+        let cfg = flotilla_kernels::models::bert::read_config(
+            &dir,
+            flotilla_kernels::models::Head::Embedding {
+                pooling: flotilla_kernels::models::Pooling::Mean,
+            },
+        )?;
+        (ModelKind::Embedding, cfg.context, Some(cfg.width))
+    } else {
+        let cfg = super::gpt::read_config(&dir)?;
+        (ModelKind::Generation, cfg.context, None)
+    };
+    let mut metadata = BTreeMap::new();
+    metadata.insert(META_KIND.to_string(), kind.as_str().to_string());
+    metadata.insert(META_PATH.to_string(), dir.to_string_lossy().to_string());
+    metadata.insert(META_CONTEXT.to_string(), context.to_string());
+    metadata.insert(META_ORIGIN.to_string(), origin.to_string());
+    if let Some(d) = dim {
+        metadata.insert(META_DIM.to_string(), d.to_string());
+    }
+    let record = ModelVersion {
+        name: name.to_string(),
+        version,
+        metadata,
+        artifact_hashes: hashes,
+        lineage: Lineage {
+            parent_version: None,
+            operation: "upload".to_string(),
+            parameters: BTreeMap::new(),
+        },
+        created_at_ms: crate::serve::now_ms(),
+    };
+    record
+        .validate()
+        .map_err(|e| anyhow::anyhow!("model version record: {e:?}"))?;
+    Ok(record)
+}
+
+/// Checks every artifact of `model` in its folder against the registered hash.
+pub fn verify(model: &ServedModel) -> anyhow::Result<()> {
+    let files = files(&model.path)?;
+    for (name, want) in &model.artifacts {
+        let path = files.get(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "artifact {name} of {}@{} is missing from {}",
+                model.name,
+                model.version,
+                model.path.display()
+            )
+        })?;
+        let got = hash_file(path)?;
+        anyhow::ensure!(
+            &got == want,
+            "artifact {name} of {}@{} has blake3 {got}, the catalog says {want}",
+            model.name,
+            model.version
+        );
+    }
+    Ok(())
+}

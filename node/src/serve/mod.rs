@@ -1,0 +1,178 @@
+//! Serving on this node: the models behind the OpenAI-compatible API.
+//!
+//! - [`artifacts`]: model versions registered from folders (blake3 per file), verified again
+//!   before loading.
+//! - [`fetch`]: artifacts fetched from the node that registered them, verified by hash.
+//! - [`embed`]: BERT embeddings (mean pooling) for the dynamic batcher.
+//! - [`gpt`]: a character-level GPT with one KV cache per sequence for continuous batching.
+//! - [`backend`]: this node's replicas and the [`Backend`](flotilla_actors::serving::replica::Backend)
+//!   that answers them, locally or for other nodes' routers.
+//! - [`metrics`]: serving metrics per deployment and replica.
+//! - [`reconcile`]: places every deployment's replicas on nodes from the catalog and the
+//!   membership view, starts and stops the ones assigned here, and keeps the router's pools.
+//!
+//! [`Serving`] ties them together: one [`Router`] per node over a [`NodeClient`] that calls
+//! local replicas in process and remote ones over `/flotilla/serving/1`.
+
+pub mod artifacts;
+pub mod backend;
+pub mod embed;
+pub mod fetch;
+pub mod gpt;
+pub mod metrics;
+pub mod reconcile;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use flotilla_actors::serving::relay::PullConfig;
+use flotilla_actors::serving::remote::RemoteClient;
+use flotilla_actors::serving::replica::Backend;
+use flotilla_actors::serving::router::{
+    Body, PieceStream, ReplicaClient, ReplicaId, RouteRequest, Router,
+};
+use flotilla_protocol::services::serving::{ErrorKind, ServingError};
+
+use crate::net::serving_net::MeshTransport;
+pub use artifacts::ServedModel;
+pub use backend::LocalBackend;
+pub use reconcile::DeploymentView;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A replica's id: `<node id>/<deployment>` (a node runs at most one replica of a deployment).
+pub fn replica_id(node: &str, deployment: &str) -> ReplicaId {
+    ReplicaId(format!("{node}/{deployment}"))
+}
+
+/// The node that hosts `replica`.
+pub fn replica_node(replica: &ReplicaId) -> &str {
+    replica.0.split('/').next().unwrap_or_default()
+}
+
+/// The router's way to replicas: in process for this node's, over the mesh for the others.
+pub struct NodeClient {
+    me: String,
+    local: LocalBackend,
+    remote: RemoteClient<MeshTransport>,
+}
+
+#[async_trait::async_trait]
+impl ReplicaClient for NodeClient {
+    async fn infer(
+        &self,
+        replica: &ReplicaId,
+        request: &RouteRequest,
+        deadline: Duration,
+    ) -> Result<Body, ServingError> {
+        if replica_node(replica) != self.me {
+            return self.remote.infer(replica, request, deadline).await;
+        }
+        let work = self.local.infer(
+            &request.deployment,
+            &request.model_hash,
+            request.endpoint,
+            &request.body,
+        );
+        match tokio::time::timeout(deadline, work).await {
+            Ok(r) => r.map(Body::from),
+            Err(_) => Err(ServingError::new(
+                ErrorKind::DeadlineExceeded,
+                format!("no answer within {deadline:?}"),
+            )),
+        }
+    }
+
+    async fn stream(
+        &self,
+        replica: &ReplicaId,
+        request: &RouteRequest,
+    ) -> Result<PieceStream, ServingError> {
+        if replica_node(replica) != self.me {
+            return self.remote.stream(replica, request).await;
+        }
+        self.local
+            .stream(
+                &request.deployment,
+                &request.model_hash,
+                request.endpoint,
+                &request.body,
+            )
+            .await
+            .map(|(rx, _)| rx)
+    }
+}
+
+/// What the HTTP handlers and the reconciler share.
+#[derive(Clone)]
+pub struct Serving {
+    pub me: String,
+    pub router: Router<NodeClient>,
+    pub local: LocalBackend,
+    pub metrics: Arc<metrics::ServingMetrics>,
+    /// How this node reaches peers (artifact fetches).
+    pub transport: MeshTransport,
+    /// Where fetched model artifacts are kept.
+    pub cache_root: std::path::PathBuf,
+    /// Deployments as the reconciler last saw them, by name.
+    pub deployments: Arc<RwLock<BTreeMap<String, DeploymentView>>>,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving").field("me", &self.me).finish()
+    }
+}
+
+impl Serving {
+    /// Serving for node `me`, reaching peers through `transport`.
+    pub fn new(
+        me: String,
+        transport: MeshTransport,
+        config: flotilla_actors::serving::router::Config,
+        metrics: Arc<metrics::ServingMetrics>,
+        cache_root: std::path::PathBuf,
+    ) -> anyhow::Result<Self> {
+        let local = LocalBackend::default();
+        let client = NodeClient {
+            me: me.clone(),
+            local: local.clone(),
+            remote: RemoteClient::new(transport.clone(), PullConfig::default()),
+        };
+        Ok(Self {
+            me,
+            router: Router::new(client, config)?,
+            local,
+            metrics,
+            transport,
+            cache_root,
+            deployments: Arc::new(RwLock::new(BTreeMap::new())),
+        })
+    }
+
+    /// The deployment named `name`, if any.
+    pub fn deployment(&self, name: &str) -> Option<DeploymentView> {
+        self.deployments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every deployment.
+    pub fn all_deployments(&self) -> Vec<DeploymentView> {
+        self.deployments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,552 @@
+//! Serving on real in-process clusters: models registered from folders, deployments placed on
+//! nodes, a router on every node, and the OpenAI-compatible API driven by the official `openai`
+//! Python client; identical requests run once; the cache follows model versions; a replica's
+//! death under load costs (almost) no requests and no stream hangs; overload is refused with
+//! 429 and recovers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flotilla_tests::{wait_until, TestCluster};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const MINILM: &str = "/work/shared/models/all-MiniLM-L6-v2";
+const CORPUS: &str = "the quick brown fox jumps over the lazy dog. a cat sat on the mat. \
+    flotilla serves models on every node of the mesh, and every node answers. ";
+
+fn url(cluster: &TestCluster, i: usize, path: &str) -> String {
+    format!("{}{path}", cluster.node(i).api_url())
+}
+
+async fn get(cluster: &TestCluster, i: usize, path: &str) -> (u16, Value) {
+    let resp = reqwest::get(url(cluster, i, path)).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn post_raw(cluster: &TestCluster, i: usize, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(url(cluster, i, path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(cluster: &TestCluster, i: usize, path: &str, body: &Value) -> (u16, Value) {
+    post_raw(cluster, i, path, serde_json::to_vec(body).unwrap()).await
+}
+
+/// Writes a trained tiny character GPT checkpoint into `dir`.
+fn tiny_gpt(dir: &Path, seed: u64) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    flotilla_node::serve::gpt::create_char_gpt(dir, &CORPUS.repeat(4), 20, seed).unwrap();
+    dir.to_path_buf()
+}
+
+/// Registers a model folder through node 0; returns its version hash.
+async fn register(cluster: &TestCluster, name: &str, path: &Path) -> String {
+    let (code, v) = post(
+        cluster,
+        0,
+        "/api/v1/models",
+        &json!({"name": name, "path": path}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    v["hash"].as_str().unwrap().to_string()
+}
+
+async fn deploy(cluster: &TestCluster, body: Value) {
+    let (code, v) = post(cluster, 0, "/api/v1/deployments", &body).await;
+    assert_eq!(code, 201, "{v}");
+}
+
+/// Replicas of `deployment` running `hash`, over every running node, and the sum of their
+/// model executions.
+async fn replicas(cluster: &TestCluster, deployment: &str, hash: &str) -> (usize, u64) {
+    let (mut n, mut executions) = (0, 0);
+    for i in cluster.running() {
+        let (_, v) = get(cluster, i, "/api/v1/serving").await;
+        for r in v["replicas"].as_array().cloned().unwrap_or_default() {
+            if r["deployment"] == deployment && r["model_hash"] == hash {
+                n += 1;
+                executions += r["executions"].as_u64().unwrap();
+            }
+        }
+    }
+    (n, executions)
+}
+
+/// Waits until `want` replicas run `hash` and every running node routes `deployment` to it.
+async fn wait_ready(cluster: &TestCluster, deployment: &str, hash: &str, want: usize) {
+    wait_until(
+        DEADLINE,
+        &format!("{want} replicas of {deployment}"),
+        || async {
+            if replicas(cluster, deployment, hash).await.0 != want {
+                return false;
+            }
+            for i in cluster.running() {
+                let (_, v) = get(cluster, i, "/api/v1/deployments").await;
+                let routed = v.as_array().cloned().unwrap_or_default().iter().any(|d| {
+                    d["name"] == deployment
+                        && d["serving_hash"] == hash
+                        && d["placed_on"].as_array().map_or(0, Vec::len) == want
+                });
+                if !routed {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn cluster3() -> TestCluster {
+    let cluster = TestCluster::start(3).await.unwrap();
+    wait_until(DEADLINE, "3 nodes see each other", || cluster.converged())
+        .await
+        .unwrap();
+    cluster
+}
+
+/// A virtual environment with the official `openai` package from PyPI.
+fn openai_venv(root: &Path) -> PathBuf {
+    let venv = root.join("venv");
+    let ok = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 must be installed to run the OpenAI client test");
+    assert!(ok.success(), "python3 -m venv failed");
+    let pip = std::process::Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "openai"])
+        .output()
+        .expect("pip must run");
+    assert!(
+        pip.status.success(),
+        "pip install openai failed (is PyPI reachable?): {}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    venv.join("bin/python")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openai_client_drives_a_three_node_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = openai_venv(dir.path());
+    let cluster = cluster3().await;
+    let gpt = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("gpt"), 1)).await;
+    let bert = register(&cluster, "minilm", Path::new(MINILM)).await;
+    deploy(
+        &cluster,
+        json!({"name": "chat", "model": "tiny-gpt", "replicas": 2}),
+    )
+    .await;
+    deploy(
+        &cluster,
+        json!({"name": "embed", "model": "minilm", "replicas": 2}),
+    )
+    .await;
+    wait_ready(&cluster, "chat", &gpt, 2).await;
+    wait_ready(&cluster, "embed", &bert, 2).await;
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/openai_client.py");
+    let bases: Vec<String> = (0..3).map(|i| url(&cluster, i, "/v1")).collect();
+    let out = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args(&bases)
+        .env("CHAT_MODEL", "chat")
+        .env("EMBED_MODEL", "embed")
+        .output();
+    let out = tokio::time::timeout(DEADLINE, out).await.unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "the openai client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+
+    // Bad input, in OpenAI's error shape.
+    let (code, v) = post_raw(&cluster, 1, "/v1/chat/completions", b"{not json".to_vec()).await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    let huge = json!({"model": "embed", "input": "x".repeat(5 * 1024 * 1024)});
+    let (code, v) = post(&cluster, 2, "/v1/embeddings", &huge).await;
+    assert_eq!(code, 413, "{v}");
+    assert!(v["error"]["message"].is_string());
+    let (code, v) = post(
+        &cluster,
+        0,
+        "/v1/embeddings",
+        &json!({"model": "nope", "input": "x"}),
+    )
+    .await;
+    assert_eq!(code, 404, "{v}");
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let (code, v) = post(
+        &cluster,
+        0,
+        "/v1/completions",
+        &json!({"model": "chat", "prompt": "x".repeat(60), "max_tokens": 10}),
+    )
+    .await;
+    assert_eq!(code, 400, "prompt + max_tokens beyond the context: {v}");
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_requests_run_once_and_the_cache_follows_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster3().await;
+    let v1 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v1"), 1)).await;
+    deploy(
+        &cluster,
+        json!({"name": "chat", "model": "tiny-gpt", "replicas": 3}),
+    )
+    .await;
+    wait_ready(&cluster, "chat", &v1, 3).await;
+
+    // Only node 0 (which registered the model) loads the registered folder; the others fetched
+    // the files into their own data dirs and checked them against the catalog's hashes.
+    let registered = dir.path().join("v1").canonicalize().unwrap();
+    for i in 0..3 {
+        let (_, v) = get(&cluster, i, "/api/v1/serving").await;
+        let path = PathBuf::from(v["replicas"][0]["model_path"].as_str().unwrap());
+        if i == 0 {
+            assert_eq!(path, registered);
+        } else {
+            assert_ne!(path, registered);
+            assert!(path.ends_with(format!("models/{v1}")), "{path:?}");
+            for f in ["manifest.json", "chars.json"] {
+                let (a, b) = (
+                    std::fs::read(path.join(f)),
+                    std::fs::read(registered.join(f)),
+                );
+                assert_eq!(a.unwrap(), b.unwrap(), "{f} fetched intact");
+            }
+        }
+    }
+
+    let body = json!({"model": "chat", "prompt": "the cat", "max_tokens": 30, "temperature": 0});
+    let (_, before) = replicas(&cluster, "chat", &v1).await;
+    let calls = (0..50).map(|_| post(&cluster, 0, "/v1/completions", &body));
+    let answers = futures::future::join_all(calls).await;
+    let (_, after) = replicas(&cluster, "chat", &v1).await;
+    assert!(answers.iter().all(|(c, _)| *c == 200), "{answers:?}");
+    let text = answers[0].1["choices"][0]["text"].clone();
+    assert!(answers.iter().all(|(_, v)| v["choices"][0]["text"] == text));
+    assert_eq!(
+        after - before,
+        1,
+        "50 identical requests ran the model once"
+    );
+    let (_, stats) = get(&cluster, 0, "/api/v1/serving").await;
+    assert_eq!(
+        stats["coalesced"].as_u64().unwrap() + stats["cache_hits"].as_u64().unwrap(),
+        49,
+        "{stats}"
+    );
+    assert_eq!(
+        answers[0].1["system_fingerprint"],
+        format!("fp_{}", &v1[..12])
+    );
+    // The same counters in Prometheus text: requests per deployment, router outcomes.
+    let metrics = reqwest::get(url(&cluster, 0, "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "flotilla_serving_requests_total{deployment=\"chat\",endpoint=\"completions\",status=\"200\"} 50"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("flotilla_serving_request_duration_seconds_bucket"));
+    assert!(metrics.contains("flotilla_serving_router{outcome=\"coalesced\"}"));
+
+    // A new version under the same deployment: the same request is computed again, by it.
+    let v2 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v2"), 2)).await;
+    assert_ne!(v1, v2);
+    deploy(
+        &cluster,
+        json!({"name": "chat", "model": "tiny-gpt", "version": 2, "replicas": 3}),
+    )
+    .await;
+    wait_ready(&cluster, "chat", &v2, 3).await;
+    let (code, answer) = post(&cluster, 0, "/v1/completions", &body).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["system_fingerprint"], format!("fp_{}", &v2[..12]));
+    assert_eq!(replicas(&cluster, "chat", &v2).await.1, 1);
+    cluster.shutdown().await.unwrap();
+}
+
+/// Reads an SSE answer to the end; `Ok(true)` if it ended with `[DONE]`, `Ok(false)` if with
+/// an error event.
+async fn read_stream(api: String, body: Value) -> Result<bool, String> {
+    let resp = reqwest::Client::new()
+        .post(format!("{api}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status() != 200 {
+        return Err(format!("status {}", resp.status()));
+    }
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    if text.ends_with("data: [DONE]\n\n") {
+        Ok(true)
+    } else if text.contains("\"error\"") {
+        Ok(false)
+    } else {
+        Err(format!(
+            "stream ended with neither [DONE] nor an error: {text}"
+        ))
+    }
+}
+
+/// Outstanding requests at node `i`'s replica of `deployment`.
+async fn outstanding(cluster: &TestCluster, i: usize, deployment: &str) -> u64 {
+    let (_, v) = get(cluster, i, "/api/v1/serving").await;
+    v["replicas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["deployment"] == deployment)
+        .map(|r| r["outstanding"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_dies_under_steady_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster3().await;
+    // A larger model with a long context, so that long streams are still generating when the
+    // node dies.
+    let path = dir.path().join("big");
+    std::fs::create_dir_all(&path).unwrap();
+    flotilla_node::serve::gpt::create_char_gpt_sized(
+        &path,
+        &CORPUS.repeat(4),
+        2,
+        1,
+        (512, 256, 4, 6),
+    )
+    .unwrap();
+    let v1 = register(&cluster, "big-gpt", &path).await;
+    deploy(
+        &cluster,
+        json!({"name": "chat", "model": "big-gpt", "replicas": 3, "max_batch": 8}),
+    )
+    .await;
+    wait_ready(&cluster, "chat", &v1, 3).await;
+
+    // Long streams first: once node 2's replica runs one, the load starts, then node 2 dies.
+    let api = cluster.node(0).api_url();
+    let streams: Vec<_> = (0..6)
+        .map(|i| {
+            let body = json!({"model": "chat", "messages": [{"role": "user", "content": format!("tell {i}")}],
+                "max_tokens": 450, "stream": true});
+            tokio::spawn(tokio::time::timeout(DEADLINE, read_stream(api.clone(), body)))
+        })
+        .collect();
+    wait_until(DEADLINE, "a stream running on node 2", || async {
+        outstanding(&cluster, 2, "chat").await > 0
+    })
+    .await
+    .unwrap();
+    let total = 400usize;
+    let load = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut failed = Vec::new();
+            for chunk in (0..total).collect::<Vec<_>>().chunks(8) {
+                let calls = chunk.iter().map(|i| {
+                    client
+                        .post(format!("{api}/v1/completions"))
+                        .json(&json!({"model": "chat", "prompt": format!("n{i}"), "max_tokens": 4}))
+                        .send()
+                });
+                for r in futures::future::join_all(calls).await {
+                    match r {
+                        Ok(r) if r.status() == 200 => {}
+                        Ok(r) => failed.push(format!(
+                            "{} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        )),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+            }
+            failed
+        })
+    };
+    wait_until(DEADLINE, "load under way", || async {
+        get(&cluster, 0, "/api/v1/serving").await.1["requests"]
+            .as_u64()
+            .unwrap_or(0)
+            > 30
+    })
+    .await
+    .unwrap();
+    let still_running = outstanding(&cluster, 2, "chat").await;
+    cluster.kill(2).await;
+
+    let failed = tokio::time::timeout(DEADLINE, load).await.unwrap().unwrap();
+    println!("{} of {total} requests failed: {failed:?}", failed.len());
+    assert!(failed.len() * 100 < total, "{failed:?}");
+    let mut broken = 0;
+    for s in streams {
+        let ended = s.await.unwrap().expect("a stream hung");
+        match ended {
+            Ok(true) => {}
+            Ok(false) => broken += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    println!(
+        "{broken} streams ended with an error event ({still_running} requests were at node 2)"
+    );
+    assert!(
+        broken >= 1,
+        "the streams on the dead node ended with an error event"
+    );
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_is_refused_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster3().await;
+    let v1 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v1"), 1)).await;
+    deploy(
+        &cluster,
+        json!({"name": "small", "model": "tiny-gpt", "replicas": 1, "max_batch": 1}),
+    )
+    .await;
+    wait_ready(&cluster, "small", &v1, 1).await;
+
+    // One replica takes 4 requests at once; send 40 times that.
+    let client = reqwest::Client::new();
+    let api = cluster.node(1).api_url();
+    let calls = (0..160).map(|i| {
+        client
+            .post(format!("{api}/v1/completions"))
+            .json(&json!({"model": "small", "prompt": format!("p{i}"), "max_tokens": 50}))
+            .send()
+    });
+    let mut ok = 0;
+    let mut refused = 0;
+    for r in futures::future::join_all(calls).await {
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert!(r.headers().contains_key("retry-after"));
+                let v: Value = r.json().await.unwrap();
+                assert!(v["error"]["message"].is_string());
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}: {}", r.text().await.unwrap()),
+        }
+    }
+    println!("{ok} answered, {refused} refused");
+    assert!(refused > 0 && ok > 0);
+    // Load stopped: answered again within 5 s.
+    wait_until(
+        Duration::from_secs(5),
+        "recovery after overload",
+        || async {
+            let (code, _) = post(
+                &cluster,
+                1,
+                "/v1/completions",
+                &json!({"model": "small", "prompt": "again", "max_tokens": 5}),
+            )
+            .await;
+            code == 200
+        },
+    )
+    .await
+    .unwrap();
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_goes_away_frees_its_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster3().await;
+    let path = dir.path().join("big");
+    std::fs::create_dir_all(&path).unwrap();
+    flotilla_node::serve::gpt::create_char_gpt_sized(
+        &path,
+        &CORPUS.repeat(4),
+        2,
+        1,
+        (512, 256, 4, 6),
+    )
+    .unwrap();
+    let v1 = register(&cluster, "big-gpt", &path).await;
+    deploy(
+        &cluster,
+        json!({"name": "long", "model": "big-gpt", "replicas": 1}),
+    )
+    .await;
+    wait_ready(&cluster, "long", &v1, 1).await;
+    let (_, ds) = get(&cluster, 0, "/api/v1/deployments").await;
+    let host_id = ds[0]["placed_on"][0].as_str().unwrap().to_string();
+    let host = (0..3)
+        .find(|i| cluster.node(*i).node_id().to_string() == host_id)
+        .unwrap();
+    let other = (host + 1) % 3;
+
+    let cancelled = || async {
+        let (_, v) = get(&cluster, host, "/api/v1/serving").await;
+        v["replicas"][0]["cancelled"].as_u64().unwrap()
+    };
+    // Through the host's own router (in process), then through another node's (over the mesh):
+    // read the first event, hang up, and the replica drops the sequence.
+    for (n, via) in [host, other].into_iter().enumerate() {
+        let body =
+            json!({"model": "long", "prompt": "once upon", "max_tokens": 450, "stream": true});
+        let mut resp = reqwest::Client::new()
+            .post(url(&cluster, via, "/v1/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let first = tokio::time::timeout(DEADLINE, resp.chunk())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first.is_some_and(|c| c.starts_with(b"data: ")));
+        drop(resp);
+        wait_until(DEADLINE, "the sequence is cancelled", || async {
+            cancelled().await > n as u64
+        })
+        .await
+        .unwrap();
+        wait_until(DEADLINE, "the slot is free", || async {
+            outstanding(&cluster, host, "long").await == 0
+        })
+        .await
+        .unwrap();
+    }
+    cluster.shutdown().await.unwrap();
+}
