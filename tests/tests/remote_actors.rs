@@ -135,10 +135,13 @@ async fn spawn_call_and_monitor_actors_on_peers() {
             .await;
     assert!(again.unwrap_err().to_string().contains("already runs"));
     let unknown =
-        spawn_remote::<i64, Ask, i64>(mesh.clone(), n1.clone(), "trainer", "t", &0, deadline).await;
+        spawn_remote::<i64, Ask, i64>(mesh.clone(), n1.clone(), "no-such-role", "t", &0, deadline)
+            .await;
     let e = unknown.unwrap_err().to_string();
     assert!(
-        e.contains("no role \"trainer\"") && e.contains("counter"),
+        e.contains("no role \"no-such-role\"")
+            && e.contains("counter")
+            && e.contains("param_server"),
         "{e}"
     );
     let ghost: RemoteActor<Ask, i64> =
