@@ -19,10 +19,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
+use crate::data::DataNode;
 use crate::jobs::KernelRunner;
 use crate::metrics::Metrics;
 use crate::net::bridge::{Bridge, Command, Wiring};
 use crate::net::catalog_sync::{self, AntiEntropy, CatalogWiring};
+use crate::net::data_net::{self, NetData};
 use crate::net::jobs_net;
 use crate::net::mesh::NetMesh;
 use crate::sampler::Sampler;
@@ -45,6 +47,8 @@ pub struct RunningNode {
     pub mesh: NetMesh,
     pub jobs: manager::Handle,
     pub executor: executor::Handle,
+    /// The data stage: shard actor, data peers, catalog and membership.
+    pub data: DataNode,
     config: NodeConfig,
     store: RocksStore,
     incarnation: u64,
@@ -114,9 +118,27 @@ impl RunningNode {
         let (jobs_inbox_tx, jobs_inbox_rx) = mpsc::channel(jobs_net::INBOX_CAPACITY);
         let mesh = NetMesh::new(peer_id, cmd_tx.clone());
         let shared_store: Arc<dyn Store> = Arc::new(store.clone());
+        let (data_inbox_tx, data_inbox_rx) = mpsc::channel(data_net::INBOX_CAPACITY);
+        let (shards, shards_task) = flotilla_actors::data::shard::Handle::spawn(
+            shared_store.clone(),
+            flotilla_actors::data::shard::Config::default(),
+        )
+        .await?;
+        let data = DataNode {
+            me: NodeId(peer_id.to_string()),
+            peers: Arc::new(NetData {
+                local: NodeId(peer_id.to_string()),
+                shards,
+                mesh: mesh.clone(),
+            }),
+            catalog: catalog.clone(),
+            membership: membership.clone(),
+            settings: crate::data::Settings::default(),
+            runtime: tokio::runtime::Handle::current(),
+        };
         let (executor, reports, executor_task) = executor::Handle::spawn(
             shared_store.clone(),
-            Arc::new(KernelRunner::new(NodeId(peer_id.to_string()))),
+            Arc::new(KernelRunner::new(NodeId(peer_id.to_string())).with_data(data.clone())),
             REPORT_QUEUE,
         )
         .await?;
@@ -149,6 +171,7 @@ impl RunningNode {
                     inbox: inbox_tx,
                 },
                 jobs_inbox: jobs_inbox_tx,
+                data_inbox: data_inbox_tx,
             },
         )?;
         let mut tasks = vec![
@@ -177,6 +200,13 @@ impl RunningNode {
                 jobs.clone(),
                 cmd_tx.clone(),
             )),
+            tokio::spawn(data_net::serve(
+                data_inbox_rx,
+                data.peers.clone(),
+                cmd_tx.clone(),
+                data.settings.call_deadline,
+            )),
+            tokio::spawn(crate::data::replicate::run(data.clone())),
             tokio::spawn(manager::forward::run(
                 reports,
                 Arc::new(mesh.clone()),
@@ -216,6 +246,7 @@ impl RunningNode {
             jobs: jobs.clone(),
             executor: executor.clone(),
             mesh: mesh.clone(),
+            data: data.clone(),
             request_timeout: config.request_timeout,
             registry,
             metrics,
@@ -243,6 +274,7 @@ impl RunningNode {
             catalog,
             jobs,
             executor,
+            data,
             config,
             store,
             incarnation,
@@ -254,7 +286,7 @@ impl RunningNode {
             http_task: Some(http_task),
             membership_task: Some(membership_task),
             catalog_task: Some(catalog_task),
-            actor_tasks: vec![jobs_task, executor_task],
+            actor_tasks: vec![jobs_task, executor_task, shards_task],
         })
     }
 
@@ -364,6 +396,7 @@ impl RunningNode {
         // Jobs first: the manager calls the executor, and both hold the store.
         self.jobs.stop();
         self.executor.stop();
+        self.data.peers.shards.stop();
         for t in self.actor_tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }

@@ -9,6 +9,7 @@
 
 mod auth;
 mod catalog;
+pub mod data;
 pub mod jobs;
 mod routes;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub jobs: manager::Handle,
     pub executor: executor::Handle,
     pub mesh: crate::net::mesh::NetMesh,
+    /// The data stage (`/api/v1/data`).
+    pub data: crate::data::DataNode,
     /// Deadline of requests this node makes to peers on a client's behalf.
     pub request_timeout: std::time::Duration,
     pub registry: Arc<Registry>,
@@ -51,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     routes::router(state.clone())
         .merge(catalog::router(state.clone()))
         .merge(jobs::router(state.clone()))
+        .merge(data::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

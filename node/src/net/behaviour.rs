@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flotilla_protocol::services::{catalog, control, jobs};
+use flotilla_protocol::services::{catalog, control, data, jobs};
 use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
@@ -30,6 +30,9 @@ pub type CatalogCodec =
 /// The jobs service's codec.
 pub type JobsCodec = FrameCodec<jobs::Request, jobs::Response, { jobs::MAX_FRAME_BYTES }>;
 
+/// The data service's codec.
+pub type DataCodec = FrameCodec<data::Request, data::Response, { data::MAX_FRAME_BYTES }>;
+
 /// Every behaviour a node runs.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -47,6 +50,7 @@ pub struct Behaviour {
     pub control: request_response::Behaviour<ControlCodec>,
     pub catalog: request_response::Behaviour<CatalogCodec>,
     pub jobs: request_response::Behaviour<JobsCodec>,
+    pub data: request_response::Behaviour<DataCodec>,
 }
 
 impl Behaviour {
@@ -148,7 +152,20 @@ impl Behaviour {
                 .with_max_concurrent_streams(256),
         );
 
+        // Shard chunks and operation phases take longer than control calls: at least a minute.
+        let data = request_response::Behaviour::with_codec(
+            DataCodec::new(data::SERVICE),
+            [(
+                StreamProtocol::new(data::PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout.max(Duration::from_secs(60)))
+                .with_max_concurrent_streams(64),
+        );
+
         Ok(Self {
+            data,
             blocked: allow_block_list::Behaviour::default(),
             jobs,
             catalog,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_actors::membership;
-use flotilla_protocol::services::{catalog, control, jobs, membership as gossip};
+use flotilla_protocol::services::{catalog, control, data, jobs, membership as gossip};
 use flotilla_protocol::{NodeId, NodeInfo, RequestId};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::catalog_sync::{CatalogNet, CatalogReply, CatalogWiring};
 use super::codec::Frame;
+use super::data_net::{DataAnswer, DataInbound};
 use super::jobs_net::JobsInbound;
 use super::rpc::{Inbound, Pending, Reply};
 use crate::metrics::{Metrics, ServiceLabel};
@@ -63,6 +64,17 @@ pub enum Command {
         channel: ResponseChannel<Frame<jobs::Response>>,
         response: jobs::Response,
     },
+    /// Send a data request and reply with the answer.
+    Data {
+        peer: PeerId,
+        body: data::RequestBody,
+        reply: Reply<DataAnswer>,
+    },
+    /// Send the answer to an inbound data request.
+    DataRespond {
+        channel: ResponseChannel<Frame<data::Response>>,
+        response: data::Response,
+    },
     /// Close and refuse every connection with a peer until it is unblocked.
     Block(PeerId),
     /// Accept a blocked peer again.
@@ -90,6 +102,8 @@ pub struct Wiring {
     pub catalog: CatalogWiring,
     /// Inbound jobs requests for the jobs worker.
     pub jobs_inbox: mpsc::Sender<JobsInbound>,
+    /// Inbound data requests for the data worker.
+    pub data_inbox: mpsc::Sender<DataInbound>,
 }
 
 /// The bridge's state.
@@ -101,6 +115,7 @@ pub struct Bridge {
     pub(super) next_request_id: u64,
     pub(super) catalog: CatalogNet,
     pub(super) jobs: Pending<jobs::ResponseBody>,
+    pub(super) data: Pending<DataAnswer>,
 }
 
 impl Bridge {
@@ -121,6 +136,7 @@ impl Bridge {
             next_request_id: 0,
             catalog,
             jobs: Pending::default(),
+            data: Pending::default(),
         };
         bridge.dial_join_addrs();
         Ok(bridge)
@@ -170,6 +186,7 @@ impl Bridge {
         }
         self.pending.fail_all("node is shutting down");
         self.jobs.fail_all("node is shutting down");
+        self.data.fail_all("node is shutting down");
         self.catalog.fail_pending();
     }
 
@@ -213,6 +230,8 @@ impl Bridge {
             }
             Command::Jobs { peer, body, reply } => self.jobs_request(peer, body, reply),
             Command::JobsRespond { channel, response } => self.jobs_respond(channel, response),
+            Command::Data { peer, body, reply } => self.data_request(peer, body, reply),
+            Command::DataRespond { channel, response } => self.data_respond(channel, response),
             Command::Block(peer) => {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
             }
@@ -294,6 +313,7 @@ impl Bridge {
             SwarmEvent::Behaviour(BehaviourEvent::Control(ev)) => self.on_control(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Catalog(ev)) => self.on_catalog(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Jobs(ev)) => self.on_jobs(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Data(ev)) => self.on_data(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.wiring.listen_addrs.send_modify(|a| a.push(address));

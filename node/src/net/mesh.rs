@@ -28,7 +28,7 @@ impl NetMesh {
     }
 
     /// Sends a command carrying a reply channel and waits at most `deadline` for the answer.
-    async fn ask<B>(
+    pub(super) async fn ask<B>(
         &self,
         peer: &NodeId,
         deadline: Duration,

@@ -6,6 +6,8 @@
 //! - [`bridge`]: the event loop that owns the swarm and connects it to the actors.
 //! - [`catalog_sync`]: the catalog's side of the bridge (delta gossip, the anti-entropy
 //!   service) and the periodic anti-entropy rounds.
+//! - [`data_net`]: the data service (`/flotilla/data/1`), its worker, and [`data_net::NetData`],
+//!   the data cores' `DataPeers` over the mesh.
 //! - [`jobs_net`]: the jobs service (`/flotilla/jobs/1`) and the worker that answers it.
 //! - [`rpc`]: what every request-response service shares (pending requests, event sorting).
 //! - [`mesh`]: the [`flotilla_actors::mesh::Mesh`] implementation over the bridge.
@@ -14,6 +16,7 @@ pub mod behaviour;
 pub mod bridge;
 pub mod catalog_sync;
 pub mod codec;
+pub mod data_net;
 pub mod jobs_net;
 pub mod mesh;
 pub mod rpc;
