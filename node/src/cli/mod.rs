@@ -1,11 +1,13 @@
 //! The `flotilla` command line: the daemon (`up`), client commands that talk HTTP to any node
-//! (`status`, `nodes`, `jobs`, `job …`), `demo`, and `completions`.
+//! (`status`, `nodes`, `jobs`, `job …`, `data …`), `demo`, and `completions`.
 //!
 //! Every flag can also be set with a `FLOTILLA_*` environment variable; `--config FILE` reads a
 //! TOML file. Precedence: defaults < file < environment < flags. Exit codes: 0 ok, 1 error,
 //! 2 usage, 3 no reachable node.
 
 pub mod client;
+pub mod data;
+mod data_upload;
 pub mod demo;
 pub mod job;
 pub mod table;
@@ -70,6 +72,8 @@ pub enum Command {
     Jobs,
     /// Submit, show, follow or cancel a job.
     Job(job::JobArgs),
+    /// Datasets: upload, list, show, export, rm, and operations run as jobs.
+    Data(data::DataArgs),
     /// Start a local cluster on loopback, wait for it to converge and show it.
     Demo(demo::DemoArgs),
     /// Print a shell completion script.
@@ -118,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes => client::nodes(&cli).await,
         Command::Jobs => job::list(&cli).await,
         Command::Job(args) => job::run(&cli, args).await,
+        Command::Data(args) => data::run(&cli, args).await,
         Command::Demo(args) => demo::run(&cli, args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
