@@ -120,15 +120,20 @@ pub enum JobKind {
         matrix_size: u32,
         iterations: u32,
     },
-    /// A chain of dataset operations run where the shards of `dataset@parent_version` live,
-    /// writing `output_version`. The chain travels as JSON text because operation parameters
-    /// hold floats (thresholds, ratios) and their types live with the data cores.
-    DataOps {
-        dataset: String,
-        parent_version: u64,
-        output_version: u64,
-        ops_json: String,
-    },
+    /// A chain of dataset operations (boxed: it is much larger than the other kinds, and job
+    /// records travel inside actor messages).
+    DataOps(Box<DataOpsJob>),
+}
+
+/// A chain of dataset operations run where the shards of `dataset@parent_version` live,
+/// writing `output_version`. The chain travels as JSON text because operation parameters hold
+/// floats (thresholds, ratios) and their types live with the data cores.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DataOpsJob {
+    pub dataset: String,
+    pub parent_version: u64,
+    pub output_version: u64,
+    pub ops_json: String,
 }
 
 /// Longest operation chain (JSON text) a data job carries.
@@ -225,12 +230,13 @@ impl JobSpec {
                 // A benchmark runs one task on each of its peers.
                 c.check(self.tasks == peers, "tasks", format!("a benchmark runs one task per peer: must equal kind.benchmark.peers ({peers})"));
             }
-            JobKind::DataOps {
-                dataset,
-                parent_version,
-                output_version,
-                ops_json,
-            } => {
+            JobKind::DataOps(job) => {
+                let DataOpsJob {
+                    dataset,
+                    parent_version,
+                    output_version,
+                    ops_json,
+                } = &**job;
                 c.name("kind.data_ops.dataset", dataset);
                 c.check(
                     *parent_version >= 1,

@@ -11,7 +11,7 @@ use flotilla_actors::data::job::coordinator;
 use flotilla_actors::data::job::worker::parse_ops;
 use flotilla_actors::data::ops::{self, Op};
 use flotilla_protocol::catalog::Record;
-use flotilla_protocol::jobs::{AntiAffinity, JobKind, JobSpec, Priority, Resources};
+use flotilla_protocol::jobs::{AntiAffinity, DataOpsJob, JobKind, JobSpec, Priority, Resources};
 use flotilla_protocol::NodeId;
 use serde::{Deserialize, Serialize};
 
@@ -73,12 +73,12 @@ impl DataNode {
         let holders = self.holders(&parent).await;
         let preferred: BTreeSet<NodeId> = holders.into_values().flatten().collect();
         let spec = JobSpec {
-            kind: JobKind::DataOps {
+            kind: JobKind::DataOps(Box::new(DataOpsJob {
                 dataset: name.to_string(),
                 parent_version: parent.version,
                 output_version,
                 ops_json,
-            },
+            })),
             priority: Priority::Batch,
             resources: Resources {
                 cores: 1,

@@ -52,12 +52,7 @@ impl TaskRunner for KernelRunner {
                 })
                 .to_string())
             }
-            JobKind::DataOps {
-                dataset,
-                parent_version,
-                output_version,
-                ops_json,
-            } => {
+            JobKind::DataOps(job) => {
                 let data = self
                     .data
                     .as_ref()
@@ -65,10 +60,10 @@ impl TaskRunner for KernelRunner {
                 // Tasks run on a blocking thread (see `TaskRunner`), so driving the async
                 // coordinator to completion here blocks no runtime worker.
                 data.runtime.block_on(data.run_ops(
-                    dataset,
-                    *parent_version,
-                    *output_version,
-                    ops_json,
+                    &job.dataset,
+                    job.parent_version,
+                    job.output_version,
+                    &job.ops_json,
                     cancelled,
                 ))
             }
