@@ -138,6 +138,98 @@ async fn upload_list_show_export_dedup_and_rm_a_dataset() {
         "{shown}"
     );
 
+    // The other operations, each a job writing the next version.
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[entity]]\nlabel = \"CARD\"\nterms = [\"card\"]\n\n[[entity]]\nlabel = \"VERB\"\nterms = [\"activate\", \"order\"]\n\n[[relation]]\nname = \"acts_on\"\nhead = \"VERB\"\ntail = \"CARD\"\nmax_tokens = 3\n",
+    )
+    .unwrap();
+    let steps: [&[&str]; 5] = [
+        &[
+            "data",
+            "clean",
+            "banking@2",
+            "--ops",
+            "normalize,pii,dedup-exact,dedup-near",
+        ],
+        &[
+            "data",
+            "filter",
+            "banking",
+            "--min-chars",
+            "12",
+            "--max-chars",
+            "400",
+        ],
+        &[
+            "data",
+            "label",
+            "banking",
+            "--rules",
+            rules.to_str().unwrap(),
+        ],
+        &["data", "augment", "banking", "--copies", "1", "--seed", "7"],
+        &[
+            "data",
+            "split",
+            "banking",
+            "--train",
+            "0.8",
+            "--val",
+            "0.1",
+            "--test",
+            "0.1",
+            "--label-field",
+            "label",
+        ],
+    ];
+    for (k, args) in steps.iter().enumerate() {
+        let out = run(flotilla(&url), args).await;
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let want = format!("banking@{} written", k + 3);
+        assert!(
+            text(&out.stdout).contains(&want),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+    let out = run(
+        flotilla(&url),
+        &["--output", "json", "data", "show", "banking@7"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ops: Vec<&str> = v["lineage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "split",
+            "augment",
+            "label",
+            "filter",
+            "normalize.pii.dedup-exact.dedup-near",
+            "dedup-exact",
+            "upload"
+        ]
+    );
+    let fields: Vec<&str> = v["record"]["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"split") && fields.contains(&"entities"),
+        "{fields:?}"
+    );
+
     let out = run(flotilla(&url), &["data", "show", "banking@9"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));

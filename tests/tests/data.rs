@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use flotilla_actors::data::ingest::{parse_all, Format, Options};
+use flotilla_actors::data::ops::{self, Op};
 use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
@@ -220,6 +221,19 @@ async fn dedup_finds_planted_duplicates_and_show_walks_the_chain_back_to_the_upl
     println!("corpus seed {seed:#x}");
     let cluster = started_cluster(3).await;
     let (jsonl, exact, near) = corpus(seed);
+    // The same chain in one call on one machine: the cluster's result must not depend on how
+    // the records are spread over shards and nodes.
+    let (records, _) = parse_all(jsonl.as_slice(), Options::new(Format::Jsonl)).unwrap();
+    let chain: Vec<Op> = serde_json::from_value(json!([
+        { "op": "dedup-exact" },
+        { "op": "dedup-near", "threshold": 0.8 }
+    ]))
+    .unwrap();
+    let (local, _) = ops::apply_chain(records, &chain).unwrap();
+    let local: BTreeSet<String> = local
+        .into_iter()
+        .map(|r| r.fields["text"].clone())
+        .collect();
     let (code, up) = send(
         &cluster,
         0,
@@ -266,6 +280,10 @@ async fn dedup_finds_planted_duplicates_and_show_walks_the_chain_back_to_the_upl
         .copied()
         .filter(|t| !v3.contains(*t))
         .collect();
+    assert_eq!(
+        v3, local,
+        "the cluster keeps what one call on one machine keeps"
+    );
     let hit = removed.iter().filter(|t| near.contains(**t)).count() as f64;
     let precision = hit / removed.len().max(1) as f64;
     let recall = hit / near.len() as f64;
