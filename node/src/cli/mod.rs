@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod data;
+mod data_ops;
 mod data_upload;
 pub mod demo;
 pub mod job;
