@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use flotilla_actors::data::ingest::{parse_all, Format, Options};
 use flotilla_actors::data::ops::{self, Op};
+use flotilla_protocol::catalog::{CatalogKey, Entry, RecordKind};
+use flotilla_protocol::jobs::{
+    AntiAffinity, DataOpsJob, JobKind, JobSpec, JobStatus, Priority, Resources,
+};
 use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
@@ -456,6 +460,79 @@ async fn bad_input_gets_clear_errors() {
     )
     .await;
     assert_eq!(code, 404);
+
+    // A job whose chain fails on the holders (submitted straight to the job manager, past the
+    // HTTP check) fails: no new version, no output shard left anywhere, the parent as it was.
+    let mut body = Vec::new();
+    for i in 0..300 {
+        body.extend(serde_json::to_vec(&json!({ "text": format!("row {i}") })).unwrap());
+        body.push(b'\n');
+    }
+    let (code, up) = send(
+        &cluster,
+        0,
+        "/api/v1/data?name=notes&records_per_shard=100",
+        body,
+    )
+    .await;
+    assert_eq!(code, 201, "{up}");
+    let before = get(&cluster, 0, "/api/v1/data/notes/1").await.1["record"].clone();
+    let spec = JobSpec {
+        kind: JobKind::DataOps(Box::new(DataOpsJob {
+            dataset: "notes".into(),
+            parent_version: 1,
+            output_version: 2,
+            ops_json: r#"[{"op":"normalize","field":"note"}]"#.into(),
+        })),
+        priority: Priority::Batch,
+        resources: Resources {
+            cores: 1,
+            ram_bytes: 64 << 20,
+            gpus: 0,
+        },
+        tasks: 1,
+        anti_affinity: AntiAffinity::None,
+        preferred_nodes: vec![],
+        idempotency_key: None,
+    };
+    let job = cluster.node(1).jobs.submit(spec).await.unwrap().record.id;
+    let key = CatalogKey {
+        kind: RecordKind::Job,
+        name: job.0.clone(),
+        version: 0,
+    };
+    let status = || async {
+        match cluster.node(1).catalog.get(key.clone()).await.unwrap() {
+            Some(Entry::Job(e)) => Some(e.record.status),
+            _ => None,
+        }
+    };
+    wait_until(DEADLINE, "the job to end", || async {
+        status().await.is_some_and(|s| s.is_terminal())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status().await, Some(JobStatus::Failed));
+    assert_eq!(get(&cluster, 0, "/api/v1/data/notes/2").await.0, 404);
+    assert_eq!(
+        get(&cluster, 2, "/api/v1/data/notes/1").await.1["record"],
+        before
+    );
+    for i in 0..3 {
+        let held = cluster
+            .node(i)
+            .data
+            .peers
+            .shards
+            .list(Some("notes".into()))
+            .await
+            .unwrap();
+        assert!(
+            held.iter().all(|m| m.id.version == 1),
+            "node {i} holds {held:?}"
+        );
+    }
+    assert_eq!(export(&cluster, 1, "notes", 1).await.len(), 300);
 
     // Delete removes the dataset everywhere.
     let url = format!("{}/api/v1/data/lines", cluster.node(1).api_url());
