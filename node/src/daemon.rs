@@ -133,7 +133,7 @@ impl RunningNode {
             }),
             catalog: catalog.clone(),
             membership: membership.clone(),
-            settings: crate::data::Settings::default(),
+            settings: config.data.clone(),
             runtime: tokio::runtime::Handle::current(),
         };
         let (executor, reports, executor_task) = executor::Handle::spawn(

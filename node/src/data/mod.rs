@@ -62,6 +62,27 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// Checks ranges; the error names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.replication == 0 || self.records_per_shard == 0 || self.max_in_flight == 0 {
+            return Err(
+                "replication, records_per_shard and max_in_flight must be at least 1".into(),
+            );
+        }
+        if self.bytes_per_shard < 64 {
+            return Err("bytes_per_shard must be at least 64".into());
+        }
+        if self.call_deadline.is_zero() {
+            return Err("call_deadline must be greater than zero".into());
+        }
+        if self.rereplicate_every < Duration::from_millis(100) {
+            return Err("rereplicate_every must be at least 100ms".into());
+        }
+        Ok(())
+    }
+}
+
 /// What went wrong serving a data request, classed for the HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
