@@ -5,7 +5,9 @@
 //!   holders over `/flotilla/data/1`, catalog write) vs parsing and sharding the same bytes in
 //!   one call (`ingest::parse_all` + `ShardBuilder`);
 //! - normalize + pii + exact dedup MB/s: the chain as a `DataOps` job over the shard holders
-//!   (three phases, output replicated) vs `ops::apply_chain` on the same records in one call.
+//!   (three phases, output replicated) vs `ops::apply_chain` on the same records in one call;
+//! - near dedup documents/s: `dedup-near` (threshold 0.8) as a job on the upload vs the same op
+//!   in one call.
 //!
 //! Run: `cargo bench -p flotilla-tests --bench data --profile dev` (the dev profile optimises
 //! the data cores; a release build would rebuild rocksdb).
@@ -86,11 +88,16 @@ async fn main() {
 
     let (mut bytes, mut base_upload, mut base_ops) = (0u64, Duration::ZERO, Duration::ZERO);
     let (mut cluster_upload, mut cluster_ops) = (Duration::ZERO, Duration::ZERO);
+    let mut near_rows = Vec::new();
     println!(
         "{:<12} {:>8} {:>9} | {:>12} {:>12} | {:>12} {:>12}",
         "input", "MB", "records", "upload MB/s", "baseline", "ops MB/s", "baseline"
     );
-    for input in INPUTS {
+    let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    for input in INPUTS
+        .iter()
+        .filter(|i| only.as_deref().is_none_or(|o| o == i.name))
+    {
         let raw = std::fs::read(format!("{DATA}/{}", input.file)).unwrap();
         let size = raw.len() as u64;
 
@@ -106,6 +113,15 @@ async fn main() {
         let t = Instant::now();
         let (kept, _) = ops::apply_chain(records.clone(), &chain()).unwrap();
         let ops_base = t.elapsed();
+
+        let near: Vec<Op> =
+            serde_json::from_value(json!([{ "op": "dedup-near", "threshold": 0.8 }])).unwrap();
+        let t = Instant::now();
+        let (near_kept, _) = ops::apply_chain(records.clone(), &near).unwrap();
+        let near_base = t.elapsed();
+        if std::env::var_os("DATA_BENCH_TRACE").is_some() {
+            println!("{}: near dedup in one call took {near_base:?}", input.name);
+        }
 
         // The cluster path over HTTP.
         let mut q = format!(
@@ -137,6 +153,27 @@ async fn main() {
         let ops_cluster = t.elapsed();
         assert_eq!(done["result"]["records"], kept.len() as u64);
 
+        let t = Instant::now();
+        let resp = http
+            .post(format!("{api}/api/v1/data/{}/ops", input.name))
+            .json(
+                &json!({ "version": 1, "wait": true, "ops": serde_json::to_value(&near).unwrap() }),
+            )
+            .send()
+            .await
+            .unwrap();
+        let done: Value = resp.json().await.unwrap();
+        let near_cluster = t.elapsed();
+        assert_eq!(done["result"]["records"], near_kept.len() as u64, "{done}");
+        let docs = records.len() as f64;
+        near_rows.push(format!(
+            "{:<12} near dedup {:>10.0} docs/s as a job vs {:>10.0} docs/s in one call (ratio {:.3})",
+            input.name,
+            docs / near_cluster.as_secs_f64(),
+            docs / near_base.as_secs_f64(),
+            near_base.as_secs_f64() / near_cluster.as_secs_f64()
+        ));
+
         println!(
             "{:<12} {:>8.2} {:>9} | {:>12.2} {:>12.2} | {:>12.2} {:>12.2}",
             input.name,
@@ -163,5 +200,8 @@ async fn main() {
         cu / bu,
         co / bo
     );
+    for row in near_rows {
+        println!("{row}");
+    }
     cluster.shutdown().await.unwrap();
 }

@@ -541,3 +541,40 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(get(&cluster, 1, "/api/v1/data/lines").await.0, 404);
     cluster.shutdown().await.unwrap();
 }
+
+/// SGD repeats many short prompts ("Thank you", …): near dedup finds thousands of clusters. The
+/// job's result must still reach its owner (it lists a sample of the clusters, with totals), so
+/// the job ends and keeps exactly what one call on one machine keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn near_dedup_with_thousands_of_clusters_finishes_and_matches_one_call() {
+    let cluster = started_cluster(3).await;
+    let raw = std::fs::read("/work/shared/data/sgd-service-pairs.jsonl").unwrap();
+    let mut o = Options::new(Format::Jsonl);
+    o.text_field = "prompt".into();
+    let (records, _) = parse_all(raw.as_slice(), o).unwrap();
+    let near: Vec<Op> =
+        serde_json::from_value(json!([{ "op": "dedup-near", "threshold": 0.8 }])).unwrap();
+    let (local, _) = ops::apply_chain(records, &near).unwrap();
+    let q = "/api/v1/data?name=sgd&format=jsonl&text_field=prompt&records_per_shard=2000";
+    let (code, up) = send(&cluster, 0, q, raw).await;
+    assert_eq!(code, 201, "{up}");
+    let (code, r) = ops(
+        &cluster,
+        1,
+        "sgd",
+        json!({ "wait": true, "wait_secs": 240, "ops": [{ "op": "dedup-near", "threshold": 0.8 }] }),
+    )
+    .await;
+    assert_eq!(code, 201, "{r}");
+    assert_eq!(r["result"]["records"], local.len() as u64);
+    let near = &r["result"]["report"]["near"][0];
+    assert!(near["clusters_total"].as_u64().unwrap() > 100, "{near}");
+    assert!(near["clusters"].as_array().unwrap().len() <= 100);
+    let got: Vec<String> = texts(&export(&cluster, 2, "sgd", 2).await);
+    let want: Vec<String> = local
+        .into_iter()
+        .map(|r| r.fields["text"].clone())
+        .collect();
+    assert_eq!(got, want);
+    cluster.shutdown().await.unwrap();
+}

@@ -153,13 +153,30 @@ impl DataNode {
             .put(Record::Dataset(outcome.record.clone()))
             .await
             .map_err(|e| format!("catalog write of {dataset}@{output_version}: {e}"))?;
-        Ok(serde_json::json!({
+        let mut report = outcome.report;
+        // The result travels in the task's report to the job owner, whose frames are capped
+        // (1 MiB): near dedup's cluster and pair lists are cut to a sample here (the totals
+        // stay), or a big result would never reach the owner and the job never end.
+        for n in &mut report.near {
+            n.clusters.truncate(MAX_RESULT_CLUSTERS);
+            n.pairs.truncate(MAX_RESULT_CLUSTERS);
+        }
+        let shards = outcome.placement.len();
+        let mut result = serde_json::json!({
             "dataset": dataset,
             "version": output_version,
             "records": outcome.record.record_count,
-            "report": outcome.report,
-            "placement": outcome.placement,
-        })
-        .to_string())
+            "shards": shards,
+            "report": report,
+        });
+        if shards <= MAX_RESULT_SHARDS {
+            result["placement"] = serde_json::json!(outcome.placement);
+        }
+        Ok(result.to_string())
     }
 }
+
+/// Near-dedup clusters (and pairs) a job's result lists; the totals count all of them.
+const MAX_RESULT_CLUSTERS: usize = 100;
+/// Largest output whose placement the result lists (`show` surveys it for any size).
+const MAX_RESULT_SHARDS: usize = 64;
