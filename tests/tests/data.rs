@@ -74,6 +74,17 @@ async fn export(
         .collect()
 }
 
+/// Waits until node `i`'s catalog replica has `name@v` (the catalog is eventually consistent:
+/// a version written on one node reaches the others by gossip).
+async fn visible(cluster: &TestCluster, i: usize, name: &str, v: u64) {
+    let path = format!("/api/v1/data/{name}/{v}");
+    wait_until(DEADLINE, "the version to reach the node", || async {
+        get(cluster, i, &path).await.0 == 200
+    })
+    .await
+    .unwrap();
+}
+
 /// Holders of each shard of `name@v` as node `i` surveys them.
 async fn holders(cluster: &TestCluster, i: usize, name: &str, v: u64) -> Vec<Vec<String>> {
     let (code, show) = get(cluster, i, &format!("/api/v1/data/{name}/{v}")).await;
@@ -249,6 +260,7 @@ async fn dedup_finds_planted_duplicates_and_show_walks_the_chain_back_to_the_upl
     assert_eq!(up["record"]["record_count"], 5000);
     let v1 = texts(&export(&cluster, 0, "corpus", 1).await);
 
+    visible(&cluster, 1, "corpus", 1).await;
     let (code, r) = ops(
         &cluster,
         1,
@@ -258,6 +270,7 @@ async fn dedup_finds_planted_duplicates_and_show_walks_the_chain_back_to_the_upl
     .await;
     assert_eq!(code, 201, "{r}");
     assert_eq!(r["version"], 2);
+    visible(&cluster, 2, "corpus", 2).await;
     let v2 = texts(&export(&cluster, 2, "corpus", 2).await);
     assert_eq!(
         v2.len(),
@@ -276,6 +289,7 @@ async fn dedup_finds_planted_duplicates_and_show_walks_the_chain_back_to_the_upl
     )
     .await;
     assert_eq!(code, 201, "{r}");
+    visible(&cluster, 0, "corpus", 3).await;
     let v3: BTreeSet<String> = texts(&export(&cluster, 0, "corpus", 3).await)
         .into_iter()
         .collect();
@@ -309,6 +323,7 @@ async fn dedup_finds_planted_duplicates_and_show_walks_the_chain_back_to_the_upl
     .await;
     assert_eq!(code, 201, "{r}");
     assert_eq!(r["version"], 4);
+    visible(&cluster, 1, "corpus", 4).await;
     let (code, show) = get(&cluster, 1, "/api/v1/data/corpus/4").await;
     assert_eq!(code, 200, "{show}");
     let chain: Vec<(u64, String)> = show["lineage"]
@@ -334,6 +349,7 @@ async fn dedup_finds_planted_duplicates_and_show_walks_the_chain_back_to_the_upl
     assert_eq!(show["lineage"][0]["steps"].as_array().unwrap().len(), 2);
 
     // An operation on a field the records lack is refused before any job; the parent stays.
+    visible(&cluster, 0, "corpus", 4).await;
     let before = get(&cluster, 0, "/api/v1/data/corpus/4").await.1["record"].clone();
     let (code, r) = ops(
         &cluster,
@@ -476,6 +492,9 @@ async fn bad_input_gets_clear_errors() {
     )
     .await;
     assert_eq!(code, 201, "{up}");
+    for i in 0..3 {
+        visible(&cluster, i, "notes", 1).await;
+    }
     let before = get(&cluster, 0, "/api/v1/data/notes/1").await.1["record"].clone();
     let spec = JobSpec {
         kind: JobKind::DataOps(Box::new(DataOpsJob {
@@ -534,6 +553,7 @@ async fn bad_input_gets_clear_errors() {
     }
     assert_eq!(export(&cluster, 1, "notes", 1).await.len(), 300);
 
+    visible(&cluster, 1, "lines", 1).await;
     // Delete removes the dataset everywhere.
     let url = format!("{}/api/v1/data/lines", cluster.node(1).api_url());
     let resp = client().delete(&url).send().await.unwrap();
@@ -558,6 +578,7 @@ async fn near_dedup_with_thousands_of_clusters_finishes_and_matches_one_call() {
     let q = "/api/v1/data?name=sgd&format=jsonl&text_field=prompt&records_per_shard=2000";
     let (code, up) = send(&cluster, 0, q, raw).await;
     assert_eq!(code, 201, "{up}");
+    visible(&cluster, 1, "sgd", 1).await;
     let (code, r) = ops(
         &cluster,
         1,
@@ -570,6 +591,7 @@ async fn near_dedup_with_thousands_of_clusters_finishes_and_matches_one_call() {
     let near = &r["result"]["report"]["near"][0];
     assert!(near["clusters_total"].as_u64().unwrap() > 100, "{near}");
     assert!(near["clusters"].as_array().unwrap().len() <= 100);
+    visible(&cluster, 2, "sgd", 2).await;
     let got: Vec<String> = texts(&export(&cluster, 2, "sgd", 2).await);
     let want: Vec<String> = local
         .into_iter()

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{now_ms, DataNode, Error, Result};
 
+/// Quarter-seconds a job waits for its parent to reach this node's catalog replica.
+const PARENT_WAIT_TRIES: u32 = 40;
+
 /// Records of the parent a chain is tried on before the job is submitted.
 const PRECHECK_RECORDS: usize = 64;
 
@@ -109,10 +112,19 @@ impl DataNode {
         ops_json: &str,
         cancelled: &AtomicBool,
     ) -> std::result::Result<String, String> {
-        let parent = self
-            .get(dataset, Some(parent_version))
-            .await
-            .map_err(|e| e.to_string())?;
+        // The job may run on a node whose catalog replica has not yet heard of the parent
+        // (gossip is eventually consistent): give it a little time before failing.
+        let mut tries = 0;
+        let parent = loop {
+            match self.get(dataset, Some(parent_version)).await {
+                Ok(p) => break p,
+                Err(Error::NotFound(_)) if tries < PARENT_WAIT_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        };
         if let Ok(done) = self.get(dataset, Some(output_version)).await {
             // An attempt that finished but whose report was lost: the version is recorded.
             if done.lineage.parent_version == Some(parent_version) {
