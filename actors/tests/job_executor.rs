@@ -78,7 +78,9 @@ impl TaskRunner for CountingRunner {
     fn run(&self, kind: &JobKind, task: u32, cancelled: &AtomicBool) -> Result<String, String> {
         *self.runs.lock().unwrap().entry(task).or_default() += 1;
         self.started.fetch_add(1, Ordering::SeqCst);
-        let JobKind::Benchmark { matrix_size, .. } = kind;
+        let JobKind::Benchmark { matrix_size, .. } = kind else {
+            return Err("this runner only runs benchmarks".into());
+        };
         if task >= 100 {
             for _ in 0..200 {
                 if cancelled.load(Ordering::Acquire) {

@@ -60,6 +60,8 @@ pub struct NodeConfig {
     pub catalog_sync_interval: Duration,
     /// Limits of the catalog replica.
     pub catalog: catalog::Config,
+    /// The data stage: replication, shard sizes, re-replication interval.
+    pub data: crate::data::Settings,
 }
 
 impl Default for NodeConfig {
@@ -86,6 +88,7 @@ impl Default for NodeConfig {
             membership: membership::Config::default(),
             catalog_sync_interval: Duration::from_secs(5),
             catalog: catalog::Config::default(),
+            data: crate::data::Settings::default(),
         }
     }
 }
@@ -170,6 +173,7 @@ impl NodeConfig {
         self.catalog
             .validate()
             .map_err(|e| err("catalog", e.to_string()))?;
+        self.data.validate().map_err(|e| err("data", e))?;
         Ok(())
     }
 

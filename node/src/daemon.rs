@@ -19,10 +19,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
+use crate::data::DataNode;
 use crate::jobs::KernelRunner;
 use crate::metrics::Metrics;
 use crate::net::bridge::{Bridge, Command, Wiring};
 use crate::net::catalog_sync::{self, AntiEntropy, CatalogWiring};
+use crate::net::data_net::{self, NetData};
 use crate::net::mesh::NetMesh;
 use crate::net::{actors_net, jobs_net, serving_net};
 use crate::sampler::Sampler;
@@ -54,6 +56,8 @@ pub struct RunningNode {
     /// Named actors other nodes can reach, spawn and monitor; the node adds roles to it.
     pub host: remote::Host,
     pub serving: crate::serve::Serving,
+    /// The data stage: shard actor, data peers, catalog and membership.
+    pub data: DataNode,
     config: NodeConfig,
     store: RocksStore,
     incarnation: u64,
@@ -135,9 +139,27 @@ impl RunningNode {
             config.data_dir.join("models"),
         )?;
         let shared_store: Arc<dyn Store> = Arc::new(store.clone());
+        let (data_inbox_tx, data_inbox_rx) = mpsc::channel(data_net::INBOX_CAPACITY);
+        let (shards, shards_task) = flotilla_actors::data::shard::Handle::spawn(
+            shared_store.clone(),
+            flotilla_actors::data::shard::Config::default(),
+        )
+        .await?;
+        let data = DataNode {
+            me: NodeId(peer_id.to_string()),
+            peers: Arc::new(NetData {
+                local: NodeId(peer_id.to_string()),
+                shards,
+                mesh: mesh.clone(),
+            }),
+            catalog: catalog.clone(),
+            membership: membership.clone(),
+            settings: config.data.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
         let (executor, reports, executor_task) = executor::Handle::spawn(
             shared_store.clone(),
-            Arc::new(KernelRunner::new(NodeId(peer_id.to_string()))),
+            Arc::new(KernelRunner::new(NodeId(peer_id.to_string())).with_data(data.clone())),
             REPORT_QUEUE,
         )
         .await?;
@@ -186,6 +208,7 @@ impl RunningNode {
                 jobs_inbox: jobs_inbox_tx,
                 actors_inbox: actors_inbox_tx,
                 serving_inbox: serving_inbox_tx,
+                data_inbox: data_inbox_tx,
             },
         )?;
         let mut tasks = vec![
@@ -219,6 +242,13 @@ impl RunningNode {
                 host.clone(),
                 cmd_tx.clone(),
             )),
+            tokio::spawn(data_net::serve(
+                data_inbox_rx,
+                data.peers.clone(),
+                cmd_tx.clone(),
+                data.settings.call_deadline,
+            )),
+            tokio::spawn(crate::data::replicate::run(data.clone())),
             tokio::spawn(manager::forward::run(
                 reports,
                 Arc::new(mesh.clone()),
@@ -278,6 +308,7 @@ impl RunningNode {
             executor: executor.clone(),
             mesh: mesh.clone(),
             serving: serving.clone(),
+            data: data.clone(),
             request_timeout: config.request_timeout,
             registry,
             metrics,
@@ -307,6 +338,7 @@ impl RunningNode {
             executor,
             host,
             serving,
+            data,
             config,
             store,
             incarnation,
@@ -318,7 +350,7 @@ impl RunningNode {
             http_task: Some(http_task),
             membership_task: Some(membership_task),
             catalog_task: Some(catalog_task),
-            actor_tasks: vec![jobs_task, executor_task],
+            actor_tasks: vec![jobs_task, executor_task, shards_task],
         })
     }
 
@@ -429,6 +461,7 @@ impl RunningNode {
         // Jobs first: the manager calls the executor, and both hold the store.
         self.jobs.stop();
         self.executor.stop();
+        self.data.peers.shards.stop();
         for t in self.actor_tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }

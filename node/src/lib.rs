@@ -4,6 +4,7 @@
 //! - [`config`]: node and client configuration, validation, precedence.
 //! - [`identity`]: the persistent ed25519 node key.
 //! - [`jobs`]: the work each job kind does on this node.
+//! - [`data`]: the data stage on the node (uploads, operations as jobs, re-replication).
 //! - [`store`]: rocksdb behind the actors' `Store` boundary.
 //! - [`net`]: the libp2p swarm, its codec, and the bridge to the actors.
 //! - [`sampler`]: the node's heartbeat contents (cores, RAM, GPUs, compute score, load).
@@ -19,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod data;
 pub mod http;
 pub mod identity;
 pub mod jobs;

@@ -120,7 +120,24 @@ pub enum JobKind {
         matrix_size: u32,
         iterations: u32,
     },
+    /// A chain of dataset operations (boxed: it is much larger than the other kinds, and job
+    /// records travel inside actor messages).
+    DataOps(Box<DataOpsJob>),
 }
+
+/// A chain of dataset operations run where the shards of `dataset@parent_version` live,
+/// writing `output_version`. The chain travels as JSON text because operation parameters hold
+/// floats (thresholds, ratios) and their types live with the data cores.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DataOpsJob {
+    pub dataset: String,
+    pub parent_version: u64,
+    pub output_version: u64,
+    pub ops_json: String,
+}
+
+/// Longest operation chain (JSON text) a data job carries.
+pub const MAX_OPS_JSON_BYTES: usize = 32 * 1024;
 
 /// A job as submitted.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -189,8 +206,8 @@ impl JobSpec {
             );
             c.text("idempotency_key", key, MAX_NAME_LEN);
         }
-        match self.kind {
-            JobKind::Benchmark {
+        match &self.kind {
+            &JobKind::Benchmark {
                 peers,
                 matrix_size,
                 iterations,
@@ -212,6 +229,33 @@ impl JobSpec {
                 );
                 // A benchmark runs one task on each of its peers.
                 c.check(self.tasks == peers, "tasks", format!("a benchmark runs one task per peer: must equal kind.benchmark.peers ({peers})"));
+            }
+            JobKind::DataOps(job) => {
+                let DataOpsJob {
+                    dataset,
+                    parent_version,
+                    output_version,
+                    ops_json,
+                } = &**job;
+                c.name("kind.data_ops.dataset", dataset);
+                c.check(
+                    *parent_version >= 1,
+                    "kind.data_ops.parent_version",
+                    "versions start at 1",
+                );
+                c.check(
+                    output_version > parent_version,
+                    "kind.data_ops.output_version",
+                    format!("must be after the parent version {parent_version}"),
+                );
+                c.check(
+                    !ops_json.trim().is_empty(),
+                    "kind.data_ops.ops_json",
+                    "the chain is empty",
+                );
+                c.text("kind.data_ops.ops_json", ops_json, MAX_OPS_JSON_BYTES);
+                // The coordinator drives every shard holder itself: one task.
+                c.check(self.tasks == 1, "tasks", "a data job runs one task");
             }
         }
         c.finish()

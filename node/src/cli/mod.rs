@@ -1,12 +1,15 @@
 //! The `flotilla` command line: the daemon (`up`), client commands that talk HTTP to any node
-//! (`status`, `nodes`, `jobs`, `job …`, `models`, `deploy`, `deployments`, `undeploy`), `demo`,
-//! and `completions`.
+//! (`status`, `nodes`, `jobs`, `job …`, `data …`, `models`, `deploy`, `deployments`,
+//! `undeploy`), `demo`, and `completions`.
 //!
 //! Every flag can also be set with a `FLOTILLA_*` environment variable; `--config FILE` reads a
 //! TOML file. Precedence: defaults < file < environment < flags. Exit codes: 0 ok, 1 error,
 //! 2 usage, 3 no reachable node.
 
 pub mod client;
+pub mod data;
+mod data_ops;
+mod data_upload;
 pub mod demo;
 pub mod deploy;
 pub mod job;
@@ -83,6 +86,8 @@ pub enum Command {
         /// The deployment's name.
         name: String,
     },
+    /// Datasets: upload, list, show, export, rm, and operations run as jobs.
+    Data(data::DataArgs),
     /// Start a local cluster on loopback, wait for it to converge and show it.
     Demo(demo::DemoArgs),
     /// Print a shell completion script.
@@ -135,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => deploy::deploy(&cli, args).await,
         Command::Deployments => deploy::deployments(&cli).await,
         Command::Undeploy { name } => deploy::undeploy(&cli, name).await,
+        Command::Data(args) => data::run(&cli, args).await,
         Command::Demo(args) => demo::run(&cli, args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

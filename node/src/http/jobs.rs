@@ -57,6 +57,7 @@ impl From<JobRecord> for JobView {
     fn from(r: JobRecord) -> Self {
         let kind = match &r.spec.kind {
             flotilla_protocol::jobs::JobKind::Benchmark { .. } => "benchmark",
+            flotilla_protocol::jobs::JobKind::DataOps(_) => "data-ops",
         };
         JobView {
             id: r.id.0.clone(),

@@ -9,6 +9,7 @@
 
 mod auth;
 mod catalog;
+pub mod data;
 pub mod deployments;
 pub mod jobs;
 pub mod openai;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub executor: executor::Handle,
     pub mesh: crate::net::mesh::NetMesh,
     pub serving: crate::serve::Serving,
+    /// The data stage (`/api/v1/data`).
+    pub data: crate::data::DataNode,
     /// Deadline of requests this node makes to peers on a client's behalf.
     pub request_timeout: std::time::Duration,
     pub registry: Arc<Registry>,
@@ -56,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router(state.clone()))
         .merge(deployments::router(state.clone()))
         .merge(openai::router(state.clone()))
+        .merge(data::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -6,16 +6,24 @@ use flotilla_actors::jobs::executor::TaskRunner;
 use flotilla_protocol::jobs::JobKind;
 use flotilla_protocol::NodeId;
 
-/// Runs job tasks with this node's compute kernels.
+/// Runs job tasks with this node's compute kernels and data stage.
 #[derive(Debug, Clone)]
 pub struct KernelRunner {
     node: NodeId,
+    /// The data stage, for `DataOps` jobs; without it they fail with a reason.
+    data: Option<crate::data::DataNode>,
 }
 
 impl KernelRunner {
     /// A runner that reports results as coming from `node`.
     pub fn new(node: NodeId) -> Self {
-        Self { node }
+        Self { node, data: None }
+    }
+
+    /// The runner with the data stage, so it can run `DataOps` jobs.
+    pub fn with_data(mut self, data: crate::data::DataNode) -> Self {
+        self.data = Some(data);
+        self
     }
 }
 
@@ -43,6 +51,21 @@ impl TaskRunner for KernelRunner {
                     "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0,
                 })
                 .to_string())
+            }
+            JobKind::DataOps(job) => {
+                let data = self
+                    .data
+                    .as_ref()
+                    .ok_or_else(|| "this node runs no data stage".to_string())?;
+                // Tasks run on a blocking thread (see `TaskRunner`), so driving the async
+                // coordinator to completion here blocks no runtime worker.
+                data.runtime.block_on(data.run_ops(
+                    &job.dataset,
+                    job.parent_version,
+                    job.output_version,
+                    &job.ops_json,
+                    cancelled,
+                ))
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flotilla_protocol::services::{actors, catalog, control, jobs};
+use flotilla_protocol::services::{actors, catalog, control, data, jobs};
 use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
@@ -38,6 +38,8 @@ pub type ServingCodec = FrameCodec<
     flotilla_protocol::services::serving::Response,
     { flotilla_protocol::services::serving::MAX_FRAME_BYTES },
 >;
+/// The data service's codec.
+pub type DataCodec = FrameCodec<data::Request, data::Response, { data::MAX_FRAME_BYTES }>;
 
 /// Every behaviour a node runs.
 #[derive(NetworkBehaviour)]
@@ -58,6 +60,7 @@ pub struct Behaviour {
     pub jobs: request_response::Behaviour<JobsCodec>,
     pub actors: request_response::Behaviour<ActorsCodec>,
     pub serving: request_response::Behaviour<ServingCodec>,
+    pub data: request_response::Behaviour<DataCodec>,
 }
 
 impl Behaviour {
@@ -182,9 +185,22 @@ impl Behaviour {
                 .with_max_concurrent_streams(1024),
         );
 
+        // Shard chunks and operation phases take longer than control calls: at least a minute.
+        let data = request_response::Behaviour::with_codec(
+            DataCodec::new(data::SERVICE),
+            [(
+                StreamProtocol::new(data::PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout.max(Duration::from_secs(60)))
+                .with_max_concurrent_streams(64),
+        );
+
         Ok(Self {
             actors,
             serving,
+            data,
             blocked: allow_block_list::Behaviour::default(),
             jobs,
             catalog,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_actors::membership;
-use flotilla_protocol::services::{actors, catalog, control, jobs, membership as gossip};
+use flotilla_protocol::services::{actors, catalog, control, data, jobs, membership as gossip};
 use flotilla_protocol::{NodeId, NodeInfo, RequestId};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
@@ -22,6 +22,7 @@ use super::actors_net::ActorsInbound;
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::catalog_sync::{CatalogNet, CatalogReply, CatalogWiring};
 use super::codec::Frame;
+use super::data_net::{DataAnswer, DataInbound};
 use super::jobs_net::JobsInbound;
 use super::rpc::{Inbound, Pending, Reply};
 use crate::metrics::{Metrics, ServiceLabel};
@@ -86,6 +87,17 @@ pub enum Command {
         channel: ResponseChannel<Frame<flotilla_protocol::services::serving::Response>>,
         response: flotilla_protocol::services::serving::Response,
     },
+    /// Send a data request and reply with the answer.
+    Data {
+        peer: PeerId,
+        body: data::RequestBody,
+        reply: Reply<DataAnswer>,
+    },
+    /// Send the answer to an inbound data request.
+    DataRespond {
+        channel: ResponseChannel<Frame<data::Response>>,
+        response: data::Response,
+    },
     /// Close and refuse every connection with a peer until it is unblocked.
     Block(PeerId),
     /// Accept a blocked peer again.
@@ -117,6 +129,8 @@ pub struct Wiring {
     pub actors_inbox: mpsc::Sender<ActorsInbound>,
     /// Inbound serving requests for the serving worker.
     pub serving_inbox: mpsc::Sender<super::serving_net::ServingInbound>,
+    /// Inbound data requests for the data worker.
+    pub data_inbox: mpsc::Sender<DataInbound>,
 }
 
 /// The bridge's state.
@@ -130,6 +144,7 @@ pub struct Bridge {
     pub(super) jobs: Pending<jobs::ResponseBody>,
     pub(super) actors: Pending<actors::ResponseBody>,
     pub(super) serving: Pending<super::serving_net::ServingAnswer>,
+    pub(super) data: Pending<DataAnswer>,
 }
 
 impl Bridge {
@@ -152,6 +167,7 @@ impl Bridge {
             jobs: Pending::default(),
             actors: Pending::default(),
             serving: Pending::default(),
+            data: Pending::default(),
         };
         bridge.dial_join_addrs();
         Ok(bridge)
@@ -203,6 +219,7 @@ impl Bridge {
         self.jobs.fail_all("node is shutting down");
         self.actors.fail_all("node is shutting down");
         self.serving.fail_all("node is shutting down");
+        self.data.fail_all("node is shutting down");
         self.catalog.fail_pending();
     }
 
@@ -256,6 +273,8 @@ impl Bridge {
             Command::ServingRespond { channel, response } => {
                 self.serving_respond(channel, response)
             }
+            Command::Data { peer, body, reply } => self.data_request(peer, body, reply),
+            Command::DataRespond { channel, response } => self.data_respond(channel, response),
             Command::Block(peer) => {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
             }
@@ -339,6 +358,7 @@ impl Bridge {
             SwarmEvent::Behaviour(BehaviourEvent::Jobs(ev)) => self.on_jobs(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Actors(ev)) => self.on_actors(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Serving(ev)) => self.on_serving(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Data(ev)) => self.on_data(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.wiring.listen_addrs.send_modify(|a| a.push(address));

@@ -8,6 +8,8 @@
 //!   service) and the periodic anti-entropy rounds.
 //! - [`actors_net`]: the actors service (`/flotilla/actors/1`): named actors, remote spawn and
 //!   monitoring, answered by the node's `remote::Host`.
+//! - [`data_net`]: the data service (`/flotilla/data/1`), its worker, and [`data_net::NetData`],
+//!   the data cores' `DataPeers` over the mesh.
 //! - [`jobs_net`]: the jobs service (`/flotilla/jobs/1`) and the worker that answers it.
 //! - [`serving_net`]: the serving service (`/flotilla/serving/1`), its worker and the routers'
 //!   transport.
@@ -19,6 +21,7 @@ pub mod behaviour;
 pub mod bridge;
 pub mod catalog_sync;
 pub mod codec;
+pub mod data_net;
 pub mod jobs_net;
 pub mod mesh;
 pub mod rpc;

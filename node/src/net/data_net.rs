@@ -1,0 +1,212 @@
+//! The data service on the network: `/flotilla/data/1` requests between shard holders, the
+//! worker that answers them with the local `DataShard` actor, and [`NetData`], the data cores'
+//! [`DataPeers`] over the bridge.
+//!
+//! Inbound requests cross a bounded inbox to the worker, which answers each in its own task (at
+//! most [`MAX_IN_FLIGHT`] at once) with [`flotilla_actors::data::service::serve`] and hands the
+//! response back to the bridge. A full inbox is answered `Unavailable` at once.
+//!
+//! Unlike the other services, an answered error keeps its [`RemoteError`] (kind and message)
+//! all the way to the caller: the operation coordinator stops on a `BadRequest` (a missing
+//! field) but moves on to the next holder on anything else, so the kind must survive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_actors::data::peers::DataPeers;
+use flotilla_actors::data::{self as cores, service, shard};
+use flotilla_protocol::codec as wire;
+use flotilla_protocol::services::control::{RemoteError, RemoteErrorKind};
+use flotilla_protocol::services::data;
+use flotilla_protocol::{NodeId, RequestId};
+use libp2p::request_response::ResponseChannel;
+use libp2p::PeerId;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::bridge::{Bridge, Command};
+use super::codec::Frame;
+use super::mesh::NetMesh;
+use super::rpc::{Envelope, Inbound, Reply};
+
+/// Capacity of the inbox of requests waiting for the worker.
+pub const INBOX_CAPACITY: usize = 256;
+/// Requests answered concurrently at most.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// What an outbound data request ends with once the peer answered: its body or its error.
+pub type DataAnswer = Result<data::ResponseBody, RemoteError>;
+
+impl Envelope for data::Response {
+    type Body = DataAnswer;
+    fn id(&self) -> RequestId {
+        self.id
+    }
+    // The peer's error is part of the answer (see the module docs), never flattened here.
+    fn into_body(self) -> Result<Self::Body, RemoteError> {
+        Ok(self.body)
+    }
+}
+
+/// A request for the worker.
+#[derive(Debug)]
+pub struct DataInbound {
+    pub peer: PeerId,
+    pub request: data::Request,
+    pub channel: ResponseChannel<Frame<data::Response>>,
+}
+
+impl Bridge {
+    /// Sends a data request, refusing one over the cap here rather than on the wire.
+    pub(super) fn data_request(
+        &mut self,
+        peer: PeerId,
+        body: data::RequestBody,
+        reply: Reply<DataAnswer>,
+    ) {
+        self.next_request_id += 1;
+        let id = RequestId(self.next_request_id);
+        let request = data::Request { id, body };
+        let fits = wire::encoded_len(data::SERVICE, &request).and_then(|len| {
+            wire::check_frame_len(data::SERVICE, len as u64, data::MAX_FRAME_BYTES)
+        });
+        if let Err(e) = fits {
+            let _ = reply.send(Err(e.to_string()));
+            return;
+        }
+        let out = self
+            .swarm
+            .behaviour_mut()
+            .data
+            .send_request(&peer, Frame::Valid(request));
+        self.data.insert(out, id, reply);
+    }
+
+    /// Sends the worker's answer to an inbound request.
+    pub(super) fn data_respond(
+        &mut self,
+        channel: ResponseChannel<Frame<data::Response>>,
+        response: data::Response,
+    ) {
+        // The requester may have gone away; nothing to do then.
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .data
+            .send_response(channel, Frame::Valid(response));
+    }
+
+    /// Events of the data service.
+    pub(super) fn on_data(
+        &mut self,
+        ev: libp2p::request_response::Event<Frame<data::Request>, Frame<data::Response>>,
+    ) {
+        match self.data.on_event(data::SERVICE, ev) {
+            None => {}
+            Some(Inbound::Malformed { peer, reason }) => {
+                self.reject_peer(peer, data::SERVICE, &reason)
+            }
+            Some(Inbound::Request {
+                peer,
+                request,
+                channel,
+            }) => {
+                let id = request.id;
+                let work = DataInbound {
+                    peer,
+                    request,
+                    channel,
+                };
+                if let Err(mpsc::error::TrySendError::Full(work)) =
+                    self.wiring.data_inbox.try_send(work)
+                {
+                    let body = Err(RemoteError {
+                        kind: RemoteErrorKind::Unavailable,
+                        message: "data service busy; retry later".into(),
+                    });
+                    self.data_respond(work.channel, data::Response { id, body });
+                }
+            }
+        }
+    }
+}
+
+/// The worker: answers inbound data requests until the bridge drops the inbox. `deadline`
+/// bounds the calls an answer makes to other peers (the fetch of a copy).
+pub async fn serve(
+    mut inbox: mpsc::Receiver<DataInbound>,
+    peers: Arc<NetData>,
+    commands: mpsc::Sender<Command>,
+    deadline: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(work) = inbox.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (peers, commands) = (peers.clone(), commands.clone());
+        tokio::spawn(async move {
+            let body = service::serve(&peers.shards, &*peers, work.request.body, deadline).await;
+            let response = data::Response {
+                id: work.request.id,
+                body,
+            };
+            let _ = commands
+                .send(Command::DataRespond {
+                    channel: work.channel,
+                    response,
+                })
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+/// The data cores' [`DataPeers`] over the mesh; calls to this node go straight to its shard
+/// actor through the same [`service::serve`] a remote caller reaches.
+#[derive(Debug, Clone)]
+pub struct NetData {
+    pub local: NodeId,
+    pub shards: shard::Handle,
+    pub mesh: NetMesh,
+}
+
+#[async_trait::async_trait]
+impl DataPeers for NetData {
+    async fn call(
+        &self,
+        peer: &NodeId,
+        body: data::RequestBody,
+        deadline: Duration,
+    ) -> cores::Result<data::ResponseBody> {
+        let answer = if *peer == self.local {
+            let served =
+                tokio::time::timeout(deadline, service::serve(&self.shards, self, body, deadline))
+                    .await;
+            match served {
+                Ok(a) => a,
+                Err(_) => {
+                    return Err(cores::Error::Peer {
+                        peer: peer.to_string(),
+                        reason: format!("no answer within {deadline:?}"),
+                    })
+                }
+            }
+        } else {
+            self.mesh
+                .ask(peer, deadline, |peer, reply| Command::Data {
+                    peer,
+                    body,
+                    reply,
+                })
+                .await
+                .map_err(|e| cores::Error::Peer {
+                    peer: peer.to_string(),
+                    reason: e.to_string(),
+                })?
+        };
+        answer.map_err(|error| cores::Error::Remote {
+            peer: peer.to_string(),
+            error,
+        })
+    }
+}
