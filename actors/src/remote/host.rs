@@ -151,7 +151,13 @@ impl Host {
         let cells: Vec<ActorCell> = {
             let mut s = lock(&self.state);
             s.watchers.clear();
-            s.actors.values().filter_map(|h| h.cell.clone()).collect()
+            s.monitors.clear();
+            // Roles and endpoints may hold the node's store: drop them now, not whenever the
+            // supervisor's task ends, so the data dir can be reopened at once.
+            s.roles.clear();
+            let cells = s.actors.values().filter_map(|h| h.cell.clone()).collect();
+            s.actors.clear();
+            cells
         };
         for cell in cells {
             cell.stop(Some("node shutting down".into()));
