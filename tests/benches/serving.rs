@@ -22,7 +22,10 @@ use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(300);
-const MINILM: &str = "/work/shared/models/all-MiniLM-L6-v2";
+const MINILM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/models/all-MiniLM-L6-v2"
+);
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

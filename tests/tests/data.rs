@@ -19,7 +19,11 @@ use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(120);
-const BANKING: &str = "/work/shared/data/banking77-train.csv";
+/// Beside the repository, as the project ships it.
+const BANKING: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/banking77-train.csv"
+);
 
 async fn started_cluster(n: usize) -> TestCluster {
     let cluster = TestCluster::start(n).await.unwrap();

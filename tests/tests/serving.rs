@@ -13,7 +13,11 @@ use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(120);
-const MINILM: &str = "/work/shared/models/all-MiniLM-L6-v2";
+/// Beside the repository, as the project ships it.
+const MINILM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/models/all-MiniLM-L6-v2"
+);
 const CORPUS: &str = "the quick brown fox jumps over the lazy dog. a cat sat on the mat. \
     flotilla serves models on every node of the mesh, and every node answers. ";
 

@@ -8,8 +8,10 @@
 //! - [`upload`]: a file on local disk ingested into shards on a blocking thread.
 //! - [`ops`]: dataset operations as jobs (`JobKind::DataOps`): submission and the run.
 //! - [`replicate`]: the periodic task that restores the replication factor.
+//! - [`reader`]: the training reader over the mesh (seeded order, K readers, resumable cursor).
 
 pub mod ops;
+pub mod reader;
 pub mod replicate;
 pub mod upload;
 
