@@ -93,6 +93,10 @@ impl TaskRunner for CountingRunner {
         if task == 13 {
             return Err("unlucky task".into());
         }
+        if task == 14 {
+            // A result too large to report.
+            return Ok("x".repeat(300 * 1024));
+        }
         let sum: u64 = (1..=u64::from(*matrix_size)).sum();
         Ok(format!("{{\"sum\":{sum}}}"))
     }
@@ -294,4 +298,19 @@ async fn the_run_log_usage_and_preemption() {
         .unwrap()
         .is_empty());
     assert_eq!(h.runs(None).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_oversized_result_is_reported_as_a_failure_that_says_why() {
+    let runner = Arc::new(CountingRunner::default());
+    let (h, mut reports, _) = Handle::spawn(Arc::new(MemStore::default()), runner, 16)
+        .await
+        .unwrap();
+    h.start(start(14, NodeId::from("o"), 1, 0)).await.unwrap();
+    let done = next(&mut reports).await;
+    assert!(
+        matches!(done.outcome, TaskOutcome::Failed(ref r) if r.contains("result is 307200 bytes")),
+        "{:?}",
+        done.outcome
+    );
 }

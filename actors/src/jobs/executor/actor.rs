@@ -93,6 +93,29 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Largest task result or failure reason kept. A result travels to the owner in one jobs frame
+/// (1 MiB) and again in surveys; a larger one would never arrive and leave its job running.
+pub const MAX_RESULT_BYTES: usize = 256 * 1024;
+
+/// The outcome as it can travel: an oversized result becomes a failure that says why, an
+/// oversized reason is cut.
+fn bounded(outcome: TaskOutcome) -> TaskOutcome {
+    match outcome {
+        TaskOutcome::Succeeded(r) if r.len() > MAX_RESULT_BYTES => TaskOutcome::Failed(format!(
+            "the task's result is {} bytes; at most {MAX_RESULT_BYTES} can be reported",
+            r.len()
+        )),
+        TaskOutcome::Failed(r) if r.len() > MAX_RESULT_BYTES => {
+            let mut cut = MAX_RESULT_BYTES;
+            while !r.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            TaskOutcome::Failed(format!("{}…", &r[..cut]))
+        }
+        other => other,
+    }
+}
+
 /// A persisted row: the task, who holds it and its ledger entry.
 type Row = (TaskKey, Holder, LedgerEntry);
 
@@ -165,6 +188,7 @@ impl State {
     }
 
     async fn finish(&mut self, key: &TaskKey, attempt: u32, outcome: TaskOutcome) -> Result<()> {
+        let outcome = bounded(outcome);
         let current = self.ledger.entry(key).map(|e| e.attempt);
         if current != Some(attempt) || !self.ledger.on_finish(key, outcome.clone()) {
             return Ok(()); // a superseded attempt, or already ended (cancelled)
