@@ -157,12 +157,6 @@ impl RunningNode {
             settings: config.data.clone(),
             runtime: tokio::runtime::Handle::current(),
         };
-        let (executor, reports, executor_task) = executor::Handle::spawn(
-            shared_store.clone(),
-            Arc::new(KernelRunner::new(NodeId(peer_id.to_string())).with_data(data.clone())),
-            REPORT_QUEUE,
-        )
-        .await?;
         let host = remote::Host::start(Arc::new(mesh.clone()), config.request_timeout).await?;
         mesh.set_local_actors(host.clone());
         host.add_role(
@@ -177,6 +171,20 @@ impl RunningNode {
                 mesh: Arc::new(mesh.clone()),
             }),
         );
+        let (executor, reports, executor_task) = executor::Handle::spawn(
+            shared_store.clone(),
+            Arc::new(
+                KernelRunner::new(NodeId(peer_id.to_string()))
+                    .with_data(data.clone())
+                    .with_training(crate::train::job::TrainContext {
+                        mesh: Arc::new(mesh.clone()),
+                        host: host.clone(),
+                        data: data.clone(),
+                    }),
+            ),
+            REPORT_QUEUE,
+        )
+        .await?;
         let jobs_config = jobs_config(&config);
         let (jobs, jobs_task) = manager::Handle::spawn(
             jobs_config.clone(),

@@ -123,6 +123,9 @@ pub enum JobKind {
     /// A chain of dataset operations (boxed: it is much larger than the other kinds, and job
     /// records travel inside actor messages).
     DataOps(Box<DataOpsJob>),
+    /// A distributed training run; the spec is `flotilla_protocol::training::TrainSpec` as TOML
+    /// (kept as text: the spec holds floats, and job kinds are compared and hashed).
+    Train { spec_toml: String },
 }
 
 /// A chain of dataset operations run where the shards of `dataset@parent_version` live,
@@ -256,6 +259,32 @@ impl JobSpec {
                 c.text("kind.data_ops.ops_json", ops_json, MAX_OPS_JSON_BYTES);
                 // The coordinator drives every shard holder itself: one task.
                 c.check(self.tasks == 1, "tasks", "a data job runs one task");
+            }
+            JobKind::Train { spec_toml } => {
+                match toml::from_str::<crate::training::TrainSpec>(spec_toml) {
+                    Err(e) => c.push(
+                        "kind.train",
+                        format!("not a training spec: {}", e.message()),
+                    ),
+                    Ok(spec) => {
+                        if let Err(FieldErrors(errors)) = spec.validate() {
+                            for e in errors {
+                                c.push(format!("kind.train.{}", e.field), e.message);
+                            }
+                        }
+                    }
+                }
+                c.check(
+                    spec_toml.len() <= MAX_OPS_JSON_BYTES,
+                    "kind.train",
+                    format!("at most {MAX_OPS_JSON_BYTES} bytes"),
+                );
+                // The coordinator spawns the shards and trainers itself: one task.
+                c.check(
+                    self.tasks == 1,
+                    "tasks",
+                    "a training job runs one task (its coordinator)",
+                );
             }
         }
         c.finish()

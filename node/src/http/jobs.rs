@@ -58,6 +58,7 @@ impl From<JobRecord> for JobView {
         let kind = match &r.spec.kind {
             flotilla_protocol::jobs::JobKind::Benchmark { .. } => "benchmark",
             flotilla_protocol::jobs::JobKind::DataOps(_) => "data-ops",
+            flotilla_protocol::jobs::JobKind::Train { .. } => "train",
         };
         JobView {
             id: r.id.0.clone(),

@@ -12,12 +12,30 @@ pub struct KernelRunner {
     node: NodeId,
     /// The data stage, for `DataOps` jobs; without it they fail with a reason.
     data: Option<crate::data::DataNode>,
+    /// What a `train` job's coordinator needs; without it they fail with a reason.
+    training: Option<crate::train::job::TrainContext>,
+}
+
+impl std::fmt::Debug for crate::train::job::TrainContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainContext").finish_non_exhaustive()
+    }
 }
 
 impl KernelRunner {
     /// A runner that reports results as coming from `node`.
     pub fn new(node: NodeId) -> Self {
-        Self { node, data: None }
+        Self {
+            node,
+            data: None,
+            training: None,
+        }
+    }
+
+    /// The runner with what `train` jobs need.
+    pub fn with_training(mut self, ctx: crate::train::job::TrainContext) -> Self {
+        self.training = Some(ctx);
+        self
     }
 
     /// The runner with the data stage, so it can run `DataOps` jobs.
@@ -66,6 +84,15 @@ impl TaskRunner for KernelRunner {
                     &job.ops_json,
                     cancelled,
                 ))
+            }
+            JobKind::Train { spec_toml } => {
+                let ctx = self
+                    .training
+                    .as_ref()
+                    .ok_or_else(|| "this node cannot coordinate training".to_string())?;
+                ctx.data
+                    .runtime
+                    .block_on(crate::train::job::run(ctx, spec_toml, cancelled))
             }
         }
     }

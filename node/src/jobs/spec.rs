@@ -57,6 +57,8 @@ pub struct SpecDoc {
     pub preferred_nodes: Vec<String>,
     pub idempotency_key: Option<String>,
     pub benchmark: Option<BenchmarkDoc>,
+    /// The `[train]` section: a training spec (model, dataset, args, cluster), for `train` jobs.
+    pub train: Option<serde_json::Value>,
 }
 
 fn push(errors: &mut Vec<FieldError>, field: &str, message: impl Into<String>) {
@@ -120,15 +122,40 @@ impl SpecDoc {
                     AntiAffinity::OnePerNode,
                 )
             }
+            "train" => match &self.train {
+                None => {
+                    push(
+                        &mut errors,
+                        "train",
+                        "a training job needs a [train] section",
+                    );
+                    (None, 1, AntiAffinity::None)
+                }
+                Some(section) => match toml::to_string(section) {
+                    Ok(spec_toml) => (Some(JobKind::Train { spec_toml }), 1, AntiAffinity::None),
+                    Err(e) => {
+                        push(
+                            &mut errors,
+                            "train",
+                            format!("not a table of settings: {e}"),
+                        );
+                        (None, 1, AntiAffinity::None)
+                    }
+                },
+            },
             "" => {
-                push(&mut errors, "kind", "is required (supported: benchmark)");
+                push(
+                    &mut errors,
+                    "kind",
+                    "is required (supported: benchmark, train)",
+                );
                 (None, 1, AntiAffinity::None)
             }
             other => {
                 push(
                     &mut errors,
                     "kind",
-                    format!("unknown job kind {other:?} (supported: benchmark)"),
+                    format!("unknown job kind {other:?} (supported: benchmark, train)"),
                 );
                 (None, 1, AntiAffinity::None)
             }
@@ -186,6 +213,7 @@ impl SpecDoc {
                 let field = e
                     .field
                     .replace("kind.benchmark.", "benchmark.")
+                    .replace("kind.train.", "train.")
                     .replace("resources.ram_bytes", "resources.ram_mib")
                     .replace("anti_affinity.max_per_node", "max_per_node");
                 if !errors.iter().any(|x: &FieldError| x.field == field) {

@@ -12,9 +12,11 @@
 //! - [`workers`]: a job's coordinator as a mesh endpoint, [`workers::RemoteDispatch`], and the
 //!   `trainer` role (a kernels-backed trainer under the node's supervisor).
 //!
-//! The `train` job kind and the data path from dataset shards are not wired yet.
+//! - [`job`]: the `train` job kind's coordinator: dataset version → model → shards and trainers
+//!   on the alive nodes → a JSON summary.
 
 pub mod gradient;
+pub mod job;
 pub mod optimizer;
 pub mod remote;
 pub mod workers;

@@ -1,0 +1,396 @@
+//! The `train` job: one task, on any node, that coordinates a distributed training run on the
+//! mesh — reads the dataset version, builds the model, spawns parameter-server shards and
+//! trainers on the alive nodes as remote actors, drops trainers whose node dies (their samples
+//! go to the others), and reports the run.
+//!
+//! Supported now: `[model.new]` classifiers (a transformer encoder with a character tokenizer
+//! built from the data) in sync, async or SSP mode. Checkpoints, shard restore, elastic joins
+//! and model registration are not wired yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_actors::data::record::Record;
+use flotilla_actors::mesh::Mesh;
+use flotilla_actors::remote::{self, spawn_remote, RemoteActor};
+use flotilla_actors::training::client::ParamClient;
+use flotilla_actors::training::dispatch::{self, LocalDispatch};
+use flotilla_actors::training::elastic::{self, Role, Why};
+use flotilla_actors::training::partition;
+use flotilla_actors::training::trainer::GradientSource;
+use flotilla_kernels::models::config::{NormPlacement, Pooling};
+use flotilla_kernels::models::encoder::EncoderConfig;
+use flotilla_kernels::optim::{AdamWConfig, OptimizerConfig, SgdConfig};
+use flotilla_kernels::tokenize::CharTokenizer;
+use flotilla_protocol::jobs::JobId;
+use flotilla_protocol::services::control::RemoteError;
+use flotilla_protocol::services::training::{RequestBody, ResponseBody};
+use flotilla_protocol::training::{
+    Architecture, ModelSource, OptimizerKind, Precision, TrainSpec, Versioned, WorkerId,
+};
+use flotilla_protocol::NodeId;
+use tokio::sync::mpsc;
+
+use super::remote::{shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE};
+use super::workers::{dispatch_actor, trainer_actor, DispatchEndpoint, TrainerArgs, TRAINER_ROLE};
+use crate::data::reader::VersionReader;
+use crate::data::DataNode;
+
+/// What a node needs to coordinate a training run.
+#[derive(Clone)]
+pub struct TrainContext {
+    pub mesh: Arc<dyn Mesh>,
+    pub host: remote::Host,
+    pub data: DataNode,
+}
+
+type Reply = std::result::Result<ResponseBody, RemoteError>;
+
+const CALL: Duration = Duration::from_secs(10);
+const PULL: Duration = Duration::from_secs(300);
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Runs the training described by `spec_toml`; the result is a JSON summary.
+pub async fn run(
+    ctx: &TrainContext,
+    spec_toml: &str,
+    cancelled: &AtomicBool,
+) -> Result<String, String> {
+    let spec: TrainSpec = toml::from_str(spec_toml).map_err(|e| format!("train spec: {e}"))?;
+    spec.validate().map_err(|e| format!("train spec: {e}"))?;
+    let ModelSource::New(model) = &spec.model else {
+        return Err("only [model.new] classifiers can be trained on the mesh yet".into());
+    };
+    if model.architecture != Architecture::Classifier {
+        return Err("only architecture = \"classifier\" can be trained on the mesh yet".into());
+    }
+    let label_field = spec
+        .dataset
+        .label_field
+        .clone()
+        .ok_or("dataset.label_field is required to train a classifier")?;
+    let dataset = Versioned::parse(&spec.dataset.name).map_err(|e| format!("dataset.name: {e}"))?;
+    let seed = spec.args.seed;
+
+    // The records, in upload order (the coordinator hands them out by position).
+    let mut reader =
+        VersionReader::open(&ctx.data, &dataset.name, dataset.version, seed, 1, 0, None)
+            .await
+            .map_err(err)?;
+    let mut records: Vec<Record> = Vec::new();
+    while let Some(r) = reader.next().await.map_err(err)? {
+        records.push(r);
+    }
+    records.sort_by_key(|r| r.id);
+    if records.is_empty() {
+        return Err(format!("dataset {} has no records", spec.dataset.name));
+    }
+    let mut corpus = String::new();
+    let mut labels = BTreeSet::new();
+    for r in &records {
+        corpus.push_str(r.field(&spec.dataset.text_field).map_err(err)?);
+        labels.insert(r.field(&label_field).map_err(err)?.to_string());
+    }
+    let tokenizer = CharTokenizer::from_corpus(&corpus).map_err(err)?;
+    if tokenizer.vocab_size() > model.vocab_size as usize {
+        return Err(format!(
+            "the data has {} distinct characters; model.new.vocab_size is {}",
+            tokenizer.vocab_size(),
+            model.vocab_size
+        ));
+    }
+    if let Some(n) = model.num_labels {
+        if n as usize != labels.len() {
+            return Err(format!(
+                "the data has {} labels; model.new.num_labels is {n}",
+                labels.len()
+            ));
+        }
+    }
+    let classes: BTreeMap<String, u32> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), i as u32))
+        .collect();
+    let cfg = EncoderConfig {
+        vocab: model.vocab_size as usize,
+        context: model.max_seq_len as usize,
+        width: model.hidden_size as usize,
+        heads: model.heads as usize,
+        layers: model.layers as usize,
+        ffn: 4 * model.hidden_size as usize,
+        classes: classes.len(),
+        pooling: Pooling::Mean,
+        norm: NormPlacement::Pre,
+    };
+    let init = cfg.build(seed).map_err(err)?.params_flat();
+
+    // Nodes: every alive one, in a fixed order; shards round-robin, one trainer per node.
+    let job = JobId(format!(
+        "train-{}",
+        &blake3::hash(format!("{spec_toml}{}", crate::data::now_ms()).as_bytes()).to_hex()[..16]
+    ));
+    let alive = ctx.data.alive().await;
+    let nodes = flotilla_actors::rendezvous::rank(job.as_str().as_bytes(), &alive);
+    let workers = (spec.cluster.workers_max as usize).min(nodes.len());
+    if workers < spec.cluster.workers_min as usize {
+        return Err(format!(
+            "{} alive nodes; the job needs at least {} workers",
+            nodes.len(),
+            spec.cluster.workers_min
+        ));
+    }
+    let shards = (spec.cluster.ps_shards as usize).max(1);
+    let hosts: Vec<NodeId> = (0..shards)
+        .map(|i| nodes[i % nodes.len()].clone())
+        .collect();
+    let per_epoch = (records.len() as u64).div_ceil(u64::from(spec.global_batch(workers as u32)));
+    let total = spec
+        .args
+        .max_steps
+        .unwrap_or(u64::from(spec.args.epochs.unwrap_or(1)) * per_epoch);
+    let lr = LrArgs {
+        peak: spec.args.learning_rate,
+        warmup: spec.args.warmup_steps,
+        total,
+        decay: spec.args.schedule,
+    };
+    let optimizer = match spec.args.optimizer {
+        OptimizerKind::Adamw => OptimizerConfig::AdamW(AdamWConfig {
+            weight_decay: spec.args.weight_decay,
+            ..AdamWConfig::default()
+        }),
+        OptimizerKind::Sgd => OptimizerConfig::Sgd(SgdConfig::default()),
+    };
+    let consistency = spec.cluster.consistency();
+    for (i, r) in partition::ranges(init.len(), shards)
+        .into_iter()
+        .enumerate()
+    {
+        let args = ShardArgs {
+            job: job.clone(),
+            shard: i as u32,
+            consistency,
+            max_consecutive_nonfinite: spec.nan.max_consecutive_nonfinite.max(1),
+            lr,
+            save_every: 0,
+            optimizer_json: ShardArgs::optimizer_json(&optimizer),
+            init: init[r].to_vec(),
+        };
+        spawn_remote::<_, RequestBody, Reply>(
+            ctx.mesh.clone(),
+            hosts[i].clone(),
+            PARAM_SERVER_ROLE,
+            &shard_actor(&job, i as u32),
+            &args,
+            CALL,
+        )
+        .await
+        .map_err(|e| format!("spawning shard {i} on {}: {e}", hosts[i]))?;
+    }
+    let params = Arc::new(RemoteParams::new(
+        ctx.mesh.clone(),
+        &job,
+        &hosts,
+        init.len(),
+        CALL,
+        PULL,
+    ));
+    let n = records.len();
+    let records = Arc::new(records);
+    let d = Arc::new(
+        LocalDispatch::new(
+            dispatch::Config {
+                records: n as u64,
+                seed,
+                epochs: spec.args.epochs,
+                global_batch: Some(spec.global_batch(workers as u32)),
+                per_device_batch: spec.args.per_device_batch,
+                consistency,
+                elastic: elastic::Config {
+                    workers_min: spec.cluster.workers_min,
+                    workers_max: spec.cluster.workers_max,
+                    below_min_timeout: spec.cluster.below_min_timeout,
+                },
+                speed_alpha: 0.5,
+                series_capacity: 10_000,
+                keep_ledger: true,
+                save_every: 0,
+            },
+            records.clone(),
+        )
+        .map_err(err)?,
+    );
+    let endpoint = dispatch_actor(&job);
+    ctx.host
+        .register(&endpoint, Arc::new(DispatchEndpoint(d.clone())))
+        .map_err(err)?;
+    let result = drive(
+        ctx,
+        &spec,
+        &job,
+        &nodes[..workers],
+        &hosts,
+        &cfg,
+        &tokenizer,
+        &classes,
+        &label_field,
+        lr,
+        &params,
+        &d,
+        cancelled,
+    )
+    .await;
+
+    // Whatever happened, the shards and the endpoint go.
+    for (i, host) in hosts.iter().enumerate() {
+        let shard: RemoteActor<RequestBody, Reply> = RemoteActor::new(
+            ctx.mesh.clone(),
+            host.clone(),
+            &shard_actor(&job, i as u32),
+            CALL,
+        );
+        let _ = shard.stop().await;
+    }
+    ctx.host.unregister(&endpoint);
+    let (trained, steps) = result?;
+    let src = classifier(
+        &cfg,
+        &tokenizer,
+        &classes,
+        &spec.dataset.text_field,
+        &label_field,
+    );
+    let sample: Vec<Record> = records.iter().take(512).cloned().collect();
+    let before = src.compute(&init, &sample).map_err(err)?.1;
+    let after = src.compute(&trained, &sample).map_err(err)?.1;
+    Ok(serde_json::json!({
+        "job": job.as_str(),
+        "records": n,
+        "workers": workers,
+        "shards": shards,
+        "samples": steps,
+        "loss_before": before,
+        "loss_after": after,
+    })
+    .to_string())
+}
+
+fn classifier(
+    cfg: &EncoderConfig,
+    tokenizer: &CharTokenizer,
+    classes: &BTreeMap<String, u32>,
+    text_field: &str,
+    label_field: &str,
+) -> super::ClassifierSource {
+    let t = tokenizer.clone();
+    let encode = Box::new(move |s: &str| t.encode(s).map_err(|e| e.to_string()));
+    super::ClassifierSource::new(
+        cfg.transformer(),
+        encode,
+        classes.clone(),
+        text_field,
+        label_field,
+    )
+}
+
+/// Spawns and watches the trainers until they are all gone; the final parameters and the
+/// samples the ledger holds.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    ctx: &TrainContext,
+    spec: &TrainSpec,
+    job: &JobId,
+    nodes: &[NodeId],
+    hosts: &[NodeId],
+    cfg: &EncoderConfig,
+    tokenizer: &CharTokenizer,
+    classes: &BTreeMap<String, u32>,
+    label_field: &str,
+    lr: LrArgs,
+    params: &Arc<RemoteParams>,
+    d: &Arc<LocalDispatch>,
+    cancelled: &AtomicBool,
+) -> Result<(Vec<f32>, u64), String> {
+    let (down_tx, mut down_rx) = mpsc::channel(nodes.len().max(1));
+    for (w, node) in nodes.iter().enumerate() {
+        let worker = WorkerId(w as u32);
+        if d.admit(params.as_ref(), worker).await.map_err(err)? != Role::Worker {
+            continue;
+        }
+        let args = TrainerArgs {
+            job: job.clone(),
+            worker,
+            sync: spec.cluster.consistency() == flotilla_protocol::training::Consistency::Sync,
+            precision: Precision::F32,
+            clip_norm: spec.args.clip_norm,
+            lr,
+            model: *cfg,
+            vocabulary: tokenizer.chars().to_vec(),
+            classes: classes.clone(),
+            text_field: spec.dataset.text_field.clone(),
+            label_field: label_field.to_string(),
+            total_params: params.total_params() as u64,
+            shard_hosts: hosts.to_vec(),
+            coordinator: ctx.data.me.clone(),
+            call_deadline_ms: CALL.as_millis() as u64,
+            pull_deadline_ms: PULL.as_millis() as u64,
+        };
+        let name = trainer_actor(job, worker);
+        spawn_remote::<_, (), ()>(
+            ctx.mesh.clone(),
+            node.clone(),
+            TRAINER_ROLE,
+            &name,
+            &args,
+            CALL,
+        )
+        .await
+        .map_err(|e| format!("spawning trainer {w} on {node}: {e}"))?;
+        let mut rx = ctx
+            .host
+            .monitor(&ctx.data.membership, node, &name)
+            .await
+            .map_err(err)?;
+        let tx = down_tx.clone();
+        tokio::spawn(async move {
+            if let Some(down) = rx.recv().await {
+                let _ = tx.send((worker, down)).await;
+            }
+        });
+    }
+    drop(down_tx);
+    loop {
+        tokio::select! {
+            next = down_rx.recv() => match next {
+                None => break,
+                Some((worker, down)) => {
+                    if down.reason.contains("is dead") || down.reason.contains("is left") || down.reason.contains("failed") {
+                        d.depart(params.as_ref(), worker, Why::Died).await.map_err(err)?;
+                    }
+                }
+            },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if cancelled.load(Ordering::Acquire) {
+                    return Err("cancelled".into());
+                }
+            }
+        }
+    }
+    let samples = d
+        .inspect(|c| c.ledger().map_or(0, |l| l.total()))
+        .map_err(err)?;
+    let reader = WorkerId(u32::MAX);
+    let mut trained = Vec::with_capacity(params.total_params());
+    for s in 0..params.shards() as u32 {
+        params.join(s, reader).await.map_err(err)?;
+        trained.extend(params.pull(s, reader, None).await.map_err(err)?.values);
+        params.leave(s, reader, true).await.map_err(err)?;
+    }
+    Ok((trained, samples))
+}
