@@ -271,11 +271,16 @@ mod tests {
         ] {
             assert!(e.mentions(f), "{f} missing from {e}");
         }
-        let e = SpecDoc::from_toml("kind = \"train\"\n")
+        let e = SpecDoc::from_toml("kind = \"compile\"\n")
             .unwrap()
             .to_spec()
             .unwrap_err();
         assert!(e.mentions("kind"));
+        let e = SpecDoc::from_toml("kind = \"train\"\n")
+            .unwrap()
+            .to_spec()
+            .unwrap_err();
+        assert!(e.mentions("train"), "{e}");
         let e = SpecDoc::from_toml("kind = \"benchmark\"\n")
             .unwrap()
             .to_spec()
