@@ -237,9 +237,12 @@ async fn bad_submissions_get_clear_errors_and_cancel_stops_a_running_job() {
     ] {
         assert!(fields.contains(&f), "{f} not in {fields:?}");
     }
-    let (code, v) = post(&cluster, 0, "/api/v1/jobs", &json!({"kind": "train"})).await;
+    let (code, v) = post(&cluster, 0, "/api/v1/jobs", &json!({"kind": "compile"})).await;
     assert_eq!(code, 400);
     assert_eq!(v["error"]["fields"][0]["field"], "kind");
+    let (code, v) = post(&cluster, 0, "/api/v1/jobs", &json!({"kind": "train"})).await;
+    assert_eq!(code, 400);
+    assert_eq!(v["error"]["fields"][0]["field"], "train", "{v}");
     let (code, v) = post_raw(&cluster, 0, "/api/v1/jobs", b"{not json".to_vec()).await;
     assert_eq!((code, v["error"]["code"].as_str()), (400, Some("invalid")));
     // Oversized.
