@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_actors::{catalog as replica, membership};
-use flotilla_protocol::codec as wire;
 use flotilla_protocol::services::catalog::{self, Delta};
 use flotilla_protocol::services::control::{RemoteError, RemoteErrorKind};
 use flotilla_protocol::{MemberState, NodeId, RequestId};
@@ -120,19 +119,15 @@ impl Bridge {
         self.next_request_id += 1;
         let id = RequestId(self.next_request_id);
         let request = catalog::Request { id, body };
-        let fits = wire::encoded_len(catalog::SERVICE, &request).and_then(|len| {
-            wire::check_frame_len(catalog::SERVICE, len as u64, catalog::MAX_MESSAGE_BYTES)
-        });
-        if let Err(e) = fits {
-            let _ = reply.send(Err(e.to_string()));
-            return;
-        }
-        let out = self
-            .swarm
-            .behaviour_mut()
-            .catalog
-            .send_request(&peer, Frame::Valid(request));
-        self.catalog.pending.insert(out, id, reply);
+        super::rpc::send_checked(
+            &mut self.swarm.behaviour_mut().catalog,
+            &mut self.catalog.pending,
+            catalog::SERVICE,
+            peer,
+            id,
+            request,
+            reply,
+        );
     }
 
     /// Sends the worker's answer to an inbound request.

@@ -15,18 +15,17 @@ use std::time::Duration;
 
 use flotilla_actors::data::peers::DataPeers;
 use flotilla_actors::data::{self as cores, service, shard};
-use flotilla_protocol::codec as wire;
 use flotilla_protocol::services::control::{RemoteError, RemoteErrorKind};
 use flotilla_protocol::services::data;
 use flotilla_protocol::{NodeId, RequestId};
 use libp2p::request_response::ResponseChannel;
 use libp2p::PeerId;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 use super::bridge::{Bridge, Command};
 use super::codec::Frame;
 use super::mesh::NetMesh;
-use super::rpc::{Envelope, Inbound, Reply};
+use super::rpc::{self, Envelope, Reply, Routed, Work};
 
 /// Capacity of the inbox of requests waiting for the worker.
 pub const INBOX_CAPACITY: usize = 256;
@@ -48,15 +47,10 @@ impl Envelope for data::Response {
 }
 
 /// A request for the worker.
-#[derive(Debug)]
-pub struct DataInbound {
-    pub peer: PeerId,
-    pub request: data::Request,
-    pub channel: ResponseChannel<Frame<data::Response>>,
-}
+pub type DataInbound = Work<data::Request, data::Response>;
 
 impl Bridge {
-    /// Sends a data request, refusing one over the cap here rather than on the wire.
+    /// Sends a data request (size-checked against the service's cap).
     pub(super) fn data_request(
         &mut self,
         peer: PeerId,
@@ -66,19 +60,15 @@ impl Bridge {
         self.next_request_id += 1;
         let id = RequestId(self.next_request_id);
         let request = data::Request { id, body };
-        let fits = wire::encoded_len(data::SERVICE, &request).and_then(|len| {
-            wire::check_frame_len(data::SERVICE, len as u64, data::MAX_FRAME_BYTES)
-        });
-        if let Err(e) = fits {
-            let _ = reply.send(Err(e.to_string()));
-            return;
-        }
-        let out = self
-            .swarm
-            .behaviour_mut()
-            .data
-            .send_request(&peer, Frame::Valid(request));
-        self.data.insert(out, id, reply);
+        rpc::send_checked(
+            &mut self.swarm.behaviour_mut().data,
+            &mut self.data,
+            data::SERVICE,
+            peer,
+            id,
+            request,
+            reply,
+        );
     }
 
     /// Sends the worker's answer to an inbound request.
@@ -100,32 +90,23 @@ impl Bridge {
         &mut self,
         ev: libp2p::request_response::Event<Frame<data::Request>, Frame<data::Response>>,
     ) {
-        match self.data.on_event(data::SERVICE, ev) {
-            None => {}
-            Some(Inbound::Malformed { peer, reason }) => {
-                self.reject_peer(peer, data::SERVICE, &reason)
-            }
-            Some(Inbound::Request {
-                peer,
-                request,
-                channel,
-            }) => {
-                let id = request.id;
-                let work = DataInbound {
-                    peer,
-                    request,
-                    channel,
-                };
-                if let Err(mpsc::error::TrySendError::Full(work)) =
-                    self.wiring.data_inbox.try_send(work)
-                {
-                    let body = Err(RemoteError {
-                        kind: RemoteErrorKind::Unavailable,
-                        message: "data service busy; retry later".into(),
-                    });
-                    self.data_respond(work.channel, data::Response { id, body });
-                }
-            }
+        let busy = |id| data::Response {
+            id,
+            body: Err(RemoteError {
+                kind: RemoteErrorKind::Unavailable,
+                message: "data service busy; retry later".into(),
+            }),
+        };
+        match rpc::route(
+            &mut self.data,
+            data::SERVICE,
+            ev,
+            &self.wiring.data_inbox,
+            busy,
+        ) {
+            Routed::Done => {}
+            Routed::Malformed { peer, reason } => self.reject_peer(peer, data::SERVICE, &reason),
+            Routed::Busy { channel, response } => self.data_respond(channel, response),
         }
     }
 }
@@ -133,32 +114,23 @@ impl Bridge {
 /// The worker: answers inbound data requests until the bridge drops the inbox. `deadline`
 /// bounds the calls an answer makes to other peers (the fetch of a copy).
 pub async fn serve(
-    mut inbox: mpsc::Receiver<DataInbound>,
+    inbox: mpsc::Receiver<DataInbound>,
     peers: Arc<NetData>,
     commands: mpsc::Sender<Command>,
     deadline: Duration,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(work) = inbox.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let (peers, commands) = (peers.clone(), commands.clone());
-        tokio::spawn(async move {
-            let body = service::serve(&peers.shards, &*peers, work.request.body, deadline).await;
-            let response = data::Response {
-                id: work.request.id,
+    let answer = move |_peer: PeerId, request: data::Request| {
+        let peers = peers.clone();
+        async move {
+            let body = service::serve(&peers.shards, &*peers, request.body, deadline).await;
+            data::Response {
+                id: request.id,
                 body,
-            };
-            let _ = commands
-                .send(Command::DataRespond {
-                    channel: work.channel,
-                    response,
-                })
-                .await;
-            drop(permit);
-        });
-    }
+            }
+        }
+    };
+    let respond = |channel, response| Command::DataRespond { channel, response };
+    rpc::serve_inbox(inbox, MAX_IN_FLIGHT, commands, respond, answer).await;
 }
 
 /// The data cores' [`DataPeers`] over the mesh; calls to this node go straight to its shard

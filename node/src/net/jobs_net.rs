@@ -5,20 +5,17 @@
 //! (at most [`MAX_IN_FLIGHT`] at once) with [`flotilla_actors::jobs::manager::serve::answer`]
 //! and hands the response back to the bridge. A full inbox is answered `Unavailable` at once.
 
-use std::sync::Arc;
-
 use flotilla_actors::jobs::{executor, manager};
-use flotilla_protocol::codec as wire;
 use flotilla_protocol::services::control::{RemoteError, RemoteErrorKind};
 use flotilla_protocol::services::jobs;
 use flotilla_protocol::{NodeId, RequestId};
 use libp2p::request_response::ResponseChannel;
 use libp2p::PeerId;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 use super::bridge::{Bridge, Command};
 use super::codec::Frame;
-use super::rpc::{Inbound, Reply};
+use super::rpc::{self, Reply, Routed, Work};
 
 /// Capacity of the inbox of requests waiting for the worker.
 pub const INBOX_CAPACITY: usize = 256;
@@ -26,15 +23,10 @@ pub const INBOX_CAPACITY: usize = 256;
 pub const MAX_IN_FLIGHT: usize = 64;
 
 /// A request for the worker.
-#[derive(Debug)]
-pub struct JobsInbound {
-    pub peer: PeerId,
-    pub request: jobs::Request,
-    pub channel: ResponseChannel<Frame<jobs::Response>>,
-}
+pub type JobsInbound = Work<jobs::Request, jobs::Response>;
 
 impl Bridge {
-    /// Sends a jobs request, refusing one over the cap here rather than on the wire.
+    /// Sends a jobs request (size-checked against the service's cap).
     pub(super) fn jobs_request(
         &mut self,
         peer: PeerId,
@@ -44,19 +36,15 @@ impl Bridge {
         self.next_request_id += 1;
         let id = RequestId(self.next_request_id);
         let request = jobs::Request { id, body };
-        let fits = wire::encoded_len(jobs::SERVICE, &request).and_then(|len| {
-            wire::check_frame_len(jobs::SERVICE, len as u64, jobs::MAX_FRAME_BYTES)
-        });
-        if let Err(e) = fits {
-            let _ = reply.send(Err(e.to_string()));
-            return;
-        }
-        let out = self
-            .swarm
-            .behaviour_mut()
-            .jobs
-            .send_request(&peer, Frame::Valid(request));
-        self.jobs.insert(out, id, reply);
+        rpc::send_checked(
+            &mut self.swarm.behaviour_mut().jobs,
+            &mut self.jobs,
+            jobs::SERVICE,
+            peer,
+            id,
+            request,
+            reply,
+        );
     }
 
     /// Sends the worker's answer to an inbound request.
@@ -78,63 +66,45 @@ impl Bridge {
         &mut self,
         ev: libp2p::request_response::Event<Frame<jobs::Request>, Frame<jobs::Response>>,
     ) {
-        match self.jobs.on_event(jobs::SERVICE, ev) {
-            None => {}
-            Some(Inbound::Malformed { peer, reason }) => {
-                self.reject_peer(peer, jobs::SERVICE, &reason)
-            }
-            Some(Inbound::Request {
-                peer,
-                request,
-                channel,
-            }) => {
-                let id = request.id;
-                let work = JobsInbound {
-                    peer,
-                    request,
-                    channel,
-                };
-                if let Err(mpsc::error::TrySendError::Full(work)) =
-                    self.wiring.jobs_inbox.try_send(work)
-                {
-                    let body = Err(RemoteError {
-                        kind: RemoteErrorKind::Unavailable,
-                        message: "jobs service busy; retry later".into(),
-                    });
-                    self.jobs_respond(work.channel, jobs::Response { id, body });
-                }
-            }
+        let busy = |id| jobs::Response {
+            id,
+            body: Err(RemoteError {
+                kind: RemoteErrorKind::Unavailable,
+                message: "jobs service busy; retry later".into(),
+            }),
+        };
+        match rpc::route(
+            &mut self.jobs,
+            jobs::SERVICE,
+            ev,
+            &self.wiring.jobs_inbox,
+            busy,
+        ) {
+            Routed::Done => {}
+            Routed::Malformed { peer, reason } => self.reject_peer(peer, jobs::SERVICE, &reason),
+            Routed::Busy { channel, response } => self.jobs_respond(channel, response),
         }
     }
 }
 
 /// The worker: answers inbound jobs requests until the bridge drops the inbox.
 pub async fn serve(
-    mut inbox: mpsc::Receiver<JobsInbound>,
+    inbox: mpsc::Receiver<JobsInbound>,
     executor: executor::Handle,
     manager: manager::Handle,
     commands: mpsc::Sender<Command>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(work) = inbox.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let (executor, manager, commands) = (executor.clone(), manager.clone(), commands.clone());
-        tokio::spawn(async move {
-            let from = NodeId(work.peer.to_string());
-            let body = manager::serve::answer(&from, work.request.body, &executor, &manager).await;
-            let response = jobs::Response {
-                id: work.request.id,
+    let answer = move |peer: PeerId, request: jobs::Request| {
+        let (executor, manager) = (executor.clone(), manager.clone());
+        async move {
+            let from = NodeId(peer.to_string());
+            let body = manager::serve::answer(&from, request.body, &executor, &manager).await;
+            jobs::Response {
+                id: request.id,
                 body,
-            };
-            let _ = commands
-                .send(Command::JobsRespond {
-                    channel: work.channel,
-                    response,
-                })
-                .await;
-            drop(permit);
-        });
-    }
+            }
+        }
+    };
+    let respond = |channel, response| Command::JobsRespond { channel, response };
+    rpc::serve_inbox(inbox, MAX_IN_FLIGHT, commands, respond, answer).await;
 }

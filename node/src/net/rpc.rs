@@ -3,16 +3,20 @@
 //! inbound requests and malformed frames (returned to the bridge).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use flotilla_protocol::codec as wire;
 use flotilla_protocol::services::control::RemoteError;
-use flotilla_protocol::services::{actors, catalog, control, jobs};
+use flotilla_protocol::services::{actors, catalog, control, data, jobs};
 use flotilla_protocol::RequestId;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::PeerId;
-use tokio::sync::oneshot;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::debug;
 
-use super::codec::Frame;
+use super::codec::{Frame, FrameCodec};
 
 /// A response envelope: the echoed request id and the body or the peer's error.
 pub trait Envelope {
@@ -146,5 +150,135 @@ impl<B> Pending<B> {
             }
             Event::ResponseSent { .. } => None,
         }
+    }
+}
+
+/// A request envelope: the id its response must echo.
+pub trait RequestEnvelope {
+    fn request_id(&self) -> RequestId;
+}
+
+macro_rules! request_envelope {
+    ($($service:ident),*) => {$(
+        impl RequestEnvelope for $service::Request {
+            fn request_id(&self) -> RequestId {
+                self.id
+            }
+        }
+    )*};
+}
+request_envelope!(jobs, actors, data);
+
+/// An inbound request waiting for a service's worker.
+#[derive(Debug)]
+pub struct Work<Req, Resp> {
+    pub peer: PeerId,
+    pub request: Req,
+    pub channel: ResponseChannel<Frame<Resp>>,
+}
+
+/// Sends `request` to `peer` on `behaviour`, refusing one over the service's cap here rather
+/// than on the wire (sent, it would fail in the codec and look like a hostile frame).
+#[allow(clippy::too_many_arguments)]
+pub fn send_checked<Req, Resp, B, const CAP: usize>(
+    behaviour: &mut request_response::Behaviour<FrameCodec<Req, Resp, CAP>>,
+    pending: &mut Pending<B>,
+    service: &'static str,
+    peer: PeerId,
+    id: RequestId,
+    request: Req,
+    reply: Reply<B>,
+) where
+    Req: Serialize + DeserializeOwned + Send + Sync + 'static,
+    Resp: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let fits = wire::encoded_len(service, &request)
+        .and_then(|len| wire::check_frame_len(service, len as u64, CAP));
+    if let Err(e) = fits {
+        let _ = reply.send(Err(e.to_string()));
+        return;
+    }
+    let out = behaviour.send_request(&peer, Frame::Valid(request));
+    pending.insert(out, id, reply);
+}
+
+/// What the bridge must still do after [`route`].
+pub enum Routed<Resp> {
+    Done,
+    /// Count the malformed frame and close the peer's connections.
+    Malformed {
+        peer: PeerId,
+        reason: String,
+    },
+    /// The worker's inbox is full: send this answer at once.
+    Busy {
+        channel: ResponseChannel<Frame<Resp>>,
+        response: Resp,
+    },
+}
+
+/// Delivers answers, hands inbound requests to the service's worker through `inbox`, and says
+/// what is left: a malformed frame to punish, or a `busy` answer when the inbox is full.
+pub fn route<Req, Resp, B>(
+    pending: &mut Pending<B>,
+    service: &str,
+    ev: request_response::Event<Frame<Req>, Frame<Resp>>,
+    inbox: &mpsc::Sender<Work<Req, Resp>>,
+    busy: impl FnOnce(RequestId) -> Resp,
+) -> Routed<Resp>
+where
+    Req: RequestEnvelope,
+    Resp: Envelope<Body = B>,
+{
+    match pending.on_event(service, ev) {
+        None => Routed::Done,
+        Some(Inbound::Malformed { peer, reason }) => Routed::Malformed { peer, reason },
+        Some(Inbound::Request {
+            peer,
+            request,
+            channel,
+        }) => {
+            let id = request.request_id();
+            match inbox.try_send(Work {
+                peer,
+                request,
+                channel,
+            }) {
+                Err(mpsc::error::TrySendError::Full(work)) => Routed::Busy {
+                    channel: work.channel,
+                    response: busy(id),
+                },
+                // A closed inbox means the node is stopping: the request goes unanswered.
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Routed::Done,
+            }
+        }
+    }
+}
+
+/// A service's worker: answers each request from `inbox` in its own task, at most
+/// `max_in_flight` at once, and hands the response to the bridge as `respond(channel, response)`.
+pub async fn serve_inbox<Req, Resp, F, Fut>(
+    mut inbox: mpsc::Receiver<Work<Req, Resp>>,
+    max_in_flight: usize,
+    commands: mpsc::Sender<super::bridge::Command>,
+    respond: fn(ResponseChannel<Frame<Resp>>, Resp) -> super::bridge::Command,
+    answer: F,
+) where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(PeerId, Req) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    while let Some(work) = inbox.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (answer, commands) = (answer.clone(), commands.clone());
+        tokio::spawn(async move {
+            let response = answer(work.peer, work.request).await;
+            let _ = commands.send(respond(work.channel, response)).await;
+            drop(permit);
+        });
     }
 }

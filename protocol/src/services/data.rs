@@ -231,27 +231,8 @@ pub enum ResponseBody {
     },
 }
 
-/// Checks a request fits the cap, without encoding it.
-pub fn check_request_size(r: &Request) -> Result<()> {
-    let len = codec::encoded_len(SERVICE, r)?;
-    codec::check_frame_len(SERVICE, len as u64, MAX_FRAME_BYTES).map(|_| ())
-}
-/// Encodes a request body (no length prefix).
-pub fn encode_request(r: &Request) -> Result<Vec<u8>> {
-    codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
-}
-/// Decodes a request body.
-pub fn decode_request(b: &[u8]) -> Result<Request> {
-    codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
-}
-/// Encodes a response body.
-pub fn encode_response(r: &Response) -> Result<Vec<u8>> {
-    codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
-}
-/// Decodes a response body.
-pub fn decode_response(b: &[u8]) -> Result<Response> {
-    codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
-}
+request_response_codec!();
+
 /// Encodes a whole frame (length prefix and body) of a request.
 pub fn encode_request_frame(r: &Request) -> Result<Vec<u8>> {
     codec::encode_frame::<_, MAX_FRAME_BYTES>(SERVICE, r)

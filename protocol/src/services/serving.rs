@@ -22,8 +22,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
-use crate::error::Result;
 use crate::ids::RequestId;
 use crate::openai::{ApiError, FinishReason};
 
@@ -236,27 +234,7 @@ impl ServingError {
     }
 }
 
-/// Checks a request fits the service's cap, without encoding it.
-pub fn check_request_size(r: &Request) -> Result<()> {
-    let len = codec::encoded_len(SERVICE, r)?;
-    codec::check_frame_len(SERVICE, len as u64, MAX_FRAME_BYTES).map(|_| ())
-}
-/// Encodes a request body (no length prefix).
-pub fn encode_request(r: &Request) -> Result<Vec<u8>> {
-    codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
-}
-/// Decodes a request body.
-pub fn decode_request(b: &[u8]) -> Result<Request> {
-    codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
-}
-/// Encodes a response body.
-pub fn encode_response(r: &Response) -> Result<Vec<u8>> {
-    codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
-}
-/// Decodes a response body.
-pub fn decode_response(b: &[u8]) -> Result<Response> {
-    codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
-}
+request_response_codec!();
 
 #[cfg(test)]
 mod tests {
@@ -380,7 +358,7 @@ mod tests {
         ));
         assert!(encode_request(&big).is_err());
         let frame = (MAX_FRAME_BYTES as u64 + 1).to_be_bytes();
-        assert!(codec::decode_frame::<Request, MAX_FRAME_BYTES>(SERVICE, &frame).is_err());
+        assert!(crate::codec::decode_frame::<Request, MAX_FRAME_BYTES>(SERVICE, &frame).is_err());
     }
 
     #[test]

@@ -8,8 +8,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
-use crate::error::Result;
 use crate::ids::RequestId;
 use crate::jobs::JobId;
 use crate::services::control::RemoteError;
@@ -133,22 +131,7 @@ pub enum ResponseBody {
     },
 }
 
-/// Encodes a request body (no length prefix).
-pub fn encode_request(r: &Request) -> Result<Vec<u8>> {
-    codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
-}
-/// Decodes a request body.
-pub fn decode_request(b: &[u8]) -> Result<Request> {
-    codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
-}
-/// Encodes a response body.
-pub fn encode_response(r: &Response) -> Result<Vec<u8>> {
-    codec::encode::<_, MAX_FRAME_BYTES>(SERVICE, r)
-}
-/// Decodes a response body.
-pub fn decode_response(b: &[u8]) -> Result<Response> {
-    codec::decode::<_, MAX_FRAME_BYTES>(SERVICE, b)
-}
+request_response_codec!();
 
 #[cfg(test)]
 mod tests {
@@ -288,7 +271,7 @@ mod tests {
         let mut frame = ((MAX_FRAME_BYTES + 1) as u64).to_be_bytes().to_vec();
         frame.extend_from_slice(&[0; 8]);
         assert!(matches!(
-            codec::decode_frame::<Request, MAX_FRAME_BYTES>(SERVICE, &frame),
+            crate::codec::decode_frame::<Request, MAX_FRAME_BYTES>(SERVICE, &frame),
             Err(Error::FrameTooLarge { .. })
         ));
         assert!(decode_request(&[0xff; 32]).is_err());
