@@ -314,3 +314,60 @@ async fn an_oversized_result_is_reported_as_a_failure_that_says_why() {
         done.outcome
     );
 }
+
+#[tokio::test]
+async fn a_replica_reservation_preempts_lower_classes_until_it_fits() {
+    let store: Arc<MemStore> = Arc::new(MemStore::default());
+    let runner = Arc::new(CountingRunner::default());
+    let (h, mut reports, _) = Handle::spawn(store.clone(), runner.clone(), 16)
+        .await
+        .unwrap();
+    // Two long batch tasks of one core each on a node of two cores.
+    h.start(start(101, NodeId::from("o"), 1, 0)).await.unwrap();
+    h.start(start(102, NodeId::from("o"), 1, 0)).await.unwrap();
+    let capacity = Resources {
+        cores: 2,
+        ram_bytes: 1 << 30,
+        gpus: 0,
+    };
+    let one_core = Resources {
+        cores: 1,
+        ram_bytes: 1 << 20,
+        gpus: 0,
+    };
+    // A replica needing one core: exactly one batch task goes, the lowest (job, task) first.
+    let preempted = h
+        .reserve("chat".into(), Some(one_core), capacity)
+        .await
+        .unwrap();
+    assert_eq!(
+        preempted.iter().map(|t| t.task).collect::<Vec<_>>(),
+        vec![101]
+    );
+    let done = next(&mut reports).await;
+    assert_eq!(done.task, 101);
+    assert!(
+        matches!(done.outcome, TaskOutcome::Failed(ref r) if r.contains("replica of deployment chat")),
+        "{:?}",
+        done.outcome
+    );
+    let usage = h.usage().await.unwrap();
+    let held: Vec<(u32, Priority)> = usage.iter().map(|t| (t.task, t.priority)).collect();
+    assert_eq!(held, vec![(102, Priority::Batch), (0, Priority::Inference)]);
+
+    // Reserving again with room to spare preempts nothing; releasing drops the reservation.
+    assert!(h
+        .reserve("chat".into(), Some(one_core), capacity)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(h
+        .reserve("chat".into(), None, capacity)
+        .await
+        .unwrap()
+        .is_empty());
+    let usage = h.usage().await.unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].task, 102);
+    assert!(h.preempt(job(), 102, "test over".into()).await.unwrap());
+}

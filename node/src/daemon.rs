@@ -280,6 +280,7 @@ impl RunningNode {
                 serving: serving.clone(),
                 catalog: catalog.clone(),
                 membership: membership.clone(),
+                executor: executor.clone(),
                 every: RECONCILE_EVERY,
             }
             .run(),

@@ -387,6 +387,10 @@ pub struct DeploymentRecord {
     pub max_inflight: u32,
     /// Whether deterministic responses are cached.
     pub cache: bool,
+    /// What each replica reserves on its node. Replicas are placed only where this fits next to
+    /// the other deployments' replicas, and they run in the inference priority class: tasks of
+    /// lower classes on that node are preempted to make room.
+    pub resources: crate::jobs::Resources,
 }
 
 impl DeploymentRecord {
@@ -441,6 +445,16 @@ impl DeploymentRecord {
             "must be at most 60000",
         );
         c.check(self.max_inflight >= 1, "max_inflight", "must be at least 1");
+        c.check(
+            self.resources.cores >= 1,
+            "resources.cores",
+            "a replica needs at least 1 core",
+        );
+        c.check(
+            self.resources.ram_bytes >= 1 << 20,
+            "resources.ram_bytes",
+            "a replica needs at least 1 MiB",
+        );
         c.finish()
     }
 }

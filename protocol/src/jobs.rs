@@ -71,7 +71,9 @@ pub enum Priority {
 }
 
 /// Resources one task needs on its node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Resources {
     pub cores: u32,
     pub ram_bytes: u64,

@@ -61,6 +61,11 @@ pub(crate) fn deployment(replicas: u32) -> Record {
         max_batch_wait_ms: 5,
         max_inflight: 32,
         cache: false,
+        resources: Resources {
+            cores: 1,
+            ram_bytes: 256 << 20,
+            gpus: 0,
+        },
     })
 }
 

@@ -316,7 +316,7 @@ fn evictions_needed(n: &Node, need: Resources) -> Option<usize> {
 }
 
 /// What a node offers in total.
-fn capacity(info: &NodeInfo) -> Resources {
+pub(crate) fn capacity(info: &NodeInfo) -> Resources {
     Resources {
         cores: info.cores,
         ram_bytes: info.ram_bytes,
@@ -324,11 +324,11 @@ fn capacity(info: &NodeInfo) -> Resources {
     }
 }
 
-fn fits(need: Resources, free: Resources) -> bool {
+pub(crate) fn fits(need: Resources, free: Resources) -> bool {
     need.cores <= free.cores && need.ram_bytes <= free.ram_bytes && need.gpus <= free.gpus
 }
 
-fn add(a: Resources, b: Resources) -> Resources {
+pub(crate) fn add(a: Resources, b: Resources) -> Resources {
     Resources {
         cores: a.cores.saturating_add(b.cores),
         ram_bytes: a.ram_bytes.saturating_add(b.ram_bytes),
@@ -336,7 +336,7 @@ fn add(a: Resources, b: Resources) -> Resources {
     }
 }
 
-fn sub(a: Resources, b: Resources) -> Resources {
+pub(crate) fn sub(a: Resources, b: Resources) -> Resources {
     Resources {
         cores: a.cores.saturating_sub(b.cores),
         ram_bytes: a.ram_bytes.saturating_sub(b.ram_bytes),

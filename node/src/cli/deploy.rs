@@ -58,6 +58,16 @@ pub struct DeployArgs {
     /// Cache deterministic answers (`on` or `off`).
     #[arg(long, env = "FLOTILLA_DEPLOY_CACHE", default_value = "on", value_parser = ["on", "off"])]
     pub cache: String,
+    /// Cores each replica reserves; replicas go only to nodes with room, and preempt tasks of
+    /// lower priority classes there.
+    #[arg(long, env = "FLOTILLA_DEPLOY_CORES", default_value_t = 1)]
+    pub cores: u32,
+    /// RAM each replica reserves, in MiB.
+    #[arg(long, env = "FLOTILLA_DEPLOY_MEMORY_MIB", default_value_t = 512)]
+    pub memory_mib: u64,
+    /// GPUs each replica reserves.
+    #[arg(long, env = "FLOTILLA_DEPLOY_GPUS", default_value_t = 0)]
+    pub gpus: u32,
 }
 
 fn print_models(cli: &Cli, models: &[ModelView]) -> anyhow::Result<()> {
@@ -124,18 +134,23 @@ fn print_deployments(cli: &Cli, ds: &[DeploymentInfo]) -> anyhow::Result<()> {
                         format!("{}ms", d.max_wait_ms),
                         d.max_inflight.to_string(),
                         if d.cache { "on" } else { "off" }.to_string(),
+                        format!("{}c/{}Mi", d.cores, d.memory_mib),
                         d.placed_on
                             .iter()
                             .map(|n| table::short_id(n))
                             .collect::<Vec<_>>()
                             .join(","),
+                        d.pending.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();
             print!(
                 "{}",
                 table::render(
-                    &["NAME", "MODEL", "REPLICAS", "BATCH", "WAIT", "INFLIGHT", "CACHE", "NODES"],
+                    &[
+                        "NAME", "MODEL", "REPLICAS", "BATCH", "WAIT", "INFLIGHT", "CACHE",
+                        "RESERVES", "NODES", "PENDING",
+                    ],
                     &rows
                 )
             );
@@ -166,6 +181,9 @@ pub async fn deploy(cli: &Cli, args: &DeployArgs) -> anyhow::Result<()> {
         "max_wait_ms": args.max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
         "max_inflight": args.max_inflight,
         "cache": args.cache == "on",
+        "cores": args.cores,
+        "memory_mib": args.memory_mib,
+        "gpus": args.gpus,
     });
     let d: DeploymentInfo = client.post_json("/api/v1/deployments", &body).await?;
     print_deployments(cli, &[d])

@@ -81,6 +81,21 @@ pub struct Deploy {
     pub max_inflight: Option<u32>,
     #[serde(default = "yes")]
     pub cache: bool,
+    /// Cores each replica reserves on its node.
+    #[serde(default = "one")]
+    pub cores: u32,
+    /// RAM each replica reserves on its node, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// GPUs each replica reserves on its node.
+    #[serde(default)]
+    pub gpus: u32,
+}
+
+/// What a replica reserves by default: enough for the bundled models (MiniLM's weights are
+/// 90 MB, its activations for a batch of 32 a few tens of MB more) with room to spare.
+fn default_memory_mib() -> u64 {
+    512
 }
 
 fn one() -> u32 {
@@ -107,8 +122,14 @@ pub struct DeploymentInfo {
     pub max_wait_ms: u32,
     pub max_inflight: u32,
     pub cache: bool,
+    /// Cores, RAM (MiB) and GPUs each replica reserves.
+    pub cores: u32,
+    pub memory_mib: u64,
+    pub gpus: u32,
     /// Nodes placed to run a replica (empty until this node's reconciler has seen it).
     pub placed_on: Vec<String>,
+    /// Why fewer replicas than asked are placed (no node with room), if so.
+    pub pending: Option<String>,
     /// The version hash this node's router sends traffic to, once its reconciler has seen it.
     pub serving_hash: Option<String>,
 }
@@ -222,10 +243,14 @@ fn info(d: &DeploymentRecord, view: Option<crate::serve::DeploymentView>) -> Dep
         max_wait_ms: d.max_batch_wait_ms,
         max_inflight: d.max_inflight,
         cache: d.cache,
+        cores: d.resources.cores,
+        memory_mib: d.resources.ram_bytes >> 20,
+        gpus: d.resources.gpus,
         placed_on: view
             .as_ref()
             .map(|v| v.replicas.clone())
             .unwrap_or_default(),
+        pending: view.as_ref().and_then(|v| v.short.clone()),
         serving_hash: view.map(|v| v.model.hash),
     }
 }
@@ -275,6 +300,11 @@ async fn deploy(State(state): State<AppState>, Json(req): Json<Deploy>) -> Respo
             .max_inflight
             .unwrap_or_else(|| req.max_batch.saturating_mul(4)),
         cache: req.cache,
+        resources: flotilla_protocol::jobs::Resources {
+            cores: req.cores,
+            ram_bytes: req.memory_mib.saturating_mul(1 << 20),
+            gpus: req.gpus,
+        },
     };
     if let Err(e) = record.validate() {
         return invalid("invalid deployment", &e);

@@ -2,18 +2,26 @@
 //!
 //! Every node runs the same loop over the same inputs — the catalog's deployment and model
 //! records and the membership view — so every node computes the same placement without a
-//! coordinator: a deployment's replicas go to the `replicas` alive nodes with the highest
-//! rendezvous score `blake3(deployment, node)`. A node starts the replicas placed on it, stops
-//! the ones no longer placed there, and points its router at the placed nodes. When a node
-//! dies, the survivors' next pass places its replicas elsewhere and stops routing to it.
+//! coordinator ([`place_replicas`]): a deployment's replicas go to alive nodes whose advertised
+//! cores, RAM and GPUs still hold the deployment's reservation next to the replicas already
+//! placed there, in rendezvous order. A node starts the replicas placed on it, stops the ones no
+//! longer placed there, and points its router at the placed nodes. When a node dies, the
+//! survivors' next pass places its replicas elsewhere and stops routing to it.
+//!
+//! Replicas run in the inference priority class: before a replica starts, its reservation is
+//! registered with the node's executor, which preempts tasks of lower classes until everything
+//! fits (their owners re-place them), and job placement counts the reservation from then on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use flotilla_actors::jobs::executor;
+use flotilla_actors::placement::{place_replicas, ReplicaDemand};
 use flotilla_actors::serving::router::ReplicaSpec;
 use flotilla_actors::{catalog, membership};
 use flotilla_protocol::catalog::{CatalogKey, DeploymentRecord, Entry, Record, RecordKind};
-use flotilla_protocol::MemberState;
+use flotilla_protocol::jobs::Resources;
+use flotilla_protocol::MemberView;
 use tracing::{info, warn};
 
 use super::artifacts::ServedModel;
@@ -29,6 +37,8 @@ pub struct DeploymentView {
     pub model: ServedModel,
     /// Nodes placed to run a replica, in placement order.
     pub replicas: Vec<String>,
+    /// Why fewer replicas than asked are placed, if so.
+    pub short: Option<String>,
 }
 
 impl DeploymentView {
@@ -36,23 +46,6 @@ impl DeploymentView {
     pub fn max_inflight(&self) -> u32 {
         self.record.max_inflight.max(1)
     }
-}
-
-/// The `n` nodes of `alive` with the highest rendezvous score for `deployment`.
-pub fn place(deployment: &str, alive: &[String], n: usize) -> Vec<String> {
-    let mut scored: Vec<([u8; 32], &String)> = alive
-        .iter()
-        .map(|node| {
-            let mut h = blake3::Hasher::new();
-            h.update(deployment.as_bytes());
-            h.update(&[0]);
-            h.update(node.as_bytes());
-            (*h.finalize().as_bytes(), node)
-        })
-        .collect();
-    scored.sort();
-    scored.reverse();
-    scored.into_iter().take(n).map(|(_, n)| n.clone()).collect()
 }
 
 /// The version of `d` that takes traffic.
@@ -68,6 +61,8 @@ pub struct Reconciler {
     pub serving: Serving,
     pub catalog: catalog::Handle,
     pub membership: membership::Handle,
+    /// Holds the replicas' reservations and preempts lower classes for them.
+    pub executor: executor::Handle,
     pub every: Duration,
 }
 
@@ -85,21 +80,19 @@ impl Reconciler {
         }
     }
 
-    async fn alive(&self) -> anyhow::Result<Vec<String>> {
-        let mut alive: Vec<String> = self
-            .membership
-            .view()
-            .await?
-            .into_iter()
-            .filter(|m| m.state == MemberState::Alive)
-            .map(|m| m.info.id.0)
-            .collect();
-        alive.sort();
-        Ok(alive)
+    /// What this node advertises: the capacity its reservations must fit in.
+    fn my_capacity(&self, view: &[MemberView]) -> Option<Resources> {
+        view.iter()
+            .find(|m| m.info.id.0 == self.serving.me)
+            .map(|m| Resources {
+                cores: m.info.cores,
+                ram_bytes: m.info.ram_bytes,
+                gpus: u32::try_from(m.info.gpus.count()).unwrap_or(u32::MAX),
+            })
     }
 
-    async fn views(&self, alive: &[String]) -> anyhow::Result<Vec<DeploymentView>> {
-        let mut out = Vec::new();
+    async fn views(&self, view: &[MemberView]) -> anyhow::Result<Vec<DeploymentView>> {
+        let mut found = Vec::new();
         for (_, entry) in self.catalog.list(Some(RecordKind::Deployment)).await? {
             let Entry::Register(r) = entry else { continue };
             let Some(Record::Deployment(d)) = r.value else {
@@ -122,14 +115,47 @@ impl Reconciler {
             let Some(model) = model else {
                 continue;
             };
-            let replicas = place(&d.name, alive, d.max_replicas as usize);
-            out.push(DeploymentView {
-                record: d,
-                model,
-                replicas,
-            });
+            found.push((d, model, r.hlc));
         }
-        Ok(out)
+        let demands: Vec<ReplicaDemand> = found
+            .iter()
+            .map(|(d, _, hlc)| ReplicaDemand {
+                deployment: d.name.clone(),
+                replicas: d.max_replicas,
+                resources: d.resources,
+                written: hlc.clone(),
+            })
+            .collect();
+        let mut plans = place_replicas(view, &demands);
+        Ok(found
+            .into_iter()
+            .map(|(record, model, _)| {
+                let plan = plans.remove(&record.name).unwrap_or_default();
+                DeploymentView {
+                    record,
+                    model,
+                    replicas: plan.nodes.into_iter().map(|n| n.0).collect(),
+                    short: plan.short,
+                }
+            })
+            .collect())
+    }
+
+    /// Registers (or with `None` releases) this node's reservation for `deployment`'s replica;
+    /// lower-class tasks are preempted to make room.
+    async fn reserve(&self, deployment: &str, resources: Option<Resources>, capacity: Resources) {
+        match self
+            .executor
+            .reserve(deployment.to_string(), resources, capacity)
+            .await
+        {
+            Ok(preempted) => {
+                for t in preempted {
+                    info!(deployment = %deployment, job = %t.job.as_str(), task = t.task, "preempted for a replica");
+                }
+            }
+            Err(e) => warn!(deployment = %deployment, error = %e, "replica reservation failed"),
+        }
     }
 
     /// Fetches (if needed), verifies and starts this node's replica of `v`; failures are
@@ -162,8 +188,9 @@ impl Reconciler {
     }
 
     async fn once(&self, pools: &mut BTreeSet<(String, String)>) -> anyhow::Result<()> {
-        let alive = self.alive().await?;
-        let views = self.views(&alive).await?;
+        let members = self.membership.view().await?;
+        let views = self.views(&members).await?;
+        let capacity = self.my_capacity(&members);
         let me = &self.serving.me;
         let mut current = BTreeSet::new();
         for v in &views {
@@ -182,10 +209,16 @@ impl Reconciler {
                 self.serving.local.hold(v.model.clone());
             }
             if mine && !up_to_date {
+                if let Some(capacity) = capacity {
+                    self.reserve(name, Some(v.record.resources), capacity).await;
+                }
                 self.start(name, v, settings).await;
             } else if !mine && running.is_some() {
                 info!(deployment = %name, "replica stopped: placed elsewhere");
                 self.serving.local.remove(name);
+                if let Some(capacity) = capacity {
+                    self.reserve(name, None, capacity).await;
+                }
             }
             let specs = v
                 .replicas
@@ -207,6 +240,9 @@ impl Reconciler {
             if !names.contains(&r.deployment) {
                 info!(deployment = %r.deployment, "replica stopped: undeployed");
                 self.serving.local.remove(&r.deployment);
+                if let Some(capacity) = capacity {
+                    self.reserve(&r.deployment, None, capacity).await;
+                }
             }
         }
         *pools = current;
@@ -227,47 +263,5 @@ impl DeploymentView {
     /// When the served version was registered, in seconds since the Unix epoch.
     pub fn model_created_s(&self) -> u64 {
         self.model.created_at_ms / 1000
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn nodes(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("node-{i}")).collect()
-    }
-
-    #[test]
-    fn placement_is_deterministic_distinct_and_bounded() {
-        let alive = nodes(5);
-        let a = place("chat", &alive, 3);
-        assert_eq!(a.len(), 3);
-        let mut reversed = alive.clone();
-        reversed.reverse();
-        assert_eq!(
-            place("chat", &reversed, 3),
-            a,
-            "input order does not matter"
-        );
-        let mut distinct = a.clone();
-        distinct.sort();
-        distinct.dedup();
-        assert_eq!(distinct.len(), 3);
-        assert_eq!(
-            place("chat", &alive, 9).len(),
-            5,
-            "at most one replica per node"
-        );
-    }
-
-    #[test]
-    fn a_dead_node_moves_only_its_own_replica() {
-        let alive = nodes(6);
-        let before = place("embed", &alive, 3);
-        let survivors: Vec<String> = alive.iter().filter(|n| **n != before[0]).cloned().collect();
-        let after = place("embed", &survivors, 3);
-        assert!(before[1..].iter().all(|n| after.contains(n)));
-        assert!(!after.contains(&before[0]));
     }
 }

@@ -130,6 +130,11 @@ fn deployment_traffic_must_sum_to_100() {
         max_batch_wait_ms: 5,
         max_inflight: 32,
         cache: true,
+        resources: crate::jobs::Resources {
+            cores: 1,
+            ram_bytes: 256 << 20,
+            gpus: 0,
+        },
     };
     d.validate().unwrap();
     d.traffic[1].percent = 20;

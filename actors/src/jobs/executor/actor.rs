@@ -56,6 +56,9 @@ pub struct State {
     ledger: Ledger,
     owners: BTreeMap<TaskKey, Holder>,
     cancel_flags: BTreeMap<TaskKey, Arc<AtomicBool>>,
+    /// Capacity held by work that is not a task (serving replicas), by holder. Not persisted:
+    /// holders reserve again when they start after a restart.
+    reservations: BTreeMap<String, RunningTask>,
     store: Arc<dyn Store>,
     runner: Arc<dyn TaskRunner>,
     finished: mpsc::Sender<Finished>,
@@ -161,8 +164,10 @@ impl State {
             .collect())
     }
 
+    /// Running tasks, then reservations.
     fn usage(&self) -> Vec<RunningTask> {
-        self.owners
+        let mut out: Vec<RunningTask> = self
+            .owners
             .iter()
             .filter(|(k, _)| self.ledger.entry(k).is_some_and(|e| e.outcome.is_none()))
             .map(|(k, h)| RunningTask {
@@ -171,7 +176,68 @@ impl State {
                 priority: h.priority,
                 resources: h.resources,
             })
-            .collect()
+            .collect();
+        out.extend(self.reservations.values().cloned());
+        out
+    }
+
+    /// Sets (or with `None` clears) `holder`'s reservation in the inference class, then
+    /// preempts running tasks of lower classes, lowest class first, until what is reserved
+    /// fits in `capacity`. Returns the preempted tasks. Tasks of the inference class itself are
+    /// never preempted; if they alone overfill the node, the node stays overbooked.
+    async fn reserve(
+        &mut self,
+        holder: String,
+        resources: Option<Resources>,
+        capacity: Resources,
+    ) -> Result<Vec<RunningTask>> {
+        let Some(resources) = resources else {
+            self.reservations.remove(&holder);
+            return Ok(Vec::new());
+        };
+        self.reservations.insert(
+            holder.clone(),
+            RunningTask {
+                job: JobId::from(format!("replica-{holder}").as_str()),
+                task: 0,
+                priority: Priority::Inference,
+                resources,
+            },
+        );
+        let fits = |used: &[RunningTask]| {
+            let (c, r, g) = used.iter().fold((0u64, 0u64, 0u64), |a, t| {
+                (
+                    a.0 + u64::from(t.resources.cores),
+                    a.1.saturating_add(t.resources.ram_bytes),
+                    a.2 + u64::from(t.resources.gpus),
+                )
+            });
+            c <= u64::from(capacity.cores)
+                && r <= capacity.ram_bytes
+                && g <= u64::from(capacity.gpus)
+        };
+        let mut victims: Vec<RunningTask> = self
+            .usage()
+            .into_iter()
+            .filter(|t| t.priority < Priority::Inference)
+            .collect();
+        victims.sort_by(|a, b| (a.priority, &a.job, a.task).cmp(&(b.priority, &b.job, b.task)));
+        let mut preempted = Vec::new();
+        for victim in victims {
+            if fits(&self.usage()) {
+                break;
+            }
+            let key = TaskKey {
+                job: victim.job.clone(),
+                task: victim.task,
+            };
+            let reason = format!("preempted by a replica of deployment {holder}");
+            info!(job = %key.job.as_str(), task = key.task, %reason, "task preempted");
+            if self.stop(&key, TaskOutcome::Failed(reason)).await? {
+                preempted.push(victim);
+            }
+        }
+        Ok(preempted)
     }
 
     /// Ends a running task with `outcome` after raising its cancel flag; whether it ran.
@@ -238,6 +304,7 @@ impl Actor for Executor {
             ledger: Ledger::from_entries(entries),
             owners,
             cancel_flags: BTreeMap::new(),
+            reservations: BTreeMap::new(),
             store: args.store,
             runner: args.runner,
             finished: args.finished,
@@ -354,6 +421,14 @@ impl Actor for Executor {
             }
             Msg::Usage { reply } => {
                 let _ = reply.send(state.usage());
+            }
+            Msg::Reserve {
+                holder,
+                resources,
+                capacity,
+                reply,
+            } => {
+                let _ = reply.send(state.reserve(holder, resources, capacity).await);
             }
             Msg::Runs { job, reply } => {
                 let _ = reply.send(state.runs(job.as_ref()));

@@ -132,7 +132,31 @@ impl Handle {
         answer(r, self.deadline)?
     }
 
-    /// The tasks running on this node.
+    /// Reserves `resources` for `holder` (a serving replica) in the inference class, or
+    /// releases its reservation with `None`; lower-class tasks are preempted until what is
+    /// reserved fits in `capacity`. Returns the tasks preempted.
+    pub async fn reserve(
+        &self,
+        holder: String,
+        resources: Option<Resources>,
+        capacity: Resources,
+    ) -> Result<Vec<RunningTask>> {
+        let r = self
+            .actor
+            .call(
+                |reply| Msg::Reserve {
+                    holder,
+                    resources,
+                    capacity,
+                    reply,
+                },
+                Some(self.deadline),
+            )
+            .await;
+        answer(r, self.deadline)?
+    }
+
+    /// The tasks running on this node and the reservations.
     pub async fn usage(&self) -> Result<Vec<RunningTask>> {
         let r = self
             .actor

@@ -28,7 +28,16 @@ pub enum Msg {
         reason: String,
         reply: RpcReplyPort<crate::Result<bool>>,
     },
-    /// The tasks running here.
+    /// Reserve capacity for work that is not a task (a serving replica) in the inference
+    /// class, preempting lower-class tasks until everything fits in `capacity`; `None` releases.
+    /// Replies with the preempted tasks.
+    Reserve {
+        holder: String,
+        resources: Option<Resources>,
+        capacity: Resources,
+        reply: RpcReplyPort<crate::Result<Vec<RunningTask>>>,
+    },
+    /// The tasks running here, and the reservations.
     Usage {
         reply: RpcReplyPort<Vec<RunningTask>>,
     },
