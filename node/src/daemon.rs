@@ -180,6 +180,7 @@ impl RunningNode {
                         mesh: Arc::new(mesh.clone()),
                         host: host.clone(),
                         data: data.clone(),
+                        models_dir: config.data_dir.join("trained"),
                     }),
             ),
             REPORT_QUEUE,

@@ -1,7 +1,8 @@
 //! A `train` job on a 3-node cluster: a dataset uploaded to one node, the job submitted to
 //! another; its coordinator spawns parameter-server shards and one trainer per node as remote
-//! actors, trains a small transformer classifier on the kernels in sync mode, and reports a
-//! lower loss.
+//! actors, trains a small transformer classifier on the kernels in sync mode, reports a lower
+//! loss and held-out metrics, and registers the model, which then deploys and classifies
+//! through `/api/v1/classify` on any node. Specs naming what does not exist are refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -122,17 +123,137 @@ async fn a_train_job_runs_shards_and_trainers_across_the_cluster() {
     let result: Value =
         serde_json::from_str(s["detail"]["tasks"][0]["result"].as_str().unwrap()).unwrap();
     eprintln!("train job result: {result}");
-    assert_eq!(result["records"], 500);
+    let (records, held_out) = (
+        result["records"].as_u64().unwrap(),
+        result["eval_records"].as_u64().unwrap(),
+    );
+    assert_eq!(records + held_out, 500);
+    assert!(
+        (25..=75).contains(&held_out),
+        "about 10% held out: {held_out}"
+    );
     assert_eq!(result["workers"], 3);
     assert_eq!(
-        result["samples"], 1000,
-        "every record once in each of 2 epochs"
+        result["samples"].as_u64().unwrap(),
+        2 * records,
+        "every training record once in each of 2 epochs"
     );
+    let accuracy = result["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy), "{result}");
+    assert_eq!(result["model"], "bank5-classifier@1");
     let (before, after) = (
         result["loss_before"].as_f64().unwrap(),
         result["loss_after"].as_f64().unwrap(),
     );
     assert!(after < before * 0.9, "{before} -> {after}");
+
+    // The model is registered (every node learns it by gossip) with its metrics and lineage.
+    wait_until(Duration::from_secs(60), "the model at node 2", || async {
+        let models: Value = http
+            .get(format!("{}/api/v1/models", cluster.node(2).api_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        models.as_array().unwrap().iter().any(|m| {
+            m["name"] == "bank5-classifier" && m["version"] == 1 && m["kind"] == "classifier"
+        })
+    })
+    .await
+    .unwrap();
+
+    // Deployed, it classifies through any node; on training texts it beats chance (1 in 5).
+    let resp = http
+        .post(format!("{}/api/v1/deployments", cluster.node(2).api_url()))
+        .json(&json!({"name": "intents", "model": "bank5-classifier", "replicas": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    let mut texts = Vec::new();
+    let mut labels = Vec::new();
+    let csv_bytes = subset();
+    let mut reader = csv::Reader::from_reader(csv_bytes.as_slice());
+    for (i, row) in reader.records().enumerate() {
+        let row = row.unwrap();
+        if i % 5 == 0 {
+            texts.push(row[0].to_string());
+            labels.push(row[1].to_string());
+        }
+    }
+    let classify = || async {
+        let r = http
+            .post(format!("{}/api/v1/classify", cluster.node(1).api_url()))
+            .json(&json!({"model": "intents", "input": texts, "top_k": 3}))
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    wait_until(Duration::from_secs(120), "a classification", || async {
+        classify().await.0 == 200
+    })
+    .await
+    .unwrap();
+    let (_, answer) = classify().await;
+    let data = answer["data"].as_array().unwrap();
+    assert_eq!(data.len(), texts.len());
+    assert_eq!(data[0]["labels"].as_array().unwrap().len(), 3);
+    let right = data
+        .iter()
+        .zip(&labels)
+        .filter(|(d, l)| d["label"].as_str() == Some(l.as_str()))
+        .count();
+    eprintln!(
+        "served classifier: {right} of {} training texts right",
+        texts.len()
+    );
+    assert!(right * 10 > texts.len() * 3, "{right} of {}", texts.len());
+
+    // Specs naming a dataset or a field that does not exist are refused, naming it.
+    for (dataset, text_field, field, needle) in [
+        (
+            "bank9@1",
+            "text",
+            "train.dataset.name",
+            "no dataset bank9@1",
+        ),
+        (
+            "bank5@1",
+            "body",
+            "train.dataset.text_field",
+            "no field \"body\"",
+        ),
+    ] {
+        let mut wrong = spec.clone();
+        wrong["train"]["dataset"]["name"] = json!(dataset);
+        wrong["train"]["dataset"]["text_field"] = json!(text_field);
+        let resp = http
+            .post(format!("{}/api/v1/jobs", cluster.node(2).api_url()))
+            .json(&wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+        let e: Value = resp.json().await.unwrap();
+        let hit = e["error"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == field)
+            .unwrap_or_else(|| panic!("{field} not named: {e}"));
+        assert!(hit["message"].as_str().unwrap().contains(needle), "{e}");
+    }
 
     // A spec with mistakes is refused before anything runs, field by field.
     let bad = json!({ "kind": "train", "train": { "dataset": { "name": "no-version" },

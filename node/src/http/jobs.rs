@@ -157,6 +157,13 @@ async fn submit(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(s) => s,
         Err(errors) => return invalid("the job spec is not valid", &errors),
     };
+    match crate::jobs::references::missing(&state.catalog, &spec).await {
+        Ok(errors) if !errors.0.is_empty() => {
+            return invalid("the job spec names what does not exist", &errors)
+        }
+        Ok(_) => {}
+        Err(e) => return unavailable(e),
+    }
     match state.jobs.submit(spec).await {
         Ok(s) => {
             let code = if s.created {

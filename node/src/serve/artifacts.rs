@@ -27,6 +27,9 @@ pub enum ModelKind {
     Embedding,
     /// A kernels checkpoint of a character-level GPT answering completions and chat.
     Generation,
+    /// A kernels checkpoint of a character-level encoder classifier (what `train` jobs
+    /// produce) answering `/api/v1/classify`.
+    Classifier,
 }
 
 impl ModelKind {
@@ -34,12 +37,14 @@ impl ModelKind {
         match self {
             ModelKind::Embedding => "embedding",
             ModelKind::Generation => "generation",
+            ModelKind::Classifier => "classifier",
         }
     }
     fn parse(s: &str) -> Option<Self> {
         match s {
             "embedding" => Some(ModelKind::Embedding),
             "generation" => Some(ModelKind::Generation),
+            "classifier" => Some(ModelKind::Classifier),
             _ => None,
         }
     }
@@ -162,8 +167,14 @@ pub fn register_folder(
         )?;
         (ModelKind::Embedding, cfg.context, Some(cfg.width))
     } else {
-        let cfg = super::gpt::read_config(&dir)?;
-        (ModelKind::Generation, cfg.context, None)
+        let ck = flotilla_kernels::checkpoint::load(&dir)?;
+        match super::classify::classifier_config(&ck.model_config) {
+            Some(c) => (ModelKind::Classifier, c.encoder.context, None),
+            None => {
+                let cfg = super::gpt::read_config(&dir)?;
+                (ModelKind::Generation, cfg.context, None)
+            }
+        }
     };
     let mut metadata = BTreeMap::new();
     metadata.insert(META_KIND.to_string(), kind.as_str().to_string());

@@ -13,9 +13,12 @@ use flotilla_actors::serving::router::{PieceStream, StreamItem};
 use flotilla_actors::serving::scheduler::{self, SamplingParams, SeqRequest, StreamEvent};
 use flotilla_actors::serving::stop::{Fed, StopMatcher};
 use flotilla_actors::serving::ServeError;
+use flotilla_protocol::openai::classify::Classification;
+use flotilla_protocol::openai::embeddings::EmbeddingUsage;
 use flotilla_protocol::openai::{
-    ApiError, ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest,
-    EmbeddingRequest, EmbeddingResponse, EncodingFormat, GenerationParams, Input, Usage,
+    ApiError, ChatCompletion, ChatCompletionRequest, ClassifyRequest, ClassifyResponse, Completion,
+    CompletionRequest, EmbeddingRequest, EmbeddingResponse, EncodingFormat, GenerationParams,
+    Input, Usage,
 };
 use flotilla_protocol::services::serving::{
     Endpoint, ErrorKind, ReplicaLoad, ServingError, StreamEnd,
@@ -24,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::artifacts::{ModelKind, ServedModel};
+use super::classify::CharClassifier;
 use super::embed::BertEmbedder;
 use super::gpt::{CharGpt, GptGenerator};
 
@@ -49,6 +53,17 @@ enum Engine {
         engine: scheduler::Handle,
         gpt: Arc<CharGpt>,
     },
+    Classify {
+        batcher: batcher::Handle<CharClassifier>,
+        model: Arc<CharClassifier>,
+    },
+}
+
+/// A loaded model, before its engine starts.
+enum Loaded {
+    Embed(Arc<BertEmbedder>),
+    Gen(Arc<CharGpt>),
+    Classify(Arc<CharClassifier>),
 }
 
 /// One replica running on this node.
@@ -90,23 +105,29 @@ impl LocalReplica {
         let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             super::artifacts::verify(&m)?;
             Ok(match m.kind {
-                ModelKind::Embedding => (Some(Arc::new(BertEmbedder::load(&m.path)?)), None),
-                ModelKind::Generation => (None, Some(CharGpt::load(&m.path, &m.hash)?)),
+                ModelKind::Embedding => Loaded::Embed(Arc::new(BertEmbedder::load(&m.path)?)),
+                ModelKind::Generation => Loaded::Gen(CharGpt::load(&m.path, &m.hash)?),
+                ModelKind::Classifier => Loaded::Classify(Arc::new(CharClassifier::load(&m.path)?)),
             })
         })
         .await??;
+        let batching = batcher::Config {
+            max_batch: settings.max_batch,
+            max_wait: settings.max_wait,
+            max_queue: (settings.max_inflight as usize).max(settings.max_batch) * 4,
+        };
         let (engine, task) = match loaded {
-            (Some(model), _) => {
-                let config = batcher::Config {
-                    max_batch: settings.max_batch,
-                    max_wait: settings.max_wait,
-                    max_queue: (settings.max_inflight as usize).max(settings.max_batch) * 4,
-                };
+            Loaded::Embed(model) => {
                 let (batcher, task) =
-                    batcher::Handle::spawn(model.clone(), config, ENGINE_DEADLINE)?;
+                    batcher::Handle::spawn(model.clone(), batching, ENGINE_DEADLINE)?;
                 (Engine::Embed { batcher, model }, task)
             }
-            (None, Some(gpt)) => {
+            Loaded::Classify(model) => {
+                let (batcher, task) =
+                    batcher::Handle::spawn(model.clone(), batching, ENGINE_DEADLINE)?;
+                (Engine::Classify { batcher, model }, task)
+            }
+            Loaded::Gen(gpt) => {
                 let config = scheduler::Config {
                     max_running: settings.max_batch,
                     token_budget: (settings.max_batch * gpt.context()) as u32,
@@ -120,7 +141,6 @@ impl LocalReplica {
                 )?;
                 (Engine::Gen { engine, gpt }, task)
             }
-            (None, None) => anyhow::bail!("no model loaded"),
         };
         Ok(LocalReplica {
             deployment: deployment.to_string(),
@@ -137,6 +157,7 @@ impl LocalReplica {
     pub fn batch_stats(&self) -> Option<BatchStatsSnapshot> {
         match &self.engine {
             Engine::Embed { batcher, .. } => Some(batcher.stats()),
+            Engine::Classify { batcher, .. } => Some(batcher.stats()),
             Engine::Gen { .. } => None,
         }
     }
@@ -153,7 +174,7 @@ impl LocalReplica {
                     s.waiting.load(Ordering::Relaxed),
                 ))
             }
-            Engine::Embed { .. } => None,
+            Engine::Embed { .. } | Engine::Classify { .. } => None,
         }
     }
 
@@ -161,7 +182,7 @@ impl LocalReplica {
     pub fn cancelled(&self) -> Option<u64> {
         match &self.engine {
             Engine::Gen { engine, .. } => Some(engine.stats().cancelled.load(Ordering::Relaxed)),
-            Engine::Embed { .. } => None,
+            Engine::Embed { .. } | Engine::Classify { .. } => None,
         }
     }
 
@@ -327,6 +348,73 @@ impl LocalBackend {
             format,
             tokens as u32,
         ))
+    }
+
+    async fn classify(&self, r: Arc<LocalReplica>, body: &[u8]) -> Result<Vec<u8>, ServingError> {
+        let Engine::Classify { batcher, model } = &r.engine else {
+            return Err(bad(ApiError::invalid_request(
+                "this deployment's model has no classifier head",
+                Some("model"),
+            )));
+        };
+        let req: ClassifyRequest = parse(body)?;
+        let n = req.input.len();
+        if n == 0 || n > r.model.limits.max_inputs as usize {
+            return Err(bad(ApiError::invalid_request(
+                format!(
+                    "input must hold 1 to {} texts, it holds {n}",
+                    r.model.limits.max_inputs
+                ),
+                Some("input"),
+            )));
+        }
+        let vocab = model.labels().len() as u32;
+        let inputs: Vec<Vec<u32>> = match &req.input {
+            Input::Text(t) => vec![model
+                .encode(t)
+                .map_err(|e| bad(ApiError::invalid_request(e, Some("input"))))?],
+            Input::Texts(v) => v
+                .iter()
+                .map(|t| model.encode(t))
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(ApiError::invalid_request(e, Some("input"))))?,
+            Input::Tokens(_) | Input::TokenLists(_) => {
+                return Err(bad(ApiError::unsupported(
+                    "input",
+                    "a classifier takes texts, not token ids",
+                )))
+            }
+        };
+        let top_k = req.top_k.unwrap_or(1).clamp(1, vocab.max(1)) as usize;
+        let tokens: usize = inputs.iter().map(Vec::len).sum();
+        let runs = inputs.into_iter().map(|i| batcher.infer(i));
+        let probs = futures::future::try_join_all(runs)
+            .await
+            .map_err(serve_err)?;
+        let data = probs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let scores: Vec<(String, f32)> = model
+                    .labels()
+                    .iter()
+                    .cloned()
+                    .zip(p.iter().copied())
+                    .collect();
+                Classification::from_scores(i as u32, &scores, top_k).ok_or_else(|| {
+                    ServingError::new(ErrorKind::Internal, "the model has no labels")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        to_json(&ClassifyResponse {
+            object: "list".to_string(),
+            model: req.model.clone(),
+            data,
+            usage: EmbeddingUsage {
+                prompt_tokens: tokens as u32,
+                total_tokens: tokens as u32,
+            },
+        })
     }
 
     /// Validates a generation request and starts it: its pieces, prompt tokens and model name.
@@ -499,10 +587,10 @@ impl Backend for LocalBackend {
                 let _busy = Busy::new(r.clone());
                 self.embeddings(r, body).await
             }
-            Endpoint::Classify => Err(bad(ApiError::invalid_request(
-                "this deployment's model has no classifier head",
-                Some("model"),
-            ))),
+            Endpoint::Classify => {
+                let _busy = Busy::new(r.clone());
+                self.classify(r, body).await
+            }
             Endpoint::ChatCompletions | Endpoint::Completions => {
                 let (rx, prompt_tokens, model) = self.generate(r.clone(), endpoint, body).await?;
                 let (text, end) = collect(rx).await?;

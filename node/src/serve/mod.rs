@@ -5,6 +5,8 @@
 //! - [`fetch`]: artifacts fetched from the node that registered them, verified by hash.
 //! - [`embed`]: BERT embeddings (mean pooling) for the dynamic batcher.
 //! - [`gpt`]: a character-level GPT with one KV cache per sequence for continuous batching.
+//! - [`classify`]: a character-level encoder classifier (what `train` jobs produce) for the
+//!   dynamic batcher.
 //! - [`backend`]: this node's replicas and the [`Backend`](flotilla_actors::serving::replica::Backend)
 //!   that answers them, locally or for other nodes' routers.
 //! - [`metrics`]: serving metrics per deployment and replica.
@@ -16,6 +18,7 @@
 
 pub mod artifacts;
 pub mod backend;
+pub mod classify;
 pub mod embed;
 pub mod fetch;
 pub mod gpt;

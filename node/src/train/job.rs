@@ -4,8 +4,12 @@
 //! go to the others), and reports the run.
 //!
 //! Supported now: `[model.new]` classifiers (a transformer encoder with a character tokenizer
-//! built from the data) in sync, async or SSP mode. Checkpoints, shard restore, elastic joins
-//! and model registration are not wired yet.
+//! built from the data) in sync, async or SSP mode. A share of the records
+//! (`dataset.eval_fraction`) is held out; the trained model is evaluated on it (accuracy,
+//! macro-F1), saved as a checkpoint on the coordinator's node and registered in the catalog as
+//! the next version of `output.model`, with its metrics and its lineage to the dataset version,
+//! ready to deploy. Checkpoints during training, shard restore and elastic joins are not wired
+//! yet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +48,8 @@ pub struct TrainContext {
     pub mesh: Arc<dyn Mesh>,
     pub host: remote::Host,
     pub data: DataNode,
+    /// Where trained models are written (one folder per version).
+    pub models_dir: std::path::PathBuf,
 }
 
 type Reply = std::result::Result<ResponseBody, RemoteError>;
@@ -90,9 +96,15 @@ pub async fn run(
     if records.is_empty() {
         return Err(format!("dataset {} has no records", spec.dataset.name));
     }
+    let (records, held_out): (Vec<Record>, Vec<Record>) = records
+        .into_iter()
+        .partition(|r| !held_out(r.id, seed, spec.dataset.eval_fraction));
+    if records.is_empty() {
+        return Err("every record was held out for evaluation; lower dataset.eval_fraction".into());
+    }
     let mut corpus = String::new();
     let mut labels = BTreeSet::new();
-    for r in &records {
+    for r in records.iter().chain(&held_out) {
         corpus.push_str(r.field(&spec.dataset.text_field).map_err(err)?);
         labels.insert(r.field(&label_field).map_err(err)?.to_string());
     }
@@ -269,16 +281,164 @@ pub async fn run(
     let sample: Vec<Record> = records.iter().take(512).cloned().collect();
     let before = src.compute(&init, &sample).map_err(err)?.1;
     let after = src.compute(&trained, &sample).map_err(err)?.1;
-    Ok(serde_json::json!({
+    let eval = evaluate(&src, &cfg, &trained, &held_out)?;
+    let mut summary = serde_json::json!({
         "job": job.as_str(),
         "records": n,
+        "eval_records": held_out.len(),
         "workers": workers,
         "shards": shards,
         "samples": steps,
         "loss_before": before,
         "loss_after": after,
+        "accuracy": eval.map(|e| e.0),
+        "macro_f1": eval.map(|e| e.1),
+    });
+    let labels: Vec<String> = classes.keys().cloned().collect();
+    let model = register(
+        ctx, &spec, &job, &cfg, labels, &tokenizer, &trained, steps, &summary,
+    )
+    .await?;
+    summary["model"] = serde_json::Value::String(model);
+    Ok(summary.to_string())
+}
+
+/// Whether record `id` is held out of training (a share `fraction` of ids, by hash).
+fn held_out(id: u64, seed: u64, fraction: f32) -> bool {
+    if fraction <= 0.0 {
+        return false;
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.update(&id.to_le_bytes());
+    let bytes = h.finalize();
+    let draw = u32::from_le_bytes([
+        bytes.as_bytes()[0],
+        bytes.as_bytes()[1],
+        bytes.as_bytes()[2],
+        bytes.as_bytes()[3],
+    ]);
+    f64::from(draw) < f64::from(fraction) * f64::from(u32::MAX)
+}
+
+/// Accuracy and macro-F1 of `params` on `records`; `None` without records.
+fn evaluate(
+    src: &super::ClassifierSource,
+    cfg: &EncoderConfig,
+    params: &[f32],
+    records: &[Record],
+) -> Result<Option<(f64, f64)>, String> {
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let model =
+        flotilla_kernels::models::Transformer::from_params(cfg.transformer(), params.to_vec())
+            .map_err(err)?;
+    let (mut targets, mut predictions) = (Vec::new(), Vec::new());
+    for chunk in records.chunks(64) {
+        let batch = src.batch(chunk)?;
+        let out = flotilla_kernels::infer::engine::forward(
+            &model,
+            &flotilla_kernels::infer::F32Linears(&model),
+            &batch,
+        )
+        .map_err(err)?;
+        for (row, target) in out.logits.chunks(cfg.classes).zip(&batch.targets) {
+            let best = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            predictions.push(best);
+            targets.push(*target as usize);
+        }
+    }
+    let accuracy = flotilla_kernels::metrics::accuracy(&targets, &predictions).map_err(err)?;
+    let f1 =
+        flotilla_kernels::metrics::macro_f1(&targets, &predictions, cfg.classes).map_err(err)?;
+    Ok(Some((accuracy, f1)))
+}
+
+/// Saves the trained classifier on this node and registers it as the next version of the
+/// spec's output model; returns `name@version`.
+#[allow(clippy::too_many_arguments)]
+async fn register(
+    ctx: &TrainContext,
+    spec: &TrainSpec,
+    job: &JobId,
+    cfg: &EncoderConfig,
+    labels: Vec<String>,
+    tokenizer: &CharTokenizer,
+    params: &[f32],
+    steps: u64,
+    summary: &serde_json::Value,
+) -> Result<String, String> {
+    use flotilla_protocol::catalog::{Entry, Record as CatalogRecord, RecordKind};
+    let name = spec.output_model();
+    let latest = ctx
+        .data
+        .catalog
+        .list(Some(RecordKind::Model))
+        .await
+        .map_err(err)?
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Entry::Register(r) => match r.value {
+                Some(CatalogRecord::Model(m)) if m.name == name => Some(m.version),
+                _ => None,
+            },
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let version = latest + 1;
+    let dir = ctx
+        .models_dir
+        .join(&name)
+        .join(format!("{version}-{}", job.as_str()));
+    let me = ctx.data.me.0.clone();
+    let (cfg, tokenizer, params, extra) =
+        (*cfg, tokenizer.clone(), params.to_vec(), summary.clone());
+    let record = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        std::fs::create_dir_all(&dir)?;
+        crate::serve::classify::save_classifier(
+            &dir, cfg, labels, &tokenizer, &params, steps, extra,
+        )?;
+        crate::serve::artifacts::register_folder(&name, version, &dir, &me)
     })
-    .to_string())
+    .await
+    .map_err(err)?
+    .map_err(|e| format!("saving the trained model: {e}"))?;
+    let mut record = record;
+    record.lineage.operation = "train".into();
+    let params = &mut record.lineage.parameters;
+    params.insert("dataset".into(), spec.dataset.name.clone());
+    params.insert("job".into(), job.as_str().to_string());
+    params.insert("text_field".into(), spec.dataset.text_field.clone());
+    if let Some(l) = &spec.dataset.label_field {
+        params.insert("label_field".into(), l.clone());
+    }
+    for key in [
+        "accuracy",
+        "macro_f1",
+        "loss_before",
+        "loss_after",
+        "samples",
+        "eval_records",
+    ] {
+        if let Some(v) = summary.get(key).filter(|v| !v.is_null()) {
+            record
+                .metadata
+                .insert(format!("metrics.{key}"), v.to_string());
+        }
+    }
+    let at = format!("{}@{}", record.name, record.version);
+    ctx.data
+        .catalog
+        .put(CatalogRecord::Model(record))
+        .await
+        .map_err(|e| format!("registering {at}: {e}"))?;
+    Ok(at)
 }
 
 fn classifier(

@@ -20,7 +20,7 @@ mod tests;
 pub use metrics::{StepRecord, WorkerReport, WorkerStat};
 pub use spec::{
     Architecture, ClusterSpec, Consistency, DatasetRef, LrSchedule, Mode, ModelSource, NanPolicy,
-    NewModel, OptimizerKind, Precision, TrainSpec, TrainingArgs, Versioned,
+    NewModel, OptimizerKind, OutputSpec, Precision, TrainSpec, TrainingArgs, Versioned,
 };
 pub use wire::GradPayload;
 

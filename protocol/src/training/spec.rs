@@ -15,6 +15,9 @@
 //! learning_rate = 3e-4
 //! schedule = "cosine"
 //!
+//! [output]
+//! model = "reviews-sentiment"          # registered as its next version
+//!
 //! [cluster]
 //! workers_min = 2
 //! workers_max = 8
@@ -98,6 +101,9 @@ pub struct DatasetRef {
     pub text_field: String,
     /// The label field, for classifiers.
     pub label_field: Option<String>,
+    /// Share of the records held out of training to evaluate the result (chosen by a hash of
+    /// the record id and the seed, so the split is the same on every run with that seed).
+    pub eval_fraction: f32,
 }
 
 impl Default for DatasetRef {
@@ -106,8 +112,18 @@ impl Default for DatasetRef {
             name: String::new(),
             text_field: "text".into(),
             label_field: None,
+            eval_fraction: 0.1,
         }
     }
+}
+
+/// Where the trained model goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputSpec {
+    /// The model name the result is registered under, as a new version (default: the dataset's
+    /// name followed by `-classifier`).
+    pub model: Option<String>,
 }
 
 /// The learning-rate decay after warmup.
@@ -277,6 +293,24 @@ pub struct TrainSpec {
     pub args: TrainingArgs,
     pub cluster: ClusterSpec,
     pub nan: NanPolicy,
+    pub output: OutputSpec,
+}
+
+impl TrainSpec {
+    /// The model name the result is registered under.
+    pub fn output_model(&self) -> String {
+        match &self.output.model {
+            Some(m) => m.clone(),
+            None => {
+                let dataset = self
+                    .dataset
+                    .name
+                    .rsplit_once('@')
+                    .map_or(self.dataset.name.as_str(), |(n, _)| n);
+                format!("{dataset}-classifier")
+            }
+        }
+    }
 }
 
 /// A `name@version` reference, parsed.

@@ -88,6 +88,14 @@ impl TrainSpec {
             c.push("dataset.name", m);
         }
         c.name("dataset.text_field", &d.text_field);
+        c.check(
+            (0.0..=0.5).contains(&d.eval_fraction),
+            "dataset.eval_fraction",
+            "must be between 0 and 0.5",
+        );
+        if let Some(m) = &self.output.model {
+            c.name("output.model", m);
+        }
         if let Some(l) = &d.label_field {
             c.name("dataset.label_field", l);
             c.check(

@@ -1,0 +1,247 @@
+//! The classifier model: a transformer encoder with a classification head over a character
+//! vocabulary, as the `train` job produces it, stored as a kernels checkpoint (flat
+//! parameters, a [`ClassifierConfig`] as model config, the character vocabulary as tokenizer)
+//! and answering `/api/v1/classify` through the dynamic batcher.
+
+use std::path::Path;
+
+use flotilla_actors::serving::batcher::BatchModel;
+use flotilla_kernels::checkpoint::{self, Checkpoint, Tensor};
+use flotilla_kernels::infer::{engine, F32Linears};
+use flotilla_kernels::models::encoder::EncoderConfig;
+use flotilla_kernels::models::{Batch, Transformer};
+use flotilla_kernels::tokenize::CharTokenizer;
+use serde::{Deserialize, Serialize};
+
+/// The `kind` a classifier checkpoint's model config carries.
+pub const CLASSIFIER_KIND: &str = "char-classifier";
+/// The tensor holding every parameter.
+const PARAMS: &str = "params";
+/// The tokenizer file inside the checkpoint.
+const TOKENIZER: &str = "chars.json";
+
+/// What a classifier checkpoint says about its model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierConfig {
+    /// Always [`CLASSIFIER_KIND`]; tells a classifier folder from a GPT one.
+    pub kind: String,
+    pub encoder: EncoderConfig,
+    /// Class names by class id.
+    pub labels: Vec<String>,
+}
+
+/// Writes a trained classifier into `dir` as a checkpoint at `step`; `extra` (metrics,
+/// lineage) goes into the manifest.
+pub fn save_classifier(
+    dir: &Path,
+    encoder: EncoderConfig,
+    labels: Vec<String>,
+    tokenizer: &CharTokenizer,
+    params: &[f32],
+    step: u64,
+    extra: serde_json::Value,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        labels.len() == encoder.classes,
+        "{} labels for a head of {} classes",
+        labels.len(),
+        encoder.classes
+    );
+    let cfg = ClassifierConfig {
+        kind: CLASSIFIER_KIND.to_string(),
+        encoder,
+        labels,
+    };
+    let mut ck = Checkpoint::new(step, serde_json::to_value(&cfg)?);
+    ck.weights.insert(
+        PARAMS.to_string(),
+        Tensor::from_f32(vec![params.len()], params)?,
+    );
+    ck.tokenizer = Some((TOKENIZER.to_string(), serde_json::to_vec(tokenizer)?));
+    ck.extra = extra;
+    checkpoint::save(dir, &ck)?;
+    Ok(())
+}
+
+/// The classifier configuration of a checkpoint's model config, if it is one.
+pub fn classifier_config(model_config: &serde_json::Value) -> Option<ClassifierConfig> {
+    if model_config.get("kind")?.as_str()? != CLASSIFIER_KIND {
+        return None;
+    }
+    serde_json::from_value(model_config.clone()).ok()
+}
+
+/// A loaded classifier.
+#[derive(Debug)]
+pub struct CharClassifier {
+    model: Transformer,
+    tokenizer: CharTokenizer,
+    labels: Vec<String>,
+}
+
+impl CharClassifier {
+    /// Loads (and verifies, through the checkpoint manifest) the classifier in `dir`.
+    pub fn load(dir: &Path) -> anyhow::Result<CharClassifier> {
+        let ck = checkpoint::load(dir)?;
+        let cfg = classifier_config(&ck.model_config).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} is not a classifier checkpoint (model config kind is not {CLASSIFIER_KIND:?})",
+                dir.display()
+            )
+        })?;
+        let (_, tok_bytes) = ck
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("{} has no tokenizer", dir.display()))?;
+        let tokenizer: CharTokenizer = serde_json::from_slice(tok_bytes)?;
+        anyhow::ensure!(
+            tokenizer.vocab_size() <= cfg.encoder.vocab,
+            "the tokenizer has {} characters; the model's vocabulary is {}",
+            tokenizer.vocab_size(),
+            cfg.encoder.vocab
+        );
+        let params = ck
+            .weights
+            .get(PARAMS)
+            .ok_or_else(|| anyhow::anyhow!("{} has no {PARAMS} tensor", dir.display()))?
+            .to_f32()?;
+        let model = Transformer::from_params(cfg.encoder.transformer(), params)?;
+        Ok(CharClassifier {
+            model,
+            tokenizer,
+            labels: cfg.labels,
+        })
+    }
+
+    /// Class names by class id.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The context length.
+    pub fn context(&self) -> usize {
+        self.model.config().context
+    }
+
+    /// Token ids of `text`, cut to the context as in training. A character outside the
+    /// vocabulary is an error naming it.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        let mut ids = self.tokenizer.encode(text).map_err(|e| e.to_string())?;
+        ids.truncate(self.context());
+        if ids.is_empty() {
+            return Err("an empty text has nothing to classify".into());
+        }
+        Ok(ids)
+    }
+
+    /// Class probabilities of each input (softmax of the head's logits).
+    pub fn probabilities(&self, inputs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, String> {
+        let batch = Batch::padded(inputs, Vec::new());
+        let out = engine::forward(&self.model, &F32Linears(&self.model), &batch)
+            .map_err(|e| e.to_string())?;
+        let classes = self.labels.len();
+        Ok(out.logits.chunks(classes).map(softmax).collect())
+    }
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+impl BatchModel for CharClassifier {
+    type Input = Vec<u32>;
+    type Output = Vec<f32>;
+
+    fn run(&self, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, String> {
+        self.probabilities(&inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_kernels::models::config::{NormPlacement, Pooling};
+
+    fn encoder(classes: usize) -> EncoderConfig {
+        EncoderConfig {
+            vocab: 16,
+            context: 8,
+            width: 8,
+            heads: 2,
+            layers: 1,
+            ffn: 16,
+            classes,
+            pooling: Pooling::Mean,
+            norm: NormPlacement::Pre,
+        }
+    }
+
+    #[test]
+    fn a_saved_classifier_loads_and_answers_probabilities() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = CharTokenizer::from_corpus("abc xyz").unwrap();
+        let cfg = encoder(3);
+        let params = cfg.build(5).unwrap().params_flat();
+        let labels = vec!["a".to_string(), "b".into(), "c".into()];
+        save_classifier(
+            dir.path(),
+            cfg,
+            labels.clone(),
+            &tok,
+            &params,
+            9,
+            serde_json::json!({"accuracy": 0.5}),
+        )
+        .unwrap();
+        let c = CharClassifier::load(dir.path()).unwrap();
+        assert_eq!(c.labels(), labels.as_slice());
+        let p = c
+            .probabilities(&[c.encode("abc").unwrap(), c.encode("zy x a b c c").unwrap()])
+            .unwrap();
+        assert_eq!(p.len(), 2);
+        for row in &p {
+            assert_eq!(row.len(), 3);
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+        }
+        assert_eq!(
+            c.encode("zy x a b c c").unwrap().len(),
+            8,
+            "cut to the context"
+        );
+        assert!(c.encode("abq").unwrap_err().contains('q'));
+        assert!(c.encode("").is_err());
+    }
+
+    #[test]
+    fn labels_must_match_the_head_and_other_checkpoints_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = CharTokenizer::from_corpus("abc").unwrap();
+        let cfg = encoder(2);
+        let params = cfg.build(1).unwrap().params_flat();
+        let err = save_classifier(
+            dir.path(),
+            cfg,
+            vec!["only".into()],
+            &tok,
+            &params,
+            0,
+            serde_json::Value::Null,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("1 labels for a head of 2"),
+            "{err}"
+        );
+        let gpt = tempfile::tempdir().unwrap();
+        crate::serve::gpt::create_char_gpt(gpt.path(), &"some text to learn ".repeat(4), 1, 1)
+            .unwrap();
+        let err = CharClassifier::load(gpt.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("not a classifier checkpoint"),
+            "{err}"
+        );
+    }
+}
