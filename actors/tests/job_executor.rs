@@ -75,7 +75,13 @@ struct CountingRunner {
 }
 
 impl TaskRunner for CountingRunner {
-    fn run(&self, kind: &JobKind, task: u32, cancelled: &AtomicBool) -> Result<String, String> {
+    fn run(
+        &self,
+        _job: &JobId,
+        kind: &JobKind,
+        task: u32,
+        cancelled: &AtomicBool,
+    ) -> Result<String, String> {
         *self.runs.lock().unwrap().entry(task).or_default() += 1;
         self.started.fetch_add(1, Ordering::SeqCst);
         let JobKind::Benchmark { matrix_size, .. } = kind else {

@@ -94,6 +94,7 @@ impl RunningNode {
         let mut registry = Registry::default();
         let mut swarm = net::build_swarm(&key, &config, &mut registry)?;
         let metrics = Arc::new(Metrics::register(&mut registry));
+        let train_metrics = Arc::new(crate::train::metrics::TrainMetrics::register(&mut registry));
         let serving_metrics = Arc::new(crate::serve::metrics::ServingMetrics::register(
             &mut registry,
         ));
@@ -181,6 +182,8 @@ impl RunningNode {
                         host: host.clone(),
                         data: data.clone(),
                         models_dir: config.data_dir.join("trained"),
+                        store: shared_store.clone(),
+                        metrics: train_metrics.clone(),
                     }),
             ),
             REPORT_QUEUE,

@@ -141,6 +141,47 @@ async fn a_train_job_runs_shards_and_trainers_across_the_cluster() {
     let accuracy = result["accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy), "{result}");
     assert_eq!(result["model"], "bank5-classifier@1");
+
+    // Live metrics: progress lines in the job's events, gauges in the coordinator's /metrics.
+    let events: Value = http
+        .get(format!(
+            "{}/api/v1/jobs/{id}/events",
+            cluster.node(1).api_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let steps: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .filter(|t| t.starts_with("step ") && t.contains(" loss ") && t.contains(" grad_norm "))
+        .collect();
+    assert!(!steps.is_empty(), "{events}");
+    assert!(
+        steps.last().unwrap().contains("samples/s | worker"),
+        "{steps:?}"
+    );
+    let mut exported = false;
+    for i in 0..3 {
+        let text = http
+            .get(format!("{}/metrics", cluster.node(i).api_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        exported |= text
+            .lines()
+            .any(|l| l.starts_with(&format!("flotilla_train_loss{{job=\"{id}\"}}")))
+            && text.contains("flotilla_train_worker_batch_share{");
+    }
+    assert!(exported, "no node exports the job's training gauges");
     let (before, after) = (
         result["loss_before"].as_f64().unwrap(),
         result["loss_after"].as_f64().unwrap(),

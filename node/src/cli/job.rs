@@ -161,13 +161,31 @@ fn print_event(cli: &Cli, e: &JobEvent) -> anyhow::Result<()> {
     match cli.output {
         Output::Json => println!("{}", serde_json::to_string(e)?),
         Output::Table => println!(
-            "{}  {}  {}",
+            "{}  {}  {}{}",
             table::utc_ms(e.at_ms),
             table::short_id(e.node.as_str()),
+            progress_bar(&e.text),
             e.text
         ),
     }
     Ok(())
+}
+
+/// `[######--------------]  30% ` for a training progress event (`step N/M …`), else nothing.
+fn progress_bar(text: &str) -> String {
+    const WIDTH: u64 = 20;
+    let Some((step, total)) = crate::train::metrics::parse_progress(text) else {
+        return String::new();
+    };
+    let total = total.max(1);
+    let done = step.min(total);
+    let filled = (done * WIDTH / total) as usize;
+    format!(
+        "[{}{}] {:>3}% ",
+        "#".repeat(filled),
+        "-".repeat(WIDTH as usize - filled),
+        done * 100 / total
+    )
 }
 
 async fn logs(cli: &Cli, client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
@@ -197,5 +215,23 @@ async fn logs(cli: &Cli, client: &Client, id: &str, follow: bool) -> anyhow::Res
             return Ok(());
         }
         tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_bar;
+
+    #[test]
+    fn training_events_get_a_progress_bar() {
+        assert_eq!(
+            progress_bar("step 3/10 loss 1.0"),
+            "[######--------------]  30% "
+        );
+        assert_eq!(
+            progress_bar("step 12/10 loss 1.0"),
+            "[####################] 100% "
+        );
+        assert_eq!(progress_bar("task 0 started"), "");
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use flotilla_actors::jobs::executor::TaskRunner;
-use flotilla_protocol::jobs::JobKind;
+use flotilla_protocol::jobs::{JobId, JobKind};
 use flotilla_protocol::NodeId;
 
 /// Runs job tasks with this node's compute kernels and data stage.
@@ -46,7 +46,13 @@ impl KernelRunner {
 }
 
 impl TaskRunner for KernelRunner {
-    fn run(&self, kind: &JobKind, task: u32, cancelled: &AtomicBool) -> Result<String, String> {
+    fn run(
+        &self,
+        job: &JobId,
+        kind: &JobKind,
+        task: u32,
+        cancelled: &AtomicBool,
+    ) -> Result<String, String> {
         match kind {
             JobKind::Benchmark {
                 matrix_size,
@@ -92,7 +98,7 @@ impl TaskRunner for KernelRunner {
                     .ok_or_else(|| "this node cannot coordinate training".to_string())?;
                 ctx.data
                     .runtime
-                    .block_on(crate::train::job::run(ctx, spec_toml, cancelled))
+                    .block_on(crate::train::job::run(ctx, job, spec_toml, cancelled))
             }
         }
     }
@@ -105,19 +111,20 @@ mod tests {
     #[test]
     fn benchmark_tasks_report_their_measurement() {
         let r = KernelRunner::new(NodeId::from("n1"));
+        let job = JobId::from("job-1");
         let kind = JobKind::Benchmark {
             peers: 1,
             matrix_size: 48,
             iterations: 2,
         };
         let out: serde_json::Value =
-            serde_json::from_str(&r.run(&kind, 4, &AtomicBool::new(false)).unwrap()).unwrap();
+            serde_json::from_str(&r.run(&job, &kind, 4, &AtomicBool::new(false)).unwrap()).unwrap();
         assert_eq!(out["task"], 4);
         assert_eq!(out["node"], "n1");
         assert_eq!(out["iterations"], 2);
         assert!(out["gflops"].as_f64().unwrap() > 0.0);
         assert_eq!(
-            r.run(&kind, 4, &AtomicBool::new(true)).unwrap_err(),
+            r.run(&job, &kind, 4, &AtomicBool::new(true)).unwrap_err(),
             "cancelled"
         );
     }

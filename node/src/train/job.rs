@@ -50,7 +50,15 @@ pub struct TrainContext {
     pub data: DataNode,
     /// Where trained models are written (one folder per version).
     pub models_dir: std::path::PathBuf,
+    /// The node's store: progress goes into the job's events there.
+    pub store: Arc<dyn flotilla_actors::store::Store>,
+    /// The live gauges in `/metrics`.
+    pub metrics: Arc<super::metrics::TrainMetrics>,
 }
+
+/// How often the coordinator publishes progress (one event per period at most, so a long run
+/// stays well under the event log's bound).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 type Reply = std::result::Result<ResponseBody, RemoteError>;
 
@@ -64,6 +72,7 @@ fn err(e: impl std::fmt::Display) -> String {
 /// Runs the training described by `spec_toml`; the result is a JSON summary.
 pub async fn run(
     ctx: &TrainContext,
+    catalog_job: &JobId,
     spec_toml: &str,
     cancelled: &AtomicBool,
 ) -> Result<String, String> {
@@ -242,10 +251,15 @@ pub async fn run(
     ctx.host
         .register(&endpoint, Arc::new(DispatchEndpoint(d.clone())))
         .map_err(err)?;
+    let progress = Progress {
+        job: catalog_job.clone(),
+        total,
+    };
     let result = drive(
         ctx,
         &spec,
         &job,
+        &progress,
         &nodes[..workers],
         &hosts,
         &cfg,
@@ -270,6 +284,7 @@ pub async fn run(
         let _ = shard.stop().await;
     }
     ctx.host.unregister(&endpoint);
+    ctx.metrics.finished(catalog_job.as_str(), workers as u32);
     let (trained, steps) = result?;
     let src = classifier(
         &cfg,
@@ -301,6 +316,37 @@ pub async fn run(
     .await?;
     summary["model"] = serde_json::Value::String(model);
     Ok(summary.to_string())
+}
+
+/// Where a run's progress goes: the events of the job that asked for it, and the gauges.
+struct Progress {
+    job: JobId,
+    total: u64,
+}
+
+impl Progress {
+    /// Publishes the latest step recorded after `after` (one event, however many steps passed)
+    /// and returns the step published.
+    fn publish(&self, ctx: &TrainContext, d: &LocalDispatch, after: Option<u64>) -> Option<u64> {
+        let Ok(records) = dispatch::latest(d, after) else {
+            return after;
+        };
+        let Some(last) = records.last() else {
+            return after;
+        };
+        ctx.metrics.observe(self.job.as_str(), last, self.total);
+        let event = flotilla_protocol::services::jobs::JobEvent {
+            at_ms: crate::data::now_ms(),
+            node: ctx.data.me.clone(),
+            text: super::metrics::event_text(last, self.total),
+        };
+        if let Err(e) =
+            flotilla_actors::jobs::manager::events::append(ctx.store.as_ref(), &self.job, &event)
+        {
+            tracing::warn!(job = %self.job.as_str(), error = %e, "cannot log training progress");
+        }
+        Some(last.step)
+    }
 }
 
 /// Whether record `id` is held out of training (a share `fraction` of ids, by hash).
@@ -466,6 +512,7 @@ async fn drive(
     ctx: &TrainContext,
     spec: &TrainSpec,
     job: &JobId,
+    progress: &Progress,
     nodes: &[NodeId],
     hosts: &[NodeId],
     cfg: &EncoderConfig,
@@ -525,7 +572,19 @@ async fn drive(
         });
     }
     drop(down_tx);
+    let mut published: Option<u64> = None;
+    let mut last_publish = tokio::time::Instant::now();
     loop {
+        if last_publish.elapsed() >= PROGRESS_EVERY {
+            published = progress.publish(ctx, d, published);
+            last_publish = tokio::time::Instant::now();
+            if let Some(why) = d
+                .inspect(|c| c.failure().map(str::to_string))
+                .map_err(err)?
+            {
+                return Err(why);
+            }
+        }
         tokio::select! {
             next = down_rx.recv() => match next {
                 None => break,
@@ -541,6 +600,13 @@ async fn drive(
                 }
             }
         }
+    }
+    progress.publish(ctx, d, published);
+    if let Some(why) = d
+        .inspect(|c| c.failure().map(str::to_string))
+        .map_err(err)?
+    {
+        return Err(why);
     }
     let samples = d
         .inspect(|c| c.ledger().map_or(0, |l| l.total()))

@@ -14,9 +14,11 @@
 //!
 //! - [`job`]: the `train` job kind's coordinator: dataset version → model → shards and trainers
 //!   on the alive nodes → a JSON summary.
+//! - [`metrics`]: the live step metrics a coordinator publishes (`/metrics`, job events).
 
 pub mod gradient;
 pub mod job;
+pub mod metrics;
 pub mod optimizer;
 pub mod remote;
 pub mod workers;

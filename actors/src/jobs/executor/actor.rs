@@ -379,11 +379,12 @@ impl Actor for Executor {
                     let me = myself.clone();
                     tokio::spawn(async move {
                         let task = key.task;
+                        let job = key.job.clone();
                         let work = move || {
                             if cancelled.load(Ordering::Acquire) {
                                 return Err("cancelled before it started".to_string());
                             }
-                            runner.run(&kind, task, &cancelled)
+                            runner.run(&job, &kind, task, &cancelled)
                         };
                         let outcome = match tokio::task::spawn_blocking(work).await {
                             Ok(Ok(result)) => TaskOutcome::Succeeded(result),

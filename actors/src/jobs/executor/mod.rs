@@ -21,8 +21,15 @@ pub use handle::Handle;
 /// Does a task's work. Called on a blocking thread; `cancelled` turns true when the task is
 /// cancelled, and long work should check it and return early.
 pub trait TaskRunner: Send + Sync + 'static {
-    /// Runs task `task` of a job of `kind`; the result is JSON text, the error a reason.
-    fn run(&self, kind: &JobKind, task: u32, cancelled: &AtomicBool) -> Result<String, String>;
+    /// Runs task `task` of job `job`, of `kind`; the result is JSON text, the error a reason.
+    /// `job` lets long tasks log progress under the job (its events).
+    fn run(
+        &self,
+        job: &JobId,
+        kind: &JobKind,
+        task: u32,
+        cancelled: &AtomicBool,
+    ) -> Result<String, String>;
 }
 
 /// One execution this node started: a row of its append-only run log. Each start of work

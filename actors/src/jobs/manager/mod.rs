@@ -19,7 +19,7 @@
 //! - `events`: the event log and final results kept in the store.
 
 pub mod actor;
-mod events;
+pub mod events;
 pub mod forward;
 pub mod handle;
 pub mod msg;
