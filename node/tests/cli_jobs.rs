@@ -120,7 +120,7 @@ async fn the_demo_converges_and_runs_a_benchmark_on_every_node() {
     let mut c = flotilla("http://127.0.0.1:1");
     c.args(["demo", "--output", "json", "--dir"])
         .arg(dir.path());
-    let out = tokio::time::timeout(Duration::from_secs(120), run(c, &[]))
+    let out = tokio::time::timeout(Duration::from_secs(300), run(c, &[]))
         .await
         .expect("the demo finishes");
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -133,6 +133,17 @@ async fn the_demo_converges_and_runs_a_benchmark_on_every_node() {
     nodes.sort();
     nodes.dedup();
     assert_eq!(nodes.len(), 3, "one task on each node: {tasks:?}");
+    // The intent classifier trained on every node was registered, deployed and classified.
+    let trained = &v["trained"];
+    assert_eq!(trained["result"]["model"], "demo-intent-classifier@1");
+    assert_eq!(trained["result"]["workers"], 3);
+    assert_eq!(trained["model"]["kind"], "classifier");
+    let accuracy = trained["result"]["accuracy"].as_f64().unwrap();
+    assert!(
+        accuracy > 0.4,
+        "held-out accuracy {accuracy} (chance is 1 in 6)"
+    );
+    assert_eq!(trained["classified"].as_array().unwrap().len(), 3);
     // The demo's trained model answered through the OpenAI-compatible endpoint.
     assert_eq!(v["chat"]["object"], "chat.completion");
     assert_eq!(v["chat"]["usage"]["completion_tokens"], 24);

@@ -1,7 +1,9 @@
 //! `flotilla demo`: a local cluster on loopback in one process — real sockets, separate data
 //! dirs — that converges, shows itself, and runs a benchmark job across every node (submitted
-//! to the last one, which owns it and places one task on each node), then trains a tiny GPT,
-//! deploys it and answers a chat completion through the OpenAI-compatible endpoint.
+//! to the last one, which owns it and places one task on each node); uploads a sample of the
+//! bundled Banking77 data, trains an intent classifier on it with every node, shows the
+//! registered model, deploys it and classifies queries; then trains a tiny GPT, deploys it and
+//! answers a chat completion through the OpenAI-compatible endpoint.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -109,18 +111,32 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     eprintln!("converged in {:.2?}", started.elapsed());
     let job = run_benchmark(&client, args.nodes, deadline).await?;
     let api = nodes[nodes.len() - 1].api_url();
+    let trained = super::demo_train::run(&client, &api, &root, args.nodes).await?;
     let chat = super::deploy::demo_serving(&client, &api, &root, args.nodes, deadline).await?;
     match cli.output {
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "cluster": view, "job": job, "chat": chat })
+                &serde_json::json!({ "cluster": view, "job": job, "trained": trained, "chat": chat })
             )?
         ),
         Output::Table => {
             print!("{}", table::members(&view.members));
             println!();
             print!("{}", benchmark_table(&job));
+            println!();
+            let m = &trained.model;
+            println!(
+                "registered model {}@{} ({}, {} files): {}",
+                m["name"].as_str().unwrap_or_default(),
+                m["version"],
+                m["kind"].as_str().unwrap_or_default(),
+                m["artifacts"],
+                super::train::summary(&trained.result)
+            );
+            for (query, label) in &trained.classified {
+                println!("POST {api}/api/v1/classify (model demo-intents): {query:?} -> {label}");
+            }
             println!();
             println!(
                 "POST {api}/v1/chat/completions (model demo-chat) answered: {:?}",

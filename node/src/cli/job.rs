@@ -188,7 +188,7 @@ fn progress_bar(text: &str) -> String {
     )
 }
 
-async fn logs(cli: &Cli, client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
+pub(super) async fn logs(cli: &Cli, client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
     // Ask again from the last millisecond seen (another event may share it) and skip repeats.
     let mut after = 0u64;
     let mut seen = std::collections::BTreeSet::new();

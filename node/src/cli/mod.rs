@@ -11,9 +11,11 @@ pub mod data;
 mod data_ops;
 mod data_upload;
 pub mod demo;
+mod demo_train;
 pub mod deploy;
 pub mod job;
 pub mod table;
+pub mod train;
 pub mod up;
 
 use std::path::PathBuf;
@@ -75,6 +77,9 @@ pub enum Command {
     Jobs,
     /// Submit, show, follow or cancel a job.
     Job(job::JobArgs),
+    /// Train a model from a spec (TOML) as a job on the mesh, following its progress; the
+    /// result is registered as a model version.
+    Train(train::TrainArgs),
     /// List model versions registered for serving, or register a folder.
     Models(deploy::ModelsArgs),
     /// Deploy a model version: replicas placed on nodes, served on every node's OpenAI API.
@@ -136,6 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes => client::nodes(&cli).await,
         Command::Jobs => job::list(&cli).await,
         Command::Job(args) => job::run(&cli, args).await,
+        Command::Train(args) => train::run(&cli, args).await,
         Command::Models(args) => deploy::models(&cli, args).await,
         Command::Deploy(args) => deploy::deploy(&cli, args).await,
         Command::Deployments => deploy::deployments(&cli).await,
