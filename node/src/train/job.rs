@@ -254,24 +254,26 @@ pub async fn run(
     let progress = Progress {
         job: catalog_job.clone(),
         total,
+        records: n as u64,
     };
-    let result = drive(
+    for (i, host) in hosts.iter().enumerate() {
+        progress.log(ctx, format!("parameter-server shard {i} started on {host}"));
+    }
+    let crew = Crew {
         ctx,
-        &spec,
-        &job,
-        &progress,
-        &nodes[..workers],
-        &hosts,
-        &cfg,
-        &tokenizer,
-        &classes,
-        &label_field,
+        spec: &spec,
+        job: &job,
+        progress: &progress,
+        hosts: &hosts,
+        cfg: &cfg,
+        tokenizer: &tokenizer,
+        classes: &classes,
+        label_field: &label_field,
         lr,
-        &params,
-        &d,
-        cancelled,
-    )
-    .await;
+        params: &params,
+        d: &d,
+    };
+    let result = drive(&crew, &nodes[..workers], cancelled).await;
 
     // Whatever happened, the shards and the endpoint go.
     for (i, host) in hosts.iter().enumerate() {
@@ -285,7 +287,8 @@ pub async fn run(
     }
     ctx.host.unregister(&endpoint);
     ctx.metrics.finished(catalog_job.as_str(), workers as u32);
-    let (trained, steps) = result?;
+    let outcome = result?;
+    let (trained, steps) = (outcome.params.clone(), outcome.samples);
     let src = classifier(
         &cfg,
         &tokenizer,
@@ -308,6 +311,14 @@ pub async fn run(
         "loss_after": after,
         "accuracy": eval.map(|e| e.0),
         "macro_f1": eval.map(|e| e.1),
+        "ledger": match &outcome.ledger {
+            Ok(()) => "every training record exactly once per epoch".to_string(),
+            Err(e) => e.clone(),
+        },
+        "ledger_exact": outcome.ledger.is_ok(),
+        "departed": outcome.departed.iter().map(|(w, n, r)| serde_json::json!({"worker": w, "node": n, "reason": r})).collect::<Vec<_>>(),
+        "joined": outcome.joined.iter().map(|(w, n)| serde_json::json!({"worker": w, "node": n})).collect::<Vec<_>>(),
+        "curve": outcome.curve,
     });
     let labels: Vec<String> = classes.keys().cloned().collect();
     let model = register(
@@ -322,9 +333,25 @@ pub async fn run(
 struct Progress {
     job: JobId,
     total: u64,
+    /// Training records (what the ledger is checked against).
+    records: u64,
 }
 
 impl Progress {
+    /// Appends `text` to the job's events on this node.
+    fn log(&self, ctx: &TrainContext, text: String) {
+        let event = flotilla_protocol::services::jobs::JobEvent {
+            at_ms: crate::data::now_ms(),
+            node: ctx.data.me.clone(),
+            text,
+        };
+        if let Err(e) =
+            flotilla_actors::jobs::manager::events::append(ctx.store.as_ref(), &self.job, &event)
+        {
+            tracing::warn!(job = %self.job.as_str(), error = %e, "cannot log a training event");
+        }
+    }
+
     /// Publishes the latest step recorded after `after` (one event, however many steps passed)
     /// and returns the step published.
     fn publish(&self, ctx: &TrainContext, d: &LocalDispatch, after: Option<u64>) -> Option<u64> {
@@ -505,52 +532,85 @@ fn classifier(
     )
 }
 
-/// Spawns and watches the trainers until they are all gone; the final parameters and the
-/// samples the ledger holds.
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    ctx: &TrainContext,
-    spec: &TrainSpec,
-    job: &JobId,
-    progress: &Progress,
-    nodes: &[NodeId],
-    hosts: &[NodeId],
-    cfg: &EncoderConfig,
-    tokenizer: &CharTokenizer,
-    classes: &BTreeMap<String, u32>,
-    label_field: &str,
+/// How often the coordinator looks for alive nodes without a trainer (elastic joins).
+const JOIN_EVERY: Duration = Duration::from_secs(1);
+/// Points of the loss curve kept in the result at most (evenly thinned).
+const CURVE_POINTS: usize = 200;
+
+/// What every trainer of a run is spawned with.
+struct Crew<'a> {
+    ctx: &'a TrainContext,
+    spec: &'a TrainSpec,
+    job: &'a JobId,
+    progress: &'a Progress,
+    hosts: &'a [NodeId],
+    cfg: &'a EncoderConfig,
+    tokenizer: &'a CharTokenizer,
+    classes: &'a BTreeMap<String, u32>,
+    label_field: &'a str,
     lr: LrArgs,
-    params: &Arc<RemoteParams>,
-    d: &Arc<LocalDispatch>,
-    cancelled: &AtomicBool,
-) -> Result<(Vec<f32>, u64), String> {
-    let (down_tx, mut down_rx) = mpsc::channel(nodes.len().max(1));
-    for (w, node) in nodes.iter().enumerate() {
-        let worker = WorkerId(w as u32);
-        if d.admit(params.as_ref(), worker).await.map_err(err)? != Role::Worker {
-            continue;
+    params: &'a Arc<RemoteParams>,
+    d: &'a Arc<LocalDispatch>,
+}
+
+/// How the trainers fared.
+struct Outcome {
+    params: Vec<f32>,
+    /// Samples the ledger holds.
+    samples: u64,
+    /// Whether every training record was consumed exactly once per epoch.
+    ledger: Result<(), String>,
+    /// `(worker, node, reason)` of trainers that left before the end.
+    departed: Vec<(u32, String, String)>,
+    /// `(worker, node)` of trainers started after the beginning.
+    joined: Vec<(u32, String)>,
+    /// `(step, loss)`, thinned to at most [`CURVE_POINTS`].
+    curve: Vec<(u64, f32)>,
+}
+
+impl Crew<'_> {
+    fn log(&self, text: String) {
+        self.progress.log(self.ctx, text);
+    }
+
+    /// Admits `worker` and, when it gets the worker role, spawns its trainer on `node` and
+    /// watches it: its end goes to `downs`. Whether a trainer was started.
+    async fn spawn(
+        &self,
+        worker: WorkerId,
+        node: &NodeId,
+        downs: &mpsc::Sender<(WorkerId, String)>,
+    ) -> Result<bool, String> {
+        if self
+            .d
+            .admit(self.params.as_ref(), worker)
+            .await
+            .map_err(err)?
+            != Role::Worker
+        {
+            return Ok(false);
         }
         let args = TrainerArgs {
-            job: job.clone(),
+            job: self.job.clone(),
             worker,
-            sync: spec.cluster.consistency() == flotilla_protocol::training::Consistency::Sync,
+            sync: self.spec.cluster.consistency() == flotilla_protocol::training::Consistency::Sync,
             precision: Precision::F32,
-            clip_norm: spec.args.clip_norm,
-            lr,
-            model: *cfg,
-            vocabulary: tokenizer.chars().to_vec(),
-            classes: classes.clone(),
-            text_field: spec.dataset.text_field.clone(),
-            label_field: label_field.to_string(),
-            total_params: params.total_params() as u64,
-            shard_hosts: hosts.to_vec(),
-            coordinator: ctx.data.me.clone(),
+            clip_norm: self.spec.args.clip_norm,
+            lr: self.lr,
+            model: *self.cfg,
+            vocabulary: self.tokenizer.chars().to_vec(),
+            classes: self.classes.clone(),
+            text_field: self.spec.dataset.text_field.clone(),
+            label_field: self.label_field.to_string(),
+            total_params: self.params.total_params() as u64,
+            shard_hosts: self.hosts.to_vec(),
+            coordinator: self.ctx.data.me.clone(),
             call_deadline_ms: CALL.as_millis() as u64,
             pull_deadline_ms: PULL.as_millis() as u64,
         };
-        let name = trainer_actor(job, worker);
+        let name = trainer_actor(self.job, worker);
         spawn_remote::<_, (), ()>(
-            ctx.mesh.clone(),
+            self.ctx.mesh.clone(),
             node.clone(),
             TRAINER_ROLE,
             &name,
@@ -558,25 +618,53 @@ async fn drive(
             CALL,
         )
         .await
-        .map_err(|e| format!("spawning trainer {w} on {node}: {e}"))?;
-        let mut rx = ctx
+        .map_err(|e| format!("spawning trainer {} on {node}: {e}", worker.0))?;
+        let mut rx = self
+            .ctx
             .host
-            .monitor(&ctx.data.membership, node, &name)
+            .monitor(&self.ctx.data.membership, node, &name)
             .await
             .map_err(err)?;
-        let tx = down_tx.clone();
+        let tx = downs.clone();
         tokio::spawn(async move {
             if let Some(down) = rx.recv().await {
-                let _ = tx.send((worker, down)).await;
+                let _ = tx.send((worker, down.reason)).await;
             }
         });
+        self.log(format!("trainer {} started on {node}", worker.0));
+        Ok(true)
     }
-    drop(down_tx);
+}
+
+/// Spawns and watches the trainers until they are all gone — taking in nodes that come up
+/// while the job is below its maximum of workers, and departing the ones that die (their
+/// samples go to the others) — then reads the final parameters.
+async fn drive(
+    crew: &Crew<'_>,
+    nodes: &[NodeId],
+    cancelled: &AtomicBool,
+) -> Result<Outcome, String> {
+    let (ctx, d, params) = (crew.ctx, crew.d, crew.params);
+    let (downs_tx, mut downs) = mpsc::channel(64);
+    // Trainers running, by node; a node runs at most one trainer of a job.
+    let mut running: BTreeMap<NodeId, WorkerId> = BTreeMap::new();
+    let mut next_worker = 0u32;
+    for node in nodes {
+        let worker = WorkerId(next_worker);
+        next_worker += 1;
+        if crew.spawn(worker, node, &downs_tx).await? {
+            running.insert(node.clone(), worker);
+        }
+    }
+    let (mut departed, mut joined) = (Vec::new(), Vec::new());
     let mut published: Option<u64> = None;
     let mut last_publish = tokio::time::Instant::now();
-    loop {
+    let mut last_join = tokio::time::Instant::now();
+    // Once a trainer ends on its own the data is running out: nobody new is taken in.
+    let mut draining = false;
+    while !running.is_empty() {
         if last_publish.elapsed() >= PROGRESS_EVERY {
-            published = progress.publish(ctx, d, published);
+            published = crew.progress.publish(ctx, d, published);
             last_publish = tokio::time::Instant::now();
             if let Some(why) = d
                 .inspect(|c| c.failure().map(str::to_string))
@@ -585,13 +673,49 @@ async fn drive(
                 return Err(why);
             }
         }
-        tokio::select! {
-            next = down_rx.recv() => match next {
-                None => break,
-                Some((worker, down)) => {
-                    if down.reason.contains("is dead") || down.reason.contains("is left") || down.reason.contains("failed") {
-                        d.depart(params.as_ref(), worker, Why::Died).await.map_err(err)?;
+        if !draining
+            && last_join.elapsed() >= JOIN_EVERY
+            && (running.len() as u32) < crew.spec.cluster.workers_max
+        {
+            last_join = tokio::time::Instant::now();
+            for node in ctx.data.alive().await {
+                if running.len() as u32 >= crew.spec.cluster.workers_max {
+                    break;
+                }
+                if running.contains_key(&node) {
+                    continue;
+                }
+                let worker = WorkerId(next_worker);
+                next_worker += 1;
+                match crew.spawn(worker, &node, &downs_tx).await {
+                    Ok(true) => {
+                        joined.push((worker.0, node.0.clone()));
+                        running.insert(node, worker);
                     }
+                    Ok(false) => {}
+                    // A node that just came up may not host the role yet; try next time.
+                    Err(e) => tracing::debug!(node = %node, error = %e, "no trainer yet"),
+                }
+            }
+        }
+        tokio::select! {
+            next = downs.recv() => {
+                let Some((worker, reason)) = next else { break };
+                let node = running
+                    .iter()
+                    .find(|(_, w)| **w == worker)
+                    .map(|(n, _)| n.clone());
+                if let Some(node) = &node {
+                    running.remove(node);
+                }
+                let died = reason.contains("is dead") || reason.contains("is left") || reason.contains("failed");
+                if died {
+                    d.depart(params.as_ref(), worker, Why::Died).await.map_err(err)?;
+                    let on = node.map(|n| n.0).unwrap_or_default();
+                    crew.log(format!("trainer {} on {on} left: {reason}; its samples go to the others", worker.0));
+                    departed.push((worker.0, on, reason));
+                } else {
+                    draining = true;
                 }
             },
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
@@ -601,15 +725,32 @@ async fn drive(
             }
         }
     }
-    progress.publish(ctx, d, published);
+    crew.progress.publish(ctx, d, published);
     if let Some(why) = d
         .inspect(|c| c.failure().map(str::to_string))
         .map_err(err)?
     {
         return Err(why);
     }
-    let samples = d
-        .inspect(|c| c.ledger().map_or(0, |l| l.total()))
+    let epochs = crew.spec.args.epochs.unwrap_or(1);
+    let (samples, ledger, curve) = d
+        .inspect(|c| {
+            let ledger = match c.ledger() {
+                Some(l) if crew.spec.args.max_steps.is_none() => {
+                    l.verify_exactly_once(epochs, crew.progress.records)
+                }
+                Some(_) => Ok(()),
+                None => Err("no sample ledger was kept".to_string()),
+            };
+            let series = c.series().since(None);
+            let stride = series.len().div_ceil(CURVE_POINTS).max(1);
+            let curve = series
+                .iter()
+                .step_by(stride)
+                .map(|r| (r.step, r.loss))
+                .collect::<Vec<_>>();
+            (c.ledger().map_or(0, |l| l.total()), ledger, curve)
+        })
         .map_err(err)?;
     let reader = WorkerId(u32::MAX);
     let mut trained = Vec::with_capacity(params.total_params());
@@ -618,5 +759,12 @@ async fn drive(
         trained.extend(params.pull(s, reader, None).await.map_err(err)?.values);
         params.leave(s, reader, true).await.map_err(err)?;
     }
-    Ok((trained, samples))
+    Ok(Outcome {
+        params: trained,
+        samples,
+        ledger,
+        departed,
+        joined,
+        curve,
+    })
 }

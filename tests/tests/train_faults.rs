@@ -1,0 +1,230 @@
+//! Training through faults and growth on real in-process clusters: a worker node killed
+//! mid-epoch leaves the job, which completes with every training record consumed exactly once
+//! per epoch and no jump back in the loss curve; a node that comes up mid-job becomes a
+//! worker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flotilla_tests::{wait_until, TestCluster};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(300);
+/// Beside the repository, as the project ships it.
+const BANKING: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/banking77-train.csv"
+);
+
+/// 100 records of each of the first 5 labels, as CSV.
+fn subset() -> Vec<u8> {
+    let mut reader = csv::Reader::from_path(BANKING).unwrap();
+    let mut per_label: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(["text", "category"]).unwrap();
+    for row in reader.records() {
+        let row = row.unwrap();
+        if per_label.len() == 5 && !per_label.contains_key(&row[1]) {
+            continue;
+        }
+        let n = per_label.entry(row[1].to_string()).or_default();
+        if *n < 100 {
+            *n += 1;
+            out.write_record([&row[0], &row[1]]).unwrap();
+        }
+    }
+    out.into_inner().unwrap()
+}
+
+async fn started(n: usize) -> TestCluster {
+    let cluster = TestCluster::start(n).await.unwrap();
+    wait_until(Duration::from_secs(60), "convergence", || {
+        cluster.converged()
+    })
+    .await
+    .unwrap();
+    let up = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/data?name=bank5&format=csv&text_field=text&label_field=category&records_per_shard=100",
+            cluster.node(0).api_url()
+        ))
+        .body(subset())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status().as_u16(), 201, "{}", up.text().await.unwrap());
+    cluster
+}
+
+/// A sync run long enough (a few hundred steps) to act on while it trains.
+fn spec(workers_max: u32, epochs: u32) -> Value {
+    json!({
+        "kind": "train",
+        "train": {
+            "model": { "new": {
+                "architecture": "classifier", "vocab_size": 128, "hidden_size": 64,
+                "layers": 2, "heads": 4, "max_seq_len": 64, "num_labels": 5
+            }},
+            "dataset": { "name": "bank5@1", "text_field": "text", "label_field": "label" },
+            "args": {
+                "per_device_batch": 4, "epochs": epochs, "learning_rate": 0.002,
+                "warmup_steps": 5, "schedule": "cosine", "seed": 11
+            },
+            "cluster": { "workers_min": 1, "workers_max": workers_max, "ps_shards": 1, "mode": "sync" }
+        }
+    })
+}
+
+async fn submit(cluster: &TestCluster, i: usize, spec: &Value) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/jobs", cluster.node(i).api_url()))
+        .json(spec)
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(code, 201, "{v}");
+    v["job"]["id"].as_str().unwrap().to_string()
+}
+
+async fn get(cluster: &TestCluster, i: usize, path: &str) -> Value {
+    reqwest::get(format!("{}{path}", cluster.node(i).api_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn event_texts(cluster: &TestCluster, i: usize, id: &str) -> Vec<String> {
+    get(cluster, i, &format!("/api/v1/jobs/{id}/events")).await["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits for the job to end and returns its task's result.
+async fn result(cluster: &TestCluster, i: usize, id: &str) -> Value {
+    wait_until(DEADLINE, "the training job to end", || async {
+        matches!(
+            get(cluster, i, &format!("/api/v1/jobs/{id}")).await["job"]["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+    })
+    .await
+    .unwrap();
+    let s = get(cluster, i, &format!("/api/v1/jobs/{id}")).await;
+    assert_eq!(s["job"]["status"], "succeeded", "{s}");
+    serde_json::from_str(s["detail"]["tasks"][0]["result"].as_str().unwrap()).unwrap()
+}
+
+/// Whether the job has published a training step.
+async fn training(cluster: &TestCluster, i: usize, id: &str) -> bool {
+    event_texts(cluster, i, id)
+        .await
+        .iter()
+        .any(|t| t.starts_with("step "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_node_killed_mid_epoch_costs_no_sample_and_no_progress() {
+    let mut cluster = started(3).await;
+    let id = submit(&cluster, 0, &spec(3, 4)).await;
+    wait_until(DEADLINE, "training to start", || training(&cluster, 0, &id))
+        .await
+        .unwrap();
+    // The node to kill runs a trainer only: not the coordinator's (the owner's task) and not
+    // the parameter server's.
+    let job = get(&cluster, 0, &format!("/api/v1/jobs/{id}")).await;
+    let coordinator = job["detail"]["tasks"][0]["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let texts = event_texts(&cluster, 0, &id).await;
+    let shard_host = texts
+        .iter()
+        .find_map(|t| t.strip_prefix("parameter-server shard 0 started on "))
+        .unwrap()
+        .to_string();
+    let victim = (0..3)
+        .find(|i| {
+            let n = cluster.node(*i).node_id().to_string();
+            n != coordinator && n != shard_host
+        })
+        .unwrap();
+    let victim_id = cluster.node(victim).node_id().to_string();
+    let owner = (0..3)
+        .find(|i| cluster.node(*i).node_id().to_string() == coordinator)
+        .unwrap();
+    cluster.kill(victim).await;
+
+    let r = result(&cluster, owner, &id).await;
+    eprintln!(
+        "after a kill: samples {} ledger {} departed {}",
+        r["samples"], r["ledger"], r["departed"]
+    );
+    assert_eq!(r["ledger_exact"], true, "{}", r["ledger"]);
+    let records = r["records"].as_u64().unwrap();
+    assert_eq!(r["samples"].as_u64().unwrap(), 4 * records);
+    let departed = r["departed"].as_array().unwrap();
+    assert_eq!(departed.len(), 1, "{departed:?}");
+    assert_eq!(departed[0]["node"], victim_id);
+    // No jump back: the second half of the run never returns to the starting loss.
+    let curve: Vec<f64> = r["curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    assert!(curve.len() >= 10, "{curve:?}");
+    let first = curve[0];
+    let late_max = curve[curve.len() / 2..].iter().copied().fold(0.0, f64::max);
+    assert!(
+        late_max < first,
+        "start {first}, late max {late_max}: {curve:?}"
+    );
+    assert!(r["loss_after"].as_f64().unwrap() < r["loss_before"].as_f64().unwrap());
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_added_mid_job_becomes_a_worker() {
+    let mut cluster = started(2).await;
+    let id = submit(&cluster, 0, &spec(3, 4)).await;
+    wait_until(DEADLINE, "training to start", || training(&cluster, 0, &id))
+        .await
+        .unwrap();
+    let added = cluster.add_node().await.unwrap();
+    let added_id = cluster.node(added).node_id().to_string();
+    let owner = {
+        let job = get(&cluster, 0, &format!("/api/v1/jobs/{id}")).await;
+        let coordinator = job["detail"]["tasks"][0]["node"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (0..2)
+            .find(|i| cluster.node(*i).node_id().to_string() == coordinator)
+            .unwrap()
+    };
+    let r = result(&cluster, owner, &id).await;
+    eprintln!("joined: {} workers {}", r["joined"], r["workers"]);
+    let joined = r["joined"].as_array().unwrap();
+    assert_eq!(joined.len(), 1, "only the new node joins: {joined:?}");
+    assert_eq!(joined[0]["node"], added_id, "{r}");
+    assert_eq!(r["ledger_exact"], true, "{}", r["ledger"]);
+    // Its trainer computed: its steps show three workers' shares.
+    let texts = event_texts(&cluster, owner, &id).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("step ") && t.matches("worker ").count() == 3),
+        "{texts:?}"
+    );
+    cluster.shutdown().await.unwrap();
+}
