@@ -78,3 +78,53 @@ impl GradientSource for ClassifierSource {
         Ok((grads, loss, batch.len()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flotilla_kernels::models::config::{NormPlacement, Pooling};
+    use flotilla_kernels::models::encoder::EncoderConfig;
+    use flotilla_kernels::models::Batch;
+
+    /// The mean gradient of a padded batch equals the mean of its rows' gradients taken alone:
+    /// padding changes nothing, so how a global batch is split across workers changes nothing.
+    #[test]
+    fn padding_does_not_change_the_gradient() {
+        let cfg = EncoderConfig {
+            vocab: 12,
+            context: 16,
+            width: 8,
+            heads: 2,
+            layers: 1,
+            ffn: 16,
+            classes: 3,
+            pooling: Pooling::Mean,
+            norm: NormPlacement::Pre,
+        };
+        let m = cfg.build(3).unwrap();
+        let seqs = vec![
+            vec![1u32, 5, 7, 2, 9, 4, 3],
+            vec![4u32, 2],
+            vec![8u32, 1, 6],
+        ];
+        let targets = vec![0u32, 2, 1];
+        let (_, together) = m
+            .loss_and_grads(&Batch::padded(&seqs, targets.clone()))
+            .unwrap();
+        let mut alone = vec![0f32; together.len()];
+        for (s, t) in seqs.iter().zip(&targets) {
+            let (_, g) = m
+                .loss_and_grads(&Batch::padded(std::slice::from_ref(s), vec![*t]))
+                .unwrap();
+            alone
+                .iter_mut()
+                .zip(&g)
+                .for_each(|(a, g)| *a += g / seqs.len() as f32);
+        }
+        let worst = together
+            .iter()
+            .zip(&alone)
+            .map(|(a, b)| (a - b).abs() / (a.abs().max(b.abs()).max(1e-3)))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "largest relative gap {worst}");
+    }
+}

@@ -170,7 +170,14 @@ pub async fn run(
     let hosts: Vec<NodeId> = (0..shards)
         .map(|i| nodes[i % nodes.len()].clone())
         .collect();
-    let per_epoch = (records.len() as u64).div_ceil(u64::from(spec.global_batch(workers as u32)));
+    // Optimizer updates per epoch: one per global batch in sync mode; in async and ssp every
+    // worker's push is an update of its own, so there is one per per-device batch. The
+    // learning-rate schedule spans the updates, not the steps, or it would reach its end early.
+    let batch = match spec.cluster.consistency() {
+        flotilla_protocol::training::Consistency::Sync => spec.global_batch(workers as u32),
+        _ => spec.args.per_device_batch,
+    };
+    let per_epoch = (records.len() as u64).div_ceil(u64::from(batch.max(1)));
     let total = spec
         .args
         .max_steps
