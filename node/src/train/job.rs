@@ -280,7 +280,9 @@ pub async fn run(
         params: &params,
         d: &d,
     };
+    let started = std::time::Instant::now();
     let result = drive(&crew, &nodes[..workers], cancelled).await;
+    let train_seconds = started.elapsed().as_secs_f64();
 
     // Whatever happened, the shards and the endpoint go.
     for (i, host) in hosts.iter().enumerate() {
@@ -326,6 +328,9 @@ pub async fn run(
         "departed": outcome.departed.iter().map(|(w, n, r)| serde_json::json!({"worker": w, "node": n, "reason": r})).collect::<Vec<_>>(),
         "joined": outcome.joined.iter().map(|(w, n)| serde_json::json!({"worker": w, "node": n})).collect::<Vec<_>>(),
         "curve": outcome.curve,
+        "train_seconds": train_seconds,
+        "samples_per_s": steps as f64 / train_seconds.max(1e-9),
+        "compute_samples_per_s": outcome.compute_samples_per_s,
     });
     let labels: Vec<String> = classes.keys().cloned().collect();
     let model = register(
@@ -573,6 +578,9 @@ struct Outcome {
     joined: Vec<(u32, String)>,
     /// `(step, loss)`, thinned to at most [`CURVE_POINTS`].
     curve: Vec<(u64, f32)>,
+    /// Samples over the time of the slowest worker's compute, summed over steps: the rate
+    /// without synchronisation (what the wall-clock rate is compared with).
+    compute_samples_per_s: Option<f64>,
 }
 
 impl Crew<'_> {
@@ -740,7 +748,7 @@ async fn drive(
         return Err(why);
     }
     let epochs = crew.spec.args.epochs.unwrap_or(1);
-    let (samples, ledger, curve) = d
+    let (samples, ledger, curve, compute_samples_per_s) = d
         .inspect(|c| {
             let ledger = match c.ledger() {
                 Some(l) if crew.spec.args.max_steps.is_none() => {
@@ -750,13 +758,28 @@ async fn drive(
                 None => Err("no sample ledger was kept".to_string()),
             };
             let series = c.series().since(None);
+            let (samples, seconds) = series
+                .iter()
+                .filter(|r| r.samples > 0 && r.samples_per_s.is_finite() && r.samples_per_s > 0.0)
+                .fold((0.0, 0.0), |(n, t), r| {
+                    (
+                        n + f64::from(r.samples),
+                        t + f64::from(r.samples) / r.samples_per_s,
+                    )
+                });
+            let compute_rate = (seconds > 0.0).then(|| samples / seconds);
             let stride = series.len().div_ceil(CURVE_POINTS).max(1);
             let curve = series
                 .iter()
                 .step_by(stride)
                 .map(|r| (r.step, r.loss))
                 .collect::<Vec<_>>();
-            (c.ledger().map_or(0, |l| l.total()), ledger, curve)
+            (
+                c.ledger().map_or(0, |l| l.total()),
+                ledger,
+                curve,
+                compute_rate,
+            )
         })
         .map_err(err)?;
     let reader = WorkerId(u32::MAX);
@@ -773,5 +796,6 @@ async fn drive(
         departed,
         joined,
         curve,
+        compute_samples_per_s,
     })
 }

@@ -1,0 +1,244 @@
+//! Distributed training on an in-process 3-node cluster, each number next to its baseline from
+//! the same run:
+//!
+//! - samples/s of a sync `train` job with 1, 2 and 3 workers (the same model and data, a fixed
+//!   per-device batch), and the share of wall time lost to synchronisation: 1 − (wall-clock
+//!   samples/s ÷ the samples/s of the slowest worker's compute alone, step by step);
+//! - parameter push + pull throughput between two nodes (a parameter-server shard on one,
+//!   `RemoteParams` on the other: a pull of the shard and a push of a gradient of the same size
+//!   per round) vs raw loopback TCP moving the same bytes both ways.
+//!
+//! Run: `cargo bench -p flotilla-tests --bench training --profile dev` (the dev profile
+//! optimises the kernels; a release build would rebuild rocksdb).
+
+// A benchmark reports on stdout and may panic on a broken setup.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_actors::mesh::Mesh;
+use flotilla_actors::remote::spawn_remote;
+use flotilla_actors::training::client::ParamClient;
+use flotilla_kernels::optim::{OptimizerConfig, SgdConfig};
+use flotilla_node::train::remote::{
+    shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE,
+};
+use flotilla_protocol::jobs::JobId;
+use flotilla_protocol::services::control::RemoteError;
+use flotilla_protocol::services::training::{RequestBody, ResponseBody};
+use flotilla_protocol::training::{Consistency, GradPayload, LrSchedule, WorkerId};
+use flotilla_tests::{wait_until, TestCluster};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const DEADLINE: Duration = Duration::from_secs(600);
+const BANKING: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/banking77-train.csv"
+);
+/// Parameters moved per pull and per push (4 bytes each).
+const PARAMS: usize = 500_000;
+const ROUNDS: usize = 20;
+
+/// 100 records of each of the first 5 labels, as CSV.
+fn subset() -> Vec<u8> {
+    let mut reader = csv::Reader::from_path(BANKING).unwrap();
+    let mut per_label: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(["text", "category"]).unwrap();
+    for row in reader.records() {
+        let row = row.unwrap();
+        if per_label.len() == 5 && !per_label.contains_key(&row[1]) {
+            continue;
+        }
+        let n = per_label.entry(row[1].to_string()).or_default();
+        if *n < 100 {
+            *n += 1;
+            out.write_record([&row[0], &row[1]]).unwrap();
+        }
+    }
+    out.into_inner().unwrap()
+}
+
+async fn train(cluster: &TestCluster, workers: u32) -> Value {
+    let http = reqwest::Client::new();
+    let base = cluster.node(0).api_url();
+    let spec = json!({
+        "kind": "train",
+        "train": {
+            "model": { "new": {
+                "architecture": "classifier", "vocab_size": 128, "hidden_size": 64,
+                "layers": 2, "heads": 4, "max_seq_len": 64, "num_labels": 5
+            }},
+            "dataset": { "name": "bank5@1", "text_field": "text", "label_field": "label",
+                         "eval_fraction": 0.0 },
+            "args": { "per_device_batch": 16, "epochs": 2, "learning_rate": 0.002, "seed": 3 },
+            "cluster": { "workers_min": 1, "workers_max": workers, "ps_shards": 2, "mode": "sync" }
+        }
+    });
+    let v: Value = http
+        .post(format!("{base}/api/v1/jobs"))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["job"]["id"].as_str().unwrap().to_string();
+    let show = || async {
+        http.get(format!("{base}/api/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    wait_until(DEADLINE, "the job to end", || async {
+        matches!(
+            show().await["job"]["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+    })
+    .await
+    .unwrap();
+    let s = show().await;
+    assert_eq!(s["job"]["status"], "succeeded", "{s}");
+    serde_json::from_str(s["detail"]["tasks"][0]["result"].as_str().unwrap()).unwrap()
+}
+
+/// MB/s of pulls and pushes of `PARAMS` floats between node 0 and a shard on node 1.
+async fn push_pull(cluster: &TestCluster) -> f64 {
+    let job = JobId("bench-push-pull".into());
+    let host = cluster.node(1).node_id();
+    let mesh: Arc<dyn Mesh> = Arc::new(cluster.node(0).mesh.clone());
+    let args = ShardArgs {
+        job: job.clone(),
+        shard: 0,
+        consistency: Consistency::Async,
+        max_consecutive_nonfinite: 3,
+        lr: LrArgs {
+            peak: 1e-6,
+            warmup: 0,
+            total: 1_000_000,
+            decay: LrSchedule::Linear,
+        },
+        save_every: 0,
+        optimizer_json: ShardArgs::optimizer_json(&OptimizerConfig::Sgd(SgdConfig::default())),
+        init: vec![0.5; PARAMS],
+    };
+    spawn_remote::<_, RequestBody, std::result::Result<ResponseBody, RemoteError>>(
+        mesh.clone(),
+        host.clone(),
+        PARAM_SERVER_ROLE,
+        &shard_actor(&job, 0),
+        &args,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let params = RemoteParams::new(
+        mesh,
+        &job,
+        &[host],
+        PARAMS,
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+    );
+    let w = WorkerId(0);
+    params.join(0, w).await.unwrap();
+    let grad = vec![0.001f32; PARAMS];
+    // One warm-up round, then the measured ones.
+    let mut version = None;
+    let mut started = Instant::now();
+    for round in 0..=ROUNDS {
+        if round == 1 {
+            started = Instant::now(); // after the warm-up round
+        }
+        let p = params.pull(0, w, version).await.unwrap();
+        assert_eq!(p.values.len(), PARAMS);
+        params
+            .push(0, w, p.version, 1, GradPayload::F32(grad.clone()))
+            .await
+            .unwrap();
+        version = Some(p.version);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let bytes = ROUNDS as f64 * 2.0 * (PARAMS * 4) as f64;
+    bytes / secs / 1e6
+}
+
+/// MB/s of the same bytes over raw loopback TCP: send a buffer, get it back, per round.
+async fn raw_tcp() -> f64 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = PARAMS * 4;
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; n];
+        for _ in 0..=ROUNDS {
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+        }
+    });
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let out = vec![7u8; n];
+    let mut back = vec![0u8; n];
+    let started = Instant::now();
+    for _ in 0..=ROUNDS {
+        s.write_all(&out).await.unwrap();
+        s.read_exact(&mut back).await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    (ROUNDS + 1) as f64 * 2.0 * n as f64 / secs / 1e6
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let cluster = TestCluster::start(3).await.unwrap();
+    wait_until(Duration::from_secs(60), "convergence", || {
+        cluster.converged()
+    })
+    .await
+    .unwrap();
+    let up = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/data?name=bank5&format=csv&text_field=text&label_field=category&records_per_shard=100",
+            cluster.node(0).api_url()
+        ))
+        .body(subset())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status().as_u16(), 201);
+
+    println!("sync training, 500 Banking77 records x 2 epochs, per-device batch 16, 2 shards:");
+    println!("workers  samples  wall s  samples/s  compute-only samples/s  sync overhead");
+    let mut one = None;
+    for workers in 1..=3u32 {
+        let r = train(&cluster, workers).await;
+        let wall = r["samples_per_s"].as_f64().unwrap();
+        let compute = r["compute_samples_per_s"].as_f64().unwrap_or(f64::NAN);
+        let overhead = 1.0 - wall / compute;
+        let base = *one.get_or_insert(wall);
+        println!(
+            "{workers:>7}  {:>7}  {:>6.2}  {wall:>9.1}  {compute:>22.1}  {:>12.1}%   ({:.2}x one worker)",
+            r["samples"],
+            r["train_seconds"].as_f64().unwrap(),
+            overhead * 100.0,
+            wall / base
+        );
+    }
+
+    let mesh = push_pull(&cluster).await;
+    let tcp = raw_tcp().await;
+    println!();
+    println!(
+        "parameter push + pull, {PARAMS} f32 each way per round, {ROUNDS} rounds: {mesh:.1} MB/s over the mesh vs {tcp:.1} MB/s raw loopback TCP (ratio {:.3})",
+        mesh / tcp
+    );
+    cluster.shutdown().await.unwrap();
+}
