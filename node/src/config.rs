@@ -50,6 +50,9 @@ pub struct NodeConfig {
     /// Time spent on the start-up compute probe.
     #[serde(with = "humantime_serde")]
     pub probe_budget: Duration,
+    /// How much slower than the machine this node's trainers run (1.0 = full speed; 2.0 = half
+    /// speed). For measuring heterogeneous meshes on uniform hardware.
+    pub train_slowdown: f64,
     /// How long shutdown waits for in-flight work and leave acknowledgements.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -84,6 +87,7 @@ impl Default for NodeConfig {
             target_peers: 64,
             request_timeout: Duration::from_secs(30),
             probe_budget: Duration::from_millis(300),
+            train_slowdown: 1.0,
             shutdown_grace: Duration::from_secs(10),
             membership: membership::Config::default(),
             catalog_sync_interval: Duration::from_secs(5),
@@ -120,6 +124,12 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_empty() {
             return Err(err("listen", "at least one listen address is required"));
+        }
+        if !(self.train_slowdown.is_finite() && (1.0..=100.0).contains(&self.train_slowdown)) {
+            return Err(err(
+                "train_slowdown",
+                "must be a number from 1 (full speed) to 100",
+            ));
         }
         for a in &self.listen {
             a.parse::<Multiaddr>()

@@ -170,6 +170,7 @@ impl RunningNode {
             crate::train::workers::TRAINER_ROLE,
             Arc::new(crate::train::workers::TrainerRole {
                 mesh: Arc::new(mesh.clone()),
+                slowdown: config.train_slowdown,
             }),
         );
         let (executor, reports, executor_task) = executor::Handle::spawn(

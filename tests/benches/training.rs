@@ -4,6 +4,8 @@
 //! - samples/s of a sync `train` job with 1, 2 and 3 workers (the same model and data, a fixed
 //!   per-device batch), and the share of wall time lost to synchronisation: 1 − (wall-clock
 //!   samples/s ÷ the samples/s of the slowest worker's compute alone, step by step);
+//! - heterogeneity: with one of three trainers slowed to half speed (`train_slowdown = 2`), the
+//!   samples/s of a sync job whose shares follow measured throughput vs one with equal shares;
 //! - parameter push + pull throughput between two nodes (a parameter-server shard on one,
 //!   `RemoteParams` on the other: a pull of the shard and a push of a gradient of the same size
 //!   per round) vs raw loopback TCP moving the same bytes both ways.
@@ -63,6 +65,10 @@ fn subset() -> Vec<u8> {
 }
 
 async fn train(cluster: &TestCluster, workers: u32) -> Value {
+    train_with(cluster, workers, true).await
+}
+
+async fn train_with(cluster: &TestCluster, workers: u32, adaptive: bool) -> Value {
     let http = reqwest::Client::new();
     let base = cluster.node(0).api_url();
     let spec = json!({
@@ -75,7 +81,8 @@ async fn train(cluster: &TestCluster, workers: u32) -> Value {
             "dataset": { "name": "bank5@1", "text_field": "text", "label_field": "label",
                          "eval_fraction": 0.0 },
             "args": { "per_device_batch": 16, "epochs": 2, "learning_rate": 0.002, "seed": 3 },
-            "cluster": { "workers_min": 1, "workers_max": workers, "ps_shards": 2, "mode": "sync" }
+            "cluster": { "workers_min": 1, "workers_max": workers, "ps_shards": 2, "mode": "sync",
+                         "adaptive_shares": adaptive }
         }
     });
     let v: Value = http
@@ -196,14 +203,7 @@ async fn raw_tcp() -> f64 {
     (ROUNDS + 1) as f64 * 2.0 * n as f64 / secs / 1e6
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
-async fn main() {
-    let cluster = TestCluster::start(3).await.unwrap();
-    wait_until(Duration::from_secs(60), "convergence", || {
-        cluster.converged()
-    })
-    .await
-    .unwrap();
+async fn upload(cluster: &TestCluster) {
     let up = reqwest::Client::new()
         .post(format!(
             "{}/api/v1/data?name=bank5&format=csv&text_field=text&label_field=category&records_per_shard=100",
@@ -214,6 +214,17 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!(up.status().as_u16(), 201);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let cluster = TestCluster::start(3).await.unwrap();
+    wait_until(Duration::from_secs(60), "convergence", || {
+        cluster.converged()
+    })
+    .await
+    .unwrap();
+    upload(&cluster).await;
 
     println!("sync training, 500 Banking77 records x 2 epochs, per-device batch 16, 2 shards:");
     println!("workers  samples  wall s  samples/s  compute-only samples/s  sync overhead");
@@ -234,6 +245,32 @@ async fn main() {
     }
 
     let mesh = push_pull(&cluster).await;
+    cluster.shutdown().await.unwrap();
+
+    // Heterogeneity: node 2's trainer runs at half speed.
+    let slowed: flotilla_tests::Customize = Box::new(|i, c| {
+        if i == 2 {
+            c.train_slowdown = 2.0;
+        }
+    });
+    let cluster = TestCluster::start_with(3, Some(slowed)).await.unwrap();
+    wait_until(Duration::from_secs(60), "convergence", || {
+        cluster.converged()
+    })
+    .await
+    .unwrap();
+    upload(&cluster).await;
+    let equal = train_with(&cluster, 3, false).await["samples_per_s"]
+        .as_f64()
+        .unwrap();
+    let adaptive = train_with(&cluster, 3, true).await["samples_per_s"]
+        .as_f64()
+        .unwrap();
+    println!();
+    println!(
+        "one of 3 trainers at half speed, sync: adaptive shares {adaptive:.1} samples/s vs equal shares {equal:.1} samples/s (ratio {:.2}; the target is 1.3, ideal 1.5-1.67)",
+        adaptive / equal
+    );
     let tcp = raw_tcp().await;
     println!();
     println!(

@@ -61,7 +61,7 @@ pub struct Config {
     pub per_device_batch: u32,
     pub consistency: Consistency,
     pub elastic: elastic::Config,
-    /// Weight of a new throughput measurement in the smoothed speed.
+    /// Weight of a new throughput measurement in the smoothed speed; 0 keeps shares equal.
     pub speed_alpha: f64,
     /// Step records kept for the live view.
     pub series_capacity: usize,

@@ -22,11 +22,13 @@ pub struct Shares {
 
 impl Shares {
     /// An allocator of `global` samples, smoothing speeds with weight `alpha` (clamped to
-    /// (0, 1]).
+    /// (0, 1]; exactly 0 turns adaptation off: equal shares).
     pub fn new(global: u32, alpha: f64) -> Self {
         Self {
             global,
-            alpha: if alpha.is_finite() {
+            alpha: if alpha == 0.0 {
+                0.0
+            } else if alpha.is_finite() {
                 alpha.clamp(1e-3, 1.0)
             } else {
                 0.5
@@ -56,9 +58,10 @@ impl Shares {
     }
 
     /// Records that `worker` computed `samples` samples in `secs` seconds. Measurements of
-    /// unknown workers, of no samples or of no time are ignored.
+    /// unknown workers, of no samples or of no time are ignored, and so is every measurement
+    /// when the smoothing weight is 0: shares then stay equal (adaptation off).
     pub fn observe(&mut self, worker: WorkerId, samples: u32, secs: f64) {
-        if samples == 0 || !(secs.is_finite() && secs > 0.0) {
+        if self.alpha <= 0.0 || samples == 0 || !(secs.is_finite() && secs > 0.0) {
             return;
         }
         let Some(speed) = self.speeds.get_mut(&worker) else {
@@ -128,6 +131,24 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_zero_weight_keeps_shares_equal() {
+        let mut s = Shares::new(12, 0.0);
+        for w in 0..3 {
+            s.add(WorkerId(w));
+        }
+        s.observe(WorkerId(0), 100, 1.0);
+        s.observe(WorkerId(1), 10, 1.0);
+        assert!(s.shares().values().all(|&n| n == 4), "{:?}", s.shares());
+        let mut adaptive = Shares::new(12, 1.0);
+        for w in 0..3 {
+            adaptive.add(WorkerId(w));
+        }
+        adaptive.observe(WorkerId(0), 100, 1.0);
+        adaptive.observe(WorkerId(1), 10, 1.0);
+        assert!(adaptive.shares()[&WorkerId(0)] > adaptive.shares()[&WorkerId(1)]);
+    }
 
     fn w(i: u32) -> WorkerId {
         WorkerId(i)

@@ -245,7 +245,11 @@ pub async fn run(
                     workers_max: spec.cluster.workers_max,
                     below_min_timeout: spec.cluster.below_min_timeout,
                 },
-                speed_alpha: 0.5,
+                speed_alpha: if spec.cluster.adaptive_shares {
+                    0.5
+                } else {
+                    0.0
+                },
                 series_capacity: 10_000,
                 keep_ledger: true,
                 save_every: 0,

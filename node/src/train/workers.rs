@@ -189,6 +189,31 @@ pub struct TrainerArgs {
 /// Spawns kernels-backed trainers that reach their shards and coordinator over the mesh.
 pub struct TrainerRole {
     pub mesh: Arc<dyn Mesh>,
+    /// How much slower than the machine this node's trainers run (1.0: full speed). A trainer
+    /// slowed to `f` sleeps `f − 1` times its compute time after each batch, so one machine can
+    /// stand in for a mesh of unequal devices when measuring how shares adapt.
+    pub slowdown: f64,
+}
+
+/// A gradient source slowed down by a factor (see [`TrainerRole::slowdown`]).
+struct Slowed {
+    inner: ClassifierSource,
+    factor: f64,
+}
+
+impl GradientSource for Slowed {
+    fn compute(
+        &self,
+        params: &[f32],
+        batch: &[flotilla_actors::data::record::Record],
+    ) -> std::result::Result<(Vec<f32>, f32, usize), String> {
+        let started = std::time::Instant::now();
+        let out = self.inner.compute(params, batch);
+        if self.factor > 1.0 {
+            std::thread::sleep(started.elapsed().mul_f64(self.factor - 1.0));
+        }
+        out
+    }
 }
 
 #[async_trait::async_trait]
@@ -235,7 +260,10 @@ impl Role for TrainerRole {
                 lr: a.lr.into(),
                 idle_wait: Duration::from_millis(2),
             },
-            Arc::new(source) as Arc<dyn GradientSource>,
+            Arc::new(Slowed {
+                inner: source,
+                factor: self.slowdown,
+            }) as Arc<dyn GradientSource>,
             Arc::new(params) as Arc<dyn ParamClient>,
             Arc::new(dispatch) as Arc<dyn Dispatch>,
             supervisor,

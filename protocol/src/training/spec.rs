@@ -242,6 +242,9 @@ pub struct ClusterSpec {
     /// The job fails when it has had fewer than `workers_min` workers for this long.
     #[serde(with = "humantime_serde")]
     pub below_min_timeout: Duration,
+    /// Each worker's share of the global batch follows its measured throughput (`false`: equal
+    /// shares, for comparison).
+    pub adaptive_shares: bool,
 }
 
 impl Default for ClusterSpec {
@@ -253,6 +256,7 @@ impl Default for ClusterSpec {
             mode: Mode::Sync,
             staleness: None,
             below_min_timeout: Duration::from_secs(300),
+            adaptive_shares: true,
         }
     }
 }
