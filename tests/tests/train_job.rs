@@ -261,6 +261,26 @@ async fn a_train_job_runs_shards_and_trainers_across_the_cluster() {
     );
     assert!(right * 10 > texts.len() * 3, "{right} of {}", texts.len());
 
+    // A model source the coordinator cannot train yet is refused at submission, saying so.
+    let mut decoder = spec.clone();
+    decoder["train"]["model"]["new"]["architecture"] = json!("decoder");
+    decoder["train"]["model"]["new"]
+        .as_object_mut()
+        .unwrap()
+        .remove("num_labels");
+    let resp = http
+        .post(format!("{}/api/v1/jobs", cluster.node(2).api_url()))
+        .json(&decoder)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let e: Value = resp.json().await.unwrap();
+    assert!(
+        e.to_string().contains("train.model.new.architecture"),
+        "{e}"
+    );
+
     // Specs naming a dataset or a field that does not exist are refused, naming it.
     for (dataset, text_field, field, needle) in [
         (

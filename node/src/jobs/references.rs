@@ -1,7 +1,8 @@
 //! Checks that what a job spec names exists before the job is accepted: a `train` job's
 //! dataset version, its text and label fields, and a registered model to fine-tune. A missing
 //! one is a field error naming it (the API answers 400), so a typo fails at submission rather
-//! than minutes later on a worker.
+//! than minutes later on a worker. Model sources the coordinator cannot train yet (decoders,
+//! registered versions, Hugging Face folders) are refused here too, with what to use instead.
 //!
 //! The answer is this node's view of the catalog: a dataset uploaded at another node a moment
 //! ago may not have arrived yet by gossip (retrying the submission after a second succeeds).
@@ -9,7 +10,7 @@
 use flotilla_actors::catalog;
 use flotilla_protocol::catalog::{CatalogKey, Entry, Record};
 use flotilla_protocol::jobs::{JobKind, JobSpec};
-use flotilla_protocol::training::{ModelSource, TrainSpec, Versioned};
+use flotilla_protocol::training::{Architecture, ModelSource, TrainSpec, Versioned};
 use flotilla_protocol::validation::{FieldError, FieldErrors};
 
 /// Every reference of `spec` that this node's catalog does not hold, as field errors under
@@ -65,13 +66,30 @@ pub async fn missing(catalog: &catalog::Handle, spec: &JobSpec) -> anyhow::Resul
             ),
         }
     }
+    // What the coordinator cannot train yet is refused here rather than failing the job later.
+    match &train.model {
+        ModelSource::New(m) if m.architecture != Architecture::Classifier => push(
+            "train.model.new.architecture",
+            "only architecture = \"classifier\" can be trained on the mesh yet".to_string(),
+        ),
+        ModelSource::HfFolder(_) => push(
+            "train.model.hf_folder",
+            "fine-tuning Hugging Face folders is not supported yet; use [model.new]".to_string(),
+        ),
+        _ => {}
+    }
     if let ModelSource::Registered(m) = &train.model {
         if let Ok(v) = Versioned::parse(m) {
             let found = matches!(
                 catalog.get(CatalogKey::model(&v.name, v.version)).await?,
                 Some(Entry::Register(r)) if r.value.is_some()
             );
-            if !found {
+            if found {
+                push(
+                    "train.model.registered",
+                    format!("fine-tuning registered versions ({m}) is not supported yet; use [model.new]"),
+                );
+            } else {
                 push(
                     "train.model.registered",
                     format!("no model version {m} in the catalog"),
