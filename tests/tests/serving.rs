@@ -2,11 +2,14 @@
 //! nodes, a router on every node, and the OpenAI-compatible API driven by the official `openai`
 //! Python client; identical requests run once; the cache follows model versions; a replica's
 //! death under load costs (almost) no requests and no stream hangs; overload is refused with
-//! 429 and recovers.
+//! 429 and recovers within bounded memory. The router's counters are checked per deployment
+//! and per replica, in `/api/v1/serving` and in Prometheus text.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_tests::{wait_until, TestCluster};
@@ -20,6 +23,43 @@ const MINILM: &str = concat!(
 );
 const CORPUS: &str = "the quick brown fox jumps over the lazy dog. a cat sat on the mat. \
     flotilla serves models on every node of the mesh, and every node answers. ";
+
+/// The tests of this file share one process (the nodes run in it). Each holds this lock for
+/// reading; the overload test, which measures the process's resident memory, holds it for
+/// writing so that no other cluster grows the process while it measures.
+static PROCESS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// This process's resident set size (`VmRSS`), in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// The sum of the values of metric `name`'s series whose labels include every `k="v"` of
+/// `labels`, in Prometheus text; `None` if there is no such series.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let Some((set, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let pairs: Vec<&str> = set.split(',').collect();
+        if labels
+            .iter()
+            .all(|(k, v)| pairs.contains(&format!("{k}=\"{v}\"").as_str()))
+        {
+            *found.get_or_insert(0.0) += value.trim().parse::<f64>().unwrap();
+        }
+    }
+    found
+}
 
 fn url(cluster: &TestCluster, i: usize, path: &str) -> String {
     format!("{}{path}", cluster.node(i).api_url())
@@ -146,6 +186,7 @@ fn openai_venv(root: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn openai_client_drives_a_three_node_cluster() {
+    let _process = PROCESS.read().await;
     let dir = tempfile::tempdir().unwrap();
     let python = openai_venv(dir.path());
     let cluster = cluster3().await;
@@ -211,6 +252,7 @@ async fn openai_client_drives_a_three_node_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn identical_requests_run_once_and_the_cache_follows_the_version() {
+    let _process = PROCESS.read().await;
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster3().await;
     let v1 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v1"), 1)).await;
@@ -279,7 +321,56 @@ async fn identical_requests_run_once_and_the_cache_follows_the_version() {
         "{metrics}"
     );
     assert!(metrics.contains("flotilla_serving_request_duration_seconds_bucket"));
-    assert!(metrics.contains("flotilla_serving_router{outcome=\"coalesced\"}"));
+    // The router's counters for the deployment: 50 requests, 49 of them answered without
+    // running (coalesced, or from the cache once the first answer was in), one attempt at one
+    // replica; the same in the node's totals, since this node routed nothing else.
+    let chat = &stats["by_deployment"]["chat"];
+    assert_eq!(chat["requests"], 50, "{stats}");
+    assert_eq!(
+        chat["coalesced"].as_u64().unwrap() + chat["cache_hits"].as_u64().unwrap(),
+        49,
+        "{stats}"
+    );
+    let attempts: u64 = chat["replicas"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| r["attempts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(attempts, 1, "{stats}");
+    let router = |outcome| {
+        metric(
+            &metrics,
+            "flotilla_serving_router",
+            &[("deployment", "chat"), ("outcome", outcome)],
+        )
+        .unwrap_or_else(|| panic!("no router {outcome} series for chat in:\n{metrics}"))
+    };
+    assert_eq!(router("requests"), 50.0);
+    assert_eq!(router("coalesced") + router("cache_hits"), 49.0);
+    assert_eq!(
+        router("coalesced"),
+        stats["by_deployment"]["chat"]["coalesced"]
+            .as_u64()
+            .unwrap() as f64
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "flotilla_serving_router_node",
+            &[("outcome", "requests")]
+        ),
+        Some(50.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "flotilla_serving_router_replica",
+            &[("deployment", "chat"), ("outcome", "attempts")]
+        ),
+        Some(1.0),
+        "one attempt over chat's replicas:\n{metrics}"
+    );
 
     // A new version under the same deployment: the same request is computed again, by it.
     let v2 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v2"), 2)).await;
@@ -336,6 +427,7 @@ async fn outstanding(cluster: &TestCluster, i: usize, deployment: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_dies_under_steady_load() {
+    let _process = PROCESS.read().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = cluster3().await;
     // A larger model with a long context, so that long streams are still generating when the
@@ -435,6 +527,7 @@ async fn a_replica_dies_under_steady_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overload_is_refused_and_recovers() {
+    let _alone = PROCESS.write().await;
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster3().await;
     let v1 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v1"), 1)).await;
@@ -444,6 +537,21 @@ async fn overload_is_refused_and_recovers() {
     )
     .await;
     wait_ready(&cluster, "small", &v1, 1).await;
+
+    // Resident memory before, at the peak of (sampled every 100 ms) and after the overload.
+    let before = rss_kib();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut peak = rss_kib();
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                peak = peak.max(rss_kib());
+            }
+            peak
+        })
+    };
 
     // One replica takes 4 requests at once; send 40 times that.
     let client = reqwest::Client::new();
@@ -469,8 +577,17 @@ async fn overload_is_refused_and_recovers() {
             other => panic!("unexpected status {other}: {}", r.text().await.unwrap()),
         }
     }
+    stop.store(true, Ordering::Relaxed);
+    let peak = sampler.await.unwrap().max(rss_kib());
     println!("{ok} answered, {refused} refused");
     assert!(refused > 0 && ok > 0);
+    // Node 1's router counted the refusals under the deployment.
+    let (_, stats) = get(&cluster, 1, "/api/v1/serving").await;
+    assert_eq!(
+        stats["by_deployment"]["small"]["rejected"].as_u64(),
+        Some(refused),
+        "{stats}"
+    );
     // Load stopped: answered again within 5 s.
     wait_until(
         Duration::from_secs(5),
@@ -488,11 +605,33 @@ async fn overload_is_refused_and_recovers() {
     )
     .await
     .unwrap();
+    let after = rss_kib();
+    eprintln!(
+        "resident memory: {} MiB before the overload, {} MiB at its peak, {} MiB after recovery",
+        before / 1024,
+        peak / 1024,
+        after / 1024
+    );
+    // What the overload may hold at once: 160 requests of ~100 bytes and their 50-token
+    // answers; refused ones are answered at once, and the rest wait in bounded queues (the
+    // replica's 4 places, the router's max_outstanding) rather than piling up. Per connection,
+    // hyper's and reqwest's buffers and the tasks' futures are tens of KiB on each side, so
+    // 160 connections cost a few tens of MiB at most; the allocator's per-thread arenas add
+    // some more. 256 MiB is several times all of that, and far below what an unbounded queue
+    // of copies would take under sustained load.
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    assert!(
+        growth_mib < 256,
+        "resident memory grew by {growth_mib} MiB during the overload ({} → {} MiB)",
+        before / 1024,
+        peak / 1024
+    );
     cluster.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_goes_away_frees_its_sequence() {
+    let _process = PROCESS.read().await;
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster3().await;
     let path = dir.path().join("big");

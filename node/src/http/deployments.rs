@@ -5,8 +5,10 @@
 //! - `GET /api/v1/models` lists the model versions registered for serving.
 //! - `POST /api/v1/deployments` deploys a model version; `GET /api/v1/deployments` lists
 //!   deployments with their placement; `DELETE /api/v1/deployments/{name}` undeploys.
-//! - `GET /api/v1/serving` shows this node's router counters and local replicas.
+//! - `GET /api/v1/serving` shows this node's router counters (for the node, per deployment and
+//!   per replica) and local replicas.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use axum::extract::{Path, State};
@@ -14,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use flotilla_actors::serving::router::{ReplicaStatsSnapshot, RouterStatsSnapshot};
 use flotilla_protocol::catalog::{
     CatalogKey, DeploymentRecord, Entry, Record, RecordKind, TrafficSplit,
 };
@@ -152,10 +155,22 @@ pub struct LocalReplicaInfo {
     pub cancelled: Option<u64>,
 }
 
+/// One deployment's counters in this node's router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRouterInfo {
+    /// `requests`, `streams`, `cache_hits`, … as at the top of [`ServingInfo`].
+    #[serde(flatten)]
+    pub counters: RouterStatsSnapshot,
+    /// Per replica the router sends this deployment's requests to (on any node), by replica id:
+    /// `attempts`, `failures`, `retried_away`.
+    pub replicas: BTreeMap<String, ReplicaStatsSnapshot>,
+}
+
 /// `GET /api/v1/serving`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServingInfo {
     pub node: String,
+    /// The router's counters over every deployment.
     pub requests: u64,
     pub streams: u64,
     pub cache_hits: u64,
@@ -164,6 +179,12 @@ pub struct ServingInfo {
     pub retries: u64,
     pub rejected: u64,
     pub failed: u64,
+    #[serde(default)]
+    pub deadline_exceeded: u64,
+    /// The router's counters per deployment with replicas, by deployment name.
+    #[serde(default)]
+    pub by_deployment: BTreeMap<String, DeploymentRouterInfo>,
+    /// This node's replicas.
     pub replicas: Vec<LocalReplicaInfo>,
 }
 
@@ -375,6 +396,19 @@ async fn serving(State(state): State<AppState>) -> Response {
             }
         })
         .collect();
+    let router = &state.serving.router;
+    let by_deployment = router
+        .deployment_stats()
+        .into_iter()
+        .map(|(name, counters)| {
+            let replicas = router
+                .replica_stats(&name)
+                .into_iter()
+                .map(|(id, s)| (id.0, s))
+                .collect();
+            (name, DeploymentRouterInfo { counters, replicas })
+        })
+        .collect();
     Json(ServingInfo {
         node: state.serving.me.clone(),
         requests: s.requests,
@@ -385,6 +419,8 @@ async fn serving(State(state): State<AppState>) -> Response {
         retries: s.retries,
         rejected: s.rejected,
         failed: s.failed,
+        deadline_exceeded: s.deadline_exceeded,
+        by_deployment,
         replicas,
     })
     .into_response()

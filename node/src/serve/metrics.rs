@@ -4,10 +4,15 @@
 //! HTTP layer (per deployment, on the node that took the request). Queue depth, batch sizes,
 //! decoding steps and model executions live in the replicas' own atomics and are copied into
 //! gauges at scrape time ([`ServingMetrics::refresh`]), so the request path takes no lock for
-//! them. Cache hits, coalesced requests, retries and refusals are the router's, per node.
+//! them. Cache hits, coalesced requests, retries and refusals are the router's: per deployment
+//! (`router`), per replica the router sends to (`router_replica`: attempts, failures, retries
+//! away from it) and for the whole node (`router_node`), copied at scrape time as well.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
+use flotilla_actors::serving::router::{ReplicaClient, Router};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -46,10 +51,33 @@ pub struct BatchLabel {
     pub size: u32,
 }
 
-/// A router counter's name.
+/// A node-wide router counter's name.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+/// A deployment's router counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouterLabel {
+    pub deployment: String,
     pub outcome: String,
+}
+
+/// A router counter of one replica of a deployment.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouterReplicaLabel {
+    pub deployment: String,
+    pub replica: String,
+    pub outcome: String,
+}
+
+/// The router series set at the last scrape, so that those of deployments and replicas the
+/// router dropped are removed instead of being exported forever at their last value.
+#[derive(Debug, Default)]
+struct RouterSeries {
+    deployments: HashSet<RouterLabel>,
+    replicas: HashSet<RouterReplicaLabel>,
 }
 
 fn latency() -> Histogram {
@@ -68,6 +96,9 @@ pub struct ServingMetrics {
     pub decode_steps: Family<ReplicaLabel, Gauge>,
     pub generated_tokens: Family<ReplicaLabel, Gauge>,
     pub router: Family<RouterLabel, Gauge>,
+    pub router_node: Family<OutcomeLabel, Gauge>,
+    pub router_replica: Family<RouterReplicaLabel, Gauge>,
+    router_series: Arc<Mutex<RouterSeries>>,
 }
 
 impl ServingMetrics {
@@ -84,6 +115,9 @@ impl ServingMetrics {
             decode_steps: Family::default(),
             generated_tokens: Family::default(),
             router: Family::default(),
+            router_node: Family::default(),
+            router_replica: Family::default(),
+            router_series: Arc::default(),
         };
         r.register(
             "requests",
@@ -127,8 +161,23 @@ impl ServingMetrics {
         );
         r.register(
             "router",
-            "This node's router counters: requests, cache hits and misses, coalesced, retries, rejected, failed",
+            "This node's router counters per deployment: requests, streams, cache hits and misses, \
+             coalesced, retries, rejected, failed, deadline_exceeded (deployments with replicas \
+             only; router_node has the node's totals)",
             m.router.clone(),
+        );
+        r.register(
+            "router_node",
+            "This node's router counters over all deployments (the same outcomes as router, \
+             requests naming no deployment with replicas included)",
+            m.router_node.clone(),
+        );
+        r.register(
+            "router_replica",
+            "This node's router counters per replica: attempts (requests sent to it, retries \
+             included), failures (errors it answered), retried_away (its failures retried on \
+             another replica)",
+            m.router_replica.clone(),
         );
         m
     }
@@ -165,23 +214,48 @@ impl ServingMetrics {
                     .set(tokens as i64);
             }
         }
-        let s = serving.router.stats();
-        for (outcome, v) in [
-            ("requests", s.requests),
-            ("streams", s.streams),
-            ("cache_hits", s.cache_hits),
-            ("cache_misses", s.cache_misses),
-            ("coalesced", s.coalesced),
-            ("retries", s.retries),
-            ("rejected", s.rejected),
-            ("failed", s.failed),
-        ] {
-            self.router
-                .get_or_create(&RouterLabel {
+        self.refresh_router(&serving.router);
+    }
+
+    fn refresh_router<C: ReplicaClient>(&self, router: &Router<C>) {
+        // Held throughout, so that concurrent scrapes do not remove each other's series.
+        let mut series = self.router_series.lock().unwrap_or_else(|e| e.into_inner());
+        for (outcome, v) in router.stats().outcomes() {
+            self.router_node
+                .get_or_create(&OutcomeLabel {
                     outcome: outcome.to_string(),
                 })
                 .set(v as i64);
         }
+        let mut now = RouterSeries::default();
+        for (deployment, s) in router.deployment_stats() {
+            for (outcome, v) in s.outcomes() {
+                let label = RouterLabel {
+                    deployment: deployment.clone(),
+                    outcome: outcome.to_string(),
+                };
+                self.router.get_or_create(&label).set(v as i64);
+                now.deployments.insert(label);
+            }
+            for (replica, s) in router.replica_stats(&deployment) {
+                for (outcome, v) in s.outcomes() {
+                    let label = RouterReplicaLabel {
+                        deployment: deployment.clone(),
+                        replica: replica.0.clone(),
+                        outcome: outcome.to_string(),
+                    };
+                    self.router_replica.get_or_create(&label).set(v as i64);
+                    now.replicas.insert(label);
+                }
+            }
+        }
+        for gone in series.deployments.difference(&now.deployments) {
+            self.router.remove(gone);
+        }
+        for gone in series.replicas.difference(&now.replicas) {
+            self.router_replica.remove(gone);
+        }
+        *series = now;
     }
 
     /// Records one answered request.

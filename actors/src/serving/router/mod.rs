@@ -8,7 +8,8 @@
 //! own bound is reached, and gives up at the request's deadline.
 //!
 //! - [`service`]: the async [`Router`], generic over a [`ReplicaClient`].
-//! - [`cache`], [`balance`]: its pure parts. [`stats`]: its counters.
+//! - [`cache`], [`balance`]: its pure parts. [`stats`]: its counters, for the node, per
+//!   deployment and per replica.
 //!
 //! Traffic splitting between model versions (canaries) happens before the router: the caller
 //! picks the version with [`split::pick`] and passes its hash; the router keeps one replica
@@ -29,7 +30,7 @@ use tokio::sync::mpsc;
 
 pub use cache::{Body, ResponseCache};
 pub use service::{RoutedStream, Router};
-pub use stats::{RouterStats, RouterStatsSnapshot};
+pub use stats::{ReplicaStats, ReplicaStatsSnapshot, RouterStats, RouterStatsSnapshot};
 
 use crate::serving::error::ServeError;
 use crate::{Error, Result};

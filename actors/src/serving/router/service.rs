@@ -1,7 +1,7 @@
 //! The async [`Router`], usable from HTTP handlers: cache, coalescing, replica choice, one
 //! retry, overload refusal and deadlines around a [`ReplicaClient`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -13,7 +13,9 @@ use tracing::warn;
 
 use super::balance::{choose, Candidate, Choice};
 use super::cache::{Body, ResponseCache};
-use super::stats::{bump, RouterStats, RouterStatsSnapshot};
+use super::stats::{
+    bump, ReplicaStats, ReplicaStatsSnapshot, RouterStatsSnapshot, StatsBook, Tally,
+};
 use super::{Config, PieceStream, ReplicaClient, ReplicaId, ReplicaSpec, RouteRequest, StreamItem};
 use crate::serving::error::ServeError;
 use crate::Result;
@@ -30,6 +32,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Replica {
     spec: ReplicaSpec,
     outstanding: u32,
+    /// Shared with the deployment's entry in the [`StatsBook`].
+    stats: Arc<ReplicaStats>,
 }
 
 /// (deployment, model hash) → its replicas.
@@ -42,6 +46,7 @@ struct Slot {
     pools: Arc<Mutex<Pools>>,
     pool: (String, String),
     replica: ReplicaId,
+    stats: Arc<ReplicaStats>,
 }
 
 impl Drop for Slot {
@@ -72,7 +77,7 @@ struct Inner<C> {
     cache: Mutex<ResponseCache>,
     inflight: Mutex<HashMap<CacheKey, Waiters>>,
     outstanding: Arc<AtomicUsize>,
-    stats: RouterStats,
+    stats: StatsBook,
 }
 
 /// The router. Cheap to clone; every clone shares the cache, pools and counters.
@@ -140,32 +145,44 @@ impl<C: ReplicaClient> Router<C> {
                 pools: Arc::new(Mutex::new(BTreeMap::new())),
                 inflight: Mutex::new(HashMap::new()),
                 outstanding: Arc::new(AtomicUsize::new(0)),
-                stats: RouterStats::default(),
+                stats: StatsBook::default(),
             }),
         })
     }
 
     /// Sets the replicas of one deployment's model version (an empty list removes the pool).
-    /// Replicas that stay keep their outstanding counts.
+    /// Replicas that stay keep their outstanding counts. The deployment's and its replicas'
+    /// counters follow the pools: they are dropped once no pool names them (see
+    /// [`StatsBook`] for why that bounds them).
     pub fn set_replicas(&self, deployment: &str, model_hash: &str, replicas: Vec<ReplicaSpec>) {
         let key = (deployment.to_string(), model_hash.to_string());
         let mut pools = lock(&self.inner.pools);
-        if replicas.is_empty() {
-            pools.remove(&key);
-            return;
-        }
         let old = pools.remove(&key).unwrap_or_default();
-        let pool = replicas
-            .into_iter()
-            .map(|spec| {
-                let outstanding = old
-                    .iter()
-                    .find(|r| r.spec.id == spec.id)
-                    .map_or(0, |r| r.outstanding);
-                Replica { spec, outstanding }
-            })
+        if !replicas.is_empty() {
+            let book = self.inner.stats.deployment(deployment);
+            let pool = replicas
+                .into_iter()
+                .map(|spec| {
+                    let outstanding = old
+                        .iter()
+                        .find(|r| r.spec.id == spec.id)
+                        .map_or(0, |r| r.outstanding);
+                    let stats = book.replica(&spec.id);
+                    Replica {
+                        spec,
+                        outstanding,
+                        stats,
+                    }
+                })
+                .collect();
+            pools.insert(key, pool);
+        }
+        let named: BTreeSet<&ReplicaId> = pools
+            .iter()
+            .filter(|((d, _), _)| d == deployment)
+            .flat_map(|(_, pool)| pool.iter().map(|r| &r.spec.id))
             .collect();
-        pools.insert(key, pool);
+        self.inner.stats.retain(deployment, &named);
     }
 
     /// Outstanding requests per replica of a pool, for load reports and metrics.
@@ -181,9 +198,30 @@ impl<C: ReplicaClient> Router<C> {
             .unwrap_or_default()
     }
 
-    /// The counters.
+    /// The node's counters: every request, whatever its deployment.
     pub fn stats(&self) -> RouterStatsSnapshot {
-        self.inner.stats.snapshot()
+        self.inner.stats.node.snapshot()
+    }
+
+    /// The counters of one deployment (zero for a deployment without a pool here).
+    pub fn stats_for(&self, deployment: &str) -> RouterStatsSnapshot {
+        self.inner.stats.snapshot(deployment).unwrap_or_default()
+    }
+
+    /// The counters of every deployment with a pool here, by name.
+    pub fn deployment_stats(&self) -> BTreeMap<String, RouterStatsSnapshot> {
+        self.inner
+            .stats
+            .all()
+            .into_iter()
+            .map(|(name, d)| (name, d.router.snapshot()))
+            .collect()
+    }
+
+    /// The counters of each replica of a deployment this router may send requests to, by
+    /// replica (empty for a deployment without a pool here).
+    pub fn replica_stats(&self, deployment: &str) -> BTreeMap<ReplicaId, ReplicaStatsSnapshot> {
+        self.inner.stats.replicas(deployment).into_iter().collect()
     }
 
     /// Responses cached now: (entries, bytes).
@@ -194,15 +232,16 @@ impl<C: ReplicaClient> Router<C> {
 
     /// Answers a non-streaming request.
     pub async fn infer(&self, req: RouteRequest) -> std::result::Result<Body, ServeError> {
-        bump(&self.inner.stats.requests);
+        let tally = self.inner.stats.tally(&req.deployment);
+        tally.bump(|s| &s.requests);
         let deadline = req.deadline;
         let result = match req.cache_key {
-            Some(key) => self.shared(key, req).await,
-            None => tokio::time::timeout(deadline, self.inner.clone().execute(req))
+            Some(key) => self.shared(key, req, &tally).await,
+            None => tokio::time::timeout(deadline, self.inner.clone().execute(req, tally.clone()))
                 .await
                 .unwrap_or(Err(ServeError::DeadlineExceeded { deadline })),
         };
-        self.inner.count(&result);
+        count(&tally, &result);
         result
     }
 
@@ -212,13 +251,14 @@ impl<C: ReplicaClient> Router<C> {
         &self,
         key: CacheKey,
         req: RouteRequest,
+        tally: &Tally,
     ) -> std::result::Result<Body, ServeError> {
         let inner = &self.inner;
         if let Some(body) = lock(&inner.cache).get(&key) {
-            bump(&inner.stats.cache_hits);
+            tally.bump(|s| &s.cache_hits);
             return Ok(body);
         }
-        bump(&inner.stats.cache_misses);
+        tally.bump(|s| &s.cache_misses);
         let deadline = req.deadline;
         let (tx, rx) = oneshot::channel();
         let leader = {
@@ -238,8 +278,9 @@ impl<C: ReplicaClient> Router<C> {
             // The work runs apart from the caller, so a leader that gives up (client gone)
             // does not take the answer away from those who joined it.
             let inner = inner.clone();
+            let tally = tally.clone();
             tokio::spawn(async move {
-                let result = tokio::time::timeout(deadline, inner.clone().execute(req))
+                let result = tokio::time::timeout(deadline, inner.clone().execute(req, tally))
                     .await
                     .unwrap_or(Err(ServeError::DeadlineExceeded { deadline }));
                 if let Ok(body) = &result {
@@ -251,7 +292,7 @@ impl<C: ReplicaClient> Router<C> {
                 }
             });
         } else {
-            bump(&inner.stats.coalesced);
+            tally.bump(|s| &s.coalesced);
         }
         match tokio::time::timeout(deadline, rx).await {
             Ok(Ok(result)) => result,
@@ -263,11 +304,12 @@ impl<C: ReplicaClient> Router<C> {
     /// Starts a streamed answer on the least-loaded replica. Streams are never retried: part
     /// of the answer may already have reached the client.
     pub async fn stream(&self, req: RouteRequest) -> std::result::Result<RoutedStream, ServeError> {
-        bump(&self.inner.stats.requests);
-        bump(&self.inner.stats.streams);
+        let tally = self.inner.stats.tally(&req.deployment);
+        tally.bump(|s| &s.requests);
+        tally.bump(|s| &s.streams);
         let result = self.start_stream(req).await;
         if let Err(e) = &result {
-            self.inner.count::<()>(&Err(e.clone()));
+            count::<()>(&tally, &Err(e.clone()));
         }
         result
     }
@@ -278,6 +320,7 @@ impl<C: ReplicaClient> Router<C> {
     ) -> std::result::Result<RoutedStream, ServeError> {
         let admission = self.inner.admit()?;
         let slot = self.inner.acquire(&req, None)?;
+        bump(&slot.stats.attempts);
         match tokio::time::timeout(req.deadline, self.inner.client.stream(&slot.replica, &req))
             .await
         {
@@ -287,7 +330,10 @@ impl<C: ReplicaClient> Router<C> {
                 _slot: slot,
                 _admission: admission,
             }),
-            Ok(Err(e)) => Err(ServeError::from_replica(&slot.replica, e)),
+            Ok(Err(e)) => {
+                bump(&slot.stats.failures);
+                Err(ServeError::from_replica(&slot.replica, e))
+            }
             Err(_) => Err(ServeError::DeadlineExceeded {
                 deadline: req.deadline,
             }),
@@ -347,6 +393,7 @@ impl<C: ReplicaClient> Inner<C> {
                     pools: self.pools.clone(),
                     pool: pool_key,
                     replica: r.spec.id.clone(),
+                    stats: r.stats.clone(),
                 })
             }
             Choice::AllBusy => Err(self.overloaded()),
@@ -356,28 +403,36 @@ impl<C: ReplicaClient> Inner<C> {
 
     /// Runs a request on a replica, and once more on another if the first fails in a way
     /// another replica may not (the caller bounds the whole by the deadline).
-    async fn execute(self: Arc<Self>, req: RouteRequest) -> std::result::Result<Body, ServeError> {
+    async fn execute(
+        self: Arc<Self>,
+        req: RouteRequest,
+        tally: Tally,
+    ) -> std::result::Result<Body, ServeError> {
         let _admission = self.admit()?;
         let start = Instant::now();
         let mut failed: Option<(ReplicaId, ServeError)> = None;
+        let mut retried_from: Option<Arc<ReplicaStats>> = None;
         for attempt in 0..2 {
             let slot = match self.acquire(&req, failed.as_ref().map(|(r, _)| r)) {
                 Ok(slot) => slot,
                 // No other replica to retry on: the first failure is the answer.
                 Err(e) => return Err(failed.map_or(e, |(_, first)| first)),
             };
-            if attempt > 0 {
-                bump(&self.stats.retries);
-            }
             let remaining = req.deadline.saturating_sub(start.elapsed());
             if remaining.is_zero() {
                 return Err(ServeError::DeadlineExceeded {
                     deadline: req.deadline,
                 });
             }
+            if let Some(first) = retried_from.take() {
+                tally.bump(|s| &s.retries);
+                bump(&first.retried_away);
+            }
+            bump(&slot.stats.attempts);
             match self.client.infer(&slot.replica, &req, remaining).await {
                 Ok(body) => return Ok(body),
                 Err(e) => {
+                    bump(&slot.stats.failures);
                     let retry = attempt == 0 && e.is_retryable();
                     warn!(replica = %slot.replica, error = %e, retry, "replica failed a request");
                     let err = ServeError::from_replica(&slot.replica, e);
@@ -385,19 +440,22 @@ impl<C: ReplicaClient> Inner<C> {
                         return Err(err);
                     }
                     failed = Some((slot.replica.clone(), err));
+                    // Counted against this replica when the retry is sent.
+                    retried_from = Some(slot.stats.clone());
                 }
             }
         }
         Err(failed.map_or(ServeError::Stopped(TASK), |(_, e)| e))
     }
+}
 
-    fn count<T>(&self, result: &std::result::Result<T, ServeError>) {
-        match result {
-            Ok(_) => {}
-            Err(ServeError::Overloaded { .. }) => bump(&self.stats.rejected),
-            Err(ServeError::DeadlineExceeded { .. }) => bump(&self.stats.deadline_exceeded),
-            Err(_) => bump(&self.stats.failed),
-        }
+/// Counts how a request ended.
+fn count<T>(tally: &Tally, result: &std::result::Result<T, ServeError>) {
+    match result {
+        Ok(_) => {}
+        Err(ServeError::Overloaded { .. }) => tally.bump(|s| &s.rejected),
+        Err(ServeError::DeadlineExceeded { .. }) => tally.bump(|s| &s.deadline_exceeded),
+        Err(_) => tally.bump(|s| &s.failed),
     }
 }
 

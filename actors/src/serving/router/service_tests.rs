@@ -414,3 +414,168 @@ fn router_futures_can_be_awaited_by_http_handlers() {
     };
     send(&stream);
 }
+
+fn request_to(deployment: &str, body: &str, cache_key: Option<CacheKey>) -> RouteRequest {
+    RouteRequest {
+        deployment: deployment.into(),
+        ..request(body, cache_key)
+    }
+}
+
+#[tokio::test]
+async fn counters_are_kept_per_deployment() {
+    let (r, fake) = router(vec![spec("a", 1, 64)]);
+    r.set_replicas("e", "h1", vec![spec("b", 1, 64)]);
+    // "d": a miss, then a hit.
+    let kd = CacheKey([1; 32]);
+    r.infer(request_to("d", "q", Some(kd))).await.unwrap();
+    r.infer(request_to("d", "q", Some(kd))).await.unwrap();
+    // "e": five identical requests at once, one execution.
+    fake.hold.store(true, Ordering::SeqCst);
+    let ke = CacheKey([2; 32]);
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.infer(request_to("e", "same", Some(ke))).await })
+        })
+        .collect();
+    wait_until(|| r.stats_for("e").coalesced == 4).await;
+    fake.gate.send_replace(true);
+    for c in calls {
+        let body = tokio::time::timeout(LIMIT, c)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(&body), "b:same");
+    }
+    // A stream to "e", and a request for a deployment without a pool.
+    fake.hold.store(false, Ordering::SeqCst);
+    drop(r.stream(request_to("e", "s", None)).await.unwrap());
+    assert!(matches!(
+        r.infer(request_to("nope", "x", None)).await,
+        Err(ServeError::NoReplica { .. })
+    ));
+
+    let d = r.stats_for("d");
+    assert_eq!(
+        d,
+        RouterStatsSnapshot {
+            requests: 2,
+            cache_hits: 1,
+            cache_misses: 1,
+            ..Default::default()
+        }
+    );
+    let e = r.stats_for("e");
+    assert_eq!(
+        e,
+        RouterStatsSnapshot {
+            requests: 6,
+            streams: 1,
+            cache_misses: 5,
+            coalesced: 4,
+            ..Default::default()
+        }
+    );
+    // The node's totals hold everything, the request without a pool included; that one
+    // has no entry of its own.
+    let node = r.stats();
+    assert_eq!((node.requests, node.failed), (9, 1));
+    assert_eq!(node.coalesced, d.coalesced + e.coalesced);
+    assert_eq!(node.cache_hits, d.cache_hits + e.cache_hits);
+    assert_eq!(r.stats_for("nope"), RouterStatsSnapshot::default());
+    assert_eq!(
+        r.deployment_stats().into_keys().collect::<Vec<_>>(),
+        vec!["d", "e"]
+    );
+    // Per replica: what each was sent.
+    let attempts = |dep: &str| -> Vec<(String, u64)> {
+        r.replica_stats(dep)
+            .into_iter()
+            .map(|(id, s)| (id.0, s.attempts))
+            .collect()
+    };
+    assert_eq!(attempts("d"), vec![("a".into(), 1)]);
+    assert_eq!(attempts("e"), vec![("b".into(), 2)]);
+}
+
+#[tokio::test]
+async fn failures_are_counted_under_the_replica_that_failed() {
+    let (r, fake) = router(vec![spec("a", 2, 8), spec("b", 1, 8)]);
+    r.set_replicas("e", "h1", vec![spec("c", 1, 8)]);
+    fake.failing
+        .lock()
+        .unwrap()
+        .insert("a".into(), ErrorKind::Internal);
+    // "a" fails, the retry on "b" answers.
+    assert_eq!(
+        text(&r.infer(request_to("d", "x", None)).await.unwrap()),
+        "b:x"
+    );
+    // A stream is not retried: "a" fails it.
+    r.stream(request_to("d", "s", None)).await.unwrap_err();
+    // "e"'s lone replica fails.
+    fake.failing
+        .lock()
+        .unwrap()
+        .insert("c".into(), ErrorKind::Unavailable);
+    r.infer(request_to("e", "x", None)).await.unwrap_err();
+
+    let replicas = |dep: &str| -> Vec<(String, ReplicaStatsSnapshot)> {
+        r.replica_stats(dep)
+            .into_iter()
+            .map(|(id, s)| (id.0, s))
+            .collect()
+    };
+    let snap = |attempts, failures, retried_away| ReplicaStatsSnapshot {
+        attempts,
+        failures,
+        retried_away,
+    };
+    assert_eq!(
+        replicas("d"),
+        vec![("a".into(), snap(2, 2, 1)), ("b".into(), snap(1, 0, 0))]
+    );
+    assert_eq!(replicas("e"), vec![("c".into(), snap(1, 1, 0))]);
+    let (d, e) = (r.stats_for("d"), r.stats_for("e"));
+    assert_eq!((d.requests, d.retries, d.failed), (2, 1, 1));
+    assert_eq!((e.requests, e.retries, e.failed), (1, 0, 1));
+    assert_eq!((r.stats().retries, r.stats().failed), (1, 2));
+}
+
+#[tokio::test]
+async fn counters_follow_the_pools() {
+    let (r, fake) = router(vec![spec("a", 1, 8), spec("b", 1, 8)]);
+    fake.failing
+        .lock()
+        .unwrap()
+        .insert("a".into(), ErrorKind::Internal);
+    r.infer(request_to("d", "x", None)).await.unwrap();
+    r.infer(request_to("d", "y", None)).await.unwrap();
+    let before = r.replica_stats("d");
+    assert_eq!(before.len(), 2);
+    // A new model version on the same replicas: the replicas keep their counters, and the
+    // deployment its own, once the old version's pool goes.
+    r.set_replicas("d", "h2", vec![spec("b", 1, 8)]);
+    r.set_replicas("d", "h1", vec![]);
+    let b = ReplicaId("b".into());
+    assert_eq!(
+        r.replica_stats("d").into_iter().collect::<Vec<_>>(),
+        vec![(b.clone(), before[&b])],
+        "a replica no pool names is dropped; the others keep their counters"
+    );
+    assert_eq!(r.stats_for("d").requests, 2);
+    // The last pool gone: the deployment's counters go too; the node's stay.
+    r.set_replicas("d", "h2", vec![]);
+    assert!(r.deployment_stats().is_empty());
+    assert!(r.replica_stats("d").is_empty());
+    assert_eq!(r.stats_for("d"), RouterStatsSnapshot::default());
+    assert_eq!(r.stats().requests, 2);
+    // Requests for deployments without a pool add no entry, however many names they use.
+    for i in 0..100 {
+        let _ = r.infer(request_to(&format!("x{i}"), "x", None)).await;
+    }
+    assert!(r.deployment_stats().is_empty());
+    assert_eq!(r.stats().requests, 102);
+}
