@@ -371,6 +371,41 @@ async fn identical_requests_run_once_and_the_cache_follows_the_version() {
         Some(1.0),
         "one attempt over chat's replicas:\n{metrics}"
     );
+    assert_eq!(
+        metric(
+            &metrics,
+            "flotilla_serving_replica_request_duration_seconds_count",
+            &[("deployment", "chat")]
+        ),
+        Some(1.0),
+        "one timed attempt at one of chat's replicas:\n{metrics}"
+    );
+    // A stream is timed to its first piece against the replica that sent it.
+    let streamed = reqwest::Client::new()
+        .post(url(&cluster, 0, "/v1/completions"))
+        .json(&json!({"model": "chat", "prompt": "the mesh", "max_tokens": 5, "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(streamed.contains("data: [DONE]"), "{streamed}");
+    let metrics = reqwest::get(url(&cluster, 0, "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            "flotilla_serving_replica_time_to_first_piece_seconds_count",
+            &[("deployment", "chat")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
 
     // A new version under the same deployment: the same request is computed again, by it.
     let v2 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v2"), 2)).await;

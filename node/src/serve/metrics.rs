@@ -98,6 +98,12 @@ pub struct ServingMetrics {
     pub router: Family<RouterLabel, Gauge>,
     pub router_node: Family<OutcomeLabel, Gauge>,
     pub router_replica: Family<RouterReplicaLabel, Gauge>,
+    /// Time each replica took to answer a routed non-streaming request (every attempt).
+    pub replica_latency: Family<ReplicaLabel, Histogram, fn() -> Histogram>,
+    /// Time from asking a replica for a stream to its first piece.
+    pub replica_first_piece: Family<ReplicaLabel, Histogram, fn() -> Histogram>,
+    /// `(deployment, replica)` pairs with histogram series, so dropped replicas lose theirs.
+    replica_histograms: Arc<Mutex<std::collections::BTreeSet<(String, String)>>>,
     router_series: Arc<Mutex<RouterSeries>>,
 }
 
@@ -117,8 +123,21 @@ impl ServingMetrics {
             router: Family::default(),
             router_node: Family::default(),
             router_replica: Family::default(),
+            replica_latency: Family::new_with_constructor(latency),
+            replica_first_piece: Family::new_with_constructor(latency),
+            replica_histograms: Arc::default(),
             router_series: Arc::default(),
         };
+        r.register(
+            "replica_request_duration_seconds",
+            "Time a replica took to answer a routed non-streaming request, each attempt, by deployment and replica",
+            m.replica_latency.clone(),
+        );
+        r.register(
+            "replica_time_to_first_piece_seconds",
+            "Time from asking a replica for a stream to its first piece, by deployment and replica",
+            m.replica_first_piece.clone(),
+        );
         r.register(
             "requests",
             "OpenAI-compatible requests taken by this node, by deployment, endpoint and status",
@@ -255,7 +274,53 @@ impl ServingMetrics {
         for gone in series.replicas.difference(&now.replicas) {
             self.router_replica.remove(gone);
         }
+        let live: std::collections::BTreeSet<(String, String)> = now
+            .replicas
+            .iter()
+            .map(|l| (l.deployment.clone(), l.replica.clone()))
+            .collect();
+        let mut histograms = self
+            .replica_histograms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        histograms.retain(|(deployment, replica)| {
+            let keep = live.contains(&(deployment.clone(), replica.clone()));
+            if !keep {
+                let label = ReplicaLabel {
+                    deployment: deployment.clone(),
+                    replica: replica.clone(),
+                };
+                self.replica_latency.remove(&label);
+                self.replica_first_piece.remove(&label);
+            }
+            keep
+        });
         *series = now;
+    }
+
+    fn replica_label(&self, deployment: &str, replica: &str) -> ReplicaLabel {
+        self.replica_histograms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((deployment.to_string(), replica.to_string()));
+        ReplicaLabel {
+            deployment: deployment.to_string(),
+            replica: replica.to_string(),
+        }
+    }
+
+    /// Records how long `replica` took to answer one routed request.
+    pub fn replica_answered(&self, deployment: &str, replica: &str, seconds: f64) {
+        let label = self.replica_label(deployment, replica);
+        self.replica_latency.get_or_create(&label).observe(seconds);
+    }
+
+    /// Records how long `replica` took to send a stream's first piece.
+    pub fn replica_first_piece(&self, deployment: &str, replica: &str, seconds: f64) {
+        let label = self.replica_label(deployment, replica);
+        self.replica_first_piece
+            .get_or_create(&label)
+            .observe(seconds);
     }
 
     /// Records one answered request.

@@ -65,11 +65,82 @@ pub struct NodeClient {
     me: String,
     local: LocalBackend,
     remote: RemoteClient<MeshTransport>,
+    /// Per-replica latency and time to first piece.
+    metrics: Arc<metrics::ServingMetrics>,
+}
+
+/// Pieces buffered between a replica's stream and the router.
+const TIMED_BUFFER: usize = 64;
+
+/// Forwards `rx`, recording the time from `started` to its first piece against the replica.
+/// The forwarder ends as soon as its consumer goes away, dropping `rx`, which stops the
+/// replica's sequence at once as before.
+fn timed(
+    mut rx: PieceStream,
+    started: std::time::Instant,
+    metrics: Arc<metrics::ServingMetrics>,
+    deployment: String,
+    replica: String,
+) -> PieceStream {
+    let (tx, out) = tokio::sync::mpsc::channel(TIMED_BUFFER);
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            tokio::select! {
+                _ = tx.closed() => break,
+                item = rx.recv() => {
+                    let Some(item) = item else { break };
+                    if first {
+                        first = false;
+                        metrics.replica_first_piece(&deployment, &replica, started.elapsed().as_secs_f64());
+                    }
+                    if tx.send(item).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    out
 }
 
 #[async_trait::async_trait]
 impl ReplicaClient for NodeClient {
     async fn infer(
+        &self,
+        replica: &ReplicaId,
+        request: &RouteRequest,
+        deadline: Duration,
+    ) -> Result<Body, ServingError> {
+        let started = std::time::Instant::now();
+        let answer = self.infer_untimed(replica, request, deadline).await;
+        self.metrics.replica_answered(
+            &request.deployment,
+            &replica.0,
+            started.elapsed().as_secs_f64(),
+        );
+        answer
+    }
+
+    async fn stream(
+        &self,
+        replica: &ReplicaId,
+        request: &RouteRequest,
+    ) -> Result<PieceStream, ServingError> {
+        let started = std::time::Instant::now();
+        let rx = self.stream_untimed(replica, request).await?;
+        Ok(timed(
+            rx,
+            started,
+            self.metrics.clone(),
+            request.deployment.clone(),
+            replica.0.clone(),
+        ))
+    }
+}
+
+impl NodeClient {
+    async fn infer_untimed(
         &self,
         replica: &ReplicaId,
         request: &RouteRequest,
@@ -93,7 +164,7 @@ impl ReplicaClient for NodeClient {
         }
     }
 
-    async fn stream(
+    async fn stream_untimed(
         &self,
         replica: &ReplicaId,
         request: &RouteRequest,
@@ -148,6 +219,7 @@ impl Serving {
             me: me.clone(),
             local: local.clone(),
             remote: RemoteClient::new(transport.clone(), PullConfig::default()),
+            metrics: metrics.clone(),
         };
         Ok(Self {
             me,
