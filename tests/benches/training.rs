@@ -16,7 +16,6 @@
 // A benchmark reports on stdout and may panic on a broken setup.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,46 +30,20 @@ use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::RemoteError;
 use flotilla_protocol::services::training::{RequestBody, ResponseBody};
 use flotilla_protocol::training::{Consistency, GradPayload, LrSchedule, WorkerId};
-use flotilla_tests::{wait_until, TestCluster};
+use flotilla_tests::{training, wait_until, TestCluster};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEADLINE: Duration = Duration::from_secs(600);
-const BANKING: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/banking77-train.csv"
-);
 /// Parameters moved per pull and per push (4 bytes each).
 const PARAMS: usize = 500_000;
 const ROUNDS: usize = 20;
-
-/// 100 records of each of the first 5 labels, as CSV.
-fn subset() -> Vec<u8> {
-    let mut reader = csv::Reader::from_path(BANKING).unwrap();
-    let mut per_label: BTreeMap<String, usize> = BTreeMap::new();
-    let mut out = csv::Writer::from_writer(Vec::new());
-    out.write_record(["text", "category"]).unwrap();
-    for row in reader.records() {
-        let row = row.unwrap();
-        if per_label.len() == 5 && !per_label.contains_key(&row[1]) {
-            continue;
-        }
-        let n = per_label.entry(row[1].to_string()).or_default();
-        if *n < 100 {
-            *n += 1;
-            out.write_record([&row[0], &row[1]]).unwrap();
-        }
-    }
-    out.into_inner().unwrap()
-}
 
 async fn train(cluster: &TestCluster, workers: u32) -> Value {
     train_with(cluster, workers, true).await
 }
 
 async fn train_with(cluster: &TestCluster, workers: u32, adaptive: bool) -> Value {
-    let http = reqwest::Client::new();
-    let base = cluster.node(0).api_url();
     let spec = json!({
         "kind": "train",
         "train": {
@@ -85,36 +58,7 @@ async fn train_with(cluster: &TestCluster, workers: u32, adaptive: bool) -> Valu
                          "adaptive_shares": adaptive }
         }
     });
-    let v: Value = http
-        .post(format!("{base}/api/v1/jobs"))
-        .json(&spec)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = v["job"]["id"].as_str().unwrap().to_string();
-    let show = || async {
-        http.get(format!("{base}/api/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
-    wait_until(DEADLINE, "the job to end", || async {
-        matches!(
-            show().await["job"]["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-    })
-    .await
-    .unwrap();
-    let s = show().await;
-    assert_eq!(s["job"]["status"], "succeeded", "{s}");
-    serde_json::from_str(s["detail"]["tasks"][0]["result"].as_str().unwrap()).unwrap()
+    training::train(cluster, 0, &spec, DEADLINE).await
 }
 
 /// MB/s of pulls and pushes of `PARAMS` floats between node 0 and a shard on node 1.
@@ -203,19 +147,6 @@ async fn raw_tcp() -> f64 {
     (ROUNDS + 1) as f64 * 2.0 * n as f64 / secs / 1e6
 }
 
-async fn upload(cluster: &TestCluster) {
-    let up = reqwest::Client::new()
-        .post(format!(
-            "{}/api/v1/data?name=bank5&format=csv&text_field=text&label_field=category&records_per_shard=100",
-            cluster.node(0).api_url()
-        ))
-        .body(subset())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(up.status().as_u16(), 201);
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let cluster = TestCluster::start(3).await.unwrap();
@@ -224,7 +155,14 @@ async fn main() {
     })
     .await
     .unwrap();
-    upload(&cluster).await;
+    training::upload_csv(
+        &cluster,
+        0,
+        "bank5",
+        training::banking_subset(5, 100),
+        "&records_per_shard=100",
+    )
+    .await;
 
     println!("sync training, 500 Banking77 records x 2 epochs, per-device batch 16, 2 shards:");
     println!("workers  samples  wall s  samples/s  compute-only samples/s  sync overhead");
@@ -259,7 +197,14 @@ async fn main() {
     })
     .await
     .unwrap();
-    upload(&cluster).await;
+    training::upload_csv(
+        &cluster,
+        0,
+        "bank5",
+        training::banking_subset(5, 100),
+        "&records_per_shard=100",
+    )
+    .await;
     let equal = train_with(&cluster, 3, false).await["samples_per_s"]
         .as_f64()
         .unwrap();

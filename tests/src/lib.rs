@@ -5,6 +5,7 @@
 //! with deadlines ([`wait_until`]) instead of sleeping.
 
 pub mod raw_peer;
+pub mod training;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -5,38 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use flotilla_tests::training::{banking_subset, get_json, job_result, submit_job, upload_csv};
 use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(300);
-/// Beside the repository, as the project ships it.
-const BANKING: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/banking77-train.csv"
-);
-
-/// 100 records of each of the first 5 labels, as CSV.
-fn subset() -> Vec<u8> {
-    let mut reader = csv::Reader::from_path(BANKING).unwrap();
-    let mut per_label: BTreeMap<String, usize> = BTreeMap::new();
-    let mut out = csv::Writer::from_writer(Vec::new());
-    out.write_record(["text", "category"]).unwrap();
-    for row in reader.records() {
-        let row = row.unwrap();
-        if per_label.len() == 5 && !per_label.contains_key(&row[1]) {
-            continue;
-        }
-        let n = per_label.entry(row[1].to_string()).or_default();
-        if *n < 100 {
-            *n += 1;
-            out.write_record([&row[0], &row[1]]).unwrap();
-        }
-    }
-    out.into_inner().unwrap()
-}
 
 async fn started(n: usize) -> TestCluster {
     let cluster = TestCluster::start(n).await.unwrap();
@@ -45,16 +20,14 @@ async fn started(n: usize) -> TestCluster {
     })
     .await
     .unwrap();
-    let up = reqwest::Client::new()
-        .post(format!(
-            "{}/api/v1/data?name=bank5&format=csv&text_field=text&label_field=category&records_per_shard=100",
-            cluster.node(0).api_url()
-        ))
-        .body(subset())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(up.status().as_u16(), 201, "{}", up.text().await.unwrap());
+    upload_csv(
+        &cluster,
+        0,
+        "bank5",
+        banking_subset(5, 100),
+        "&records_per_shard=100",
+    )
+    .await;
     cluster
 }
 
@@ -77,51 +50,14 @@ fn spec(workers_max: u32, epochs: u32) -> Value {
     })
 }
 
-async fn submit(cluster: &TestCluster, i: usize, spec: &Value) -> String {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/jobs", cluster.node(i).api_url()))
-        .json(spec)
-        .send()
-        .await
-        .unwrap();
-    let code = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(code, 201, "{v}");
-    v["job"]["id"].as_str().unwrap().to_string()
-}
-
-async fn get(cluster: &TestCluster, i: usize, path: &str) -> Value {
-    reqwest::get(format!("{}{path}", cluster.node(i).api_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn event_texts(cluster: &TestCluster, i: usize, id: &str) -> Vec<String> {
-    get(cluster, i, &format!("/api/v1/jobs/{id}/events")).await["events"]
+    get_json(cluster, i, &format!("/api/v1/jobs/{id}/events")).await["events"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .iter()
         .filter_map(|e| e["text"].as_str().map(str::to_string))
         .collect()
-}
-
-/// Waits for the job to end and returns its task's result.
-async fn result(cluster: &TestCluster, i: usize, id: &str) -> Value {
-    wait_until(DEADLINE, "the training job to end", || async {
-        matches!(
-            get(cluster, i, &format!("/api/v1/jobs/{id}")).await["job"]["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-    })
-    .await
-    .unwrap();
-    let s = get(cluster, i, &format!("/api/v1/jobs/{id}")).await;
-    assert_eq!(s["job"]["status"], "succeeded", "{s}");
-    serde_json::from_str(s["detail"]["tasks"][0]["result"].as_str().unwrap()).unwrap()
 }
 
 /// Whether the job has published a training step.
@@ -135,13 +71,13 @@ async fn training(cluster: &TestCluster, i: usize, id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_node_killed_mid_epoch_costs_no_sample_and_no_progress() {
     let mut cluster = started(3).await;
-    let id = submit(&cluster, 0, &spec(3, 4)).await;
+    let id = submit_job(&cluster, 0, &spec(3, 4)).await;
     wait_until(DEADLINE, "training to start", || training(&cluster, 0, &id))
         .await
         .unwrap();
     // The node to kill runs a trainer only: not the coordinator's (the owner's task) and not
     // the parameter server's.
-    let job = get(&cluster, 0, &format!("/api/v1/jobs/{id}")).await;
+    let job = get_json(&cluster, 0, &format!("/api/v1/jobs/{id}")).await;
     let coordinator = job["detail"]["tasks"][0]["node"]
         .as_str()
         .unwrap()
@@ -164,7 +100,7 @@ async fn a_worker_node_killed_mid_epoch_costs_no_sample_and_no_progress() {
         .unwrap();
     cluster.kill(victim).await;
 
-    let r = result(&cluster, owner, &id).await;
+    let r = job_result(&cluster, owner, &id, DEADLINE).await;
     eprintln!(
         "after a kill: samples {} ledger {} departed {}",
         r["samples"], r["ledger"], r["departed"]
@@ -196,14 +132,14 @@ async fn a_worker_node_killed_mid_epoch_costs_no_sample_and_no_progress() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_added_mid_job_becomes_a_worker() {
     let mut cluster = started(2).await;
-    let id = submit(&cluster, 0, &spec(3, 4)).await;
+    let id = submit_job(&cluster, 0, &spec(3, 4)).await;
     wait_until(DEADLINE, "training to start", || training(&cluster, 0, &id))
         .await
         .unwrap();
     let added = cluster.add_node().await.unwrap();
     let added_id = cluster.node(added).node_id().to_string();
     let owner = {
-        let job = get(&cluster, 0, &format!("/api/v1/jobs/{id}")).await;
+        let job = get_json(&cluster, 0, &format!("/api/v1/jobs/{id}")).await;
         let coordinator = job["detail"]["tasks"][0]["node"]
             .as_str()
             .unwrap()
@@ -212,7 +148,7 @@ async fn a_node_added_mid_job_becomes_a_worker() {
             .find(|i| cluster.node(*i).node_id().to_string() == coordinator)
             .unwrap()
     };
-    let r = result(&cluster, owner, &id).await;
+    let r = job_result(&cluster, owner, &id, DEADLINE).await;
     eprintln!("joined: {} workers {}", r["joined"], r["workers"]);
     let joined = r["joined"].as_array().unwrap();
     assert_eq!(joined.len(), 1, "only the new node joins: {joined:?}");

@@ -6,37 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use flotilla_tests::training::{banking_subset, upload_csv};
 use flotilla_tests::{wait_until, TestCluster};
-use serde_json::{json, Value};
-
-/// Beside the repository, as the project ships it.
-const BANKING: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/banking77-train.csv"
-);
 
 /// 100 records of each of the first 5 labels, as CSV.
 fn subset() -> Vec<u8> {
-    let mut reader = csv::Reader::from_path(BANKING).unwrap();
-    let mut per_label: BTreeMap<String, usize> = BTreeMap::new();
-    let mut out = csv::Writer::from_writer(Vec::new());
-    out.write_record(["text", "category"]).unwrap();
-    for row in reader.records() {
-        let row = row.unwrap();
-        if per_label.len() == 5 && !per_label.contains_key(&row[1]) {
-            continue;
-        }
-        let n = per_label.entry(row[1].to_string()).or_default();
-        if *n < 100 {
-            *n += 1;
-            out.write_record([&row[0], &row[1]]).unwrap();
-        }
-    }
-    out.into_inner().unwrap()
+    banking_subset(5, 100)
 }
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_train_job_runs_shards_and_trainers_across_the_cluster() {
@@ -47,16 +26,7 @@ async fn a_train_job_runs_shards_and_trainers_across_the_cluster() {
     .await
     .unwrap();
     let http = reqwest::Client::new();
-    let up = http
-        .post(format!(
-            "{}/api/v1/data?name=bank5&format=csv&text_field=text&label_field=category&records_per_shard=200",
-            cluster.node(1).api_url()
-        ))
-        .body(subset())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(up.status().as_u16(), 201, "{}", up.text().await.unwrap());
+    upload_csv(&cluster, 1, "bank5", subset(), "&records_per_shard=200").await;
     wait_until(Duration::from_secs(60), "the dataset at node 0", || async {
         cluster.node(0).data.get("bank5", Some(1)).await.is_ok()
     })

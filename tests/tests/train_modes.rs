@@ -4,43 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use flotilla_tests::training::{banking_subset, train, upload_csv};
 use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(300);
-/// Beside the repository, as the project ships it.
-const BANKING: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/banking77-train.csv"
-);
 /// The distributed sync run's mean loss over its last quarter of steps must be within this
 /// relative gap of the single-worker run's. The curves start identical (same samples, same
 /// parameters) but do not stay identical step for step (measured mean gap over all steps about
 /// 5%): padding is ruled out (the node's gradient tests), the cause is still open.
 const SYNC_FINAL_GAP: f64 = 0.15;
-
-/// 60 records of each of the first 4 labels, as CSV.
-fn subset() -> Vec<u8> {
-    let mut reader = csv::Reader::from_path(BANKING).unwrap();
-    let mut per_label: BTreeMap<String, usize> = BTreeMap::new();
-    let mut out = csv::Writer::from_writer(Vec::new());
-    out.write_record(["text", "category"]).unwrap();
-    for row in reader.records() {
-        let row = row.unwrap();
-        if per_label.len() == 4 && !per_label.contains_key(&row[1]) {
-            continue;
-        }
-        let n = per_label.entry(row[1].to_string()).or_default();
-        if *n < 60 {
-            *n += 1;
-            out.write_record([&row[0], &row[1]]).unwrap();
-        }
-    }
-    out.into_inner().unwrap()
-}
 
 fn spec(mode: &str, staleness: Option<u32>, workers: u32) -> Value {
     // Stale gradients make async and SSP less stable than sync at the same rate.
@@ -68,41 +43,6 @@ fn spec(mode: &str, staleness: Option<u32>, workers: u32) -> Value {
     })
 }
 
-async fn train(cluster: &TestCluster, spec: &Value) -> Value {
-    let http = reqwest::Client::new();
-    let base = cluster.node(0).api_url();
-    let resp = http
-        .post(format!("{base}/api/v1/jobs"))
-        .json(spec)
-        .send()
-        .await
-        .unwrap();
-    let code = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(code, 201, "{v}");
-    let id = v["job"]["id"].as_str().unwrap().to_string();
-    let show = || async {
-        http.get(format!("{base}/api/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
-    wait_until(DEADLINE, "the job to end", || async {
-        matches!(
-            show().await["job"]["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-    })
-    .await
-    .unwrap();
-    let s = show().await;
-    assert_eq!(s["job"]["status"], "succeeded", "{s}");
-    serde_json::from_str(s["detail"]["tasks"][0]["result"].as_str().unwrap()).unwrap()
-}
-
 fn curve(r: &Value) -> Vec<(u64, f64)> {
     r["curve"]
         .as_array()
@@ -121,19 +61,10 @@ async fn sync_follows_the_single_worker_curve_and_async_and_ssp_converge() {
     })
     .await
     .unwrap();
-    let up = reqwest::Client::new()
-        .post(format!(
-            "{}/api/v1/data?name=bank4&format=csv&text_field=text&label_field=category",
-            cluster.node(0).api_url()
-        ))
-        .body(subset())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(up.status().as_u16(), 201, "{}", up.text().await.unwrap());
+    upload_csv(&cluster, 0, "bank4", banking_subset(4, 60), "").await;
 
-    let single = train(&cluster, &spec("sync", None, 1)).await;
-    let distributed = train(&cluster, &spec("sync", None, 3)).await;
+    let single = train(&cluster, 0, &spec("sync", None, 1), DEADLINE).await;
+    let distributed = train(&cluster, 0, &spec("sync", None, 3), DEADLINE).await;
     assert_eq!(single["workers"], 1);
     assert_eq!(distributed["workers"], 3);
     let (a, b) = (curve(&single), curve(&distributed));
@@ -155,7 +86,7 @@ async fn sync_follows_the_single_worker_curve_and_async_and_ssp_converge() {
     assert!(ta < a[0].1 && tb < b[0].1, "both runs learn");
 
     for (mode, staleness) in [("ssp", Some(2)), ("async", None)] {
-        let r = train(&cluster, &spec(mode, staleness, 3)).await;
+        let r = train(&cluster, 0, &spec(mode, staleness, 3), DEADLINE).await;
         eprintln!(
             "{mode}: loss {} -> {}; curve {:?}",
             r["loss_before"],

@@ -224,17 +224,13 @@ async fn list_models(State(state): State<AppState>) -> Response {
 }
 
 async fn register(State(state): State<AppState>, Json(req): Json<RegisterModel>) -> Response {
-    let models = match served_models(&state).await {
-        Ok(m) => m,
-        Err(r) => return r,
+    let version = match req.version {
+        Some(v) => v,
+        None => match crate::serve::artifacts::next_version(&state.catalog, &req.name).await {
+            Ok(v) => v,
+            Err(e) => return unavailable(e),
+        },
     };
-    let latest = models
-        .iter()
-        .filter(|m| m.name == req.name)
-        .map(|m| m.version)
-        .max()
-        .unwrap_or(0);
-    let version = req.version.unwrap_or(latest + 1);
     let (name, path, me) = (req.name.clone(), req.path.clone(), state.serving.me.clone());
     let record = match tokio::task::spawn_blocking(move || {
         register_folder(&name, version, &path, &me)

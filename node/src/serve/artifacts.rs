@@ -92,6 +92,29 @@ impl ServedModel {
     }
 }
 
+/// The version a new registration of model `name` gets: one past the highest in `catalog`.
+/// Chosen at request time, so two concurrent registrations of one name can collide.
+pub async fn next_version(
+    catalog: &flotilla_actors::catalog::Handle,
+    name: &str,
+) -> anyhow::Result<u64> {
+    use flotilla_protocol::catalog::{Entry, Record, RecordKind};
+    let latest = catalog
+        .list(Some(RecordKind::Model))
+        .await?
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Entry::Register(r) => match r.value {
+                Some(Record::Model(m)) if m.name == name => Some(m.version),
+                _ => None,
+            },
+            Entry::Job(_) => None,
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(latest + 1)
+}
+
 /// blake3 over `name\0hash\n` of every artifact in name order.
 pub fn version_hash(artifacts: &BTreeMap<String, String>) -> String {
     let mut h = blake3::Hasher::new();

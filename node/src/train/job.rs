@@ -392,6 +392,17 @@ impl Progress {
     }
 }
 
+/// The dispatch's failure (below the minimum of workers too long), as this run's error.
+fn failed(d: &LocalDispatch) -> Result<(), String> {
+    match d
+        .inspect(|c| c.failure().map(str::to_string))
+        .map_err(err)?
+    {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
+
 /// Whether record `id` is held out of training (a share `fraction` of ids, by hash).
 fn held_out(id: u64, seed: u64, fraction: f32) -> bool {
     if fraction <= 0.0 {
@@ -400,13 +411,9 @@ fn held_out(id: u64, seed: u64, fraction: f32) -> bool {
     let mut h = blake3::Hasher::new();
     h.update(&seed.to_le_bytes());
     h.update(&id.to_le_bytes());
-    let bytes = h.finalize();
-    let draw = u32::from_le_bytes([
-        bytes.as_bytes()[0],
-        bytes.as_bytes()[1],
-        bytes.as_bytes()[2],
-        bytes.as_bytes()[3],
-    ]);
+    let hash = h.finalize();
+    let [a, b, c, d, ..] = *hash.as_bytes();
+    let draw = u32::from_le_bytes([a, b, c, d]);
     f64::from(draw) < f64::from(fraction) * f64::from(u32::MAX)
 }
 
@@ -462,25 +469,11 @@ async fn register(
     steps: u64,
     summary: &serde_json::Value,
 ) -> Result<String, String> {
-    use flotilla_protocol::catalog::{Entry, Record as CatalogRecord, RecordKind};
+    use flotilla_protocol::catalog::Record as CatalogRecord;
     let name = spec.output_model();
-    let latest = ctx
-        .data
-        .catalog
-        .list(Some(RecordKind::Model))
+    let version = crate::serve::artifacts::next_version(&ctx.data.catalog, &name)
         .await
-        .map_err(err)?
-        .into_iter()
-        .filter_map(|(_, e)| match e {
-            Entry::Register(r) => match r.value {
-                Some(CatalogRecord::Model(m)) if m.name == name => Some(m.version),
-                _ => None,
-            },
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
-    let version = latest + 1;
+        .map_err(err)?;
     let dir = ctx
         .models_dir
         .join(&name)
@@ -685,12 +678,7 @@ async fn drive(
         if last_publish.elapsed() >= PROGRESS_EVERY {
             published = crew.progress.publish(ctx, d, published);
             last_publish = tokio::time::Instant::now();
-            if let Some(why) = d
-                .inspect(|c| c.failure().map(str::to_string))
-                .map_err(err)?
-            {
-                return Err(why);
-            }
+            failed(d)?;
         }
         if !draining
             && last_join.elapsed() >= JOIN_EVERY
@@ -745,12 +733,7 @@ async fn drive(
         }
     }
     crew.progress.publish(ctx, d, published);
-    if let Some(why) = d
-        .inspect(|c| c.failure().map(str::to_string))
-        .map_err(err)?
-    {
-        return Err(why);
-    }
+    failed(d)?;
     let epochs = crew.spec.args.epochs.unwrap_or(1);
     let (samples, ledger, curve, compute_samples_per_s) = d
         .inspect(|c| {
