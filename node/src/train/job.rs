@@ -573,7 +573,7 @@ struct Outcome {
     departed: Vec<(u32, String, String)>,
     /// `(worker, node)` of trainers started after the beginning.
     joined: Vec<(u32, String)>,
-    /// `(step, loss)`, thinned to at most [`CURVE_POINTS`].
+    /// `(step, loss)` of the steps that had samples, thinned to at most [`CURVE_POINTS`].
     curve: Vec<(u64, f32)>,
     /// Samples over the time of the slowest worker's compute, summed over steps: the rate
     /// without synchronisation (what the wall-clock rate is compared with).
@@ -755,8 +755,10 @@ async fn drive(
                     )
                 });
             let compute_rate = (seconds > 0.0).then(|| samples / seconds);
-            let stride = series.len().div_ceil(CURVE_POINTS).max(1);
-            let curve = series
+            // A step closed only by workers that had no samples has no loss: not a point.
+            let trained: Vec<_> = series.iter().filter(|r| r.samples > 0).collect();
+            let stride = trained.len().div_ceil(CURVE_POINTS).max(1);
+            let curve = trained
                 .iter()
                 .step_by(stride)
                 .map(|r| (r.step, r.loss))
