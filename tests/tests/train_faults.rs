@@ -111,19 +111,26 @@ async fn a_worker_node_killed_mid_epoch_costs_no_sample_and_no_progress() {
     let departed = r["departed"].as_array().unwrap();
     assert_eq!(departed.len(), 1, "{departed:?}");
     assert_eq!(departed[0]["node"], victim_id);
-    // No jump back: the second half of the run never returns to the starting loss.
+    // No jump back: single steps of a dozen samples are noisy (a last step of one or two
+    // samples can sit above the start), so levels are compared. After the kill the run keeps
+    // its progress: every window of 10 steps in the second half stays below the level of the
+    // first 10 steps, as a restart from scratch would not.
     let curve: Vec<f64> = r["curve"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| p[1].as_f64().unwrap())
         .collect();
-    assert!(curve.len() >= 10, "{curve:?}");
-    let first = curve[0];
-    let late_max = curve[curve.len() / 2..].iter().copied().fold(0.0, f64::max);
+    assert!(curve.len() >= 20, "{curve:?}");
+    let mean = |w: &[f64]| w.iter().sum::<f64>() / w.len() as f64;
+    let start = mean(&curve[..10]);
+    let late_worst = curve[curve.len() / 2..]
+        .windows(10)
+        .map(mean)
+        .fold(0.0, f64::max);
     assert!(
-        late_max < first,
-        "start {first}, late max {late_max}: {curve:?}"
+        late_worst < start,
+        "start level {start}, worst late window {late_worst}: {curve:?}"
     );
     assert!(r["loss_after"].as_f64().unwrap() < r["loss_before"].as_f64().unwrap());
     cluster.shutdown().await.unwrap();
