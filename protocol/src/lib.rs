@@ -6,6 +6,7 @@
 //! - [`codec`]: the bincode codec with hard size caps, used by every service.
 //! - [`services`]: protocol names, per-service size caps and the request/response messages.
 //! - [`error`]: wire-level errors.
+//! - [`floats`]: f32 vectors as one little-endian byte string on the wire.
 //! - [`catalog`]: the replicated catalog's records, keys and CRDT entries.
 //! - [`jobs`]: job specifications, priority classes and the job status lattice.
 //! - [`hlc`]: hybrid logical clock timestamps for the replicated catalog.
@@ -16,6 +17,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod error;
+pub mod floats;
 pub mod hlc;
 pub mod ids;
 pub mod jobs;

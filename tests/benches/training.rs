@@ -149,6 +149,23 @@ async fn raw_tcp() -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
+    // `-- push-pull` measures only the parameter push + pull path (for profiling it).
+    if std::env::args().any(|a| a == "push-pull") {
+        let cluster = TestCluster::start(2).await.unwrap();
+        wait_until(Duration::from_secs(60), "convergence", || {
+            cluster.converged()
+        })
+        .await
+        .unwrap();
+        let mesh = push_pull(&cluster).await;
+        let tcp = raw_tcp().await;
+        println!(
+            "parameter push + pull, {PARAMS} f32 each way per round, {ROUNDS} rounds: {mesh:.1} MB/s over the mesh vs {tcp:.1} MB/s raw loopback TCP (ratio {:.3})",
+            mesh / tcp
+        );
+        cluster.shutdown().await.unwrap();
+        return;
+    }
     let cluster = TestCluster::start(3).await.unwrap();
     wait_until(Duration::from_secs(60), "convergence", || {
         cluster.converged()

@@ -36,7 +36,8 @@ fn spec(mode: &str, staleness: Option<u32>, workers: u32) -> Value {
                          "eval_fraction": 0.0 },
             "args": {
                 "per_device_batch": 4, "global_batch": 12, "epochs": 3,
-                "learning_rate": lr, "warmup_steps": 2, "schedule": "cosine", "seed": 5
+                "learning_rate": lr, "warmup_steps": 2, "schedule": "cosine", "seed": 5,
+                "clip_norm": 1000.0
             },
             "cluster": cluster
         }

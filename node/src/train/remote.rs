@@ -68,6 +68,7 @@ pub struct ShardArgs {
     /// cannot decode.
     pub optimizer_json: String,
     /// The shard's range of the initial parameters.
+    #[serde(with = "flotilla_protocol::floats")]
     pub init: Vec<f32>,
 }
 

@@ -30,11 +30,16 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RequestBody {
     /// Deliver `payload` to the actor named `actor` and return its reply.
-    Call { actor: String, payload: Vec<u8> },
+    Call {
+        actor: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// Spawn an actor of `role` named `name` from `args`, under the receiver's supervisor.
     Spawn {
         role: String,
         name: String,
+        #[serde(with = "serde_bytes")]
         args: Vec<u8>,
     },
     /// Stop the actor named `actor`.
@@ -56,7 +61,7 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ResponseBody {
     /// The actor's reply to a `Call`.
-    Reply(Vec<u8>),
+    Reply(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The actor runs.
     Spawned,
     /// The actor was running and is stopping.

@@ -121,6 +121,7 @@ pub enum ResponseBody {
     Params {
         version: u64,
         offset: u64,
+        #[serde(with = "crate::floats")]
         values: Vec<f32>,
     },
     Pushed(PushOutcome),

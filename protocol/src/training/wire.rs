@@ -11,7 +11,8 @@ use super::spec::Precision;
 /// A flat gradient (or a range of one) in the precision it was sent in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum GradPayload {
-    F32(Vec<f32>),
+    /// 4 little-endian bytes a value.
+    F32(#[serde(with = "crate::floats")] Vec<f32>),
     /// IEEE half precision, 2 little-endian bytes a value.
     F16(#[serde(with = "serde_bytes")] Vec<u8>),
     /// bfloat16, 2 little-endian bytes a value.

@@ -75,7 +75,9 @@ pub struct Snapshot {
     pub shard: u32,
     pub version: u64,
     pub updates: u64,
+    #[serde(with = "flotilla_protocol::floats")]
     pub params: Vec<f32>,
+    #[serde(with = "serde_bytes")]
     pub optimizer: Vec<u8>,
     pub clocks: Vec<(WorkerId, u64)>,
 }
