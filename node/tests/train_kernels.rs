@@ -294,6 +294,7 @@ async fn sync_training_on_two_shards_and_three_trainers_follows_the_single_proce
                 max_consecutive_nonfinite: 3,
                 lr: lr(),
                 save_every: 0,
+                clip_norm: None,
             },
             init[r.clone()].to_vec(),
             Box::new(KernelOptimizer::new(optimizer(), r.len()).unwrap()),
@@ -355,6 +356,7 @@ async fn the_same_run_with_shards_on_other_nodes_over_the_mesh() {
                 decay: l.decay,
             },
             save_every: 0,
+            clip_norm: None,
             optimizer_json: ShardArgs::optimizer_json(&optimizer()),
             init: init[r].to_vec(),
         };
@@ -456,6 +458,7 @@ async fn trainers_on_three_nodes_survive_the_death_of_one_mid_epoch() {
             max_consecutive_nonfinite: 3,
             lr: lr_args,
             save_every: 0,
+            clip_norm: None,
             optimizer_json: ShardArgs::optimizer_json(&optimizer()),
             init: setup.init[r].to_vec(),
         };

@@ -113,8 +113,9 @@ mod tests {
     fn a_byte_count_that_is_not_a_multiple_of_four_is_refused() {
         // A length prefix of 5 and five bytes.
         let bytes = [5u8, 0, 0, 128, 63, 7];
-        let err = bincode::serde::decode_from_slice::<Holder, _>(&bytes, bincode::config::standard())
-            .unwrap_err();
+        let err =
+            bincode::serde::decode_from_slice::<Holder, _>(&bytes, bincode::config::standard())
+                .unwrap_err();
         assert!(err.to_string().contains("multiple of 4"), "{err}");
     }
 

@@ -78,6 +78,7 @@ async fn push_pull(cluster: &TestCluster) -> f64 {
             decay: LrSchedule::Linear,
         },
         save_every: 0,
+        clip_norm: None,
         optimizer_json: ShardArgs::optimizer_json(&OptimizerConfig::Sgd(SgdConfig::default())),
         init: vec![0.5; PARAMS],
     };

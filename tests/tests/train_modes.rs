@@ -1,5 +1,5 @@
 //! Consistency modes on a 3-node cluster: with the same seed and global batch, the distributed
-//! sync run starts on the single-worker run's curve and ends within a stated tolerance of it;
+//! sync run follows the single-worker run's loss curve step for step (within a stated tolerance);
 //! async and bounded staleness (SSP) runs converge too. The curves are printed for the record.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,11 +11,12 @@ use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(300);
-/// The distributed sync run's mean loss over its last quarter of steps must be within this
-/// relative gap of the single-worker run's. The curves start identical (same samples, same
-/// parameters) but do not stay identical step for step (measured mean gap over all steps about
-/// 5%): padding is ruled out (the node's gradient tests), the cause is still open.
-const SYNC_FINAL_GAP: f64 = 0.15;
+/// Every step's loss in the distributed sync run must be within this relative gap of the
+/// single-worker run's. Both runs see the same samples per step and the shards clip the step's
+/// mean gradient (default `clip_norm` 1.0) by its global norm, so only the order of float sums
+/// differs: the measured largest gap is about 2e-6. (Before clipping moved to the shards, each
+/// worker clipped its own part of the batch and the curves parted from step 1.)
+const SYNC_STEP_GAP: f64 = 1e-3;
 
 fn spec(mode: &str, staleness: Option<u32>, workers: u32) -> Value {
     // Stale gradients make async and SSP less stable than sync at the same rate.
@@ -36,8 +37,7 @@ fn spec(mode: &str, staleness: Option<u32>, workers: u32) -> Value {
                          "eval_fraction": 0.0 },
             "args": {
                 "per_device_batch": 4, "global_batch": 12, "epochs": 3,
-                "learning_rate": lr, "warmup_steps": 2, "schedule": "cosine", "seed": 5,
-                "clip_norm": 1000.0
+                "learning_rate": lr, "warmup_steps": 2, "schedule": "cosine", "seed": 5
             },
             "cluster": cluster
         }
@@ -80,10 +80,17 @@ async fn sync_follows_the_single_worker_curve_and_async_and_ssp_converge() {
         let t = &c[c.len() * 3 / 4..];
         t.iter().map(|p| p.1).sum::<f64>() / t.len() as f64
     };
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| ((x.1 - y.1) / x.1).abs())
+        .fold(0.0f64, f64::max);
+    eprintln!("sync: largest per-step relative loss gap {worst:.2e}");
+    assert_eq!(a.len(), b.len(), "the same number of steps");
+    assert!(worst <= SYNC_STEP_GAP, "largest per-step gap {worst}");
     let (ta, tb) = (tail(&a), tail(&b));
     let gap = (ta - tb).abs() / ta;
     eprintln!("sync last-quarter mean loss: 1 worker {ta:.4}, 3 workers {tb:.4} (gap {gap:.3})");
-    assert!(gap <= SYNC_FINAL_GAP, "1 worker {ta}, 3 workers {tb}");
     assert!(ta < a[0].1 && tb < b[0].1, "both runs learn");
 
     for (mode, staleness) in [("ssp", Some(2)), ("async", None)] {

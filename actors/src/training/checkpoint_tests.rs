@@ -91,6 +91,7 @@ fn shard(i: u32, params: Vec<f32>) -> Shard {
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(0.1),
             save_every: 0,
+            clip_norm: None,
         },
         params,
         Box::new(SgdMomentum::new(n, 0.9, 0.0)),

@@ -86,6 +86,11 @@ impl Plan {
         })
     }
 
+    /// Whether clipping is the shards' (sync) rather than the trainers' (async, ssp).
+    fn clip_sync(&self) -> bool {
+        self.consistency == Consistency::Sync
+    }
+
     /// Shard `shard`'s settings.
     pub fn shard(&self, shard: u32) -> param_server::core::Config {
         param_server::core::Config {
@@ -94,6 +99,9 @@ impl Plan {
             max_consecutive_nonfinite: self.max_consecutive_nonfinite,
             lr: self.lr,
             save_every: self.save_every,
+            // Sync steps are clipped on their mean gradient by the shards; see
+            // `param_server::core`.
+            clip_norm: self.clip_sync().then_some(self.clip_norm).flatten(),
         }
     }
 
@@ -103,7 +111,7 @@ impl Plan {
             worker,
             sync: self.consistency == Consistency::Sync,
             precision: self.precision,
-            clip_norm: self.clip_norm,
+            clip_norm: (!self.clip_sync()).then_some(self.clip_norm).flatten(),
             max_steps: self.max_steps,
             lr: self.lr,
             idle_wait: Duration::from_millis(20),

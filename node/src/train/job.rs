@@ -32,7 +32,8 @@ use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::RemoteError;
 use flotilla_protocol::services::training::{RequestBody, ResponseBody};
 use flotilla_protocol::training::{
-    Architecture, ModelSource, OptimizerKind, Precision, TrainSpec, Versioned, WorkerId,
+    Architecture, Consistency, ModelSource, OptimizerKind, Precision, TrainSpec, Versioned,
+    WorkerId,
 };
 use flotilla_protocol::NodeId;
 use tokio::sync::mpsc;
@@ -207,6 +208,11 @@ pub async fn run(
             max_consecutive_nonfinite: spec.nan.max_consecutive_nonfinite.max(1),
             lr,
             save_every: 0,
+            // In sync mode the shards clip each step's mean gradient by its global norm, so a
+            // step is the same however its batch is split; in async and ssp trainers clip.
+            clip_norm: (consistency == Consistency::Sync)
+                .then_some(spec.args.clip_norm)
+                .flatten(),
             optimizer_json: ShardArgs::optimizer_json(&optimizer),
             init: init[r].to_vec(),
         };
@@ -605,9 +611,12 @@ impl Crew<'_> {
         let args = TrainerArgs {
             job: self.job.clone(),
             worker,
-            sync: self.spec.cluster.consistency() == flotilla_protocol::training::Consistency::Sync,
+            sync: self.spec.cluster.consistency() == Consistency::Sync,
             precision: Precision::F32,
-            clip_norm: self.spec.args.clip_norm,
+            // Sync steps are clipped by the shards (see the shard arguments).
+            clip_norm: (self.spec.cluster.consistency() != Consistency::Sync)
+                .then_some(self.spec.args.clip_norm)
+                .flatten(),
             lr: self.lr,
             model: *self.cfg,
             vocabulary: self.tokenizer.chars().to_vec(),

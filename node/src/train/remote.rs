@@ -64,6 +64,8 @@ pub struct ShardArgs {
     pub max_consecutive_nonfinite: u32,
     pub lr: LrArgs,
     pub save_every: u64,
+    /// Sync mode: clip each step's mean gradient to this global norm (the shards do it).
+    pub clip_norm: Option<f32>,
     /// The kernels' `OptimizerConfig` as JSON: it is an internally tagged enum, which bincode
     /// cannot decode.
     pub optimizer_json: String,
@@ -122,6 +124,7 @@ impl Role for ParamServerRole {
                 max_consecutive_nonfinite: a.max_consecutive_nonfinite,
                 lr: a.lr.into(),
                 save_every: a.save_every,
+                clip_norm: a.clip_norm,
             },
             a.init,
             Box::new(optimizer),
@@ -236,10 +239,12 @@ impl ParamClient for RemoteParams {
                 version,
                 offset,
                 values,
+                norm,
             } => Ok(Pulled {
                 version,
                 offset,
                 values,
+                norm,
             }),
             other => Err(Error::Failed(format!(
                 "unexpected answer to a pull: {other:?}"
@@ -266,6 +271,18 @@ impl ParamClient for RemoteParams {
             ResponseBody::Pushed(o) => Ok(o),
             other => Err(Error::Failed(format!(
                 "unexpected answer to a push: {other:?}"
+            ))),
+        }
+    }
+
+    async fn finish(&self, shard: u32, step: u64, norm: f32) -> Result<()> {
+        match self
+            .ask(shard, RequestBody::Finish { shard, step, norm })
+            .await?
+        {
+            ResponseBody::Ack => Ok(()),
+            other => Err(Error::Failed(format!(
+                "unexpected answer to a step's norm: {other:?}"
             ))),
         }
     }

@@ -37,6 +37,20 @@ pub enum PushOutcome {
     Stale { current: u64 },
 }
 
+/// Sync mode with clipping by global norm: what a pull says about the norm. The shards clip
+/// the step's mean gradient, and its norm spans every shard, so a trainer gathers each shard's
+/// partial squared norm and sends back the global norm (`RequestBody::Finish`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum StepNorm {
+    /// The shard does not clip (async, ssp, or no `clip_norm`).
+    NotClipped,
+    /// The global norm of the step that produced the pulled version.
+    Applied(f32),
+    /// The step at the pulled version waits for the global norm; this is this shard's part of
+    /// the squared norm. No values come with it: send the norm and pull again.
+    Needed(f64),
+}
+
 /// A shard's checkpoint blob, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedShard {
@@ -98,6 +112,9 @@ pub enum RequestBody {
     },
     /// A worker's metrics for one step, to the coordinator.
     Report(WorkerReport),
+    /// Sync with clipping: the global gradient norm of step `step`, so the shard applies the
+    /// step's clipped mean gradient (a no-op when another trainer sent it first).
+    Finish { shard: u32, step: u64, norm: f32 },
     /// A checkpoint command for one shard.
     Checkpoint {
         shard: u32,
@@ -123,6 +140,7 @@ pub enum ResponseBody {
         offset: u64,
         #[serde(with = "crate::floats")]
         values: Vec<f32>,
+        norm: StepNorm,
     },
     Pushed(PushOutcome),
     Saved(SavedShard),
@@ -214,6 +232,7 @@ mod tests {
                 version: 7,
                 offset: 0,
                 values: vec![1.0, -2.5, 3.25],
+                norm: StepNorm::Applied(0.5),
             }),
             Ok(ResponseBody::Pushed(PushOutcome::Applied {
                 version: 8,

@@ -167,6 +167,7 @@ impl Job {
                     max_consecutive_nonfinite: 3,
                     lr: lr(),
                     save_every: SAVE_EVERY,
+                    clip_norm: None,
                 },
                 init[r.clone()].to_vec(),
                 Box::new(optimizer(r.len())),

@@ -5,9 +5,9 @@ use flotilla_protocol::training::WorkerId;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{error, warn};
 
-use super::core::Shard;
+use super::core::{Readiness, Shard};
 use super::msg::Msg;
-use super::{Config, Pulled};
+use super::{Config, Pulled, StepNorm};
 use crate::training::error::{Error, Result};
 
 /// The actor type.
@@ -31,12 +31,23 @@ pub struct State {
     failure_logged: bool,
 }
 
-fn answer(shard: &Shard, range: Option<(u64, u64)>) -> Result<Pulled> {
+fn answer(shard: &Shard, range: Option<(u64, u64)>, ready: Readiness) -> Result<Pulled> {
     let (offset, len) = range.unwrap_or((0, shard.params().len() as u64));
+    if let Readiness::NeedsNorm { step, partial_sq } = ready {
+        return Ok(Pulled {
+            version: step,
+            offset,
+            values: Vec::new(),
+            norm: StepNorm::Needed(partial_sq),
+        });
+    }
     Ok(Pulled {
         version: shard.version(),
         offset,
         values: shard.range(offset, len)?.to_vec(),
+        norm: shard
+            .last_norm()
+            .map_or(StepNorm::NotClipped, StepNorm::Applied),
     })
 }
 
@@ -50,9 +61,9 @@ impl State {
         let held = std::mem::take(&mut self.held);
         for p in held {
             match self.shard.pull_ready(p.worker, p.after) {
-                Ok(false) => self.held.push(p),
-                Ok(true) => {
-                    let _ = p.reply.send(answer(&self.shard, p.range));
+                Ok(Readiness::Wait) => self.held.push(p),
+                Ok(ready) => {
+                    let _ = p.reply.send(answer(&self.shard, p.range, ready));
                 }
                 Err(e) => {
                     let _ = p.reply.send(Err(e));
@@ -106,10 +117,7 @@ impl Actor for ParamServer {
                 range,
                 reply,
             } => match state.shard.pull_ready(worker, after) {
-                Ok(true) => {
-                    let _ = reply.send(answer(&state.shard, range));
-                }
-                Ok(false) => {
+                Ok(Readiness::Wait) => {
                     // The worker gave up on any earlier pull when it sent this one.
                     state.held.retain(|p| p.worker != worker);
                     if state.held.len() >= state.cfg.max_held_pulls {
@@ -124,10 +132,16 @@ impl Actor for ParamServer {
                         });
                     }
                 }
+                Ok(ready) => {
+                    let _ = reply.send(answer(&state.shard, range, ready));
+                }
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
             },
+            Msg::Finish { step, norm, reply } => {
+                let _ = reply.send(state.shard.finish(step, norm));
+            }
             Msg::Push {
                 worker,
                 step,

@@ -12,6 +12,15 @@
 //! - **ssp(s)**: gradients are applied as in async, but a worker's pull is held while it has
 //!   pushed more than `s` gradients more than the slowest active worker.
 //!
+//! Clipping by global norm in sync mode is done here, on the step's mean gradient, so a step
+//! is the same whichever way its batch was split across workers (clipping each worker's part
+//! would not be). The norm spans every shard: when the barrier completes, the shard holds the
+//! mean and answers pulls with its partial squared norm ([`Readiness::NeedsNorm`]); a trainer
+//! that has every shard's partial (or the norm another trainer already sent) sends the global
+//! norm with [`Shard::finish`], the shard applies the clipped mean and moves on. Every trainer
+//! computes the same norm from the same partials, so the first `finish` wins and later ones
+//! are no-ops. In async and ssp modes each gradient is its own step and trainers clip it.
+//!
 //! A gradient with samples but a non-finite value (or, in sync, a step with any such gradient)
 //! is skipped and counted; `max_consecutive_nonfinite` skips in a row fail the job. A
 //! contribution with zero samples (a worker with no data this step) takes part in barriers and
@@ -41,6 +50,29 @@ pub struct Config {
     /// never), so every shard of a job keeps its state at exactly the checkpoint's step while
     /// training goes on.
     pub save_every: u64,
+    /// Sync mode: clip each step's mean gradient to this global L2 norm (see the module docs).
+    /// Ignored in async and ssp modes, where trainers clip.
+    pub clip_norm: Option<f32>,
+}
+
+/// Whether a pull may be answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Readiness {
+    /// Not yet (the sync barrier or the staleness bound).
+    Wait,
+    /// Now, with the parameters.
+    Ready,
+    /// Sync with clipping: step `step`'s mean gradient waits for the global norm; this shard's
+    /// part of the squared norm is `partial_sq`.
+    NeedsNorm { step: u64, partial_sq: f64 },
+}
+
+/// A sync step's mean gradient waiting for the global norm.
+#[derive(Debug, Clone)]
+struct AwaitingNorm {
+    step: u64,
+    mean: Vec<f32>,
+    partial_sq: f64,
 }
 
 /// A gradient held for a sync step.
@@ -98,6 +130,9 @@ pub struct Shard {
     failed: Option<String>,
     /// The latest automatic snapshot (sync mode, every `save_every` steps).
     saved: Option<Snapshot>,
+    awaiting: Option<AwaitingNorm>,
+    /// The global norm of the last step clipped here (sync with clipping).
+    last_norm: Option<f32>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -126,6 +161,8 @@ impl Shard {
             max_staleness: 0,
             failed: None,
             saved: None,
+            awaiting: None,
+            last_norm: None,
         }
     }
 
@@ -137,6 +174,12 @@ impl Shard {
     /// Steps or gradients taken so far.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The global gradient norm of the step that produced the current version, when this
+    /// shard clips (sync mode with `clip_norm`); trainers pass it on to shards still waiting.
+    pub fn last_norm(&self) -> Option<f32> {
+        self.last_norm
     }
 
     /// Why the job failed here, if it did.
@@ -191,19 +234,64 @@ impl Shard {
 
     /// Whether `worker`'s pull may be answered now. `after` is the version of the worker's
     /// last gradient (none for its first pull).
-    pub fn pull_ready(&self, worker: WorkerId, after: Option<u64>) -> Result<bool> {
+    pub fn pull_ready(&self, worker: WorkerId, after: Option<u64>) -> Result<Readiness> {
         self.check_alive()?;
         let Some(&clock) = self.clocks.get(&worker) else {
             return Err(Error::UnknownWorker(worker));
         };
-        Ok(match self.cfg.consistency {
+        if let Some(a) = &self.awaiting {
+            return Ok(Readiness::NeedsNorm {
+                step: a.step,
+                partial_sq: a.partial_sq,
+            });
+        }
+        let ready = match self.cfg.consistency {
             Consistency::Sync => after.is_none_or(|a| self.version > a),
             Consistency::Async => true,
             Consistency::Ssp(s) => {
                 let slowest = self.clocks.values().copied().min().unwrap_or(clock);
                 clock <= slowest + u64::from(s)
             }
+        };
+        Ok(if ready {
+            Readiness::Ready
+        } else {
+            Readiness::Wait
         })
+    }
+
+    /// Sync with clipping: the global gradient norm of step `step`. The held mean is scaled to
+    /// `clip_norm` when the norm exceeds it and applied, and the shard moves to `step + 1`.
+    /// A step already finished is a no-op (another trainer sent the same norm first); a
+    /// non-finite norm skips the step.
+    pub fn finish(&mut self, step: u64, norm: f32) -> Result<()> {
+        self.check_alive()?;
+        let Some(a) = self.awaiting.take_if(|a| a.step == step) else {
+            if step < self.version {
+                return Ok(());
+            }
+            return Err(Error::Ahead {
+                step,
+                current: self.version,
+            });
+        };
+        self.version += 1;
+        self.last_norm = Some(norm);
+        if !norm.is_finite() || norm < 0.0 {
+            self.skip();
+        } else {
+            let mut mean = a.mean;
+            if let Some(max) = self.cfg.clip_norm {
+                if norm > max && norm > 0.0 {
+                    let f = max / norm;
+                    mean.iter_mut().for_each(|x| *x *= f);
+                }
+            }
+            // A failed update fails the shard; pulls then report it.
+            let _ = self.apply(&mean);
+        }
+        self.after_step();
+        Ok(())
     }
 
     /// Values `offset..offset + len` of the range.
@@ -269,7 +357,8 @@ impl Shard {
         finite: bool,
         grad: Vec<f32>,
     ) -> Result<PushOutcome> {
-        if step < self.version {
+        if step < self.version || self.awaiting.is_some() {
+            // Past the step, or its barrier already closed: the samples are served again.
             return Ok(PushOutcome::Stale {
                 current: self.version,
             });
@@ -297,20 +386,28 @@ impl Shard {
             return None;
         }
         let held = std::mem::take(&mut self.held);
-        self.version += 1;
         let outcome = self.complete(&held);
+        if !matches!(outcome, PushOutcome::Pending) {
+            self.after_step();
+        }
+        Some(outcome)
+    }
+
+    /// Bookkeeping once the shard moved to a new sync version: the automatic snapshot.
+    fn after_step(&mut self) {
         if self.failed.is_none()
             && self.cfg.save_every > 0
             && self.version.is_multiple_of(self.cfg.save_every)
         {
             self.saved = Some(self.snapshot());
         }
-        Some(outcome)
     }
 
-    /// Applies (or skips) a completed sync step.
+    /// Applies (or skips) a completed sync step and moves to the next version; with clipping,
+    /// holds the mean for the global norm instead and answers `Pending`.
     fn complete(&mut self, held: &BTreeMap<WorkerId, Held>) -> PushOutcome {
         if held.values().any(|h| h.samples > 0 && !h.finite) {
+            self.version += 1;
             return self.skip();
         }
         let total: u64 = held.values().map(|h| u64::from(h.samples)).sum();
@@ -324,9 +421,21 @@ impl Shard {
                     *m += w * g;
                 }
             }
+            if self.cfg.clip_norm.is_some() {
+                let partial_sq = mean.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+                self.awaiting = Some(AwaitingNorm {
+                    step: self.version,
+                    mean,
+                    partial_sq,
+                });
+                return PushOutcome::Pending;
+            }
+            self.version += 1;
             if let Err(outcome) = self.apply(&mean) {
                 return outcome;
             }
+        } else {
+            self.version += 1;
         }
         PushOutcome::Applied {
             version: self.version,
@@ -438,6 +547,8 @@ impl Shard {
         self.updates = s.updates;
         self.clocks = s.clocks.into_iter().collect();
         self.held.clear();
+        self.awaiting = None;
+        self.last_norm = None;
         self.consecutive_nonfinite = 0;
         self.failed = None;
         Ok(())

@@ -1,7 +1,7 @@
 use flotilla_protocol::services::training::PushOutcome;
 use flotilla_protocol::training::{Consistency, GradPayload, Precision, WorkerId};
 
-use super::core::{Config, Shard};
+use super::core::{Config, Readiness, Shard};
 use crate::training::error::Error;
 use crate::training::optim::{LrPlan, SgdMomentum};
 
@@ -18,10 +18,16 @@ fn shard(consistency: Consistency, params: Vec<f32>) -> Shard {
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(1.0),
             save_every: 0,
+            clip_norm: None,
         },
         params,
         Box::new(SgdMomentum::new(n, 0.0, 0.0)),
     )
+}
+
+/// Whether `worker`'s pull after `after` is answered with parameters now.
+fn ready(s: &Shard, worker: WorkerId, after: Option<u64>) -> bool {
+    s.pull_ready(worker, after).unwrap() == Readiness::Ready
 }
 
 fn g(v: &[f32]) -> GradPayload {
@@ -39,16 +45,13 @@ fn joined(consistency: Consistency, workers: &[WorkerId]) -> Shard {
 #[test]
 fn sync_applies_the_sample_weighted_mean_once_per_step() {
     let mut s = joined(Consistency::Sync, &[A, B]);
-    assert!(s.pull_ready(A, None).unwrap());
+    assert!(ready(&s, A, None));
     assert_eq!(
         s.push(A, 0, 1, &g(&[4.0, 0.0])).unwrap(),
         PushOutcome::Pending
     );
     assert_eq!(s.params(), &[0.0, 0.0], "applied before the barrier");
-    assert!(
-        !s.pull_ready(A, Some(0)).unwrap(),
-        "pull answered before the step"
-    );
+    assert!(!ready(&s, A, Some(0)), "pull answered before the step");
     assert!(matches!(
         s.push(A, 0, 1, &g(&[1.0, 1.0])),
         Err(Error::DuplicatePush { .. })
@@ -63,7 +66,7 @@ fn sync_applies_the_sample_weighted_mean_once_per_step() {
     );
     // Mean over 4 samples: (1·[4,0] + 3·[0,4]) / 4 = [1, 3], at lr 1.
     assert_eq!(s.params(), &[-1.0, -3.0]);
-    assert!(s.pull_ready(A, Some(0)).unwrap() && s.pull_ready(B, Some(0)).unwrap());
+    assert!(ready(&s, A, Some(0)) && ready(&s, B, Some(0)));
     assert_eq!(s.stats().updates, 1);
     // A gradient for a finished step is stale; one for a future step is a bug.
     assert_eq!(
@@ -122,7 +125,7 @@ fn sync_join_mid_step_waits_for_the_newcomer() {
         s.push(A, 0, 1, &g(&[1.0, 1.0])).unwrap(),
         PushOutcome::Pending
     );
-    assert!(s.pull_ready(B, None).unwrap());
+    assert!(ready(&s, B, None));
     // A worker with no data this step still takes part in the barrier.
     assert!(matches!(
         s.push(B, 0, 0, &GradPayload::F32(vec![])).unwrap(),
@@ -158,7 +161,7 @@ fn async_applies_every_gradient_and_tracks_staleness() {
     );
     assert_eq!(s.params(), &[-2.0, -1.0]);
     assert_eq!(s.stats().max_staleness, 2);
-    assert!(s.pull_ready(A, Some(0)).unwrap());
+    assert!(ready(&s, A, Some(0)));
 }
 
 #[test]
@@ -166,28 +169,25 @@ fn ssp_holds_a_worker_that_runs_ahead_until_the_slowest_catches_up() {
     let mut s = joined(Consistency::Ssp(2), &[A, B]);
     for step in 0..2 {
         s.push(A, step, 1, &g(&[1.0, 0.0])).unwrap();
-        assert!(s.pull_ready(A, Some(step)).unwrap(), "within the bound");
+        assert!(ready(&s, A, Some(step)), "within the bound");
     }
     s.push(A, 2, 1, &g(&[1.0, 0.0])).unwrap();
-    assert!(
-        !s.pull_ready(A, Some(2)).unwrap(),
-        "3 ahead of B with bound 2"
-    );
-    assert!(s.pull_ready(B, None).unwrap());
+    assert!(!ready(&s, A, Some(2)), "3 ahead of B with bound 2");
+    assert!(ready(&s, B, None));
     s.push(B, 0, 1, &g(&[0.0, 1.0])).unwrap();
-    assert!(s.pull_ready(A, Some(2)).unwrap(), "B caught up by one");
+    assert!(ready(&s, A, Some(2)), "B caught up by one");
     // A newcomer starts at the slowest clock and does not hold anyone back.
     s.join(C).unwrap();
-    assert!(s.pull_ready(A, Some(2)).unwrap());
+    assert!(ready(&s, A, Some(2)));
     for step in 3..5 {
         s.push(A, step, 1, &g(&[1.0, 0.0])).unwrap();
     }
-    assert!(!s.pull_ready(A, Some(4)).unwrap());
+    assert!(!ready(&s, A, Some(4)));
     // The slow workers leave: the fast one is released.
     s.leave(B, false);
-    assert!(!s.pull_ready(A, Some(4)).unwrap(), "C is as slow as B was");
+    assert!(!ready(&s, A, Some(4)), "C is as slow as B was");
     s.leave(C, false);
-    assert!(s.pull_ready(A, Some(4)).unwrap());
+    assert!(ready(&s, A, Some(4)));
     assert!(s.stats().max_staleness >= 1);
 }
 
@@ -258,6 +258,7 @@ fn snapshots_restore_parameters_optimizer_and_clocks() {
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(1.0),
             save_every: 0,
+            clip_norm: None,
         },
         vec![0.0; n],
         Box::new(SgdMomentum::new(n, 0.0, 0.0)),
@@ -265,7 +266,7 @@ fn snapshots_restore_parameters_optimizer_and_clocks() {
     fresh.restore(snap.clone()).unwrap();
     assert_eq!(fresh.snapshot(), snap);
     assert_eq!(fresh.params(), &[0.0, 1.0, 2.0]);
-    assert!(fresh.pull_ready(A, Some(0)).unwrap());
+    assert!(ready(&fresh, A, Some(0)));
     let mut short = snap;
     short.params.pop();
     assert!(fresh.restore(short).is_err());
@@ -280,6 +281,7 @@ fn sync_shards_keep_their_state_at_checkpoint_steps() {
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(1.0),
             save_every: 2,
+            clip_norm: None,
         },
         vec![0.0, 0.0],
         Box::new(SgdMomentum::new(2, 0.0, 0.0)),
@@ -300,4 +302,102 @@ fn sync_shards_keep_their_state_at_checkpoint_steps() {
     s.push(A, 3, 1, &g(&[1.0, 0.0])).unwrap();
     assert!(s.snapshot_at(2).is_err());
     assert_eq!(s.snapshot_at(4).unwrap().version, 4);
+}
+
+fn clipping(clip: f32) -> Shard {
+    Shard::new(
+        Config {
+            shard: 0,
+            consistency: Consistency::Sync,
+            max_consecutive_nonfinite: 3,
+            lr: LrPlan::constant(1.0),
+            save_every: 0,
+            clip_norm: Some(clip),
+        },
+        vec![0.0, 0.0],
+        Box::new(SgdMomentum::new(2, 0.0, 0.0)),
+    )
+}
+
+#[test]
+fn sync_clipping_waits_for_the_global_norm_then_applies_the_clipped_mean_once() {
+    let mut s = clipping(1.0);
+    s.join(A).unwrap();
+    s.join(B).unwrap();
+    assert_eq!(
+        s.push(A, 0, 1, &g(&[6.0, 0.0])).unwrap(),
+        PushOutcome::Pending
+    );
+    assert_eq!(
+        s.push(B, 0, 1, &g(&[0.0, 8.0])).unwrap(),
+        PushOutcome::Pending
+    );
+    // The barrier closed: the mean [3, 4] waits for the norm; nothing applied yet.
+    assert_eq!(s.version(), 0);
+    assert_eq!(s.params(), &[0.0, 0.0]);
+    assert_eq!(
+        s.pull_ready(A, Some(0)).unwrap(),
+        Readiness::NeedsNorm {
+            step: 0,
+            partial_sq: 25.0
+        }
+    );
+    // A newcomer's first gradient for the closed step is served again.
+    s.join(C).unwrap();
+    assert_eq!(
+        s.push(C, 0, 1, &g(&[1.0, 1.0])).unwrap(),
+        PushOutcome::Stale { current: 0 }
+    );
+    assert!(matches!(s.finish(3, 5.0), Err(Error::Ahead { .. })));
+    // Another shard holds the rest of the vector: the global norm is 10, so the scale is 0.1.
+    s.finish(0, 10.0).unwrap();
+    assert_eq!(s.version(), 1);
+    assert_eq!(s.last_norm(), Some(10.0));
+    let p = s.params().to_vec();
+    assert!(
+        (p[0] + 0.3).abs() < 1e-6 && (p[1] + 0.4).abs() < 1e-6,
+        "{p:?}"
+    );
+    // A second trainer sending the same norm changes nothing.
+    s.finish(0, 10.0).unwrap();
+    assert_eq!(s.params(), p.as_slice());
+    assert_eq!(s.stats().updates, 1);
+    assert!(ready(&s, A, Some(0)));
+}
+
+#[test]
+fn sync_clipping_gives_the_same_step_however_the_batch_is_split() {
+    // One worker with both samples' mean gradient ...
+    let mut whole = clipping(1.0);
+    whole.join(A).unwrap();
+    whole.push(A, 0, 2, &g(&[3.0, 4.0])).unwrap();
+    // ... and two workers with one sample each, whose gradients have norms 6 and 8: clipping
+    // each alone would give a different step.
+    let mut split = clipping(1.0);
+    split.join(A).unwrap();
+    split.join(B).unwrap();
+    split.push(A, 0, 1, &g(&[6.0, 0.0])).unwrap();
+    split.push(B, 0, 1, &g(&[0.0, 8.0])).unwrap();
+    for s in [&mut whole, &mut split] {
+        let Readiness::NeedsNorm { partial_sq, .. } = s.pull_ready(A, Some(0)).unwrap() else {
+            panic!("the step waits for its norm");
+        };
+        s.finish(0, partial_sq.sqrt() as f32).unwrap();
+    }
+    assert_eq!(whole.params(), split.params());
+    let p = whole.params();
+    assert!(
+        (p[0] + 0.6).abs() < 1e-6 && (p[1] + 0.8).abs() < 1e-6,
+        "{p:?}"
+    );
+}
+
+#[test]
+fn sync_clipping_skips_a_step_whose_norm_is_not_finite() {
+    let mut s = clipping(1.0);
+    s.join(A).unwrap();
+    s.push(A, 0, 1, &g(&[3.0, 4.0])).unwrap();
+    s.finish(0, f32::INFINITY).unwrap();
+    assert_eq!((s.version(), s.stats().skipped), (1, 1));
+    assert_eq!(s.params(), &[0.0, 0.0]);
 }

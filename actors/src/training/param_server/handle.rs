@@ -124,6 +124,16 @@ impl Handle {
         .await?
     }
 
+    /// Sync with clipping: the global gradient norm of step `step`.
+    pub async fn finish(&self, step: u64, norm: f32) -> Result<()> {
+        self.call(self.cfg.call_deadline, |reply| Msg::Finish {
+            step,
+            norm,
+            reply,
+        })
+        .await?
+    }
+
     /// The state a checkpoint keeps.
     pub async fn snapshot(&self) -> Result<Snapshot> {
         self.call(self.cfg.call_deadline, |reply| Msg::Snapshot { reply })

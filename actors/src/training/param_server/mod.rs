@@ -16,6 +16,7 @@ mod core_tests;
 #[cfg(test)]
 mod rpc_tests;
 
+pub use flotilla_protocol::services::training::StepNorm;
 pub use handle::Handle;
 
 /// Values of a shard's range as pulled.
@@ -25,7 +26,9 @@ pub struct Pulled {
     pub version: u64,
     /// Offset of `values` in the shard's range.
     pub offset: u64,
+    /// Empty when `norm` is [`StepNorm::Needed`].
     pub values: Vec<f32>,
+    pub norm: StepNorm,
 }
 
 /// Limits of a `ParamServer` actor.

@@ -38,6 +38,13 @@ pub enum Msg {
         grad: GradPayload,
         reply: RpcReplyPort<Result<PushOutcome>>,
     },
+    /// Sync with clipping: the global gradient norm of step `step` (see
+    /// [`super::core::Shard::finish`]).
+    Finish {
+        step: u64,
+        norm: f32,
+        reply: RpcReplyPort<Result<()>>,
+    },
     /// The state a checkpoint keeps.
     Snapshot { reply: RpcReplyPort<Snapshot> },
     /// The state at version `step` for a checkpoint (see

@@ -94,7 +94,17 @@ pub async fn serve(
                 version: p.version,
                 offset: p.offset,
                 values: p.values,
+                norm: p.norm,
             })
+        }
+        RequestBody::Finish {
+            shard: s,
+            step,
+            norm,
+        } => {
+            check(s)?;
+            handle.finish(step, norm).await.map_err(remote)?;
+            Ok(ResponseBody::Ack)
         }
         RequestBody::Push {
             shard: s,

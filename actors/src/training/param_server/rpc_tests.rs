@@ -7,7 +7,7 @@ use flotilla_protocol::training::{Consistency, GradPayload, Precision, WorkerId,
 
 use super::core::{Config, Shard};
 use super::rpc::serve;
-use super::Handle;
+use super::{Handle, StepNorm};
 use crate::training::checkpoint_tests::MemStore;
 use crate::training::optim::{LrPlan, SgdMomentum};
 
@@ -21,6 +21,7 @@ async fn server() -> Handle {
             max_consecutive_nonfinite: 2,
             lr: LrPlan::constant(1.0),
             save_every: 0,
+            clip_norm: None,
         },
         vec![1.0, 2.0, 3.0, 4.0],
         Box::new(SgdMomentum::new(4, 0.0, 0.0)),
@@ -58,7 +59,8 @@ async fn requests_map_to_the_shard_and_checkpoints_to_the_store() {
         Ok(ResponseBody::Params {
             version: 0,
             offset: 1,
-            values: vec![2.0, 3.0]
+            values: vec![2.0, 3.0],
+            norm: StepNorm::NotClipped,
         })
     );
     let push = |step| RequestBody::Push {

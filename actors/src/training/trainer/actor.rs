@@ -53,8 +53,7 @@ impl State {
         let w = self.cfg.worker;
         let mut flat = Vec::with_capacity(self.params.total_params());
         let mut versions = Vec::with_capacity(self.ranges.len());
-        for (i, after) in self.after.iter().enumerate() {
-            let p = self.params.pull(i as u32, w, *after).await?;
+        for p in client::pull_all(self.params.as_ref(), w, &self.after).await? {
             versions.push(p.version);
             flat.extend(p.values);
         }

@@ -36,7 +36,8 @@ pub struct Config {
     pub sync: bool,
     /// Wire precision of gradients.
     pub precision: Precision,
-    /// Clip each gradient to this global L2 norm.
+    /// Clip each gradient to this global L2 norm (async and ssp; in sync mode the shards clip
+    /// the step's mean gradient instead, so this is `None` there).
     pub clip_norm: Option<f32>,
     /// Stop once the shards have taken this many steps.
     pub max_steps: Option<u64>,
