@@ -166,6 +166,13 @@ impl RunningNode {
                 store: shared_store.clone(),
             }),
         );
+        // Training checkpoints held here (see `train::checkpoints`).
+        host.register(
+            crate::train::checkpoints::CHECKPOINT_STORE,
+            Arc::new(crate::train::checkpoints::CheckpointStore {
+                store: shared_store.clone(),
+            }),
+        )?;
         host.add_role(
             crate::train::workers::TRAINER_ROLE,
             Arc::new(crate::train::workers::TrainerRole {

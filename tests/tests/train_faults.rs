@@ -171,3 +171,88 @@ async fn a_node_added_mid_job_becomes_a_worker() {
     );
     cluster.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_parameter_server_shard_is_restored_from_a_checkpoint_on_two_nodes() {
+    let mut cluster = started(3).await;
+    let mut s = spec(3, 3);
+    // One shard on every node, so some node holds a shard without owning or running the job.
+    s["train"]["cluster"]["ps_shards"] = json!(3);
+    s["train"]["args"]["save_every"] = json!(15);
+    let id = submit_job(&cluster, 0, &s).await;
+    let saved = |texts: &[String]| {
+        texts
+            .iter()
+            .any(|t| t.starts_with("checkpoint ") && t.contains(" saved on "))
+    };
+    wait_until(DEADLINE, "a checkpoint", || async {
+        saved(&event_texts(&cluster, 0, &id).await)
+    })
+    .await
+    .unwrap();
+    // The node to kill holds a shard but neither owns the job (node 0 took the submission) nor
+    // runs its coordinator task.
+    let job = get_json(&cluster, 0, &format!("/api/v1/jobs/{id}")).await;
+    let coordinator = job["detail"]["tasks"][0]["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let texts = event_texts(&cluster, 0, &id).await;
+    let shard_hosts: Vec<String> = texts
+        .iter()
+        .filter_map(|t| t.strip_prefix("parameter-server shard "))
+        .filter_map(|t| t.split_once(" started on ").map(|(_, h)| h.to_string()))
+        .collect();
+    assert_eq!(shard_hosts.len(), 3, "{texts:?}");
+    let victim = (1..3)
+        .find(|i| {
+            let n = cluster.node(*i).node_id().to_string();
+            n != coordinator && shard_hosts.contains(&n)
+        })
+        .unwrap();
+    let victim_id = cluster.node(victim).node_id().to_string();
+    let owner = (0..3)
+        .find(|i| cluster.node(*i).node_id().to_string() == coordinator)
+        .unwrap();
+    cluster.kill(victim).await;
+
+    let r = job_result(&cluster, owner, &id, DEADLINE).await;
+    eprintln!(
+        "after losing a shard: restores {} checkpoints {} ledger {}",
+        r["restores"], r["checkpoints"], r["ledger"]
+    );
+    let restores = r["restores"].as_array().unwrap();
+    assert_eq!(restores.len(), 1, "{restores:?}");
+    assert_eq!(restores[0]["lost"], victim_id);
+    let step = restores[0]["checkpoint"].as_u64().unwrap();
+    assert!(step >= 15 && step % 15 == 0, "{step}");
+    // Every checkpoint was kept on two distinct nodes.
+    let checkpoints = r["checkpoints"].as_array().unwrap();
+    assert!(!checkpoints.is_empty());
+    for c in checkpoints {
+        let holders = c["holders"].as_array().unwrap();
+        assert_eq!(holders.len(), 2, "{c}");
+        assert_ne!(holders[0], holders[1]);
+    }
+    // Work after the checkpoint was redone, not counted twice: each record once per epoch.
+    assert_eq!(r["ledger_exact"], true, "{}", r["ledger"]);
+    let records = r["records"].as_u64().unwrap();
+    assert_eq!(r["samples"].as_u64().unwrap(), 3 * records);
+    // The curve goes on from the checkpoint: its steps are each there once, in order.
+    let steps: Vec<u64> = r["curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_u64().unwrap())
+        .collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    assert!(r["loss_after"].as_f64().unwrap() < r["loss_before"].as_f64().unwrap());
+    let texts = event_texts(&cluster, owner, &id).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("every shard restored from checkpoint")),
+        "{texts:?}"
+    );
+    cluster.shutdown().await.unwrap();
+}

@@ -260,7 +260,10 @@ impl Assignment {
             return false;
         };
         if let Some(l) = &mut self.ledger {
-            l.record(lease.epoch, &lease.indices);
+            match step {
+                Some(s) => l.record_at(s, lease.epoch, &lease.indices),
+                None => l.record(lease.epoch, &lease.indices),
+            }
         }
         if let Some(step) = step {
             self.recent.push((step, lease));

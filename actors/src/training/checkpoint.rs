@@ -208,8 +208,16 @@ pub fn write(store: &dyn Store, manifest: &Manifest, blobs: &[Vec<u8>]) -> Resul
     for (e, b) in manifest.shards.iter().zip(blobs) {
         put_blob(store, &manifest.job, manifest.step, e.shard, b)?;
     }
-    // Syncing the manifest also makes the buffered blob writes before it durable (one
-    // write-ahead log).
+    write_manifest(store, manifest)
+}
+
+/// Writes the manifest of a checkpoint whose blobs this node already holds, once every blob is
+/// present, fits its range and matches its hash: the checkpoint then exists here. Synced;
+/// syncing also makes the buffered blob writes before it durable (one write-ahead log).
+pub fn write_manifest(store: &dyn Store, manifest: &Manifest) -> Result<()> {
+    for e in &manifest.shards {
+        read_shard(store, manifest, e.shard)?;
+    }
     let m = codec::encode::<_, MAX_MANIFEST_BYTES>("checkpoint", manifest)
         .map_err(|e| Error::Checkpoint(e.to_string()))?;
     store.put(
@@ -219,6 +227,24 @@ pub fn write(store: &dyn Store, manifest: &Manifest, blobs: &[Vec<u8>]) -> Resul
         Durability::Sync,
     )?;
     Ok(())
+}
+
+/// Checkpoint `step` of `job` as written on this node with every shard's snapshot verified,
+/// or an error saying what is missing or corrupt.
+pub fn read(store: &dyn Store, job: &JobId, step: u64) -> Result<(Manifest, Vec<Snapshot>)> {
+    let Some(value) = store.get(Column::Checkpoints, &manifest_key(job, step))? else {
+        return Err(Error::Checkpoint(format!(
+            "no checkpoint {step} of {job} here"
+        )));
+    };
+    let m: Manifest = codec::decode::<_, MAX_MANIFEST_BYTES>("checkpoint", &value)
+        .map_err(|e| Error::Checkpoint(format!("checkpoint {step} manifest: {e}")))?;
+    let snaps = m
+        .shards
+        .iter()
+        .map(|e| read_shard(store, &m, e.shard))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((m, snaps))
 }
 
 /// The blob of `shard` in checkpoint `m`, verified against the manifest.

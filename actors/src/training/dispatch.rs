@@ -270,6 +270,12 @@ impl Core {
         }
     }
 
+    /// Sync mode: the step whose assignment state is kept for a checkpoint (the latest multiple
+    /// of `save_every` that began), if any.
+    pub fn saved_step(&self) -> Option<u64> {
+        self.saved.as_ref().map(|(v, _)| *v)
+    }
+
     /// Why the job failed, if it did.
     pub fn failure(&self) -> Option<&str> {
         self.elastic.failure()

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ledger {
     counts: BTreeMap<(u32, u64), u32>,
+    /// Sync mode: `(step, epoch, index)` of every consumption, so the ledger can be cut back
+    /// to a checkpoint's step when a job resumes from it.
+    steps: Vec<(u64, u32, u64)>,
 }
 
 impl Ledger {
@@ -24,11 +27,29 @@ impl Ledger {
         }
     }
 
+    /// Records that `indices` of `epoch` were consumed by sync step `step`.
+    pub fn record_at(&mut self, step: u64, epoch: u32, indices: &[u64]) {
+        self.record(epoch, indices);
+        self.steps.extend(indices.iter().map(|&i| (step, epoch, i)));
+    }
+
+    /// The ledger as it stood for the steps before `step`: what a job resumed from the
+    /// checkpoint of `step` has done. Only consumptions recorded with their step count.
+    pub fn before_step(&self, step: u64) -> Ledger {
+        let mut out = Ledger::new();
+        for &(s, e, i) in self.steps.iter().filter(|x| x.0 < step) {
+            *out.counts.entry((e, i)).or_insert(0) += 1;
+            out.steps.push((s, e, i));
+        }
+        out
+    }
+
     /// Adds another ledger's counts to this one.
     pub fn merge(&mut self, other: &Ledger) {
         for (k, n) in &other.counts {
             *self.counts.entry(*k).or_insert(0) += n;
         }
+        self.steps.extend_from_slice(&other.steps);
     }
 
     /// Samples consumed, counting repeats.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use flotilla_actors::data::record::Record;
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::remote::{self, spawn_remote, RemoteActor};
+use flotilla_actors::training::checkpoint;
 use flotilla_actors::training::client::ParamClient;
 use flotilla_actors::training::dispatch::{self, LocalDispatch};
 use flotilla_actors::training::elastic::{self, Role, Why};
@@ -38,6 +39,8 @@ use flotilla_protocol::training::{
 use flotilla_protocol::NodeId;
 use tokio::sync::mpsc;
 
+use super::checkpoints;
+use super::recovery::{lost_shard_host, History, Saver};
 use super::remote::{shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE};
 use super::workers::{dispatch_actor, trainer_actor, DispatchEndpoint, TrainerArgs, TRAINER_ROLE};
 use crate::data::reader::VersionReader;
@@ -168,7 +171,7 @@ pub async fn run(
         ));
     }
     let shards = (spec.cluster.ps_shards as usize).max(1);
-    let hosts: Vec<NodeId> = (0..shards)
+    let mut hosts: Vec<NodeId> = (0..shards)
         .map(|i| nodes[i % nodes.len()].clone())
         .collect();
     // Optimizer updates per epoch: one per global batch in sync mode; in async and ssp every
@@ -197,73 +200,57 @@ pub async fn run(
         OptimizerKind::Sgd => OptimizerConfig::Sgd(SgdConfig::default()),
     };
     let consistency = spec.cluster.consistency();
-    for (i, r) in partition::ranges(init.len(), shards)
+    // Checkpoints are taken in sync mode, where every shard is at the same step.
+    let save_every = if consistency == Consistency::Sync {
+        spec.args.save_every
+    } else {
+        0
+    };
+    let shard_args = |i: usize, init: Vec<f32>| ShardArgs {
+        job: job.clone(),
+        shard: i as u32,
+        consistency,
+        max_consecutive_nonfinite: spec.nan.max_consecutive_nonfinite.max(1),
+        lr,
+        save_every,
+        // In sync mode the shards clip each step's mean gradient by its global norm, so a
+        // step is the same however its batch is split; in async and ssp trainers clip.
+        clip_norm: (consistency == Consistency::Sync)
+            .then_some(spec.args.clip_norm)
+            .flatten(),
+        optimizer_json: ShardArgs::optimizer_json(&optimizer),
+        init,
+    };
+    let first: Vec<ShardArgs> = partition::ranges(init.len(), shards)
         .into_iter()
         .enumerate()
-    {
-        let args = ShardArgs {
-            job: job.clone(),
-            shard: i as u32,
-            consistency,
-            max_consecutive_nonfinite: spec.nan.max_consecutive_nonfinite.max(1),
-            lr,
-            save_every: 0,
-            // In sync mode the shards clip each step's mean gradient by its global norm, so a
-            // step is the same however its batch is split; in async and ssp trainers clip.
-            clip_norm: (consistency == Consistency::Sync)
-                .then_some(spec.args.clip_norm)
-                .flatten(),
-            optimizer_json: ShardArgs::optimizer_json(&optimizer),
-            init: init[r].to_vec(),
-        };
-        spawn_remote::<_, RequestBody, Reply>(
-            ctx.mesh.clone(),
-            hosts[i].clone(),
-            PARAM_SERVER_ROLE,
-            &shard_actor(&job, i as u32),
-            &args,
-            CALL,
-        )
-        .await
-        .map_err(|e| format!("spawning shard {i} on {}: {e}", hosts[i]))?;
-    }
-    let params = Arc::new(RemoteParams::new(
-        ctx.mesh.clone(),
-        &job,
-        &hosts,
-        init.len(),
-        CALL,
-        PULL,
-    ));
+        .map(|(i, r)| shard_args(i, init[r].to_vec()))
+        .collect();
+    let mut params = spawn_shards(ctx, &job, &hosts, first, init.len()).await?;
     let n = records.len();
     let records = Arc::new(records);
-    let d = Arc::new(
-        LocalDispatch::new(
-            dispatch::Config {
-                records: n as u64,
-                seed,
-                epochs: spec.args.epochs,
-                global_batch: Some(spec.global_batch(workers as u32)),
-                per_device_batch: spec.args.per_device_batch,
-                consistency,
-                elastic: elastic::Config {
-                    workers_min: spec.cluster.workers_min,
-                    workers_max: spec.cluster.workers_max,
-                    below_min_timeout: spec.cluster.below_min_timeout,
-                },
-                speed_alpha: if spec.cluster.adaptive_shares {
-                    0.5
-                } else {
-                    0.0
-                },
-                series_capacity: 10_000,
-                keep_ledger: true,
-                save_every: 0,
-            },
-            records.clone(),
-        )
-        .map_err(err)?,
-    );
+    let dispatch_cfg = dispatch::Config {
+        records: n as u64,
+        seed,
+        epochs: spec.args.epochs,
+        global_batch: Some(spec.global_batch(workers as u32)),
+        per_device_batch: spec.args.per_device_batch,
+        consistency,
+        elastic: elastic::Config {
+            workers_min: spec.cluster.workers_min,
+            workers_max: spec.cluster.workers_max,
+            below_min_timeout: spec.cluster.below_min_timeout,
+        },
+        speed_alpha: if spec.cluster.adaptive_shares {
+            0.5
+        } else {
+            0.0
+        },
+        series_capacity: 10_000,
+        keep_ledger: true,
+        save_every,
+    };
+    let mut d = Arc::new(LocalDispatch::new(dispatch_cfg.clone(), records.clone()).map_err(err)?);
     let endpoint = dispatch_actor(&job);
     ctx.host
         .register(&endpoint, Arc::new(DispatchEndpoint(d.clone())))
@@ -276,34 +263,126 @@ pub async fn run(
     for (i, host) in hosts.iter().enumerate() {
         progress.log(ctx, format!("parameter-server shard {i} started on {host}"));
     }
-    let crew = Crew {
-        ctx,
-        spec: &spec,
-        job: &job,
-        progress: &progress,
-        hosts: &hosts,
-        cfg: &cfg,
-        tokenizer: &tokenizer,
-        classes: &classes,
-        label_field: &label_field,
-        lr,
-        params: &params,
-        d: &d,
-    };
     let started = std::time::Instant::now();
-    let result = drive(&crew, &nodes[..workers], cancelled).await;
+    let mut history = History::default();
+    let mut saver = Saver {
+        every: save_every,
+        seed,
+        saved: Vec::new(),
+    };
+    let mut start_on = nodes[..workers].to_vec();
+    let result =
+        loop {
+            let crew = Crew {
+                ctx,
+                spec: &spec,
+                job: &job,
+                progress: &progress,
+                hosts: &hosts,
+                cfg: &cfg,
+                tokenizer: &tokenizer,
+                classes: &classes,
+                label_field: &label_field,
+                lr,
+                params: &params,
+                d: &d,
+            };
+            let lost = match drive(&crew, &start_on, cancelled, &mut history, &mut saver).await {
+                Ok(Driven::Finished(outcome)) => break Ok(outcome),
+                Ok(Driven::ShardLost(host)) => host,
+                Err(e) => break Err(e),
+            };
+            // Every shard goes back to the newest checkpoint, on the nodes alive now.
+            let t0 = std::time::Instant::now();
+            params.stop_all().await;
+            let alive: Vec<NodeId> = ctx
+                .data
+                .alive()
+                .await
+                .into_iter()
+                .filter(|n| *n != lost)
+                .collect();
+            let Some((holder, manifest)) = checkpoints::latest(&ctx.mesh, &job, &alive).await
+            else {
+                break Err(format!(
+                    "the node {lost} holding a parameter-server shard was lost and no checkpoint \
+                 of the job exists to restore it from (args.save_every = {})",
+                    spec.args.save_every
+                ));
+            };
+            if history.restores.len() >= MAX_RESTORES {
+                break Err(format!(
+                    "the node {lost} holding a parameter-server shard was lost; {MAX_RESTORES} \
+                 restores already, giving up"
+                ));
+            }
+            let ranked = flotilla_actors::rendezvous::rank(job.as_str().as_bytes(), &alive);
+            let new_hosts: Vec<NodeId> = (0..shards)
+                .map(|i| ranked[i % ranked.len()].clone())
+                .collect();
+            let restored = async {
+                let blobs =
+                    checkpoints::stage_blobs(&ctx.mesh, &holder, &manifest, &new_hosts).await?;
+                let mut args = Vec::with_capacity(blobs.len());
+                let mut old_workers = BTreeSet::new();
+                for (i, blob) in blobs.iter().enumerate() {
+                    let snap = checkpoint::decode_snapshot(blob).map_err(err)?;
+                    old_workers.extend(snap.clocks.iter().map(|(w, _)| *w));
+                    args.push(shard_args(i, snap.params));
+                }
+                let p = spawn_shards(ctx, &job, &new_hosts, args, init.len()).await?;
+                for (i, e) in manifest.shards.iter().enumerate() {
+                    p.restore(i as u32, manifest.step, e.blake3.clone())
+                        .await
+                        .map_err(err)?;
+                    // The workers the checkpoint counted are gone: the barrier waits for new ones.
+                    for w in &old_workers {
+                        p.leave(i as u32, *w, true).await.map_err(err)?;
+                    }
+                }
+                Ok::<_, String>(p)
+            }
+            .await;
+            params = match restored {
+                Ok(p) => p,
+                Err(e) => break Err(format!("restoring checkpoint {}: {e}", manifest.step)),
+            };
+            history.absorb(&d, manifest.step);
+            d = match LocalDispatch::resume(
+                dispatch_cfg.clone(),
+                records.clone(),
+                manifest.assignment.clone(),
+            ) {
+                Ok(nd) => Arc::new(nd),
+                Err(e) => break Err(format!("resuming the sample assignment: {e}")),
+            };
+            ctx.host.unregister(&endpoint);
+            if let Err(e) = ctx
+                .host
+                .register(&endpoint, Arc::new(DispatchEndpoint(d.clone())))
+            {
+                break Err(err(e));
+            }
+            let seconds = t0.elapsed().as_secs_f64();
+            progress.log(
+                ctx,
+                format!(
+                "the node {lost} holding a parameter-server shard was lost; every shard restored \
+                 from checkpoint {} (from {holder}) on {} in {seconds:.2} s",
+                manifest.step,
+                new_hosts.iter().map(|h| h.0.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            );
+            history.restores.push(serde_json::json!({
+                "lost": lost.0, "checkpoint": manifest.step, "from": holder.0, "seconds": seconds,
+            }));
+            hosts = new_hosts;
+            start_on = ranked[..workers.min(ranked.len())].to_vec();
+        };
     let train_seconds = started.elapsed().as_secs_f64();
 
     // Whatever happened, the shards and the endpoint go.
-    for (i, host) in hosts.iter().enumerate() {
-        let shard: RemoteActor<RequestBody, Reply> = RemoteActor::new(
-            ctx.mesh.clone(),
-            host.clone(),
-            &shard_actor(&job, i as u32),
-            CALL,
-        );
-        let _ = shard.stop().await;
-    }
+    params.stop_all().await;
     ctx.host.unregister(&endpoint);
     ctx.metrics.finished(catalog_job.as_str(), workers as u32);
     let outcome = result?;
@@ -335,9 +414,12 @@ pub async fn run(
             Err(e) => e.clone(),
         },
         "ledger_exact": outcome.ledger.is_ok(),
-        "departed": outcome.departed.iter().map(|(w, n, r)| serde_json::json!({"worker": w, "node": n, "reason": r})).collect::<Vec<_>>(),
-        "joined": outcome.joined.iter().map(|(w, n)| serde_json::json!({"worker": w, "node": n})).collect::<Vec<_>>(),
+        "departed": history.departed.iter().map(|(w, n, r)| serde_json::json!({"worker": w, "node": n, "reason": r})).collect::<Vec<_>>(),
+        "joined": history.joined.iter().map(|(w, n)| serde_json::json!({"worker": w, "node": n})).collect::<Vec<_>>(),
         "curve": outcome.curve,
+        "checkpoints": saver.saved.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+        "checkpoint_seconds": saver.saved.iter().map(|s| s.seconds).sum::<f64>(),
+        "restores": history.restores,
         "train_seconds": train_seconds,
         "samples_per_s": steps as f64 / train_seconds.max(1e-9),
         "compute_samples_per_s": outcome.compute_samples_per_s,
@@ -349,6 +431,50 @@ pub async fn run(
     .await?;
     summary["model"] = serde_json::Value::String(model);
     Ok(summary.to_string())
+}
+
+/// Restores from a checkpoint one run may go through before it gives up.
+const MAX_RESTORES: usize = 3;
+
+/// Spawns one parameter-server shard per `args` on `hosts` (same order); the client to them.
+async fn spawn_shards(
+    ctx: &TrainContext,
+    job: &JobId,
+    hosts: &[NodeId],
+    args: Vec<ShardArgs>,
+    total: usize,
+) -> Result<Arc<RemoteParams>, String> {
+    for (i, a) in args.iter().enumerate() {
+        let mut tries = 0;
+        loop {
+            let spawned = spawn_remote::<_, RequestBody, Reply>(
+                ctx.mesh.clone(),
+                hosts[i].clone(),
+                PARAM_SERVER_ROLE,
+                &shard_actor(job, i as u32),
+                a,
+                CALL,
+            )
+            .await;
+            match spawned {
+                Ok(_) => break,
+                // After a restore the stopped shard of the same name may still be ending.
+                Err(e) if e.to_string().contains("already runs") && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(format!("spawning shard {i} on {}: {e}", hosts[i])),
+            }
+        }
+    }
+    Ok(Arc::new(RemoteParams::new(
+        ctx.mesh.clone(),
+        job,
+        hosts,
+        total,
+        CALL,
+        PULL,
+    )))
 }
 
 /// Where a run's progress goes: the events of the job that asked for it, and the gauges.
@@ -575,10 +701,6 @@ struct Outcome {
     samples: u64,
     /// Whether every training record was consumed exactly once per epoch.
     ledger: Result<(), String>,
-    /// `(worker, node, reason)` of trainers that left before the end.
-    departed: Vec<(u32, String, String)>,
-    /// `(worker, node)` of trainers started after the beginning.
-    joined: Vec<(u32, String)>,
     /// `(step, loss)` of the steps that had samples, thinned to at most [`CURVE_POINTS`].
     curve: Vec<(u64, f32)>,
     /// Samples over the time of the slowest worker's compute, summed over steps: the rate
@@ -657,27 +779,48 @@ impl Crew<'_> {
     }
 }
 
+/// How one part of a run ended.
+enum Driven {
+    Finished(Outcome),
+    /// A node holding a parameter-server shard is gone; the trainers were stopped.
+    ShardLost(NodeId),
+}
+
+/// Stops the trainers still running (best effort: a dead node's trainer is gone already).
+async fn stop_trainers(crew: &Crew<'_>, running: &BTreeMap<NodeId, WorkerId>) {
+    for (node, worker) in running {
+        let t: RemoteActor<(), ()> = RemoteActor::new(
+            crew.ctx.mesh.clone(),
+            node.clone(),
+            &trainer_actor(crew.job, *worker),
+            CALL,
+        );
+        let _ = t.stop().await;
+    }
+}
+
 /// Spawns and watches the trainers until they are all gone — taking in nodes that come up
 /// while the job is below its maximum of workers, and departing the ones that die (their
-/// samples go to the others) — then reads the final parameters.
+/// samples go to the others), checkpointing as it goes — then reads the final parameters. When
+/// a node holding a shard is lost, it stops the trainers and says so instead.
 async fn drive(
     crew: &Crew<'_>,
     nodes: &[NodeId],
     cancelled: &AtomicBool,
-) -> Result<Outcome, String> {
+    history: &mut History,
+    saver: &mut Saver,
+) -> Result<Driven, String> {
     let (ctx, d, params) = (crew.ctx, crew.d, crew.params);
     let (downs_tx, mut downs) = mpsc::channel(64);
     // Trainers running, by node; a node runs at most one trainer of a job.
     let mut running: BTreeMap<NodeId, WorkerId> = BTreeMap::new();
-    let mut next_worker = 0u32;
     for node in nodes {
-        let worker = WorkerId(next_worker);
-        next_worker += 1;
+        let worker = WorkerId(history.next_worker);
+        history.next_worker += 1;
         if crew.spawn(worker, node, &downs_tx).await? {
             running.insert(node.clone(), worker);
         }
     }
-    let (mut departed, mut joined) = (Vec::new(), Vec::new());
     let mut published: Option<u64> = None;
     let mut last_publish = tokio::time::Instant::now();
     let mut last_join = tokio::time::Instant::now();
@@ -688,6 +831,13 @@ async fn drive(
             published = crew.progress.publish(ctx, d, published);
             last_publish = tokio::time::Instant::now();
             failed(d)?;
+            if let Some(host) = lost_shard_host(ctx, crew.hosts).await {
+                stop_trainers(crew, &running).await;
+                return Ok(Driven::ShardLost(host));
+            }
+            saver
+                .maybe_save(ctx, crew.job, params, d, |t| crew.log(t))
+                .await;
         }
         if !draining
             && last_join.elapsed() >= JOIN_EVERY
@@ -701,11 +851,11 @@ async fn drive(
                 if running.contains_key(&node) {
                     continue;
                 }
-                let worker = WorkerId(next_worker);
-                next_worker += 1;
+                let worker = WorkerId(history.next_worker);
+                history.next_worker += 1;
                 match crew.spawn(worker, &node, &downs_tx).await {
                     Ok(true) => {
-                        joined.push((worker.0, node.0.clone()));
+                        history.joined.push((worker.0, node.0.clone()));
                         running.insert(node, worker);
                     }
                     Ok(false) => {}
@@ -725,11 +875,18 @@ async fn drive(
                     running.remove(node);
                 }
                 let died = reason.contains("is dead") || reason.contains("is left") || reason.contains("failed");
+                // A trainer that failed may have lost a shard rather than died itself.
+                if died {
+                    if let Some(host) = lost_shard_host(ctx, crew.hosts).await {
+                        stop_trainers(crew, &running).await;
+                        return Ok(Driven::ShardLost(host));
+                    }
+                }
                 if died {
                     d.depart(params.as_ref(), worker, Why::Died).await.map_err(err)?;
                     let on = node.map(|n| n.0).unwrap_or_default();
                     crew.log(format!("trainer {} on {on} left: {reason}; its samples go to the others", worker.0));
-                    departed.push((worker.0, on, reason));
+                    history.departed.push((worker.0, on, reason));
                 } else {
                     draining = true;
                 }
@@ -746,14 +903,21 @@ async fn drive(
     let epochs = crew.spec.args.epochs.unwrap_or(1);
     let (samples, ledger, curve, compute_samples_per_s) = d
         .inspect(|c| {
-            let ledger = match c.ledger() {
+            // The parts before a restore, up to the checkpoint it went back to, and this one.
+            let whole = c.ledger().map(|l| {
+                let mut whole = history.ledger.clone();
+                whole.merge(l);
+                whole
+            });
+            let ledger = match &whole {
                 Some(l) if crew.spec.args.max_steps.is_none() => {
                     l.verify_exactly_once(epochs, crew.progress.records)
                 }
                 Some(_) => Ok(()),
                 None => Err("no sample ledger was kept".to_string()),
             };
-            let series = c.series().since(None);
+            let mut series = history.series.clone();
+            series.extend(c.series().since(None));
             let (samples, seconds) = series
                 .iter()
                 .filter(|r| r.samples > 0 && r.samples_per_s.is_finite() && r.samples_per_s > 0.0)
@@ -772,12 +936,7 @@ async fn drive(
                 .step_by(stride)
                 .map(|r| (r.step, r.loss))
                 .collect::<Vec<_>>();
-            (
-                c.ledger().map_or(0, |l| l.total()),
-                ledger,
-                curve,
-                compute_rate,
-            )
+            (whole.map_or(0, |l| l.total()), ledger, curve, compute_rate)
         })
         .map_err(err)?;
     let reader = WorkerId(u32::MAX);
@@ -787,13 +946,11 @@ async fn drive(
         trained.extend(params.pull(s, reader, None).await.map_err(err)?.values);
         params.leave(s, reader, true).await.map_err(err)?;
     }
-    Ok(Outcome {
+    Ok(Driven::Finished(Outcome {
         params: trained,
         samples,
         ledger,
-        departed,
-        joined,
         curve,
         compute_samples_per_s,
-    })
+    }))
 }

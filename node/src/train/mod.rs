@@ -12,14 +12,18 @@
 //! - [`workers`]: a job's coordinator as a mesh endpoint, [`workers::RemoteDispatch`], and the
 //!   `trainer` role (a kernels-backed trainer under the node's supervisor).
 //!
+//! - [`checkpoints`]: every node's checkpoint store endpoint, and how a coordinator saves a
+//!   checkpoint on its holders and restores shards from one.
 //! - [`job`]: the `train` job kind's coordinator: dataset version → model → shards and trainers
 //!   on the alive nodes → a JSON summary.
 //! - [`metrics`]: the live step metrics a coordinator publishes (`/metrics`, job events).
 
+pub mod checkpoints;
 pub mod gradient;
 pub mod job;
 pub mod metrics;
 pub mod optimizer;
+mod recovery;
 pub mod remote;
 pub mod workers;
 

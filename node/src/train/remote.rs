@@ -16,7 +16,9 @@ use flotilla_actors::training::partition;
 use flotilla_kernels::optim::OptimizerConfig;
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::RemoteError;
-use flotilla_protocol::services::training::{PushOutcome, RequestBody, ResponseBody};
+use flotilla_protocol::services::training::{
+    CheckpointCommand, PushOutcome, RequestBody, ResponseBody, SavedShard,
+};
 use flotilla_protocol::training::{Consistency, GradPayload, LrSchedule, WorkerId};
 use flotilla_protocol::NodeId;
 use ractor::ActorCell;
@@ -178,6 +180,47 @@ impl RemoteParams {
             shards,
             total,
             pull_deadline,
+        }
+    }
+
+    /// Has `shard`'s host store the shard's state at `step` as a checkpoint blob.
+    pub async fn save(&self, shard: u32, step: u64) -> Result<SavedShard> {
+        let command = CheckpointCommand::Save { step };
+        match self
+            .ask(shard, RequestBody::Checkpoint { shard, command })
+            .await?
+        {
+            ResponseBody::Saved(s) => Ok(s),
+            other => Err(Error::Failed(format!(
+                "unexpected answer to a checkpoint save: {other:?}"
+            ))),
+        }
+    }
+
+    /// Has `shard` replace its state with its blob of checkpoint `step` (which its host's
+    /// store must hold, hashing to `blake3`); the version it is at then.
+    pub async fn restore(&self, shard: u32, step: u64, blake3: String) -> Result<u64> {
+        let command = CheckpointCommand::Restore { step, blake3 };
+        match self
+            .ask(shard, RequestBody::Checkpoint { shard, command })
+            .await?
+        {
+            ResponseBody::Restored { version } => Ok(version),
+            other => Err(Error::Failed(format!(
+                "unexpected answer to a checkpoint restore: {other:?}"
+            ))),
+        }
+    }
+
+    /// The node hosting each shard, in shard order.
+    pub fn hosts(&self) -> Vec<NodeId> {
+        self.shards.iter().map(|s| s.peer().clone()).collect()
+    }
+
+    /// Stops every shard actor (best effort: a dead host's shard is gone already).
+    pub async fn stop_all(&self) {
+        for s in &self.shards {
+            let _ = s.stop().await;
         }
     }
 

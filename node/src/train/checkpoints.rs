@@ -1,0 +1,268 @@
+//! Checkpoints of training jobs on the mesh.
+//!
+//! Every node hosts the [`CHECKPOINT_STORE`] endpoint over its own store. A coordinator saves
+//! checkpoint `step` of a sync job like this ([`save`]):
+//! 1. every shard writes its state at `step` (kept by the shard when it reached that step) as a
+//!    blob in its host's store and answers the blob's hash;
+//! 2. the coordinator fetches each blob (hash-checked) and the dispatch's assignment state of
+//!    `step`, and builds the manifest;
+//! 3. each of the checkpoint's [`checkpoint::REPLICAS`] holders (rendezvous over the alive
+//!    nodes) gets every blob, then the manifest. A holder writes the manifest, synced, only
+//!    once every blob it holds matches the manifest, so a checkpoint exists on a node exactly
+//!    when it is complete there.
+//!
+//! After a shard's host is lost, [`latest`] asks every alive node for its newest complete
+//! checkpoint of the job and [`restore_shards`] starts every shard from it on the chosen hosts.
+//! A corrupt or incomplete checkpoint on a node is skipped there in favour of the one before
+//! (`checkpoint::latest_valid`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_actors::mesh::Mesh;
+use flotilla_actors::remote::{self, Endpoint, RemoteActor};
+use flotilla_actors::store::Store;
+use flotilla_actors::training::assignment;
+use flotilla_actors::training::checkpoint::{self, Manifest, ShardEntry};
+use flotilla_actors::training::partition;
+use flotilla_protocol::jobs::JobId;
+use flotilla_protocol::NodeId;
+use serde::{Deserialize, Serialize};
+
+use super::remote::RemoteParams;
+
+/// The endpoint name every node serves its checkpoint store under.
+pub const CHECKPOINT_STORE: &str = "train/checkpoints";
+
+/// A request to a node's checkpoint store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoreAsk {
+    /// Keep one shard's blob of checkpoint `step`.
+    PutBlob {
+        job: JobId,
+        step: u64,
+        shard: u32,
+        #[serde(with = "serde_bytes")]
+        blob: Vec<u8>,
+    },
+    /// Write the manifest once every blob it lists is here and intact.
+    PutManifest(Manifest),
+    /// One shard's blob, checked against `blake3`.
+    GetBlob {
+        job: JobId,
+        step: u64,
+        shard: u32,
+        blake3: String,
+    },
+    /// The newest complete checkpoint of `job` here.
+    Latest { job: JobId },
+}
+
+/// A checkpoint store's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoreReply {
+    Done,
+    Blob(#[serde(with = "serde_bytes")] Vec<u8>),
+    Latest(Option<Manifest>),
+}
+
+type Answer = std::result::Result<StoreReply, String>;
+
+/// The endpoint over this node's store.
+pub struct CheckpointStore {
+    pub store: Arc<dyn Store>,
+}
+
+#[async_trait::async_trait]
+impl Endpoint for CheckpointStore {
+    async fn call(&self, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+        let ask: StoreAsk = remote::decode(&payload)?;
+        let store = self.store.clone();
+        // rocksdb reads and the hashing of blobs block: off the async workers.
+        let answer: Answer = tokio::task::spawn_blocking(move || answer(store.as_ref(), ask))
+            .await
+            .map_err(|e| format!("checkpoint store task: {e}"))?;
+        remote::encode(&answer)
+    }
+}
+
+fn answer(store: &dyn Store, ask: StoreAsk) -> Answer {
+    let e = |e: flotilla_actors::training::error::Error| e.to_string();
+    match ask {
+        StoreAsk::PutBlob {
+            job,
+            step,
+            shard,
+            blob,
+        } => {
+            checkpoint::put_blob(store, &job, step, shard, &blob).map_err(e)?;
+            Ok(StoreReply::Done)
+        }
+        StoreAsk::PutManifest(m) => {
+            checkpoint::write_manifest(store, &m).map_err(e)?;
+            Ok(StoreReply::Done)
+        }
+        StoreAsk::GetBlob {
+            job,
+            step,
+            shard,
+            blake3,
+        } => Ok(StoreReply::Blob(
+            checkpoint::get_blob(store, &job, step, shard, &blake3).map_err(e)?,
+        )),
+        StoreAsk::Latest { job } => Ok(StoreReply::Latest(
+            checkpoint::latest_valid(store, &job)
+                .map_err(e)?
+                .map(|(m, _)| m),
+        )),
+    }
+}
+
+/// Calls the checkpoint store of `node`.
+async fn ask(mesh: &Arc<dyn Mesh>, node: &NodeId, msg: StoreAsk) -> Result<StoreReply, String> {
+    // Blobs of large shards take a while to hash and write.
+    let actor: RemoteActor<StoreAsk, Answer> = RemoteActor::new(
+        mesh.clone(),
+        node.clone(),
+        CHECKPOINT_STORE,
+        Duration::from_secs(60),
+    );
+    actor
+        .call(&msg)
+        .await
+        .map_err(|e| format!("checkpoint store on {node}: {e}"))?
+        .map_err(|e| format!("checkpoint store on {node}: {e}"))
+}
+
+async fn get_blob(
+    mesh: &Arc<dyn Mesh>,
+    node: &NodeId,
+    m: &Manifest,
+    e: &ShardEntry,
+) -> Result<Vec<u8>, String> {
+    let msg = StoreAsk::GetBlob {
+        job: m.job.clone(),
+        step: m.step,
+        shard: e.shard,
+        blake3: e.blake3.clone(),
+    };
+    match ask(mesh, node, msg).await? {
+        StoreReply::Blob(b) => Ok(b),
+        other => Err(format!("unexpected answer to a blob read: {other:?}")),
+    }
+}
+
+async fn put_blob(
+    mesh: &Arc<dyn Mesh>,
+    node: &NodeId,
+    m: &Manifest,
+    shard: u32,
+    blob: Vec<u8>,
+) -> Result<(), String> {
+    let msg = StoreAsk::PutBlob {
+        job: m.job.clone(),
+        step: m.step,
+        shard,
+        blob,
+    };
+    ask(mesh, node, msg).await.map(|_| ())
+}
+
+/// What [`save`] needs besides the shards.
+pub struct SaveArgs<'a> {
+    pub job: &'a JobId,
+    pub step: u64,
+    pub seed: u64,
+    pub assignment: assignment::Checkpoint,
+    /// Nodes alive now: the holders are chosen among them.
+    pub alive: &'a [NodeId],
+}
+
+/// Saves checkpoint `a.step` of the job whose shards `params` reaches (see the module docs);
+/// the manifest written on every holder.
+pub async fn save(
+    mesh: &Arc<dyn Mesh>,
+    params: &RemoteParams,
+    a: SaveArgs<'_>,
+) -> Result<Manifest, String> {
+    let holders = checkpoint::holders(a.job, a.step, a.alive).map_err(|e| e.to_string())?;
+    let hosts = params.hosts();
+    let ranges = partition::ranges(
+        flotilla_actors::training::client::ParamClient::total_params(params),
+        hosts.len(),
+    );
+    let mut shards = Vec::with_capacity(hosts.len());
+    for (i, r) in ranges.iter().enumerate() {
+        let saved = params
+            .save(i as u32, a.step)
+            .await
+            .map_err(|e| e.to_string())?;
+        shards.push(ShardEntry {
+            shard: i as u32,
+            start: r.start as u64,
+            end: r.end as u64,
+            version: saved.version,
+            blake3: saved.blake3,
+            bytes: saved.bytes,
+        });
+    }
+    let manifest = Manifest {
+        job: a.job.clone(),
+        step: a.step,
+        seed: a.seed,
+        assignment: a.assignment,
+        total_params: ranges.last().map_or(0, |r| r.end as u64),
+        shards,
+        holders: holders.clone(),
+    };
+    for (e, host) in manifest.shards.iter().zip(&hosts) {
+        let blob = get_blob(mesh, host, &manifest, e).await?;
+        for holder in holders.iter().filter(|h| *h != host) {
+            put_blob(mesh, holder, &manifest, e.shard, blob.clone()).await?;
+        }
+    }
+    for holder in &holders {
+        ask(mesh, holder, StoreAsk::PutManifest(manifest.clone())).await?;
+    }
+    Ok(manifest)
+}
+
+/// The newest checkpoint of `job` complete on some node of `nodes`, and that node. Nodes that
+/// do not answer are passed over.
+pub async fn latest(
+    mesh: &Arc<dyn Mesh>,
+    job: &JobId,
+    nodes: &[NodeId],
+) -> Option<(NodeId, Manifest)> {
+    let mut best: Option<(NodeId, Manifest)> = None;
+    for node in nodes {
+        let Ok(StoreReply::Latest(Some(m))) =
+            ask(mesh, node, StoreAsk::Latest { job: job.clone() }).await
+        else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(_, b)| m.step > b.step) {
+            best = Some((node.clone(), m));
+        }
+    }
+    best
+}
+
+/// Copies every blob of `m` from `holder` to the node that will host its shard, so the shard
+/// can restore from its own store; the blobs, in shard order.
+pub async fn stage_blobs(
+    mesh: &Arc<dyn Mesh>,
+    holder: &NodeId,
+    m: &Manifest,
+    hosts: &[NodeId],
+) -> Result<Vec<Vec<u8>>, String> {
+    let mut blobs = Vec::with_capacity(m.shards.len());
+    for (e, host) in m.shards.iter().zip(hosts) {
+        let blob = get_blob(mesh, holder, m, e).await?;
+        if host != holder {
+            put_blob(mesh, host, m, e.shard, blob.clone()).await?;
+        }
+        blobs.push(blob);
+    }
+    Ok(blobs)
+}
