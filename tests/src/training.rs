@@ -17,6 +17,12 @@ pub const BANKING77: &str = concat!(
     "/../../shared/data/banking77-train.csv"
 );
 
+/// all-MiniLM-L6-v2 in Hugging Face layout, beside the repository as the project ships it.
+pub const MINILM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/models/all-MiniLM-L6-v2"
+);
+
 /// The first `labels` intents of Banking77 with `per_label` queries each, as CSV with the
 /// header `text,category`.
 pub fn banking_subset(labels: usize, per_label: usize) -> Vec<u8> {

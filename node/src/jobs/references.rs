@@ -72,10 +72,14 @@ pub async fn missing(catalog: &catalog::Handle, spec: &JobSpec) -> anyhow::Resul
             "train.model.new.architecture",
             "only architecture = \"classifier\" can be trained on the mesh yet".to_string(),
         ),
-        ModelSource::HfFolder(_) => push(
-            "train.model.hf_folder",
-            "fine-tuning Hugging Face folders is not supported yet; use [model.new]".to_string(),
-        ),
+        // The coordinator reads the folder (trainers get the configuration, tokenizer and
+        // weights from it over the mesh); its full check runs there before any worker starts.
+        ModelSource::HfFolder(dir) if !std::path::Path::new(dir).join("config.json").is_file() => {
+            push(
+                "train.model.hf_folder",
+                format!("{dir} has no config.json (a Hugging Face model folder is expected)"),
+            )
+        }
         _ => {}
     }
     if let ModelSource::Registered(m) = &train.model {
@@ -87,7 +91,7 @@ pub async fn missing(catalog: &catalog::Handle, spec: &JobSpec) -> anyhow::Resul
             if found {
                 push(
                     "train.model.registered",
-                    format!("fine-tuning registered versions ({m}) is not supported yet; use [model.new]"),
+                    format!("fine-tuning registered versions ({m}) is not supported yet; use [model.new] or model.hf_folder"),
                 );
             } else {
                 push(

@@ -192,7 +192,7 @@ pub fn register_folder(
     } else {
         let ck = flotilla_kernels::checkpoint::load(&dir)?;
         match super::classify::classifier_config(&ck.model_config) {
-            Some(c) => (ModelKind::Classifier, c.encoder.context, None),
+            Some(c) => (ModelKind::Classifier, c.transformer.context, None),
             None => {
                 let cfg = super::gpt::read_config(&dir)?;
                 (ModelKind::Generation, cfg.context, None)

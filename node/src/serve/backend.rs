@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::artifacts::{ModelKind, ServedModel};
-use super::classify::CharClassifier;
+use super::classify::TextClassifier;
 use super::embed::BertEmbedder;
 use super::gpt::{CharGpt, GptGenerator};
 
@@ -54,8 +54,8 @@ enum Engine {
         gpt: Arc<CharGpt>,
     },
     Classify {
-        batcher: batcher::Handle<CharClassifier>,
-        model: Arc<CharClassifier>,
+        batcher: batcher::Handle<TextClassifier>,
+        model: Arc<TextClassifier>,
     },
 }
 
@@ -63,7 +63,7 @@ enum Engine {
 enum Loaded {
     Embed(Arc<BertEmbedder>),
     Gen(Arc<CharGpt>),
-    Classify(Arc<CharClassifier>),
+    Classify(Arc<TextClassifier>),
 }
 
 /// One replica running on this node.
@@ -107,7 +107,7 @@ impl LocalReplica {
             Ok(match m.kind {
                 ModelKind::Embedding => Loaded::Embed(Arc::new(BertEmbedder::load(&m.path)?)),
                 ModelKind::Generation => Loaded::Gen(CharGpt::load(&m.path, &m.hash)?),
-                ModelKind::Classifier => Loaded::Classify(Arc::new(CharClassifier::load(&m.path)?)),
+                ModelKind::Classifier => Loaded::Classify(Arc::new(TextClassifier::load(&m.path)?)),
             })
         })
         .await??;

@@ -1,31 +1,35 @@
-//! The classifier model: a transformer encoder with a classification head over a character
-//! vocabulary, as the `train` job produces it, stored as a kernels checkpoint (flat
-//! parameters, a [`ClassifierConfig`] as model config, the character vocabulary as tokenizer)
-//! and answering `/api/v1/classify` through the dynamic batcher.
+//! The classifier model: a transformer encoder with a classification head, as the `train` job
+//! produces it (a character-level model trained from scratch, or a Hugging Face BERT folder
+//! fine-tuned), stored as a kernels checkpoint (flat parameters, a [`ClassifierConfig`] as
+//! model config, the tokenizer: a character vocabulary or a `tokenizer.json`) and answering
+//! `/api/v1/classify` through the dynamic batcher.
 
 use std::path::Path;
 
 use flotilla_actors::serving::batcher::BatchModel;
 use flotilla_kernels::checkpoint::{self, Checkpoint, Tensor};
 use flotilla_kernels::infer::{engine, F32Linears};
-use flotilla_kernels::models::encoder::EncoderConfig;
-use flotilla_kernels::models::{Batch, Transformer};
-use flotilla_kernels::tokenize::CharTokenizer;
+use flotilla_kernels::models::{Batch, Head, Transformer, TransformerConfig};
+use flotilla_kernels::tokenize::{CharTokenizer, HfTokenizer};
 use serde::{Deserialize, Serialize};
 
+use crate::train::model::{ModelArgs, TokenizerArgs};
+
 /// The `kind` a classifier checkpoint's model config carries.
-pub const CLASSIFIER_KIND: &str = "char-classifier";
+pub const CLASSIFIER_KIND: &str = "transformer-classifier";
 /// The tensor holding every parameter.
 const PARAMS: &str = "params";
-/// The tokenizer file inside the checkpoint.
-const TOKENIZER: &str = "chars.json";
+/// The tokenizer file inside the checkpoint: a character vocabulary ...
+const CHARS: &str = "chars.json";
+/// ... or a Hugging Face tokenizer.
+const HF_TOKENIZER: &str = "tokenizer.json";
 
 /// What a classifier checkpoint says about its model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierConfig {
     /// Always [`CLASSIFIER_KIND`]; tells a classifier folder from a GPT one.
     pub kind: String,
-    pub encoder: EncoderConfig,
+    pub transformer: TransformerConfig,
     /// Class names by class id.
     pub labels: Vec<String>,
 }
@@ -34,22 +38,25 @@ pub struct ClassifierConfig {
 /// lineage) goes into the manifest.
 pub fn save_classifier(
     dir: &Path,
-    encoder: EncoderConfig,
+    model: &ModelArgs,
     labels: Vec<String>,
-    tokenizer: &CharTokenizer,
     params: &[f32],
     step: u64,
     extra: serde_json::Value,
 ) -> anyhow::Result<()> {
+    let transformer = model.config().map_err(anyhow::Error::msg)?;
+    let classes = match transformer.head {
+        Head::Classifier { classes, .. } => classes,
+        _ => anyhow::bail!("the model has no classification head"),
+    };
     anyhow::ensure!(
-        labels.len() == encoder.classes,
-        "{} labels for a head of {} classes",
+        labels.len() == classes,
+        "{} labels for a head of {classes} classes",
         labels.len(),
-        encoder.classes
     );
     let cfg = ClassifierConfig {
         kind: CLASSIFIER_KIND.to_string(),
-        encoder,
+        transformer,
         labels,
     };
     let mut ck = Checkpoint::new(step, serde_json::to_value(&cfg)?);
@@ -57,7 +64,13 @@ pub fn save_classifier(
         PARAMS.to_string(),
         Tensor::from_f32(vec![params.len()], params)?,
     );
-    ck.tokenizer = Some((TOKENIZER.to_string(), serde_json::to_vec(tokenizer)?));
+    ck.tokenizer = Some(match &model.tokenizer {
+        TokenizerArgs::Chars(chars) => (
+            CHARS.to_string(),
+            serde_json::to_vec(&CharTokenizer::from_chars(chars.clone())?)?,
+        ),
+        TokenizerArgs::HfJson(json) => (HF_TOKENIZER.to_string(), json.as_bytes().to_vec()),
+    });
     ck.extra = extra;
     checkpoint::save(dir, &ck)?;
     Ok(())
@@ -71,17 +84,24 @@ pub fn classifier_config(model_config: &serde_json::Value) -> Option<ClassifierC
     serde_json::from_value(model_config.clone()).ok()
 }
 
+/// A classifier's tokenizer.
+#[derive(Debug)]
+enum Tokenizer {
+    Chars(CharTokenizer),
+    Hf(HfTokenizer),
+}
+
 /// A loaded classifier.
 #[derive(Debug)]
-pub struct CharClassifier {
+pub struct TextClassifier {
     model: Transformer,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     labels: Vec<String>,
 }
 
-impl CharClassifier {
+impl TextClassifier {
     /// Loads (and verifies, through the checkpoint manifest) the classifier in `dir`.
-    pub fn load(dir: &Path) -> anyhow::Result<CharClassifier> {
+    pub fn load(dir: &Path) -> anyhow::Result<TextClassifier> {
         let ck = checkpoint::load(dir)?;
         let cfg = classifier_config(&ck.model_config).ok_or_else(|| {
             anyhow::anyhow!(
@@ -89,24 +109,31 @@ impl CharClassifier {
                 dir.display()
             )
         })?;
-        let (_, tok_bytes) = ck
+        let (name, tok_bytes) = ck
             .tokenizer
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("{} has no tokenizer", dir.display()))?;
-        let tokenizer: CharTokenizer = serde_json::from_slice(tok_bytes)?;
-        anyhow::ensure!(
-            tokenizer.vocab_size() <= cfg.encoder.vocab,
-            "the tokenizer has {} characters; the model's vocabulary is {}",
-            tokenizer.vocab_size(),
-            cfg.encoder.vocab
-        );
+        let tokenizer = match name.as_str() {
+            CHARS => {
+                let t: CharTokenizer = serde_json::from_slice(tok_bytes)?;
+                anyhow::ensure!(
+                    t.vocab_size() <= cfg.transformer.vocab,
+                    "the tokenizer has {} characters; the model's vocabulary is {}",
+                    t.vocab_size(),
+                    cfg.transformer.vocab
+                );
+                Tokenizer::Chars(t)
+            }
+            HF_TOKENIZER => Tokenizer::Hf(HfTokenizer::from_bytes(tok_bytes)?),
+            other => anyhow::bail!("{}: unknown tokenizer file {other:?}", dir.display()),
+        };
         let params = ck
             .weights
             .get(PARAMS)
             .ok_or_else(|| anyhow::anyhow!("{} has no {PARAMS} tensor", dir.display()))?
             .to_f32()?;
-        let model = Transformer::from_params(cfg.encoder.transformer(), params)?;
-        Ok(CharClassifier {
+        let model = Transformer::from_params(cfg.transformer, params)?;
+        Ok(TextClassifier {
             model,
             tokenizer,
             labels: cfg.labels,
@@ -126,7 +153,11 @@ impl CharClassifier {
     /// Token ids of `text`, cut to the context as in training. A character outside the
     /// vocabulary is an error naming it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
-        let mut ids = self.tokenizer.encode(text).map_err(|e| e.to_string())?;
+        let mut ids = match &self.tokenizer {
+            Tokenizer::Chars(t) => t.encode(text),
+            Tokenizer::Hf(t) => t.encode(text, true),
+        }
+        .map_err(|e| e.to_string())?;
         ids.truncate(self.context());
         if ids.is_empty() {
             return Err("an empty text has nothing to classify".into());
@@ -151,7 +182,7 @@ fn softmax(logits: &[f32]) -> Vec<f32> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
-impl BatchModel for CharClassifier {
+impl BatchModel for TextClassifier {
     type Input = Vec<u32>;
     type Output = Vec<f32>;
 
@@ -164,6 +195,7 @@ impl BatchModel for CharClassifier {
 mod tests {
     use super::*;
     use flotilla_kernels::models::config::{NormPlacement, Pooling};
+    use flotilla_kernels::models::encoder::EncoderConfig;
 
     fn encoder(classes: usize) -> EncoderConfig {
         EncoderConfig {
@@ -179,6 +211,13 @@ mod tests {
         }
     }
 
+    fn args(cfg: EncoderConfig, tok: &CharTokenizer) -> ModelArgs {
+        ModelArgs {
+            config_json: serde_json::to_string(&cfg.transformer()).unwrap(),
+            tokenizer: TokenizerArgs::Chars(tok.chars().to_vec()),
+        }
+    }
+
     #[test]
     fn a_saved_classifier_loads_and_answers_probabilities() {
         let dir = tempfile::tempdir().unwrap();
@@ -188,15 +227,14 @@ mod tests {
         let labels = vec!["a".to_string(), "b".into(), "c".into()];
         save_classifier(
             dir.path(),
-            cfg,
+            &args(cfg, &tok),
             labels.clone(),
-            &tok,
             &params,
             9,
             serde_json::json!({"accuracy": 0.5}),
         )
         .unwrap();
-        let c = CharClassifier::load(dir.path()).unwrap();
+        let c = TextClassifier::load(dir.path()).unwrap();
         assert_eq!(c.labels(), labels.as_slice());
         let p = c
             .probabilities(&[c.encode("abc").unwrap(), c.encode("zy x a b c c").unwrap()])
@@ -223,9 +261,8 @@ mod tests {
         let params = cfg.build(1).unwrap().params_flat();
         let err = save_classifier(
             dir.path(),
-            cfg,
+            &args(cfg, &tok),
             vec!["only".into()],
-            &tok,
             &params,
             0,
             serde_json::Value::Null,
@@ -238,7 +275,7 @@ mod tests {
         let gpt = tempfile::tempdir().unwrap();
         crate::serve::gpt::create_char_gpt(gpt.path(), &"some text to learn ".repeat(4), 1, 1)
             .unwrap();
-        let err = CharClassifier::load(gpt.path()).unwrap_err();
+        let err = TextClassifier::load(gpt.path()).unwrap_err();
         assert!(
             err.to_string().contains("not a classifier checkpoint"),
             "{err}"

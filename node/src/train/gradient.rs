@@ -38,6 +38,11 @@ impl ClassifierSource {
         }
     }
 
+    /// The model's configuration.
+    pub fn config(&self) -> &TransformerConfig {
+        &self.config
+    }
+
     /// The padded batch of `records`: texts cut to the model's context (an empty one becomes
     /// one padding token), labels mapped to classes. Unknown labels and missing fields are
     /// errors naming the record.

@@ -25,21 +25,18 @@ use flotilla_actors::training::dispatch::{self, LocalDispatch};
 use flotilla_actors::training::elastic::{self, Role, Why};
 use flotilla_actors::training::partition;
 use flotilla_actors::training::trainer::GradientSource;
-use flotilla_kernels::models::config::{NormPlacement, Pooling};
-use flotilla_kernels::models::encoder::EncoderConfig;
 use flotilla_kernels::optim::{AdamWConfig, OptimizerConfig, SgdConfig};
-use flotilla_kernels::tokenize::CharTokenizer;
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::RemoteError;
 use flotilla_protocol::services::training::{RequestBody, ResponseBody};
 use flotilla_protocol::training::{
-    Architecture, Consistency, ModelSource, OptimizerKind, Precision, TrainSpec, Versioned,
-    WorkerId,
+    Consistency, OptimizerKind, Precision, TrainSpec, Versioned, WorkerId,
 };
 use flotilla_protocol::NodeId;
 use tokio::sync::mpsc;
 
 use super::checkpoints;
+use super::model::ModelArgs;
 use super::recovery::{lost_shard_host, History, Saver};
 use super::remote::{shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE};
 use super::workers::{dispatch_actor, trainer_actor, DispatchEndpoint, TrainerArgs, TRAINER_ROLE};
@@ -82,12 +79,6 @@ pub async fn run(
 ) -> Result<String, String> {
     let spec: TrainSpec = toml::from_str(spec_toml).map_err(|e| format!("train spec: {e}"))?;
     spec.validate().map_err(|e| format!("train spec: {e}"))?;
-    let ModelSource::New(model) = &spec.model else {
-        return Err("only [model.new] classifiers can be trained on the mesh yet".into());
-    };
-    if model.architecture != Architecture::Classifier {
-        return Err("only architecture = \"classifier\" can be trained on the mesh yet".into());
-    }
     let label_field = spec
         .dataset
         .label_field
@@ -121,39 +112,18 @@ pub async fn run(
         corpus.push_str(r.field(&spec.dataset.text_field).map_err(err)?);
         labels.insert(r.field(&label_field).map_err(err)?.to_string());
     }
-    let tokenizer = CharTokenizer::from_corpus(&corpus).map_err(err)?;
-    if tokenizer.vocab_size() > model.vocab_size as usize {
-        return Err(format!(
-            "the data has {} distinct characters; model.new.vocab_size is {}",
-            tokenizer.vocab_size(),
-            model.vocab_size
-        ));
-    }
-    if let Some(n) = model.num_labels {
-        if n as usize != labels.len() {
-            return Err(format!(
-                "the data has {} labels; model.new.num_labels is {n}",
-                labels.len()
-            ));
-        }
-    }
+    // The model and its tokenizer; a mismatch with the data fails here, before any worker.
+    let (model, init) = {
+        let (spec, corpus, n) = (spec.clone(), corpus, labels.len());
+        tokio::task::spawn_blocking(move || super::model::prepare(&spec, &corpus, n))
+            .await
+            .map_err(err)??
+    };
     let classes: BTreeMap<String, u32> = labels
         .iter()
         .enumerate()
         .map(|(i, l)| (l.clone(), i as u32))
         .collect();
-    let cfg = EncoderConfig {
-        vocab: model.vocab_size as usize,
-        context: model.max_seq_len as usize,
-        width: model.hidden_size as usize,
-        heads: model.heads as usize,
-        layers: model.layers as usize,
-        ffn: 4 * model.hidden_size as usize,
-        classes: classes.len(),
-        pooling: Pooling::Mean,
-        norm: NormPlacement::Pre,
-    };
-    let init = cfg.build(seed).map_err(err)?.params_flat();
 
     // Nodes: every alive one, in a fixed order; shards round-robin, one trainer per node.
     let job = JobId(format!(
@@ -279,8 +249,7 @@ pub async fn run(
                 job: &job,
                 progress: &progress,
                 hosts: &hosts,
-                cfg: &cfg,
-                tokenizer: &tokenizer,
+                model: &model,
                 classes: &classes,
                 label_field: &label_field,
                 lr,
@@ -387,17 +356,23 @@ pub async fn run(
     ctx.metrics.finished(catalog_job.as_str(), workers as u32);
     let outcome = result?;
     let (trained, steps) = (outcome.params.clone(), outcome.samples);
-    let src = classifier(
-        &cfg,
-        &tokenizer,
-        &classes,
-        &spec.dataset.text_field,
-        &label_field,
-    );
-    let sample: Vec<Record> = records.iter().take(512).cloned().collect();
-    let before = src.compute(&init, &sample).map_err(err)?.1;
-    let after = src.compute(&trained, &sample).map_err(err)?.1;
-    let eval = evaluate(&src, &cfg, &trained, &held_out)?;
+    let src = Arc::new(model.source(&classes, &spec.dataset.text_field, &label_field)?);
+    // Losses on a fixed sample before and after, and the held-out metrics: compute-bound, off
+    // the async workers.
+    let (before, after, eval) = {
+        let (src, init, trained, eval_records) =
+            (src.clone(), init, trained.clone(), held_out.clone());
+        let sample: Vec<Record> = records.iter().take(256).cloned().collect();
+        let classes_n = model.classes();
+        tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let before = src.compute(&init, &sample)?.1;
+            let after = src.compute(&trained, &sample)?.1;
+            let eval = evaluate(&src, classes_n, &trained, &eval_records)?;
+            Ok((before, after, eval))
+        })
+        .await
+        .map_err(err)??
+    };
     let mut summary = serde_json::json!({
         "job": job.as_str(),
         "records": n,
@@ -425,11 +400,8 @@ pub async fn run(
         "compute_samples_per_s": outcome.compute_samples_per_s,
     });
     let labels: Vec<String> = classes.keys().cloned().collect();
-    let model = register(
-        ctx, &spec, &job, &cfg, labels, &tokenizer, &trained, steps, &summary,
-    )
-    .await?;
-    summary["model"] = serde_json::Value::String(model);
+    let registered = register(ctx, &spec, &job, &model, labels, &trained, steps, &summary).await?;
+    summary["model"] = serde_json::Value::String(registered);
     Ok(summary.to_string())
 }
 
@@ -552,7 +524,7 @@ fn held_out(id: u64, seed: u64, fraction: f32) -> bool {
 /// Accuracy and macro-F1 of `params` on `records`; `None` without records.
 fn evaluate(
     src: &super::ClassifierSource,
-    cfg: &EncoderConfig,
+    classes: usize,
     params: &[f32],
     records: &[Record],
 ) -> Result<Option<(f64, f64)>, String> {
@@ -560,7 +532,7 @@ fn evaluate(
         return Ok(None);
     }
     let model =
-        flotilla_kernels::models::Transformer::from_params(cfg.transformer(), params.to_vec())
+        flotilla_kernels::models::Transformer::from_params(src.config().clone(), params.to_vec())
             .map_err(err)?;
     let (mut targets, mut predictions) = (Vec::new(), Vec::new());
     for chunk in records.chunks(64) {
@@ -571,7 +543,7 @@ fn evaluate(
             &batch,
         )
         .map_err(err)?;
-        for (row, target) in out.logits.chunks(cfg.classes).zip(&batch.targets) {
+        for (row, target) in out.logits.chunks(classes).zip(&batch.targets) {
             let best = row
                 .iter()
                 .enumerate()
@@ -582,8 +554,7 @@ fn evaluate(
         }
     }
     let accuracy = flotilla_kernels::metrics::accuracy(&targets, &predictions).map_err(err)?;
-    let f1 =
-        flotilla_kernels::metrics::macro_f1(&targets, &predictions, cfg.classes).map_err(err)?;
+    let f1 = flotilla_kernels::metrics::macro_f1(&targets, &predictions, classes).map_err(err)?;
     Ok(Some((accuracy, f1)))
 }
 
@@ -594,9 +565,8 @@ async fn register(
     ctx: &TrainContext,
     spec: &TrainSpec,
     job: &JobId,
-    cfg: &EncoderConfig,
+    model: &ModelArgs,
     labels: Vec<String>,
-    tokenizer: &CharTokenizer,
     params: &[f32],
     steps: u64,
     summary: &serde_json::Value,
@@ -611,13 +581,10 @@ async fn register(
         .join(&name)
         .join(format!("{version}-{}", job.as_str()));
     let me = ctx.data.me.0.clone();
-    let (cfg, tokenizer, params, extra) =
-        (*cfg, tokenizer.clone(), params.to_vec(), summary.clone());
+    let (model, params, extra) = (model.clone(), params.to_vec(), summary.clone());
     let record = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         std::fs::create_dir_all(&dir)?;
-        crate::serve::classify::save_classifier(
-            &dir, cfg, labels, &tokenizer, &params, steps, extra,
-        )?;
+        crate::serve::classify::save_classifier(&dir, &model, labels, &params, steps, extra)?;
         crate::serve::artifacts::register_folder(&name, version, &dir, &me)
     })
     .await
@@ -655,24 +622,6 @@ async fn register(
     Ok(at)
 }
 
-fn classifier(
-    cfg: &EncoderConfig,
-    tokenizer: &CharTokenizer,
-    classes: &BTreeMap<String, u32>,
-    text_field: &str,
-    label_field: &str,
-) -> super::ClassifierSource {
-    let t = tokenizer.clone();
-    let encode = Box::new(move |s: &str| t.encode(s).map_err(|e| e.to_string()));
-    super::ClassifierSource::new(
-        cfg.transformer(),
-        encode,
-        classes.clone(),
-        text_field,
-        label_field,
-    )
-}
-
 /// How often the coordinator looks for alive nodes without a trainer (elastic joins).
 const JOIN_EVERY: Duration = Duration::from_secs(1);
 /// Points of the loss curve kept in the result at most (evenly thinned).
@@ -685,8 +634,7 @@ struct Crew<'a> {
     job: &'a JobId,
     progress: &'a Progress,
     hosts: &'a [NodeId],
-    cfg: &'a EncoderConfig,
-    tokenizer: &'a CharTokenizer,
+    model: &'a ModelArgs,
     classes: &'a BTreeMap<String, u32>,
     label_field: &'a str,
     lr: LrArgs,
@@ -740,8 +688,7 @@ impl Crew<'_> {
                 .then_some(self.spec.args.clip_norm)
                 .flatten(),
             lr: self.lr,
-            model: *self.cfg,
-            vocabulary: self.tokenizer.chars().to_vec(),
+            model: self.model.clone(),
             classes: self.classes.clone(),
             text_field: self.spec.dataset.text_field.clone(),
             label_field: self.label_field.to_string(),

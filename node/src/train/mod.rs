@@ -6,6 +6,8 @@
 //!   classifiers: tokenise a batch of records, run the kernels' forward and backward, return the
 //!   flat mean gradient.
 //!
+//! - [`model`]: the model a run trains (a new character-level classifier or a Hugging Face BERT
+//!   folder with a classification head), as its trainers rebuild it.
 //! - [`remote`]: the `param_server` role a node hosts for remote spawning, and
 //!   [`remote::RemoteParams`], the trainers' `ParamClient` over the mesh.
 //!
@@ -22,6 +24,7 @@ pub mod checkpoints;
 pub mod gradient;
 pub mod job;
 pub mod metrics;
+pub mod model;
 pub mod optimizer;
 mod recovery;
 pub mod remote;

@@ -14,14 +14,13 @@ use flotilla_actors::training::client::ParamClient;
 use flotilla_actors::training::dispatch::{Dispatch, LocalDispatch, Work};
 use flotilla_actors::training::error::{Error, Result};
 use flotilla_actors::training::trainer::{self, GradientSource};
-use flotilla_kernels::models::encoder::EncoderConfig;
-use flotilla_kernels::tokenize::CharTokenizer;
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::training::{Precision, WorkerId, WorkerReport};
 use flotilla_protocol::NodeId;
 use ractor::ActorCell;
 use serde::{Deserialize, Serialize};
 
+use super::model::ModelArgs;
 use super::remote::{LrArgs, RemoteParams};
 use super::ClassifierSource;
 
@@ -171,9 +170,7 @@ pub struct TrainerArgs {
     pub precision: Precision,
     pub clip_norm: Option<f32>,
     pub lr: LrArgs,
-    pub model: EncoderConfig,
-    /// The character vocabulary of the model's tokenizer.
-    pub vocabulary: Vec<char>,
+    pub model: ModelArgs,
     /// Label text → class id.
     pub classes: BTreeMap<String, u32>,
     pub text_field: String,
@@ -225,15 +222,7 @@ impl Role for TrainerRole {
         supervisor: ActorCell,
     ) -> std::result::Result<(ActorCell, Arc<dyn Endpoint>), String> {
         let a: TrainerArgs = remote::decode(args)?;
-        let tokenizer = CharTokenizer::from_chars(a.vocabulary).map_err(|e| e.to_string())?;
-        let encode = Box::new(move |t: &str| tokenizer.encode(t).map_err(|e| e.to_string()));
-        let source = ClassifierSource::new(
-            a.model.transformer(),
-            encode,
-            a.classes,
-            &a.text_field,
-            &a.label_field,
-        );
+        let source = a.model.source(&a.classes, &a.text_field, &a.label_field)?;
         let call = Duration::from_millis(a.call_deadline_ms);
         let params = RemoteParams::new(
             self.mesh.clone(),

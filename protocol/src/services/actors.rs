@@ -14,8 +14,11 @@ use crate::services::control::RemoteError;
 pub const PROTOCOL: &str = "/flotilla/actors/1";
 /// Name used in errors and metrics.
 pub const SERVICE: &str = "actors";
-/// Largest request or response.
-pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// Largest request or response: remote actors carry the training messages (a parameter
+/// server's range of parameters or gradients, a checkpoint blob), so the cap is the training
+/// service's: 64 MiB of values and a little framing. The length is checked before anything
+/// is allocated, so a larger cap costs nothing until a peer sends that much.
+pub const MAX_FRAME_BYTES: usize = crate::services::training::MAX_FRAME_BYTES;
 /// Longest actor or role name.
 pub const MAX_NAME_BYTES: usize = 256;
 

@@ -1,0 +1,201 @@
+//! The model a training run fine-tunes or trains from scratch, as its trainers rebuild it: a
+//! transformer classifier configuration and its tokenizer.
+//!
+//! - `[model.new]` classifiers: a transformer encoder of the spec's sizes with a character
+//!   tokenizer built from the data, initialised from the seed.
+//! - `model.hf_folder`: a Hugging Face BERT folder (`config.json`, `model.safetensors`,
+//!   `tokenizer.json`, e.g. all-MiniLM-L6-v2) with a fresh classification head over mean
+//!   pooling, initialised from the folder's weights (the head from the seed).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use flotilla_kernels::models::config::{Head, NormPlacement, Pooling};
+use flotilla_kernels::models::encoder::EncoderConfig;
+use flotilla_kernels::models::{bert, TransformerConfig};
+use flotilla_kernels::tokenize::{CharTokenizer, HfTokenizer};
+use flotilla_protocol::training::{Architecture, ModelSource, TrainSpec};
+use serde::{Deserialize, Serialize};
+
+use super::gradient::{ClassifierSource, Encoder};
+
+/// How a model's texts become token ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TokenizerArgs {
+    /// A character vocabulary (id = position).
+    Chars(Vec<char>),
+    /// A Hugging Face `tokenizer.json`, with the special tokens it adds (`[CLS] … [SEP]`).
+    HfJson(String),
+}
+
+/// A classifier's configuration and tokenizer, as trainers are spawned with them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelArgs {
+    /// The kernels' `TransformerConfig` as JSON: its enums are internally tagged, which bincode
+    /// cannot decode.
+    pub config_json: String,
+    pub tokenizer: TokenizerArgs,
+}
+
+impl ModelArgs {
+    fn new(config: &TransformerConfig, tokenizer: TokenizerArgs) -> Result<Self, String> {
+        Ok(Self {
+            config_json: serde_json::to_string(config).map_err(|e| e.to_string())?,
+            tokenizer,
+        })
+    }
+
+    /// The transformer configuration.
+    pub fn config(&self) -> Result<TransformerConfig, String> {
+        serde_json::from_str(&self.config_json).map_err(|e| format!("model configuration: {e}"))
+    }
+
+    /// Classes of the head (0 for a model without a classification head).
+    pub fn classes(&self) -> usize {
+        match self.config().map(|c| c.head) {
+            Ok(Head::Classifier { classes, .. }) => classes,
+            _ => 0,
+        }
+    }
+
+    /// Text → token ids.
+    pub fn encoder(&self) -> Result<Encoder, String> {
+        match &self.tokenizer {
+            TokenizerArgs::Chars(chars) => {
+                let t = CharTokenizer::from_chars(chars.clone()).map_err(|e| e.to_string())?;
+                Ok(Box::new(move |s: &str| {
+                    t.encode(s).map_err(|e| e.to_string())
+                }))
+            }
+            TokenizerArgs::HfJson(json) => {
+                let t = HfTokenizer::from_bytes(json.as_bytes()).map_err(|e| e.to_string())?;
+                Ok(Box::new(move |s: &str| {
+                    t.encode(s, true).map_err(|e| e.to_string())
+                }))
+            }
+        }
+    }
+
+    /// The gradient source over records with these fields.
+    pub fn source(
+        &self,
+        classes: &BTreeMap<String, u32>,
+        text_field: &str,
+        label_field: &str,
+    ) -> Result<ClassifierSource, String> {
+        Ok(ClassifierSource::new(
+            self.config()?,
+            self.encoder()?,
+            classes.clone(),
+            text_field,
+            label_field,
+        ))
+    }
+}
+
+/// The model of `spec` for `classes` labels over `corpus` (every text of the data): its
+/// arguments and initial flat parameters. A mismatch between the model and the data (more
+/// characters than the vocabulary, another number of labels, a folder that is not a supported
+/// BERT) is an error naming it, before any worker starts.
+pub fn prepare(
+    spec: &TrainSpec,
+    corpus: &str,
+    classes: usize,
+) -> Result<(ModelArgs, Vec<f32>), String> {
+    let seed = spec.args.seed;
+    match &spec.model {
+        ModelSource::New(model) => {
+            if model.architecture != Architecture::Classifier {
+                return Err(
+                    "only architecture = \"classifier\" can be trained on the mesh yet".into(),
+                );
+            }
+            let tokenizer = CharTokenizer::from_corpus(corpus).map_err(|e| e.to_string())?;
+            if tokenizer.vocab_size() > model.vocab_size as usize {
+                return Err(format!(
+                    "the data has {} distinct characters; model.new.vocab_size is {}",
+                    tokenizer.vocab_size(),
+                    model.vocab_size
+                ));
+            }
+            if let Some(n) = model.num_labels {
+                if n as usize != classes {
+                    return Err(format!(
+                        "the data has {classes} labels; model.new.num_labels is {n}"
+                    ));
+                }
+            }
+            let cfg = EncoderConfig {
+                vocab: model.vocab_size as usize,
+                context: model.max_seq_len as usize,
+                width: model.hidden_size as usize,
+                heads: model.heads as usize,
+                layers: model.layers as usize,
+                ffn: 4 * model.hidden_size as usize,
+                classes,
+                pooling: Pooling::Mean,
+                norm: NormPlacement::Pre,
+            };
+            let init = cfg.build(seed).map_err(|e| e.to_string())?.params_flat();
+            let args = ModelArgs::new(
+                &cfg.transformer(),
+                TokenizerArgs::Chars(tokenizer.chars().to_vec()),
+            )?;
+            Ok((args, init))
+        }
+        ModelSource::HfFolder(dir) => {
+            let dir = Path::new(dir);
+            let head = Head::Classifier {
+                classes,
+                pooling: Pooling::Mean,
+            };
+            let model = bert::load(dir, head, seed).map_err(|e| format!("model.hf_folder: {e}"))?;
+            let path = dir.join("tokenizer.json");
+            let json = std::fs::read_to_string(&path)
+                .map_err(|e| format!("model.hf_folder: {}: {e}", path.display()))?;
+            // Parsed here so a broken tokenizer fails the run before any worker starts.
+            HfTokenizer::from_bytes(json.as_bytes())
+                .map_err(|e| format!("model.hf_folder: {}: {e}", path.display()))?;
+            let args = ModelArgs::new(model.config(), TokenizerArgs::HfJson(json))?;
+            Ok((args, model.params_flat()))
+        }
+        ModelSource::Registered(m) => Err(format!(
+            "fine-tuning registered versions ({m}) is not supported yet; use [model.new] or \
+             model.hf_folder"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn args_travel_through_bincode_and_rebuild_the_same_model() {
+        let mut spec = TrainSpec::default();
+        spec.model = ModelSource::New(flotilla_protocol::training::NewModel {
+            architecture: Architecture::Classifier,
+            vocab_size: 64,
+            hidden_size: 16,
+            layers: 1,
+            heads: 2,
+            max_seq_len: 16,
+            num_labels: Some(3),
+        });
+        let (args, init) = prepare(&spec, "hello world", 3).unwrap();
+        let wire = flotilla_actors::remote::encode(&args).unwrap();
+        let back: ModelArgs = flotilla_actors::remote::decode(&wire).unwrap();
+        assert_eq!(back, args);
+        assert_eq!(back.classes(), 3);
+        let model =
+            flotilla_kernels::models::Transformer::from_params(back.config().unwrap(), init)
+                .unwrap();
+        assert_eq!(model.config().context, 16);
+        assert_eq!((back.encoder().unwrap())("hello").unwrap().len(), 5);
+        // More labels than the spec says is refused before anything starts.
+        assert!(prepare(&spec, "hello", 4)
+            .unwrap_err()
+            .contains("num_labels"));
+    }
+}
