@@ -25,6 +25,7 @@ use flotilla_kernels::optim::{AdamWConfig, OptimizerConfig};
 use flotilla_kernels::tokenize::CharTokenizer;
 use flotilla_node::cli::demo::local_node_config;
 use flotilla_node::train::checkpoints::CHECKPOINT_STORE;
+use flotilla_node::train::model::{ModelArgs, TokenizerArgs};
 use flotilla_node::train::remote::{
     shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE,
 };
@@ -512,8 +513,10 @@ async fn trainers_on_three_nodes_survive_the_death_of_one_mid_epoch() {
             precision: Precision::F32,
             clip_norm: None,
             lr: lr_args,
-            model: setup.cfg,
-            vocabulary: setup.chars.clone(),
+            model: ModelArgs {
+                config_json: serde_json::to_string(&setup.cfg.transformer()).unwrap(),
+                tokenizer: TokenizerArgs::Chars(setup.chars.clone()),
+            },
             classes: setup.classes.clone(),
             text_field: "text".into(),
             label_field: "label".into(),

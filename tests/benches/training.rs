@@ -6,6 +6,8 @@
 //!   samples/s ÷ the samples/s of the slowest worker's compute alone, step by step);
 //! - heterogeneity: with one of three trainers slowed to half speed (`train_slowdown = 2`), the
 //!   samples/s of a sync job whose shares follow measured throughput vs one with equal shares;
+//! - checkpoint time and its share of training time, and the recovery time after the node of
+//!   a parameter-server shard is killed;
 //! - parameter push + pull throughput between two nodes (a parameter-server shard on one,
 //!   `RemoteParams` on the other: a pull of the shard and a push of a gradient of the same size
 //!   per round) vs raw loopback TCP moving the same bytes both ways.
@@ -59,6 +61,26 @@ async fn train_with(cluster: &TestCluster, workers: u32, adaptive: bool) -> Valu
         }
     });
     training::train(cluster, 0, &spec, DEADLINE).await
+}
+
+/// A converged 3-node cluster (nodes customised by `customize`) holding 500 Banking77 records
+/// of 5 intents as `bank5@1`.
+async fn bank5_cluster(customize: Option<flotilla_tests::Customize>) -> TestCluster {
+    let cluster = TestCluster::start_with(3, customize).await.unwrap();
+    wait_until(Duration::from_secs(60), "convergence", || {
+        cluster.converged()
+    })
+    .await
+    .unwrap();
+    training::upload_csv(
+        &cluster,
+        0,
+        "bank5",
+        training::banking_subset(5, 100),
+        "&records_per_shard=100",
+    )
+    .await;
+    cluster
 }
 
 /// MB/s of pulls and pushes of `PARAMS` floats between node 0 and a shard on node 1.
@@ -167,20 +189,7 @@ async fn main() {
         cluster.shutdown().await.unwrap();
         return;
     }
-    let cluster = TestCluster::start(3).await.unwrap();
-    wait_until(Duration::from_secs(60), "convergence", || {
-        cluster.converged()
-    })
-    .await
-    .unwrap();
-    training::upload_csv(
-        &cluster,
-        0,
-        "bank5",
-        training::banking_subset(5, 100),
-        "&records_per_shard=100",
-    )
-    .await;
+    let cluster = bank5_cluster(None).await;
 
     println!("sync training, 500 Banking77 records x 2 epochs, per-device batch 16, 2 shards:");
     println!("workers  samples  wall s  samples/s  compute-only samples/s  sync overhead");
@@ -209,20 +218,7 @@ async fn main() {
             c.train_slowdown = 2.0;
         }
     });
-    let cluster = TestCluster::start_with(3, Some(slowed)).await.unwrap();
-    wait_until(Duration::from_secs(60), "convergence", || {
-        cluster.converged()
-    })
-    .await
-    .unwrap();
-    training::upload_csv(
-        &cluster,
-        0,
-        "bank5",
-        training::banking_subset(5, 100),
-        "&records_per_shard=100",
-    )
-    .await;
+    let cluster = bank5_cluster(Some(slowed)).await;
     let equal = train_with(&cluster, 3, false).await["samples_per_s"]
         .as_f64()
         .unwrap();
@@ -241,4 +237,78 @@ async fn main() {
         mesh / tcp
     );
     cluster.shutdown().await.unwrap();
+    checkpoints_and_recovery().await;
+}
+
+/// Checkpoint time and its share of training time (a sync run checkpointing every 10 steps),
+/// and the recovery after the node of a parameter-server shard is killed: from the kill to the
+/// shards restored, and the restore alone.
+async fn checkpoints_and_recovery() {
+    let mut cluster = bank5_cluster(None).await;
+    let mut spec = json!({
+        "kind": "train",
+        "train": {
+            "model": { "new": {
+                "architecture": "classifier", "vocab_size": 128, "hidden_size": 64,
+                "layers": 2, "heads": 4, "max_seq_len": 64, "num_labels": 5
+            }},
+            "dataset": { "name": "bank5@1", "text_field": "text", "label_field": "label",
+                         "eval_fraction": 0.0 },
+            "args": { "per_device_batch": 4, "epochs": 3, "learning_rate": 0.002, "seed": 3,
+                      "save_every": 10 },
+            "cluster": { "workers_min": 1, "workers_max": 3, "ps_shards": 3, "mode": "sync" }
+        }
+    });
+    let r = training::train(&cluster, 0, &spec, DEADLINE).await;
+    let (ckpt, train_s) = (
+        r["checkpoint_seconds"].as_f64().unwrap(),
+        r["train_seconds"].as_f64().unwrap(),
+    );
+    let taken = r["checkpoints"].as_array().unwrap();
+    println!();
+    println!(
+        "checkpoints: {} of {} bytes each in {ckpt:.3} s, {:.1} % of {train_s:.2} s of training (sync, 3 shards on 3 nodes, every 10 steps at most once a second)",
+        taken.len(),
+        taken.first().map_or(json!(0), |c| c["bytes"].clone()),
+        100.0 * ckpt / train_s
+    );
+
+    // The same run; once a checkpoint exists, the node of a shard (not the owner, not the
+    // coordinator) is killed.
+    spec["train"]["args"]["epochs"] = json!(4);
+    let id = training::submit_job(&cluster, 0, &spec).await;
+    wait_until(DEADLINE, "a checkpoint", || async {
+        training::events(&cluster, 0, &id)
+            .await
+            .iter()
+            .any(|e| e.1.contains(" saved on "))
+    })
+    .await
+    .unwrap();
+    let owner = training::coordinator_index(&cluster, &id).await;
+    let victim = (1..3).find(|i| *i != owner).unwrap();
+    let killed_ms = now_ms();
+    cluster.kill(victim).await;
+    let r = training::job_result(&cluster, owner, &id, DEADLINE).await;
+    let restored_ms = training::events(&cluster, owner, &id)
+        .await
+        .iter()
+        .find(|e| e.1.contains("every shard restored"))
+        .map(|e| e.0)
+        .unwrap();
+    let restore = &r["restores"][0];
+    println!(
+        "recovery after killing a shard's node: {:.2} s from the kill to every shard restored (the restore itself {:.3} s, from checkpoint {}); the run completed, ledger: {}",
+        restored_ms.saturating_sub(killed_ms) as f64 / 1000.0,
+        restore["seconds"].as_f64().unwrap_or(f64::NAN),
+        restore["checkpoint"],
+        r["ledger"]
+    );
+    cluster.shutdown().await.unwrap();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

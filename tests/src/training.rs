@@ -70,6 +70,52 @@ pub async fn get_json(cluster: &TestCluster, i: usize, path: &str) -> Value {
         .expect("a JSON answer")
 }
 
+/// The events of job `id` as node `i` holds them: `(at_ms, text)`, oldest first.
+pub async fn events(cluster: &TestCluster, i: usize, id: &str) -> Vec<(u64, String)> {
+    get_json(cluster, i, &format!("/api/v1/jobs/{id}/events")).await["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| Some((e["at_ms"].as_u64()?, e["text"].as_str()?.to_string())))
+        .collect()
+}
+
+/// The index of the node running job `id`'s coordinator task, as node 0 sees the job.
+pub async fn coordinator_index(cluster: &TestCluster, id: &str) -> usize {
+    let job = get_json(cluster, 0, &format!("/api/v1/jobs/{id}")).await;
+    let node = job["detail"]["tasks"][0]["node"]
+        .as_str()
+        .expect("the job's task is placed");
+    index_of(cluster, node).expect("the coordinator is a node of the cluster")
+}
+
+/// The index of the node whose id is `node`.
+pub fn index_of(cluster: &TestCluster, node: &str) -> Option<usize> {
+    (0..cluster.len()).find(|i| cluster.node(*i).node_id().to_string() == node)
+}
+
+/// `POST /api/v1/classify` of `texts` to deployment `model` through node `i`: the status and
+/// the JSON answer.
+pub async fn classify(
+    cluster: &TestCluster,
+    i: usize,
+    model: &str,
+    texts: &[String],
+    top_k: usize,
+) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/classify", cluster.node(i).api_url()))
+        .json(&serde_json::json!({ "model": model, "input": texts, "top_k": top_k }))
+        .send()
+        .await
+        .expect("the classify request");
+    (
+        r.status().as_u16(),
+        r.json::<Value>().await.unwrap_or(Value::Null),
+    )
+}
+
 /// Submits the job `spec` to node `i`; its id.
 pub async fn submit_job(cluster: &TestCluster, i: usize, spec: &Value) -> String {
     let resp = reqwest::Client::new()

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use flotilla_tests::training::{banking_subset, get_json, job_result, submit_job, upload_csv};
+use flotilla_tests::training::{
+    banking_subset, coordinator_index, events, job_result, submit_job, upload_csv,
+};
 use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
@@ -51,12 +53,10 @@ fn spec(workers_max: u32, epochs: u32) -> Value {
 }
 
 async fn event_texts(cluster: &TestCluster, i: usize, id: &str) -> Vec<String> {
-    get_json(cluster, i, &format!("/api/v1/jobs/{id}/events")).await["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|e| e["text"].as_str().map(str::to_string))
+    events(cluster, i, id)
+        .await
+        .into_iter()
+        .map(|e| e.1)
         .collect()
 }
 
@@ -77,11 +77,8 @@ async fn a_worker_node_killed_mid_epoch_costs_no_sample_and_no_progress() {
         .unwrap();
     // The node to kill runs a trainer only: not the coordinator's (the owner's task) and not
     // the parameter server's.
-    let job = get_json(&cluster, 0, &format!("/api/v1/jobs/{id}")).await;
-    let coordinator = job["detail"]["tasks"][0]["node"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let owner = coordinator_index(&cluster, &id).await;
+    let coordinator = cluster.node(owner).node_id().to_string();
     let texts = event_texts(&cluster, 0, &id).await;
     let shard_host = texts
         .iter()
@@ -95,9 +92,6 @@ async fn a_worker_node_killed_mid_epoch_costs_no_sample_and_no_progress() {
         })
         .unwrap();
     let victim_id = cluster.node(victim).node_id().to_string();
-    let owner = (0..3)
-        .find(|i| cluster.node(*i).node_id().to_string() == coordinator)
-        .unwrap();
     cluster.kill(victim).await;
 
     let r = job_result(&cluster, owner, &id, DEADLINE).await;
@@ -145,16 +139,7 @@ async fn a_node_added_mid_job_becomes_a_worker() {
         .unwrap();
     let added = cluster.add_node().await.unwrap();
     let added_id = cluster.node(added).node_id().to_string();
-    let owner = {
-        let job = get_json(&cluster, 0, &format!("/api/v1/jobs/{id}")).await;
-        let coordinator = job["detail"]["tasks"][0]["node"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        (0..2)
-            .find(|i| cluster.node(*i).node_id().to_string() == coordinator)
-            .unwrap()
-    };
+    let owner = coordinator_index(&cluster, &id).await;
     let r = job_result(&cluster, owner, &id, DEADLINE).await;
     eprintln!("joined: {} workers {}", r["joined"], r["workers"]);
     let joined = r["joined"].as_array().unwrap();
@@ -192,11 +177,8 @@ async fn a_lost_parameter_server_shard_is_restored_from_a_checkpoint_on_two_node
     .unwrap();
     // The node to kill holds a shard but neither owns the job (node 0 took the submission) nor
     // runs its coordinator task.
-    let job = get_json(&cluster, 0, &format!("/api/v1/jobs/{id}")).await;
-    let coordinator = job["detail"]["tasks"][0]["node"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let owner = coordinator_index(&cluster, &id).await;
+    let coordinator = cluster.node(owner).node_id().to_string();
     let texts = event_texts(&cluster, 0, &id).await;
     let shard_hosts: Vec<String> = texts
         .iter()
@@ -211,9 +193,6 @@ async fn a_lost_parameter_server_shard_is_restored_from_a_checkpoint_on_two_node
         })
         .unwrap();
     let victim_id = cluster.node(victim).node_id().to_string();
-    let owner = (0..3)
-        .find(|i| cluster.node(*i).node_id().to_string() == coordinator)
-        .unwrap();
     cluster.kill(victim).await;
 
     let r = job_result(&cluster, owner, &id, DEADLINE).await;

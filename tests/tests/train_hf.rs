@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use flotilla_tests::training::{banking_subset, get_json, train, upload_csv, MINILM};
+use flotilla_tests::training::{banking_subset, classify, get_json, train, upload_csv, MINILM};
 use flotilla_tests::{wait_until, TestCluster};
 use serde_json::json;
 
@@ -52,8 +52,7 @@ async fn a_minilm_folder_is_fine_tuned_on_the_mesh_and_serves_as_a_classifier() 
     assert_eq!(name, "minilm-bank3");
 
     // The fine-tuned classifier deploys like any model and answers through another node.
-    let http = reqwest::Client::new();
-    let resp = http
+    let resp = reqwest::Client::new()
         .post(format!("{}/api/v1/deployments", cluster.node(0).api_url()))
         .json(&json!({ "name": "intents", "model": name, "replicas": 1 }))
         .send()
@@ -66,27 +65,15 @@ async fn a_minilm_folder_is_fine_tuned_on_the_mesh_and_serves_as_a_classifier() 
         resp.text().await.unwrap()
     );
     let texts = [
-        "I still have not received my new card",
-        "How do I top up by card?",
+        "I still have not received my new card".to_string(),
+        "How do I top up by card?".to_string(),
     ];
-    let classify = || async {
-        let r = http
-            .post(format!("{}/api/v1/classify", cluster.node(2).api_url()))
-            .json(&json!({ "model": "intents", "input": texts, "top_k": 3 }))
-            .send()
-            .await
-            .unwrap();
-        (
-            r.status().as_u16(),
-            r.json::<serde_json::Value>().await.unwrap_or_default(),
-        )
-    };
     wait_until(Duration::from_secs(180), "a classification", || async {
-        classify().await.0 == 200
+        classify(&cluster, 2, "intents", &texts, 3).await.0 == 200
     })
     .await
     .unwrap();
-    let (_, answer) = classify().await;
+    let (_, answer) = classify(&cluster, 2, "intents", &texts, 3).await;
     eprintln!("classify: {answer}");
     let data = answer["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);

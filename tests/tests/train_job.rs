@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use flotilla_tests::training::{banking_subset, upload_csv};
+use flotilla_tests::training::{banking_subset, classify, upload_csv};
 use flotilla_tests::{wait_until, TestCluster};
 
 /// 100 records of each of the first 5 labels, as CSV.
@@ -199,24 +199,12 @@ async fn a_train_job_runs_shards_and_trainers_across_the_cluster() {
             labels.push(row[1].to_string());
         }
     }
-    let classify = || async {
-        let r = http
-            .post(format!("{}/api/v1/classify", cluster.node(1).api_url()))
-            .json(&json!({"model": "intents", "input": texts, "top_k": 3}))
-            .send()
-            .await
-            .unwrap();
-        (
-            r.status().as_u16(),
-            r.json::<Value>().await.unwrap_or(Value::Null),
-        )
-    };
     wait_until(Duration::from_secs(120), "a classification", || async {
-        classify().await.0 == 200
+        classify(&cluster, 1, "intents", &texts, 3).await.0 == 200
     })
     .await
     .unwrap();
-    let (_, answer) = classify().await;
+    let (_, answer) = classify(&cluster, 1, "intents", &texts, 3).await;
     let data = answer["data"].as_array().unwrap();
     assert_eq!(data.len(), texts.len());
     assert_eq!(data[0]["labels"].as_array().unwrap().len(), 3);

@@ -93,8 +93,11 @@ async fn sync_follows_the_single_worker_curve_and_async_and_ssp_converge() {
     eprintln!("sync last-quarter mean loss: 1 worker {ta:.4}, 3 workers {tb:.4} (gap {gap:.3})");
     assert!(ta < a[0].1 && tb < b[0].1, "both runs learn");
 
-    for (mode, staleness) in [("ssp", Some(2)), ("async", None)] {
-        let r = train(&cluster, 0, &spec(mode, staleness, 3), DEADLINE).await;
+    // SSP pushes its gradients as f16 (half the bytes on the wire).
+    for (mode, staleness, precision) in [("ssp", Some(2), "f16"), ("async", None, "f32")] {
+        let mut s = spec(mode, staleness, 3);
+        s["train"]["args"]["precision"] = json!(precision);
+        let r = train(&cluster, 0, &s, DEADLINE).await;
         eprintln!(
             "{mode}: loss {} -> {}; curve {:?}",
             r["loss_before"],

@@ -88,7 +88,7 @@ pub fn classifier_config(model_config: &serde_json::Value) -> Option<ClassifierC
 #[derive(Debug)]
 enum Tokenizer {
     Chars(CharTokenizer),
-    Hf(HfTokenizer),
+    Hf(Box<HfTokenizer>),
 }
 
 /// A loaded classifier.
@@ -124,7 +124,10 @@ impl TextClassifier {
                 );
                 Tokenizer::Chars(t)
             }
-            HF_TOKENIZER => Tokenizer::Hf(HfTokenizer::from_bytes(tok_bytes)?),
+            // Inputs are padded per batch (and masked), not by the file's fixed padding.
+            HF_TOKENIZER => Tokenizer::Hf(Box::new(
+                HfTokenizer::from_bytes(tok_bytes)?.without_padding(),
+            )),
             other => anyhow::bail!("{}: unknown tokenizer file {other:?}", dir.display()),
         };
         let params = ck

@@ -266,3 +266,108 @@ pub async fn stage_blobs(
     }
     Ok(blobs)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use flotilla_actors::training::param_server::core::Snapshot;
+
+    use super::*;
+
+    fn snapshot(shard: u32, version: u64, value: f32) -> Snapshot {
+        Snapshot {
+            shard,
+            version,
+            updates: version,
+            params: vec![value; 4],
+            optimizer: vec![1, 2, 3],
+            clocks: vec![(flotilla_protocol::training::WorkerId(0), version)],
+        }
+    }
+
+    async fn ask_store(store: &CheckpointStore, msg: StoreAsk) -> Answer {
+        let bytes = store.call(remote::encode(&msg).unwrap()).await.unwrap();
+        remote::decode(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_store_refuses_corrupt_or_incomplete_checkpoints_and_falls_back_to_the_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore {
+            store: Arc::new(crate::store::RocksStore::open(dir.path()).unwrap()),
+        };
+        let job = JobId("job-ckpt".into());
+        let nodes: Vec<NodeId> = (0..3).map(|i| NodeId(format!("n{i}"))).collect();
+        let mut manifests = Vec::new();
+        for step in [10u64, 20] {
+            let snaps = [snapshot(0, step, step as f32), snapshot(1, step, -1.0)];
+            let (m, blobs) = checkpoint::build(
+                &job,
+                step,
+                7,
+                assignment::Checkpoint::default(),
+                &snaps,
+                &nodes,
+            )
+            .unwrap();
+            // A manifest before its blobs is refused: a checkpoint never exists half-written.
+            let early = ask_store(&store, StoreAsk::PutManifest(m.clone())).await;
+            assert!(early.unwrap_err().contains("missing"));
+            for (e, b) in m.shards.iter().zip(&blobs) {
+                let put = StoreAsk::PutBlob {
+                    job: job.clone(),
+                    step,
+                    shard: e.shard,
+                    blob: b.clone(),
+                };
+                assert_eq!(ask_store(&store, put).await, Ok(StoreReply::Done));
+            }
+            assert_eq!(
+                ask_store(&store, StoreAsk::PutManifest(m.clone())).await,
+                Ok(StoreReply::Done)
+            );
+            manifests.push(m);
+        }
+        let latest = StoreAsk::Latest { job: job.clone() };
+        assert_eq!(
+            ask_store(&store, latest.clone()).await,
+            Ok(StoreReply::Latest(Some(manifests[1].clone())))
+        );
+        // The newest checkpoint's blob of shard 1 is damaged on disk: it is refused by hash and
+        // the previous checkpoint is the newest complete one.
+        let e = &manifests[1].shards[1];
+        let mut damaged = get(&store, &manifests[1], e).await.unwrap();
+        damaged[5] ^= 0xff;
+        let put = StoreAsk::PutBlob {
+            job: job.clone(),
+            step: 20,
+            shard: 1,
+            blob: damaged,
+        };
+        ask_store(&store, put).await.unwrap();
+        let err = get(&store, &manifests[1], e).await.unwrap_err();
+        assert!(err.contains("does not match its hash"), "{err}");
+        assert_eq!(
+            ask_store(&store, latest).await,
+            Ok(StoreReply::Latest(Some(manifests[0].clone())))
+        );
+        // Another job has nothing here.
+        let other = StoreAsk::Latest {
+            job: JobId("job-other".into()),
+        };
+        assert_eq!(ask_store(&store, other).await, Ok(StoreReply::Latest(None)));
+    }
+
+    async fn get(store: &CheckpointStore, m: &Manifest, e: &ShardEntry) -> Result<Vec<u8>, String> {
+        let msg = StoreAsk::GetBlob {
+            job: m.job.clone(),
+            step: m.step,
+            shard: e.shard,
+            blake3: e.blake3.clone(),
+        };
+        match ask_store(store, msg).await? {
+            StoreReply::Blob(b) => Ok(b),
+            other => Err(format!("{other:?}")),
+        }
+    }
+}

@@ -1,15 +1,17 @@
 //! The `train` job: one task, on any node, that coordinates a distributed training run on the
 //! mesh — reads the dataset version, builds the model, spawns parameter-server shards and
-//! trainers on the alive nodes as remote actors, drops trainers whose node dies (their samples
-//! go to the others), and reports the run.
+//! trainers on the alive nodes as remote actors, takes in nodes that come up (elastic joins),
+//! drops trainers whose node dies (their samples go to the others), checkpoints sync runs on two
+//! nodes and restores every shard from the newest checkpoint when a shard's node is lost
+//! (`recovery`), and reports the run.
 //!
-//! Supported now: `[model.new]` classifiers (a transformer encoder with a character tokenizer
-//! built from the data) in sync, async or SSP mode. A share of the records
+//! Models (`model`): `[model.new]` classifiers (a transformer encoder with a character tokenizer
+//! built from the data) and Hugging Face BERT folders (`model.hf_folder`) with a new
+//! classification head, in sync, async or SSP mode. A share of the records
 //! (`dataset.eval_fraction`) is held out; the trained model is evaluated on it (accuracy,
 //! macro-F1), saved as a checkpoint on the coordinator's node and registered in the catalog as
 //! the next version of `output.model`, with its metrics and its lineage to the dataset version,
-//! ready to deploy. Checkpoints during training, shard restore and elastic joins are not wired
-//! yet.
+//! ready to deploy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,9 +31,7 @@ use flotilla_kernels::optim::{AdamWConfig, OptimizerConfig, SgdConfig};
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::RemoteError;
 use flotilla_protocol::services::training::{RequestBody, ResponseBody};
-use flotilla_protocol::training::{
-    Consistency, OptimizerKind, Precision, TrainSpec, Versioned, WorkerId,
-};
+use flotilla_protocol::training::{Consistency, OptimizerKind, TrainSpec, Versioned, WorkerId};
 use flotilla_protocol::NodeId;
 use tokio::sync::mpsc;
 
@@ -239,6 +239,7 @@ pub async fn run(
         every: save_every,
         seed,
         saved: Vec::new(),
+        last: 0,
     };
     let mut start_on = nodes[..workers].to_vec();
     let result =
@@ -317,6 +318,7 @@ pub async fn run(
                 Err(e) => break Err(format!("restoring checkpoint {}: {e}", manifest.step)),
             };
             history.absorb(&d, manifest.step);
+            saver.rewind(manifest.step);
             d = match LocalDispatch::resume(
                 dispatch_cfg.clone(),
                 records.clone(),
@@ -682,7 +684,7 @@ impl Crew<'_> {
             job: self.job.clone(),
             worker,
             sync: self.spec.cluster.consistency() == Consistency::Sync,
-            precision: Precision::F32,
+            precision: self.spec.args.precision,
             // Sync steps are clipped by the shards (see the shard arguments).
             clip_norm: (self.spec.cluster.consistency() != Consistency::Sync)
                 .then_some(self.spec.args.clip_norm)

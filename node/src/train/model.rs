@@ -68,7 +68,11 @@ impl ModelArgs {
                 }))
             }
             TokenizerArgs::HfJson(json) => {
-                let t = HfTokenizer::from_bytes(json.as_bytes()).map_err(|e| e.to_string())?;
+                // The file may pad every text to a fixed length (all-MiniLM-L6-v2 pads to 128):
+                // batches pad to their longest text instead, and padding is masked.
+                let t = HfTokenizer::from_bytes(json.as_bytes())
+                    .map_err(|e| e.to_string())?
+                    .without_padding();
                 Ok(Box::new(move |s: &str| {
                     t.encode(s, true).map_err(|e| e.to_string())
                 }))
@@ -153,9 +157,18 @@ pub fn prepare(
             let path = dir.join("tokenizer.json");
             let json = std::fs::read_to_string(&path)
                 .map_err(|e| format!("model.hf_folder: {}: {e}", path.display()))?;
-            // Parsed here so a broken tokenizer fails the run before any worker starts.
-            HfTokenizer::from_bytes(json.as_bytes())
+            // Parsed here so a broken tokenizer, or one whose ids the model cannot embed, fails
+            // the run before any worker starts.
+            let tokenizer = HfTokenizer::from_bytes(json.as_bytes())
                 .map_err(|e| format!("model.hf_folder: {}: {e}", path.display()))?;
+            if tokenizer.vocab_size() > model.config().vocab {
+                return Err(format!(
+                    "model.hf_folder: {} has {} tokens; the model's vocabulary is {}",
+                    path.display(),
+                    tokenizer.vocab_size(),
+                    model.config().vocab
+                ));
+            }
             let args = ModelArgs::new(model.config(), TokenizerArgs::HfJson(json))?;
             Ok((args, model.params_flat()))
         }
@@ -173,16 +186,18 @@ mod tests {
 
     #[test]
     fn args_travel_through_bincode_and_rebuild_the_same_model() {
-        let mut spec = TrainSpec::default();
-        spec.model = ModelSource::New(flotilla_protocol::training::NewModel {
-            architecture: Architecture::Classifier,
-            vocab_size: 64,
-            hidden_size: 16,
-            layers: 1,
-            heads: 2,
-            max_seq_len: 16,
-            num_labels: Some(3),
-        });
+        let spec = TrainSpec {
+            model: ModelSource::New(flotilla_protocol::training::NewModel {
+                architecture: Architecture::Classifier,
+                vocab_size: 64,
+                hidden_size: 16,
+                layers: 1,
+                heads: 2,
+                max_seq_len: 16,
+                num_labels: Some(3),
+            }),
+            ..TrainSpec::default()
+        };
         let (args, init) = prepare(&spec, "hello world", 3).unwrap();
         let wire = flotilla_actors::remote::encode(&args).unwrap();
         let back: ModelArgs = flotilla_actors::remote::decode(&wire).unwrap();
@@ -197,5 +212,55 @@ mod tests {
         assert!(prepare(&spec, "hello", 4)
             .unwrap_err()
             .contains("num_labels"));
+    }
+
+    /// all-MiniLM-L6-v2 beside the repository.
+    const MINILM: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/models/all-MiniLM-L6-v2"
+    );
+
+    #[test]
+    fn a_tokenizer_with_ids_beyond_the_models_vocabulary_is_refused_before_training() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Path::new(MINILM);
+        for f in ["config.json", "model.safetensors"] {
+            std::os::unix::fs::symlink(src.join(f), dir.path().join(f)).unwrap();
+        }
+        // One added token past the model's 30,522 embeddings.
+        let mut tok: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(src.join("tokenizer.json")).unwrap()).unwrap();
+        tok["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": 30522, "content": "[EXTRA]", "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true
+            }));
+        std::fs::write(
+            dir.path().join("tokenizer.json"),
+            serde_json::to_vec(&tok).unwrap(),
+        )
+        .unwrap();
+        let mut spec = TrainSpec {
+            model: ModelSource::HfFolder(dir.path().to_string_lossy().to_string()),
+            ..TrainSpec::default()
+        };
+        let err = prepare(&spec, "", 3).unwrap_err();
+        assert!(
+            err.contains("30523 tokens") && err.contains("30522"),
+            "{err}"
+        );
+        // The folder as shipped gives trainers a model with a 3-way head.
+        spec.model = ModelSource::HfFolder(MINILM.to_string());
+        let (args, init) = prepare(&spec, "", 3).unwrap();
+        assert_eq!(args.classes(), 3);
+        flotilla_kernels::models::Transformer::from_params(args.config().unwrap(), init).unwrap();
+        let ids = (args.encoder().unwrap())("hello there").unwrap();
+        assert_eq!(
+            (ids[0], *ids.last().unwrap()),
+            (101, 102),
+            "[CLS] … [SEP], unpadded"
+        );
     }
 }

@@ -86,10 +86,18 @@ impl Saved {
 pub(super) struct Saver {
     pub every: u64,
     pub seed: u64,
+    /// Every checkpoint taken, for the report.
     pub saved: Vec<Saved>,
+    /// The step of the newest checkpoint of the current part of the run.
+    pub last: u64,
 }
 
 impl Saver {
+    /// The run went back to checkpoint `step`: later multiples are due again.
+    pub fn rewind(&mut self, step: u64) {
+        self.last = step;
+    }
+
     /// Saves the checkpoint of the latest multiple of `save_every` the run began, once. A
     /// failure is logged and the run goes on: the next multiple tries again.
     pub async fn maybe_save(
@@ -106,7 +114,7 @@ impl Saver {
         let Ok(Some(step)) = d.inspect(|c| c.saved_step()) else {
             return;
         };
-        if step == 0 || self.saved.last().is_some_and(|s| s.step >= step) {
+        if step <= self.last {
             return;
         }
         let Ok(assignment) = d.inspect(|c| c.checkpoint(step)) else {
@@ -141,6 +149,7 @@ impl Saver {
                     saved.seconds
                 ));
                 self.saved.push(saved);
+                self.last = step;
             }
             Err(e) => {
                 tracing::warn!(job = %job.as_str(), step, error = %e, "checkpoint not saved");

@@ -174,8 +174,11 @@ pub struct TrainingArgs {
     pub warmup_steps: u64,
     pub weight_decay: f32,
     pub schedule: LrSchedule,
-    /// Clip each gradient to this global L2 norm; none when absent.
+    /// Clip to this global L2 norm: in sync mode each step's mean gradient (on the shards), in
+    /// async and ssp each worker's gradient; none when absent.
     pub clip_norm: Option<f32>,
+    /// Precision of gradients on the wire: f16 or bf16 halve the bytes pushed; the shards keep
+    /// f32 master weights and optimizer state.
     pub precision: Precision,
     /// Evaluate every this many steps (0: never).
     pub eval_every: u64,
