@@ -2,6 +2,9 @@
 //!
 //!     cargo bench -p flotilla-tests --bench finetune_minilm --profile dev
 //!
+//! `FLOTILLA_MODE=async` or `ssp` (staleness 2) runs the other consistency modes, with the
+//! per-device batch of 16 as each update; `FLOTILLA_EPOCHS` sets the epochs (default 1).
+//!
 //! The whole training split (10,003 queries, 77 intents) is uploaded; 10 % is held out by the
 //! job for evaluation. The settings follow the single-process fine-tune of the kernels
 //! (`kernels/examples/banking77_finetune.rs`): global batch 32, AdamW at peak 1e-4 with 6 %
@@ -22,6 +25,7 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    let mode = std::env::var("FLOTILLA_MODE").unwrap_or_else(|_| "sync".into());
     let cluster = TestCluster::start(3).await.unwrap();
     wait_until(Duration::from_secs(60), "convergence", || {
         cluster.converged()
@@ -41,13 +45,17 @@ async fn main() {
                       "learning_rate": 0.0001, "warmup_steps": steps * 6 / 100,
                       "schedule": "linear", "weight_decay": 0.01, "clip_norm": 1.0,
                       "save_every": 100, "seed": 42 },
-            "cluster": { "workers_min": 1, "workers_max": 3, "ps_shards": 6, "mode": "sync" },
+            "cluster": { "workers_min": 1, "workers_max": 3, "ps_shards": 6, "mode": mode },
             "output": { "model": "minilm-banking77" }
         }
     });
+    let mut spec = spec;
+    if mode == "ssp" {
+        spec["train"]["cluster"]["staleness"] = json!(2);
+    }
     let r = train(&cluster, 0, &spec, Duration::from_secs(4 * 3600)).await;
     println!(
-        "MiniLM fine-tuned on Banking77 by 3 nodes (sync, global batch 32, {epochs} epoch(s))"
+        "MiniLM fine-tuned on Banking77 by 3 nodes ({mode}, global batch 32, {epochs} epoch(s))"
     );
     println!(
         "records {} (held out {}), workers {}, shards {}, samples {}",

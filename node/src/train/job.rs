@@ -145,11 +145,13 @@ pub async fn run(
         .map(|i| nodes[i % nodes.len()].clone())
         .collect();
     // Optimizer updates per epoch: one per global batch in sync mode; in async and ssp every
-    // worker's push is an update of its own, so there is one per per-device batch. The
+    // worker's push is an update of its own, and the workers share the global batch, so there
+    // is one per worker's share of it (the per-device batch unless `global_batch` is set). The
     // learning-rate schedule spans the updates, not the steps, or it would reach its end early.
+    let global = spec.global_batch(workers as u32);
     let batch = match spec.cluster.consistency() {
-        flotilla_protocol::training::Consistency::Sync => spec.global_batch(workers as u32),
-        _ => spec.args.per_device_batch,
+        Consistency::Sync => global,
+        _ => (global / workers.max(1) as u32).max(1),
     };
     let per_epoch = (records.len() as u64).div_ceil(u64::from(batch.max(1)));
     let total = spec
