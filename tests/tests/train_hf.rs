@@ -84,6 +84,10 @@ async fn a_minilm_folder_is_fine_tuned_on_the_mesh_and_serves_as_a_classifier() 
         &format!("/api/v1/catalog/models/{name}/{version}"),
     )
     .await;
-    assert!(!registered.is_null(), "{registered}");
+    assert_eq!(
+        registered["lineage"]["parameters"]["parent_model"],
+        format!("hf_folder:{MINILM}"),
+        "{registered}"
+    );
     cluster.shutdown().await.unwrap();
 }

@@ -599,6 +599,15 @@ async fn register(
     let params = &mut record.lineage.parameters;
     params.insert("dataset".into(), spec.dataset.name.clone());
     params.insert("job".into(), job.as_str().to_string());
+    // The model it started from: a fresh configuration or the folder it fine-tuned.
+    params.insert(
+        "parent_model".into(),
+        match &spec.model {
+            flotilla_protocol::training::ModelSource::New(_) => "new".to_string(),
+            flotilla_protocol::training::ModelSource::HfFolder(dir) => format!("hf_folder:{dir}"),
+            flotilla_protocol::training::ModelSource::Registered(m) => m.clone(),
+        },
+    );
     params.insert("text_field".into(), spec.dataset.text_field.clone());
     if let Some(l) = &spec.dataset.label_field {
         params.insert("label_field".into(), l.clone());
