@@ -85,7 +85,7 @@ async fn a_minilm_folder_is_fine_tuned_on_the_mesh_and_serves_as_a_classifier() 
     )
     .await;
     assert_eq!(
-        registered["lineage"]["parameters"]["parent_model"],
+        registered["value"]["Model"]["lineage"]["parameters"]["parent_model"],
         format!("hf_folder:{MINILM}"),
         "{registered}"
     );
