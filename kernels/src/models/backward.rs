@@ -2,7 +2,7 @@
 //! gradient of the logits in, the gradient of every parameter (one flat vector) out.
 
 use crate::ops::attention::{self, Shape};
-use crate::ops::layer_norm;
+use crate::ops::{layer_norm, pool};
 use crate::ops::matmul::{gemm_view, linear_backward, View};
 
 use super::batch::Batch;
@@ -32,7 +32,8 @@ impl Transformer {
         let c = &self.cfg;
         let (d, n) = (c.width, batch.rows());
         let mut grads = vec![0.0f32; self.params.len()];
-        let mut dtop = vec![0.0f32; n * d];
+        // Zeros: mean pooling leaves padding positions untouched.
+        let mut dtop = pool::zeros(n * d);
         match c.head {
             Head::Lm { tied } => {
                 let v = c.vocab;
@@ -104,7 +105,7 @@ impl Transformer {
         }
         let mut dx = match self.layout.final_ln {
             Some((g, b)) => {
-                let mut dx = vec![0.0f32; n * d];
+                let mut dx = pool::scratch(n * d);
                 let (gg, gb) = two_mut(&mut grads, g, d, b, d);
                 layer_norm::backward(
                     &cache.last,
@@ -117,6 +118,7 @@ impl Transformer {
                     gg,
                     gb,
                 );
+                pool::recycle(dtop);
                 dx
             }
             None => dtop,
@@ -124,9 +126,10 @@ impl Transformer {
         for (blk, bc) in self.layout.blocks.iter().zip(cache.blocks.iter()).rev() {
             dx = self.block_backward(blk, bc, dx, batch, &mut grads);
         }
+        pool::recycle(dlogits);
         let demb = match self.layout.emb_ln {
             Some((g, b)) => {
-                let mut de = vec![0.0f32; n * d];
+                let mut de = pool::scratch(n * d);
                 let (gg, gb) = two_mut(&mut grads, g, d, b, d);
                 layer_norm::backward(
                     &cache.emb,
@@ -139,6 +142,7 @@ impl Transformer {
                     gg,
                     gb,
                 );
+                pool::recycle(dx);
                 de
             }
             None => dx,
@@ -161,6 +165,8 @@ impl Transformer {
                 }
             }
         }
+        pool::recycle(demb);
+        cache.recycle();
         grads
     }
 
@@ -184,7 +190,7 @@ impl Transformer {
         let dr = if pre {
             dy
         } else {
-            let mut dr = vec![0.0f32; n * d];
+            let mut dr = pool::scratch(n * d);
             let (gg, gb) = two_mut(grads, o.ln2_g, d, o.ln2_b, d);
             layer_norm::backward(
                 &bc.r2,
@@ -197,10 +203,11 @@ impl Transformer {
                 gg,
                 gb,
             );
+            pool::recycle(dy);
             dr
         };
         // Feed-forward: r = res + gelu(f_in·W1 + b1)·W2 + b2.
-        let mut dg = vec![0.0f32; n * f];
+        let mut dg = pool::scratch(n * f);
         {
             let (gw, gb) = two_mut(grads, o.w_2, f * d, o.b_2, d);
             linear_backward(
@@ -217,7 +224,7 @@ impl Transformer {
             );
         }
         dg.iter_mut().zip(&bc.gp).for_each(|(g, d)| *g *= d);
-        let mut df_in = vec![0.0f32; n * d];
+        let mut df_in = pool::scratch(n * d);
         {
             let (gw, gb) = two_mut(grads, o.w_1, d * f, o.b_1, f);
             linear_backward(
@@ -233,6 +240,7 @@ impl Transformer {
                 f,
             );
         }
+        pool::recycle(dg);
         // dmid: gradient at the attention residual sum.
         let dmid = if pre {
             // a feeds both LN2 (→ f_in) and the residual.
@@ -249,6 +257,7 @@ impl Transformer {
                 gg,
                 gb,
             );
+            pool::recycle(df_in);
             dmid
         } else {
             // f_in = LN1(r1) feeds the FFN and the residual.
@@ -256,7 +265,7 @@ impl Transformer {
             for (a, r) in da.iter_mut().zip(&dr) {
                 *a += r;
             }
-            let mut dmid = vec![0.0f32; n * d];
+            let mut dmid = pool::scratch(n * d);
             let (gg, gb) = two_mut(grads, o.ln1_g, d, o.ln1_b, d);
             layer_norm::backward(
                 &bc.mid,
@@ -269,10 +278,12 @@ impl Transformer {
                 gg,
                 gb,
             );
+            pool::recycle(da);
+            pool::recycle(dr);
             dmid
         };
         // Attention: mid = x + attn·Wo + bo.
-        let mut dattn = vec![0.0f32; n * d];
+        let mut dattn = pool::scratch(n * d);
         {
             let (gw, gb) = two_mut(grads, o.w_o, d * d, o.b_o, d);
             linear_backward(
@@ -295,12 +306,13 @@ impl Transformer {
             heads: c.heads,
             causal: c.causal,
         };
-        let mut dqkv = vec![0.0f32; n * 3 * d];
+        let mut dqkv = pool::scratch(n * 3 * d);
         attention::backward(shape, &bc.qkv, &bc.probs, &dattn, &mut dqkv);
+        pool::recycle(dattn);
         let attn_in = if pre { &bc.u } else { &bc.x };
         let mut dx = dmid;
         if pre {
-            let mut du = vec![0.0f32; n * d];
+            let mut du = pool::scratch(n * d);
             {
                 let (gw, gb) = two_mut(grads, o.w_qkv, d * 3 * d, o.b_qkv, 3 * d);
                 linear_backward(
@@ -328,6 +340,7 @@ impl Transformer {
                 gg,
                 gb,
             );
+            pool::recycle(du);
         } else {
             let (gw, gb) = two_mut(grads, o.w_qkv, d * 3 * d, o.b_qkv, 3 * d);
             linear_backward(
@@ -343,6 +356,7 @@ impl Transformer {
                 3 * d,
             );
         }
+        pool::recycle(dqkv);
         dx
     }
 }

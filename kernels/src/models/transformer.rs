@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::ops::attention::{self, Shape};
 use crate::ops::layer_norm::{self, Stats};
 use crate::ops::matmul::{gemm_view, linear_forward, View};
-use crate::ops::{gelu, xent};
+use crate::ops::{gelu, pool, xent};
 
 use super::batch::Batch;
 use super::config::{BlockOffsets, Head, Layout, NormPlacement, Pooling, TransformerConfig};
@@ -58,6 +58,30 @@ pub(crate) struct Cache {
     pub top: Vec<f32>,
     /// Pooled `[batch, width]` for classifier and embedding heads.
     pub pooled: Vec<f32>,
+}
+
+impl BlockCache {
+    /// Hands every buffer back to the pool.
+    fn recycle(self) {
+        for v in [
+            self.x, self.u, self.qkv, self.probs, self.attn, self.mid, self.f_in, self.g, self.gp,
+            self.r2,
+        ] {
+            pool::recycle(v);
+        }
+    }
+}
+
+impl Cache {
+    /// Hands every buffer back to the pool, for the next step to reuse.
+    pub(crate) fn recycle(self) {
+        for b in self.blocks {
+            b.recycle();
+        }
+        for v in [self.emb, self.last, self.top, self.pooled] {
+            pool::recycle(v);
+        }
+    }
 }
 
 /// Model outputs for inference.
@@ -159,11 +183,16 @@ impl Transformer {
     /// Inference forward (no targets needed).
     pub fn forward(&self, batch: &Batch) -> Result<Output> {
         batch.validate(&self.cfg, false)?;
-        let (cache, logits) = self.forward_cached(batch);
+        let (mut cache, logits) = self.forward_cached(batch);
+        let (pooled, hidden) = (
+            std::mem::take(&mut cache.pooled),
+            std::mem::take(&mut cache.top),
+        );
+        cache.recycle();
         Ok(Output {
             logits,
-            pooled: cache.pooled,
-            hidden: cache.top,
+            pooled,
+            hidden,
         })
     }
 
@@ -177,7 +206,7 @@ impl Transformer {
         let (d, n) = (c.width, batch.rows());
         let mut cache = Cache::default();
         // Embeddings; padding positions stay zero so they cannot carry stray ids.
-        let mut emb = vec![0.0f32; n * d];
+        let mut emb = pool::zeros(n * d);
         let tok = self.slice(self.layout.tok, c.vocab * d);
         let pos = self.slice(self.layout.pos, c.context * d);
         for b in 0..batch.batch {
@@ -197,7 +226,7 @@ impl Transformer {
         }
         let mut x = match self.layout.emb_ln {
             Some((g, bb)) => {
-                let mut y = vec![0.0f32; n * d];
+                let mut y = pool::scratch(n * d);
                 cache.emb_st = layer_norm::forward(
                     &emb,
                     self.slice(g, d),
@@ -218,7 +247,7 @@ impl Transformer {
         }
         match self.layout.final_ln {
             Some((g, bb)) => {
-                let mut y = vec![0.0f32; n * d];
+                let mut y = pool::scratch(n * d);
                 cache.final_st = layer_norm::forward(
                     &x,
                     self.slice(g, d),
@@ -241,7 +270,8 @@ impl Transformer {
         match self.cfg.head {
             Head::Lm { tied } => {
                 let v = self.cfg.vocab;
-                let mut logits = vec![0.0f32; n * v];
+                // Every logit is written by the product below.
+                let mut logits = pool::scratch(n * v);
                 match (tied, self.layout.head_w) {
                     (false, Some(w)) => {
                         linear_forward(&cache.top, self.slice(w, d * v), None, &mut logits, n, d, v)
@@ -299,7 +329,7 @@ impl Transformer {
         let pre = c.norm == NormPlacement::Pre;
         let mut bc = BlockCache::default();
         if pre {
-            bc.u = vec![0.0f32; n * d];
+            bc.u = pool::scratch(n * d);
             bc.st1 = layer_norm::forward(
                 &x,
                 self.slice(o.ln1_g, d),
@@ -309,7 +339,7 @@ impl Transformer {
                 &mut bc.u,
             );
         }
-        bc.qkv = vec![0.0f32; n * 3 * d];
+        bc.qkv = pool::scratch(n * 3 * d);
         let attn_in = if pre { &bc.u } else { &x };
         linear_forward(
             attn_in,
@@ -327,8 +357,9 @@ impl Transformer {
             heads: c.heads,
             causal: c.causal,
         };
-        bc.attn = vec![0.0f32; n * d];
-        bc.probs = vec![0.0f32; batch.batch * c.heads * batch.seq * batch.seq];
+        // Attention writes every row and head block of both.
+        bc.attn = pool::scratch(n * d);
+        bc.probs = pool::scratch(batch.batch * c.heads * batch.seq * batch.seq);
         attention::forward(shape, &bc.qkv, &batch.lens, &mut bc.attn, &mut bc.probs);
         // mid = x + attn·Wo + bo, computed by seeding the GEMM's destination with x + bo.
         bc.mid = residual_seed(&x, self.slice(o.b_o, d), d);
@@ -345,7 +376,7 @@ impl Transformer {
             true,
             true,
         );
-        bc.f_in = vec![0.0f32; n * d];
+        bc.f_in = pool::scratch(n * d);
         if pre {
             bc.st2 = layer_norm::forward(
                 &bc.mid,
@@ -365,7 +396,7 @@ impl Transformer {
                 &mut bc.f_in,
             );
         }
-        let mut h = vec![0.0f32; n * f];
+        let mut h = pool::scratch(n * f);
         linear_forward(
             &bc.f_in,
             self.slice(o.w_1, d * f),
@@ -375,9 +406,10 @@ impl Transformer {
             d,
             f,
         );
-        bc.g = vec![0.0f32; n * f];
-        bc.gp = vec![0.0f32; n * f];
+        bc.g = pool::scratch(n * f);
+        bc.gp = pool::scratch(n * f);
         gelu::forward_with_grad(c.gelu, &h, &mut bc.g, &mut bc.gp);
+        pool::recycle(h);
         let res = if pre { &bc.mid } else { &bc.f_in };
         let mut r = residual_seed(res, self.slice(o.b_2, d), d);
         gemm_view(
@@ -396,7 +428,7 @@ impl Transformer {
         let y = if pre {
             r
         } else {
-            let mut y = vec![0.0f32; n * d];
+            let mut y = pool::scratch(n * d);
             bc.st2 = layer_norm::forward(
                 &r,
                 self.slice(o.ln2_g, d),
@@ -526,7 +558,7 @@ fn batch_rows_for_head(cfg: &TransformerConfig, batch: &Batch) -> usize {
 
 /// `out[i] = x[i] + bias` row by row: the starting value of a residual GEMM.
 fn residual_seed(x: &[f32], bias: &[f32], d: usize) -> Vec<f32> {
-    let mut out = x.to_vec();
+    let mut out = pool::copy_of(x);
     for row in out.chunks_mut(d) {
         for (v, b) in row.iter_mut().zip(bias) {
             *v += b;

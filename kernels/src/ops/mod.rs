@@ -16,6 +16,7 @@ pub mod fastmath;
 pub mod gelu;
 pub mod layer_norm;
 pub mod matmul;
+pub(crate) mod pool;
 pub mod xent;
 
 /// A raw pointer that may be shared across rayon tasks which write disjoint regions.
