@@ -235,3 +235,60 @@ async fn a_lost_parameter_server_shard_is_restored_from_a_checkpoint_on_two_node
     );
     cluster.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coordinator_whose_node_dies_is_resumed_elsewhere_from_its_checkpoint() {
+    let mut cluster = started(3).await;
+    let mut s = spec(3, 3);
+    s["train"]["args"]["save_every"] = json!(15);
+    let id = submit_job(&cluster, 0, &s).await;
+    let saved = |texts: &[String]| {
+        texts
+            .iter()
+            .any(|t| t.starts_with("checkpoint ") && t.contains(" saved on "))
+    };
+    wait_until(DEADLINE, "a checkpoint", || async {
+        saved(&event_texts(&cluster, 0, &id).await)
+    })
+    .await
+    .unwrap();
+    // The node running the coordinator task dies (it may also own the job: then the owner's
+    // successor re-places the task).
+    let victim = coordinator_index(&cluster, &id).await;
+    cluster.kill(victim).await;
+    let reader = (0..3).find(|i| *i != victim).unwrap();
+
+    let r = job_result(&cluster, reader, &id, DEADLINE).await;
+    eprintln!(
+        "after losing the coordinator: restores {} checkpoints {} ledger {}",
+        r["restores"], r["checkpoints"], r["ledger"]
+    );
+    // The new attempt went on from a checkpoint of the first, not from scratch.
+    let restores = r["restores"].as_array().unwrap();
+    assert_eq!(restores[0]["lost"], "coordinator", "{restores:?}");
+    let step = restores[0]["checkpoint"].as_u64().unwrap();
+    assert!(step >= 15 && step % 15 == 0, "{step}");
+    // Nothing lost or repeated across the two attempts: each record once per epoch.
+    assert_eq!(r["ledger_exact"], true, "{}", r["ledger"]);
+    let records = r["records"].as_u64().unwrap();
+    assert_eq!(r["samples"].as_u64().unwrap(), 3 * records);
+    // The curve holds the first attempt's steps (kept in the checkpoint) and goes on from
+    // there: its steps are each there once, in order, from the start.
+    let steps: Vec<u64> = r["curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_u64().unwrap())
+        .collect();
+    assert!(steps[0] < step, "{steps:?}");
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    assert!(r["loss_after"].as_f64().unwrap() < r["loss_before"].as_f64().unwrap());
+    let texts = event_texts(&cluster, reader, &id).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with(&format!("resumed from checkpoint {step} "))),
+        "{texts:?}"
+    );
+    cluster.shutdown().await.unwrap();
+}

@@ -49,7 +49,7 @@ pub struct ShardEntry {
 }
 
 /// A checkpoint's table of contents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub job: JobId,
     pub step: u64,
@@ -60,6 +60,25 @@ pub struct Manifest {
     pub shards: Vec<ShardEntry>,
     /// The nodes chosen to hold it.
     pub holders: Vec<NodeId>,
+    /// What a coordinator on another node needs to carry the run on from here.
+    pub run: RunState,
+}
+
+/// The coordinator's side of a checkpoint: enough for a coordinator started on another node
+/// (after the first one's node died) to go on from the checkpoint's step without losing or
+/// repeating a sample, with the loss curve as it stood.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The attempt that wrote the checkpoint (its actors' name prefix): the attempt that resumes
+    /// stops whatever of it is left on the surviving nodes.
+    pub attempt: String,
+    /// `(step, epoch, record index)` of every sample consumed by the steps before `step`.
+    pub ledger: Vec<(u64, u32, u64)>,
+    /// Step records before `step`.
+    pub series: Vec<flotilla_protocol::training::StepRecord>,
+    /// The run's global batch (it follows the number of workers at the start, so a run
+    /// resumed with fewer nodes keeps its steps and schedule).
+    pub global_batch: u32,
 }
 
 /// Whether a checkpoint is due after step `step` (not at 0, not twice for one step).
@@ -140,6 +159,7 @@ pub fn build(
         total_params: start,
         shards,
         holders,
+        run: RunState::default(),
     };
     Ok((manifest, blobs))
 }

@@ -117,7 +117,13 @@ fn save(store: &MemStore, job: &JobId, step: u64, shards: &[Shard]) -> Manifest 
         cursor: step,
         pending: vec![(1, vec![3, 4])],
     };
-    let (m, blobs) = checkpoint::build(job, step, 9, cp, &snaps, &nodes(5)).unwrap();
+    let (mut m, blobs) = checkpoint::build(job, step, 9, cp, &snaps, &nodes(5)).unwrap();
+    m.run = checkpoint::RunState {
+        attempt: format!("{job}-a"),
+        ledger: vec![(step - 1, 1, 7), (step - 1, 1, 2)],
+        series: Vec::new(),
+        global_batch: 8,
+    };
     checkpoint::write(store, &m, &blobs).unwrap();
     m
 }
@@ -181,6 +187,9 @@ fn a_lost_shard_is_restored_from_the_latest_intact_checkpoint() {
     let (m, _) = checkpoint::latest_valid(&store, &job).unwrap().unwrap();
     assert_eq!(m.step, 100);
     assert_eq!(m.assignment.pending, vec![(1, vec![3, 4])]);
+    // The coordinator's part travels with it.
+    assert_eq!(m.run.ledger, vec![(99, 1, 7), (99, 1, 2)]);
+    assert_eq!(m.run.attempt, "job-b-a");
     // Blobs written without their manifest (a crash mid-write) are not a checkpoint.
     let snaps: Vec<Snapshot> = shards.iter().map(Shard::snapshot).collect();
     let (m300, blobs) =

@@ -44,6 +44,20 @@ impl Ledger {
         out
     }
 
+    /// `(step, epoch, index)` of every consumption recorded with its step.
+    pub fn steps(&self) -> &[(u64, u32, u64)] {
+        &self.steps
+    }
+
+    /// The ledger of these `(step, epoch, index)` consumptions (a checkpoint's record of them).
+    pub fn from_steps(steps: &[(u64, u32, u64)]) -> Ledger {
+        let mut out = Ledger::new();
+        for &(s, e, i) in steps {
+            out.record_at(s, e, &[i]);
+        }
+        out
+    }
+
     /// Adds another ledger's counts to this one.
     pub fn merge(&mut self, other: &Ledger) {
         for (k, n) in &other.counts {
@@ -111,5 +125,17 @@ mod tests {
         let mut m = Ledger::new();
         m.merge(&l);
         assert_eq!(m.total(), 6);
+    }
+
+    #[test]
+    fn a_ledger_rebuilt_from_its_steps_equals_it() {
+        let mut l = Ledger::new();
+        l.record_at(0, 0, &[4, 1]);
+        l.record_at(1, 0, &[0, 2, 3]);
+        l.record_at(2, 1, &[3, 3]);
+        assert_eq!(Ledger::from_steps(l.steps()), l);
+        let cut = l.before_step(2);
+        assert_eq!(Ledger::from_steps(cut.steps()), cut);
+        cut.verify_exactly_once(1, 5).unwrap();
     }
 }

@@ -23,7 +23,7 @@ use flotilla_actors::mesh::Mesh;
 use flotilla_actors::remote::{self, Endpoint, RemoteActor};
 use flotilla_actors::store::Store;
 use flotilla_actors::training::assignment;
-use flotilla_actors::training::checkpoint::{self, Manifest, ShardEntry};
+use flotilla_actors::training::checkpoint::{self, Manifest, RunState, ShardEntry};
 use flotilla_actors::training::partition;
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::NodeId;
@@ -174,6 +174,8 @@ pub struct SaveArgs<'a> {
     pub step: u64,
     pub seed: u64,
     pub assignment: assignment::Checkpoint,
+    /// The coordinator's part (ledger and step records before `step`).
+    pub run: RunState,
     /// Nodes alive now: the holders are chosen among them.
     pub alive: &'a [NodeId],
 }
@@ -214,6 +216,7 @@ pub async fn save(
         total_params: ranges.last().map_or(0, |r| r.end as u64),
         shards,
         holders: holders.clone(),
+        run: a.run,
     };
     for (e, host) in manifest.shards.iter().zip(&hosts) {
         let blob = get_blob(mesh, host, &manifest, e).await?;

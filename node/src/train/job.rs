@@ -21,7 +21,6 @@ use std::time::Duration;
 use flotilla_actors::data::record::Record;
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::remote::{self, spawn_remote, RemoteActor};
-use flotilla_actors::training::checkpoint;
 use flotilla_actors::training::client::ParamClient;
 use flotilla_actors::training::dispatch::{self, LocalDispatch};
 use flotilla_actors::training::elastic::{self, Role, Why};
@@ -125,12 +124,20 @@ pub async fn run(
         .map(|(i, l)| (l.clone(), i as u32))
         .collect();
 
-    // Nodes: every alive one, in a fixed order; shards round-robin, one trainer per node.
-    let job = JobId(format!(
+    // The lineage is the same for every attempt of the catalog job (its checkpoints are kept
+    // under it); the attempt names this coordinator's actors, so an earlier attempt's leftovers
+    // never collide with them.
+    let lineage = JobId(format!(
         "train-{}",
-        &blake3::hash(format!("{spec_toml}{}", crate::data::now_ms()).as_bytes()).to_hex()[..16]
+        &blake3::hash(catalog_job.as_str().as_bytes()).to_hex()[..16]
     ));
-    let alive = ctx.data.alive().await;
+    let job = JobId(format!(
+        "{lineage}-{}",
+        &blake3::hash(format!("{}{}", crate::data::now_ms(), rand::random::<u64>()).as_bytes())
+            .to_hex()[..6]
+    ));
+    // Nodes: every reachable one, in a fixed order; shards round-robin, one trainer per node.
+    let alive = super::recovery::reachable(ctx).await;
     let nodes = flotilla_actors::rendezvous::rank(job.as_str().as_bytes(), &alive);
     let workers = (spec.cluster.workers_max as usize).min(nodes.len());
     if workers < spec.cluster.workers_min as usize {
@@ -141,14 +148,29 @@ pub async fn run(
         ));
     }
     let shards = (spec.cluster.ps_shards as usize).max(1);
-    let mut hosts: Vec<NodeId> = (0..shards)
-        .map(|i| nodes[i % nodes.len()].clone())
-        .collect();
+    let consistency = spec.cluster.consistency();
+    // Checkpoints are taken in sync mode, where every shard is at the same step.
+    let save_every = if consistency == Consistency::Sync {
+        spec.args.save_every
+    } else {
+        0
+    };
+    // An earlier attempt of this job (its coordinator's node died, or it failed) left
+    // checkpoints: go on from the newest one instead of starting over.
+    let earlier = if save_every > 0 {
+        checkpoints::latest(&ctx.mesh, &lineage, &alive).await
+    } else {
+        None
+    };
     // Optimizer updates per epoch: one per global batch in sync mode; in async and ssp every
     // worker's push is an update of its own, and the workers share the global batch, so there
     // is one per worker's share of it (the per-device batch unless `global_batch` is set). The
     // learning-rate schedule spans the updates, not the steps, or it would reach its end early.
-    let global = spec.global_batch(workers as u32);
+    let global = earlier
+        .as_ref()
+        .map(|(_, m)| m.run.global_batch)
+        .filter(|g| *g > 0)
+        .unwrap_or_else(|| spec.global_batch(workers as u32));
     let batch = match spec.cluster.consistency() {
         Consistency::Sync => global,
         _ => (global / workers.max(1) as u32).max(1),
@@ -171,16 +193,9 @@ pub async fn run(
         }),
         OptimizerKind::Sgd => OptimizerConfig::Sgd(SgdConfig::default()),
     };
-    let consistency = spec.cluster.consistency();
-    // Checkpoints are taken in sync mode, where every shard is at the same step.
-    let save_every = if consistency == Consistency::Sync {
-        spec.args.save_every
-    } else {
-        0
-    };
-    let shard_args = |i: usize, init: Vec<f32>| ShardArgs {
-        job: job.clone(),
-        shard: i as u32,
+    let template = ShardArgs {
+        job: lineage.clone(),
+        shard: 0,
         consistency,
         max_consecutive_nonfinite: spec.nan.max_consecutive_nonfinite.max(1),
         lr,
@@ -191,21 +206,15 @@ pub async fn run(
             .then_some(spec.args.clip_norm)
             .flatten(),
         optimizer_json: ShardArgs::optimizer_json(&optimizer),
-        init,
+        init: Vec::new(),
     };
-    let first: Vec<ShardArgs> = partition::ranges(init.len(), shards)
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| shard_args(i, init[r].to_vec()))
-        .collect();
-    let mut params = spawn_shards(ctx, &job, &hosts, first, init.len()).await?;
     let n = records.len();
     let records = Arc::new(records);
     let dispatch_cfg = dispatch::Config {
         records: n as u64,
         seed,
         epochs: spec.args.epochs,
-        global_batch: Some(spec.global_batch(workers as u32)),
+        global_batch: Some(global),
         per_device_batch: spec.args.per_device_batch,
         consistency,
         elastic: elastic::Config {
@@ -222,27 +231,86 @@ pub async fn run(
         keep_ledger: true,
         save_every,
     };
-    let mut d = Arc::new(LocalDispatch::new(dispatch_cfg.clone(), records.clone()).map_err(err)?);
-    let endpoint = dispatch_actor(&job);
-    ctx.host
-        .register(&endpoint, Arc::new(DispatchEndpoint(d.clone())))
-        .map_err(err)?;
     let progress = Progress {
         job: catalog_job.clone(),
         total,
         records: n as u64,
     };
-    for (i, host) in hosts.iter().enumerate() {
-        progress.log(ctx, format!("parameter-server shard {i} started on {host}"));
-    }
-    let started = std::time::Instant::now();
     let mut history = History::default();
     let mut saver = Saver {
         every: save_every,
         seed,
+        lineage: lineage.clone(),
+        attempt: job.clone(),
+        global_batch: global,
         saved: Vec::new(),
         last: 0,
     };
+    let mut hosts: Vec<NodeId> = (0..shards)
+        .map(|i| nodes[i % nodes.len()].clone())
+        .collect();
+    let (mut params, d) = match earlier {
+        None => {
+            let first: Vec<ShardArgs> = partition::ranges(init.len(), shards)
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| template.for_shard(i as u32, init[r].to_vec()))
+                .collect();
+            let params = spawn_shards(ctx, &job, &hosts, first, init.len()).await?;
+            let d = LocalDispatch::new(dispatch_cfg.clone(), records.clone()).map_err(err)?;
+            for (i, host) in hosts.iter().enumerate() {
+                progress.log(ctx, format!("parameter-server shard {i} started on {host}"));
+            }
+            (params, d)
+        }
+        Some((holder, manifest)) => {
+            let t0 = std::time::Instant::now();
+            if manifest.shards.len() != shards || manifest.total_params != init.len() as u64 {
+                return Err(format!(
+                    "checkpoint {} of this job has {} shards over {} parameters; the spec makes \
+                     {shards} over {}",
+                    manifest.step,
+                    manifest.shards.len(),
+                    manifest.total_params,
+                    init.len()
+                ));
+            }
+            super::recovery::stop_leftovers(ctx, &manifest.run.attempt, shards, &alive).await;
+            let params =
+                super::recovery::restore_shards(ctx, &job, &template, &holder, &manifest, &hosts)
+                    .await
+                    .map_err(|e| format!("resuming from checkpoint {}: {e}", manifest.step))?;
+            let d = LocalDispatch::resume(
+                dispatch_cfg.clone(),
+                records.clone(),
+                manifest.assignment.clone(),
+            )
+            .map_err(|e| format!("resuming the sample assignment: {e}"))?;
+            history = History::resumed(&manifest.run);
+            saver.rewind(manifest.step);
+            let seconds = t0.elapsed().as_secs_f64();
+            progress.log(
+                ctx,
+                format!(
+                    "resumed from checkpoint {} (from {holder}) of an earlier attempt; every \
+                     shard restored on {} in {seconds:.2} s",
+                    manifest.step,
+                    hosts.iter().map(|h| h.0.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            );
+            history.restores.push(serde_json::json!({
+                "lost": "coordinator", "checkpoint": manifest.step, "from": holder.0,
+                "seconds": seconds,
+            }));
+            (params, d)
+        }
+    };
+    let mut d = Arc::new(d);
+    let endpoint = dispatch_actor(&job);
+    ctx.host
+        .register(&endpoint, Arc::new(DispatchEndpoint(d.clone())))
+        .map_err(err)?;
+    let started = std::time::Instant::now();
     let mut start_on = nodes[..workers].to_vec();
     let result =
         loop {
@@ -267,14 +335,12 @@ pub async fn run(
             // Every shard goes back to the newest checkpoint, on the nodes alive now.
             let t0 = std::time::Instant::now();
             params.stop_all().await;
-            let alive: Vec<NodeId> = ctx
-                .data
-                .alive()
+            let alive: Vec<NodeId> = super::recovery::reachable(ctx)
                 .await
                 .into_iter()
                 .filter(|n| *n != lost)
                 .collect();
-            let Some((holder, manifest)) = checkpoints::latest(&ctx.mesh, &job, &alive).await
+            let Some((holder, manifest)) = checkpoints::latest(&ctx.mesh, &lineage, &alive).await
             else {
                 break Err(format!(
                     "the node {lost} holding a parameter-server shard was lost and no checkpoint \
@@ -292,28 +358,9 @@ pub async fn run(
             let new_hosts: Vec<NodeId> = (0..shards)
                 .map(|i| ranked[i % ranked.len()].clone())
                 .collect();
-            let restored = async {
-                let blobs =
-                    checkpoints::stage_blobs(&ctx.mesh, &holder, &manifest, &new_hosts).await?;
-                let mut args = Vec::with_capacity(blobs.len());
-                let mut old_workers = BTreeSet::new();
-                for (i, blob) in blobs.iter().enumerate() {
-                    let snap = checkpoint::decode_snapshot(blob).map_err(err)?;
-                    old_workers.extend(snap.clocks.iter().map(|(w, _)| *w));
-                    args.push(shard_args(i, snap.params));
-                }
-                let p = spawn_shards(ctx, &job, &new_hosts, args, init.len()).await?;
-                for (i, e) in manifest.shards.iter().enumerate() {
-                    p.restore(i as u32, manifest.step, e.blake3.clone())
-                        .await
-                        .map_err(err)?;
-                    // The workers the checkpoint counted are gone: the barrier waits for new ones.
-                    for w in &old_workers {
-                        p.leave(i as u32, *w, true).await.map_err(err)?;
-                    }
-                }
-                Ok::<_, String>(p)
-            }
+            let restored = super::recovery::restore_shards(
+                ctx, &job, &template, &holder, &manifest, &new_hosts,
+            )
             .await;
             params = match restored {
                 Ok(p) => p,
@@ -413,7 +460,7 @@ pub async fn run(
 const MAX_RESTORES: usize = 3;
 
 /// Spawns one parameter-server shard per `args` on `hosts` (same order); the client to them.
-async fn spawn_shards(
+pub(super) async fn spawn_shards(
     ctx: &TrainContext,
     job: &JobId,
     hosts: &[NodeId],
@@ -796,7 +843,7 @@ async fn drive(
                 return Ok(Driven::ShardLost(host));
             }
             saver
-                .maybe_save(ctx, crew.job, params, d, |t| crew.log(t))
+                .maybe_save(ctx, params, d, history, |t| crew.log(t))
                 .await;
         }
         if !draining

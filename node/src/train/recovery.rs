@@ -1,10 +1,20 @@
-//! What a training run keeps across the loss of a parameter-server shard's host: periodic
-//! checkpoints while it trains ([`Saver`]), the detection of a lost shard host
-//! ([`lost_shard_host`]), and the history of the parts of the run before a restore
+//! What a training run keeps across the loss of a parameter-server shard's host or of its
+//! coordinator's node: periodic checkpoints while it trains ([`Saver`]), the detection of a
+//! lost shard host ([`lost_shard_host`]), shards restored from a checkpoint
+//! ([`restore_shards`]), and the history of the parts of the run before a restore
 //! ([`History`]), which the final ledger and loss curve are built from.
+//!
+//! A run's checkpoints are keyed by its *lineage* (derived from the catalog job), its actors by
+//! its *attempt*. A coordinator started again for the same catalog job (its node died and the
+//! job's owner placed the task elsewhere) finds the lineage's checkpoints, stops what is left
+//! of the attempt that wrote them, and goes on from the newest one.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flotilla_actors::training::checkpoint::{self, Manifest, RunState};
+use flotilla_actors::training::client::ParamClient;
 use flotilla_actors::training::dispatch::LocalDispatch;
 use flotilla_actors::training::ledger::Ledger;
 use flotilla_protocol::jobs::JobId;
@@ -15,7 +25,7 @@ use serde_json::{json, Value};
 
 use super::checkpoints::{self, SaveArgs};
 use super::job::TrainContext;
-use super::remote::RemoteParams;
+use super::remote::{shard_actor, RemoteParams, ShardArgs};
 
 /// How long a shard host has to answer a ping before it counts as lost.
 const PING: Duration = Duration::from_secs(2);
@@ -39,24 +49,49 @@ pub(super) struct History {
 }
 
 impl History {
+    /// The history of a run resumed from a checkpoint another coordinator wrote.
+    pub fn resumed(state: &RunState) -> Self {
+        Self {
+            ledger: Ledger::from_steps(&state.ledger),
+            series: state.series.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// The whole run's ledger and step records before step `step`: the earlier parts and
+    /// what `d` did. `None` when `d` cannot be read.
+    pub fn upto(&self, d: &LocalDispatch, step: u64) -> Option<(Ledger, Vec<StepRecord>)> {
+        let (ledger, series) = d
+            .inspect(|c| {
+                (
+                    c.ledger().map(|l| l.before_step(step)),
+                    c.series()
+                        .since(None)
+                        .into_iter()
+                        .filter(|r| r.step < step)
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .ok()?;
+        let mut whole = self.ledger.before_step(step);
+        if let Some(l) = ledger {
+            whole.merge(&l);
+        }
+        let mut all: Vec<StepRecord> = self
+            .series
+            .iter()
+            .filter(|r| r.step < step)
+            .cloned()
+            .collect();
+        all.extend(series);
+        Some((whole, all))
+    }
+
     /// Keeps what `d` did before step `step` (the checkpoint the run goes back to).
     pub fn absorb(&mut self, d: &LocalDispatch, step: u64) {
-        let part = d.inspect(|c| {
-            (
-                c.ledger().map(|l| l.before_step(step)),
-                c.series()
-                    .since(None)
-                    .into_iter()
-                    .filter(|r| r.step < step)
-                    .collect::<Vec<_>>(),
-            )
-        });
-        if let Ok((ledger, series)) = part {
-            if let Some(l) = ledger {
-                self.ledger.merge(&l);
-            }
-            self.series.retain(|r| r.step < step);
-            self.series.extend(series);
+        if let Some((ledger, series)) = self.upto(d, step) {
+            self.ledger = ledger;
+            self.series = series;
         }
     }
 }
@@ -86,6 +121,12 @@ impl Saved {
 pub(super) struct Saver {
     pub every: u64,
     pub seed: u64,
+    /// The run's lineage: what its checkpoints are kept under.
+    pub lineage: JobId,
+    /// This attempt (recorded so that a later one can stop its leftovers).
+    pub attempt: JobId,
+    /// The run's global batch (recorded so that a resumed run keeps it).
+    pub global_batch: u32,
     /// Every checkpoint taken, for the report.
     pub saved: Vec<Saved>,
     /// The step of the newest checkpoint of the current part of the run.
@@ -103,9 +144,9 @@ impl Saver {
     pub async fn maybe_save(
         &mut self,
         ctx: &TrainContext,
-        job: &JobId,
         params: &RemoteParams,
         d: &LocalDispatch,
+        history: &History,
         log: impl Fn(String),
     ) {
         if self.every == 0 {
@@ -120,13 +161,23 @@ impl Saver {
         let Ok(assignment) = d.inspect(|c| c.checkpoint(step)) else {
             return;
         };
+        let Some((ledger, series)) = history.upto(d, step) else {
+            return;
+        };
         let alive = ctx.data.alive().await;
         let started = Instant::now();
+        let job = &self.lineage;
         let args = SaveArgs {
             job,
             step,
             seed: self.seed,
             assignment,
+            run: RunState {
+                attempt: self.attempt.0.clone(),
+                ledger: ledger.steps().to_vec(),
+                series,
+                global_batch: self.global_batch,
+            },
             alive: &alive,
         };
         match checkpoints::save(&ctx.mesh, params, args).await {
@@ -180,4 +231,79 @@ pub(super) async fn lost_shard_host(ctx: &TrainContext, hosts: &[NodeId]) -> Opt
         }
     }
     None
+}
+
+/// The alive nodes that answer a ping, in the membership view's order: a node that died but is
+/// not yet declared dead gets no shard.
+pub(super) async fn reachable(ctx: &TrainContext) -> Vec<NodeId> {
+    let alive = ctx.data.alive().await;
+    let pings = alive.iter().map(|n| async move {
+        *n == ctx.data.me
+            || ctx
+                .mesh
+                .control(n, control::RequestBody::Ping, PING)
+                .await
+                .is_ok()
+    });
+    let answers = futures::future::join_all(pings).await;
+    alive
+        .into_iter()
+        .zip(answers)
+        .filter_map(|(n, ok)| ok.then_some(n))
+        .collect()
+}
+
+/// Spawns every shard of checkpoint `manifest` (read from `holder`) on `hosts` under attempt
+/// `attempt`'s names, from `template`'s settings, and restores each from its blob. The workers
+/// the checkpoint counted are gone: each shard's barrier waits for new ones.
+pub(super) async fn restore_shards(
+    ctx: &TrainContext,
+    attempt: &JobId,
+    template: &ShardArgs,
+    holder: &NodeId,
+    manifest: &Manifest,
+    hosts: &[NodeId],
+) -> Result<Arc<RemoteParams>, String> {
+    let blobs = checkpoints::stage_blobs(&ctx.mesh, holder, manifest, hosts).await?;
+    let mut args = Vec::with_capacity(blobs.len());
+    let mut old_workers = BTreeSet::new();
+    for (i, blob) in blobs.iter().enumerate() {
+        let snap = checkpoint::decode_snapshot(blob).map_err(|e| e.to_string())?;
+        old_workers.extend(snap.clocks.iter().map(|(w, _)| *w));
+        args.push(template.for_shard(i as u32, snap.params));
+    }
+    let total = manifest.total_params as usize;
+    let params = super::job::spawn_shards(ctx, attempt, hosts, args, total).await?;
+    for (i, e) in manifest.shards.iter().enumerate() {
+        params
+            .restore(i as u32, manifest.step, e.blake3.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        for w in &old_workers {
+            params
+                .leave(i as u32, *w, true)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(params)
+}
+
+/// Stops the parameter-server shards an earlier attempt left on `nodes` (best effort: a shard
+/// that is gone already, or never ran there, is not an error). Its trainers end by themselves
+/// once their coordinator is unreachable.
+pub(super) async fn stop_leftovers(ctx: &TrainContext, attempt: &str, shards: usize, nodes: &[NodeId]) {
+    let attempt = JobId(attempt.to_string());
+    for node in nodes {
+        for i in 0..shards {
+            let actor: flotilla_actors::remote::RemoteActor<(), ()> =
+                flotilla_actors::remote::RemoteActor::new(
+                    ctx.mesh.clone(),
+                    node.clone(),
+                    &shard_actor(&attempt, i as u32),
+                    PING,
+                );
+            let _ = actor.stop().await;
+        }
+    }
 }

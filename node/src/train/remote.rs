@@ -39,6 +39,15 @@ pub struct LrArgs {
 }
 
 impl ShardArgs {
+    /// These settings for shard `shard` starting from `init`.
+    pub fn for_shard(&self, shard: u32, init: Vec<f32>) -> ShardArgs {
+        ShardArgs {
+            shard,
+            init,
+            ..self.clone()
+        }
+    }
+
     /// The JSON form of an optimizer configuration for [`ShardArgs::optimizer_json`].
     pub fn optimizer_json(config: &OptimizerConfig) -> String {
         // A plain enum of numbers always serialises.
