@@ -270,6 +270,8 @@ fn attention_forward_and_backward_match_f64() {
         (2, 5, 8, 2, true),
         (2, 7, 12, 3, false),
         (3, 9, 16, 4, true),
+        // Rows longer than the 16-lane reductions of the softmax and its backward.
+        (2, 21, 8, 2, false),
     ] {
         let s = Shape {
             batch,
@@ -399,4 +401,24 @@ fn fast_exp_matches_f64() {
     let got: Vec<f32> = xs.iter().map(|x| fastmath::exp(*x)).collect();
     let want: Vec<f64> = xs.iter().map(|x| f64::from(*x).exp()).collect();
     assert_close("exp", &got, &want, 5e-7, 0.0);
+}
+
+#[test]
+fn lane_reductions_match_f64() {
+    // Lengths around the 16-lane blocks, so both the vector part and the remainder are used.
+    let mut r = rng(11);
+    for &n in &[0usize, 1, 5, 15, 16, 17, 63, 64, 100, 1000] {
+        let a = randv(&mut r, n, 3.0);
+        let b = randv(&mut r, n, 3.0);
+        let (a64, b64) = (to64(&a), to64(&b));
+        let s: f64 = a64.iter().sum();
+        let abs: f64 = a64.iter().map(|x| x.abs()).sum();
+        // A sum's rounding error scales with Σ|x|, not with the (possibly cancelling) result.
+        assert_close(&format!("sum {n}"), &[fastmath::sum(&a)], &[s], 1e-6, abs + 1e-30);
+        let d: f64 = a64.iter().zip(&b64).map(|(x, y)| x * y).sum();
+        let dabs: f64 = a64.iter().zip(&b64).map(|(x, y)| (x * y).abs()).sum();
+        assert_close(&format!("dot {n}"), &[fastmath::dot(&a, &b)], &[d], 1e-6, dabs + 1e-30);
+        let m = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!(fastmath::max(&a), m, "max {n}");
+    }
 }

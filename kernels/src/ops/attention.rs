@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::fastmath::exp;
+use super::fastmath::{self, exp};
 use super::matmul::{gemm_raw, View};
 use super::SendPtr;
 
@@ -104,28 +104,26 @@ pub fn forward(s: Shape, qkv: &[f32], lens: &[usize], out: &mut [f32], probs: &m
         });
 }
 
-/// Scales, masks and softmaxes each row of a `t x t` score block in place.
+/// Scales, masks and softmaxes each row of a `t x t` score block in place. Each step is its own
+/// loop (scale, max, exp, sum, normalise) so that every one vectorises.
 #[inline(always)]
 fn softmax_rows_impl(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
     for (i, row) in p.chunks_mut(t).enumerate() {
         let visible = if causal { len.min(i + 1) } else { len };
         let visible = visible.max(1).min(t);
-        let mut mx = f32::NEG_INFINITY;
-        for v in &row[..visible] {
-            mx = mx.max(*v * scale);
+        let (live, masked) = row.split_at_mut(visible);
+        for v in live.iter_mut() {
+            *v *= scale;
         }
-        let mut sum = 0.0f32;
-        for v in &mut row[..visible] {
-            *v = exp(*v * scale - mx);
-            sum += *v;
+        let mx = fastmath::max(live);
+        for v in live.iter_mut() {
+            *v = exp(*v - mx);
         }
-        let inv = 1.0 / sum;
-        for v in &mut row[..visible] {
+        let inv = 1.0 / fastmath::sum(live);
+        for v in live.iter_mut() {
             *v *= inv;
         }
-        for v in &mut row[visible..] {
-            *v = 0.0;
-        }
+        masked.fill(0.0);
     }
 }
 
@@ -199,12 +197,7 @@ pub fn backward(s: Shape, qkv: &[f32], probs: &[f32], d_out: &[f32], d_qkv: &mut
                 );
             }
             // dS = P ⊙ (dP − rowsum(dP ⊙ P)), with the score scale folded in.
-            for (prow, dsrow) in p.chunks(t).zip(ds.chunks_mut(t)) {
-                let dot: f32 = prow.iter().zip(dsrow.iter()).map(|(a, b)| a * b).sum();
-                for (g, pv) in dsrow.iter_mut().zip(prow) {
-                    *g = pv * (*g - dot) * scale;
-                }
-            }
+            softmax_grad_rows(p, &mut ds, t, scale);
             let k = View {
                 off: row0 + d + h * dh,
                 rs: 3 * d,
@@ -262,4 +255,31 @@ fn softmax_rows(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_rows_avx2(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
     softmax_rows_impl(p, t, len, causal, scale)
+}
+
+/// `dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale`, over `dP` in place, row by row.
+#[inline(always)]
+fn softmax_grad_rows_impl(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
+    for (prow, dsrow) in p.chunks(t).zip(ds.chunks_mut(t)) {
+        let dot = fastmath::dot(prow, dsrow);
+        for (g, pv) in dsrow.iter_mut().zip(prow) {
+            *g = pv * (*g - dot) * scale;
+        }
+    }
+}
+
+/// [`softmax_grad_rows_impl`], compiled for AVX2 + FMA when the CPU has them.
+fn softmax_grad_rows(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { softmax_grad_rows_avx2(p, ds, t, scale) };
+    }
+    softmax_grad_rows_impl(p, ds, t, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_grad_rows_avx2(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
+    softmax_grad_rows_impl(p, ds, t, scale)
 }
