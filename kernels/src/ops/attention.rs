@@ -240,9 +240,14 @@ pub fn backward(s: Shape, qkv: &[f32], probs: &[f32], d_out: &[f32], d_qkv: &mut
         });
 }
 
-/// [`softmax_rows_impl`] compiled for AVX2 + FMA when the CPU has them (the crate targets baseline
+/// [`softmax_rows_impl`] compiled for AVX-512F or AVX2 + FMA when the CPU has them (the crate targets baseline
 /// x86-64), since its `exp` loop vectorises.
 fn softmax_rows(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        return unsafe { softmax_rows_avx512(p, t, len, causal, scale) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
@@ -268,8 +273,13 @@ fn softmax_grad_rows_impl(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
     }
 }
 
-/// [`softmax_grad_rows_impl`], compiled for AVX2 + FMA when the CPU has them.
+/// [`softmax_grad_rows_impl`], compiled for AVX-512F or AVX2 + FMA when the CPU has them.
 fn softmax_grad_rows(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        return unsafe { softmax_grad_rows_avx512(p, ds, t, scale) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
@@ -281,5 +291,17 @@ fn softmax_grad_rows(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_grad_rows_avx2(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
+    softmax_grad_rows_impl(p, ds, t, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn softmax_rows_avx512(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
+    softmax_rows_impl(p, t, len, causal, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn softmax_grad_rows_avx512(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
     softmax_grad_rows_impl(p, ds, t, scale)
 }

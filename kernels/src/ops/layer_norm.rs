@@ -26,18 +26,7 @@ pub fn forward(x: &[f32], g: &[f32], b: &[f32], eps: f32, d: usize, y: &mut [f32
         .par_chunks_mut(chunk * d)
         .zip(x.par_chunks(chunk * d))
         .zip(mean.par_chunks_mut(chunk).zip(rstd.par_chunks_mut(chunk)))
-        .for_each(|((yc, xc), (mc, rc))| {
-            for (r, (yr, xr)) in yc.chunks_mut(d).zip(xc.chunks(d)).enumerate() {
-                let mu = xr.iter().sum::<f32>() / d as f32;
-                let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
-                let rs = 1.0 / (var + eps).sqrt();
-                for (((o, xv), gv), bv) in yr.iter_mut().zip(xr).zip(g).zip(b) {
-                    *o = (xv - mu) * rs * gv + bv;
-                }
-                mc[r] = mu;
-                rc[r] = rs;
-            }
-        });
+        .for_each(|((yc, xc), (mc, rc))| simd::forward_rows(xc, g, b, eps, d, yc, mc, rc));
     Stats { mean, rstd }
 }
 
@@ -69,35 +58,7 @@ pub fn backward(
         .map(|(((dxc, xc), dyc), (mc, rc))| {
             let mut pg = vec![0.0f32; d];
             let mut pb = vec![0.0f32; d];
-            let mut xhat = vec![0.0f32; d];
-            for (r, ((dxr, xr), dyr)) in dxc
-                .chunks_mut(d)
-                .zip(xc.chunks(d))
-                .zip(dyc.chunks(d))
-                .enumerate()
-            {
-                let (mu, rs) = (mc[r], rc[r]);
-                let mut s1 = 0.0f32;
-                let mut s2 = 0.0f32;
-                for j in 0..d {
-                    let xh = (xr[j] - mu) * rs;
-                    xhat[j] = xh;
-                    let dxh = dyr[j] * g[j];
-                    s1 += dxh;
-                    s2 += dxh * xh;
-                    pg[j] += dyr[j] * xh;
-                    pb[j] += dyr[j];
-                }
-                let (m1, m2) = (s1 / d as f32, s2 / d as f32);
-                for j in 0..d {
-                    let v = rs * (dyr[j] * g[j] - m1 - xhat[j] * m2);
-                    if accumulate {
-                        dxr[j] += v;
-                    } else {
-                        dxr[j] = v;
-                    }
-                }
-            }
+            simd::backward_rows(xc, g, dyc, mc, rc, d, dxc, accumulate, &mut pg, &mut pb);
             (pg, pb)
         })
         .collect();
@@ -106,5 +67,217 @@ pub fn backward(
             dg[j] += pg[j];
             db[j] += pb[j];
         }
+    }
+}
+
+/// The row loops, compiled for the baseline target, AVX2 + FMA and AVX-512F, chosen at run time.
+/// Reductions use [`fastmath::sum`] and [`fastmath::dot`] so that they vectorise.
+mod simd {
+    use crate::ops::fastmath;
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn fwd(
+        x: &[f32],
+        g: &[f32],
+        b: &[f32],
+        eps: f32,
+        d: usize,
+        y: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+    ) {
+        let (g, b) = (&g[..d], &b[..d]);
+        for (((yr, xr), mu_out), rs_out) in y
+            .chunks_mut(d)
+            .zip(x.chunks(d))
+            .zip(mean.iter_mut())
+            .zip(rstd.iter_mut())
+        {
+            let mu = fastmath::sum(xr) / d as f32;
+            // The centred row goes into `y` first; the variance is its dot product with itself.
+            for (o, v) in yr.iter_mut().zip(xr) {
+                *o = v - mu;
+            }
+            let var = fastmath::dot(yr, yr) / d as f32;
+            let rs = 1.0 / (var + eps).sqrt();
+            for ((o, gv), bv) in yr.iter_mut().zip(g).zip(b) {
+                *o = *o * rs * gv + bv;
+            }
+            *mu_out = mu;
+            *rs_out = rs;
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn bwd(
+        x: &[f32],
+        g: &[f32],
+        dy: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        d: usize,
+        dx: &mut [f32],
+        accumulate: bool,
+        pg: &mut [f32],
+        pb: &mut [f32],
+    ) {
+        let (g, pg, pb) = (&g[..d], &mut pg[..d], &mut pb[..d]);
+        let mut xhat = vec![0.0f32; d];
+        let mut dxh = vec![0.0f32; d];
+        for ((((dxr, xr), dyr), mu), rs) in dx
+            .chunks_mut(d)
+            .zip(x.chunks(d))
+            .zip(dy.chunks(d))
+            .zip(mean)
+            .zip(rstd)
+        {
+            let (mu, rs) = (*mu, *rs);
+            for (((((xh, dh), xv), dv), gv), (pgv, pbv)) in xhat
+                .iter_mut()
+                .zip(dxh.iter_mut())
+                .zip(xr)
+                .zip(dyr)
+                .zip(g)
+                .zip(pg.iter_mut().zip(pb.iter_mut()))
+            {
+                *xh = (xv - mu) * rs;
+                *dh = dv * gv;
+                *pgv += dv * *xh;
+                *pbv += dv;
+            }
+            let m1 = fastmath::sum(&dxh) / d as f32;
+            let m2 = fastmath::dot(&dxh, &xhat) / d as f32;
+            if accumulate {
+                for ((o, dh), xh) in dxr.iter_mut().zip(&dxh).zip(&xhat) {
+                    *o += rs * (dh - m1 - xh * m2);
+                }
+            } else {
+                for ((o, dh), xh) in dxr.iter_mut().zip(&dxh).zip(&xhat) {
+                    *o = rs * (dh - m1 - xh * m2);
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn fwd_avx2(
+        x: &[f32],
+        g: &[f32],
+        b: &[f32],
+        eps: f32,
+        d: usize,
+        y: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+    ) {
+        fwd(x, g, b, eps, d, y, mean, rstd)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn bwd_avx2(
+        x: &[f32],
+        g: &[f32],
+        dy: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        d: usize,
+        dx: &mut [f32],
+        accumulate: bool,
+        pg: &mut [f32],
+        pb: &mut [f32],
+    ) {
+        bwd(x, g, dy, mean, rstd, d, dx, accumulate, pg, pb)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn fwd_avx512(
+        x: &[f32],
+        g: &[f32],
+        b: &[f32],
+        eps: f32,
+        d: usize,
+        y: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+    ) {
+        fwd(x, g, b, eps, d, y, mean, rstd)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn bwd_avx512(
+        x: &[f32],
+        g: &[f32],
+        dy: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        d: usize,
+        dx: &mut [f32],
+        accumulate: bool,
+        pg: &mut [f32],
+        pb: &mut [f32],
+    ) {
+        bwd(x, g, dy, mean, rstd, d, dx, accumulate, pg, pb)
+    }
+
+    /// Normalises the rows of `x` into `y`, writing each row's mean and 1/σ.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn forward_rows(
+        x: &[f32],
+        g: &[f32],
+        b: &[f32],
+        eps: f32,
+        d: usize,
+        y: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { fwd_avx512(x, g, b, eps, d, y, mean, rstd) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { fwd_avx2(x, g, b, eps, d, y, mean, rstd) };
+        }
+        fwd(x, g, b, eps, d, y, mean, rstd)
+    }
+
+    /// The backward of [`forward_rows`]: writes (or adds to) `dx`, adds to `pg` and `pb`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward_rows(
+        x: &[f32],
+        g: &[f32],
+        dy: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        d: usize,
+        dx: &mut [f32],
+        accumulate: bool,
+        pg: &mut [f32],
+        pb: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { bwd_avx512(x, g, dy, mean, rstd, d, dx, accumulate, pg, pb) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { bwd_avx2(x, g, dy, mean, rstd, d, dx, accumulate, pg, pb) };
+        }
+        bwd(x, g, dy, mean, rstd, d, dx, accumulate, pg, pb)
     }
 }
