@@ -192,6 +192,7 @@ impl RunningNode {
                         models_dir: config.data_dir.join("trained"),
                         store: shared_store.clone(),
                         metrics: train_metrics.clone(),
+                        serving: serving.clone(),
                     }),
             ),
             REPORT_QUEUE,

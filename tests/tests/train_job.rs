@@ -219,6 +219,56 @@ async fn a_train_job_runs_shards_and_trainers_across_the_cluster() {
     );
     assert!(right * 10 > texts.len() * 3, "{right} of {}", texts.len());
 
+    // Fine-tuning the registered version, through another node: it starts exactly where the
+    // first run ended (the same loss on the same sample), and its lineage names the parent.
+    let mut tuned = spec.clone();
+    tuned["train"]["model"] = json!({ "registered": "bank5-classifier@1" });
+    tuned["train"]["args"]["epochs"] = json!(1);
+    tuned["train"]["output"] = json!({ "model": "bank5-tuned" });
+    let second =
+        flotilla_tests::training::train(&cluster, 1, &tuned, Duration::from_secs(300)).await;
+    eprintln!("fine-tune of the registered version: {second}");
+    let start = second["loss_before"].as_f64().unwrap();
+    assert!(
+        (start - after).abs() <= 1e-5 * after.max(1.0),
+        "the fine-tune starts at {start}, the parent ended at {after}"
+    );
+    assert_eq!(second["model"], "bank5-tuned@1");
+    let child =
+        flotilla_tests::training::get_json(&cluster, 1, "/api/v1/catalog/models/bank5-tuned/1")
+            .await;
+    assert_eq!(
+        child["value"]["Model"]["lineage"]["parameters"]["parent_model"], "bank5-classifier@1",
+        "{child}"
+    );
+    // Other labels (3 of the 5 intents): the encoder carries on under a new 3-way head.
+    upload_csv(&cluster, 2, "bank3", banking_subset(3, 60), "").await;
+    let mut narrower = tuned.clone();
+    narrower["train"]["dataset"]["name"] = json!("bank3@1");
+    narrower["train"]["output"] = json!({ "model": "bank3-tuned" });
+    let third =
+        flotilla_tests::training::train(&cluster, 2, &narrower, Duration::from_secs(300)).await;
+    assert_eq!(third["model"], "bank3-tuned@1");
+    assert!(
+        third["loss_after"].as_f64().unwrap() < third["loss_before"].as_f64().unwrap(),
+        "{third}"
+    );
+    // A version that does not exist is refused at submission, naming it.
+    let mut missing = tuned.clone();
+    missing["train"]["model"] = json!({ "registered": "bank5-classifier@9" });
+    let resp = http
+        .post(format!("{}/api/v1/jobs", cluster.node(0).api_url()))
+        .json(&missing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let e = resp.text().await.unwrap();
+    assert!(
+        e.contains("train.model.registered") && e.contains("no model version bank5-classifier@9"),
+        "{e}"
+    );
+
     // A model source the coordinator cannot train yet is refused at submission, saying so.
     let mut decoder = spec.clone();
     decoder["train"]["model"]["new"]["architecture"] = json!("decoder");

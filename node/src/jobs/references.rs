@@ -2,7 +2,8 @@
 //! dataset version, its text and label fields, and a registered model to fine-tune. A missing
 //! one is a field error naming it (the API answers 400), so a typo fails at submission rather
 //! than minutes later on a worker. Model sources the coordinator cannot train yet (decoders,
-//! registered versions, Hugging Face folders) are refused here too, with what to use instead.
+//! registered generation models, folders without a `config.json`) are refused here too, with
+//! what to use instead.
 //!
 //! The answer is this node's view of the catalog: a dataset uploaded at another node a moment
 //! ago may not have arrived yet by gossip (retrying the submission after a second succeeds).
@@ -83,21 +84,14 @@ pub async fn missing(catalog: &catalog::Handle, spec: &JobSpec) -> anyhow::Resul
         _ => {}
     }
     if let ModelSource::Registered(m) = &train.model {
-        if let Ok(v) = Versioned::parse(m) {
-            let found = matches!(
-                catalog.get(CatalogKey::model(&v.name, v.version)).await?,
-                Some(Entry::Register(r)) if r.value.is_some()
-            );
-            if found {
-                push(
-                    "train.model.registered",
-                    format!("fine-tuning registered versions ({m}) is not supported yet; use [model.new] or model.hf_folder"),
-                );
-            } else {
-                push(
-                    "train.model.registered",
-                    format!("no model version {m} in the catalog"),
-                );
+        if Versioned::parse(m).is_ok() {
+            match crate::train::parent::record(catalog, m).await {
+                Ok(record) => {
+                    if let Some(why) = crate::train::parent::unsupported(m, &record) {
+                        push("train.model.registered", why);
+                    }
+                }
+                Err(why) => push("train.model.registered", why),
             }
         }
     }

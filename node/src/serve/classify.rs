@@ -76,6 +76,49 @@ pub fn save_classifier(
     Ok(())
 }
 
+/// A registered classifier as a training run starts from it: its transformer configuration,
+/// class names, tokenizer and flat parameters.
+pub struct SavedClassifier {
+    pub transformer: TransformerConfig,
+    pub labels: Vec<String>,
+    pub tokenizer: TokenizerArgs,
+    pub params: Vec<f32>,
+}
+
+/// Reads the classifier checkpoint in `dir` (hashes checked by the checkpoint loader).
+pub fn load_saved(dir: &Path) -> anyhow::Result<SavedClassifier> {
+    let ck = checkpoint::load(dir)?;
+    let cfg = classifier_config(&ck.model_config).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} is not a classifier checkpoint (model config kind is not {CLASSIFIER_KIND:?})",
+            dir.display()
+        )
+    })?;
+    let (name, bytes) = ck
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("{} has no tokenizer", dir.display()))?;
+    let tokenizer = match name.as_str() {
+        CHARS => {
+            let t: CharTokenizer = serde_json::from_slice(bytes)?;
+            TokenizerArgs::Chars(t.chars().to_vec())
+        }
+        HF_TOKENIZER => TokenizerArgs::HfJson(String::from_utf8(bytes.clone())?),
+        other => anyhow::bail!("{}: unknown tokenizer file {other:?}", dir.display()),
+    };
+    let params = ck
+        .weights
+        .get(PARAMS)
+        .ok_or_else(|| anyhow::anyhow!("{} has no {PARAMS} tensor", dir.display()))?
+        .to_f32()?;
+    Ok(SavedClassifier {
+        transformer: cfg.transformer,
+        labels: cfg.labels,
+        tokenizer,
+        params,
+    })
+}
+
 /// The classifier configuration of a checkpoint's model config, if it is one.
 pub fn classifier_config(model_config: &serde_json::Value) -> Option<ClassifierConfig> {
     if model_config.get("kind")?.as_str()? != CLASSIFIER_KIND {

@@ -54,6 +54,8 @@ pub struct TrainContext {
     pub store: Arc<dyn flotilla_actors::store::Store>,
     /// The live gauges in `/metrics`.
     pub metrics: Arc<super::metrics::TrainMetrics>,
+    /// Model artifacts: where registered versions are fetched from and kept.
+    pub serving: crate::serve::Serving,
 }
 
 /// How often the coordinator publishes progress (one event per period at most, so a long run
@@ -112,11 +114,20 @@ pub async fn run(
         labels.insert(r.field(&label_field).map_err(err)?.to_string());
     }
     // The model and its tokenizer; a mismatch with the data fails here, before any worker.
+    let parent = match &spec.model {
+        flotilla_protocol::training::ModelSource::Registered(m) => {
+            Some(super::parent::resolve(ctx, m).await?)
+        }
+        _ => None,
+    };
     let (model, init) = {
-        let (spec, corpus, n) = (spec.clone(), corpus, labels.len());
-        tokio::task::spawn_blocking(move || super::model::prepare(&spec, &corpus, n))
-            .await
-            .map_err(err)??
+        let (spec, corpus) = (spec.clone(), corpus);
+        let labels: Vec<String> = labels.iter().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            super::model::prepare(&spec, parent.as_ref(), &corpus, &labels)
+        })
+        .await
+        .map_err(err)??
     };
     let classes: BTreeMap<String, u32> = labels
         .iter()
@@ -295,7 +306,11 @@ pub async fn run(
                     "resumed from checkpoint {} (from {holder}) of an earlier attempt; every \
                      shard restored on {} in {seconds:.2} s",
                     manifest.step,
-                    hosts.iter().map(|h| h.0.as_str()).collect::<Vec<_>>().join(", ")
+                    hosts
+                        .iter()
+                        .map(|h| h.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
             history.restores.push(serde_json::json!({

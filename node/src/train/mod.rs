@@ -26,6 +26,7 @@ pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod optimizer;
+pub mod parent;
 mod recovery;
 pub mod remote;
 pub mod workers;

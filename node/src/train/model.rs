@@ -6,18 +6,22 @@
 //! - `model.hf_folder`: a Hugging Face BERT folder (`config.json`, `model.safetensors`,
 //!   `tokenizer.json`, e.g. all-MiniLM-L6-v2) with a fresh classification head over mean
 //!   pooling, initialised from the folder's weights (the head from the seed).
+//! - `model.registered`: a version in the catalog ([`Parent`]). A classifier a run registered
+//!   goes on from its weights and tokenizer; its head too when the data has the same labels,
+//!   otherwise a new head from the seed. A registered BERT folder is fine-tuned as above.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use flotilla_kernels::models::config::{Head, NormPlacement, Pooling};
 use flotilla_kernels::models::encoder::EncoderConfig;
-use flotilla_kernels::models::{bert, TransformerConfig};
+use flotilla_kernels::models::{bert, Transformer, TransformerConfig};
 use flotilla_kernels::tokenize::{CharTokenizer, HfTokenizer};
 use flotilla_protocol::training::{Architecture, ModelSource, TrainSpec};
 use serde::{Deserialize, Serialize};
 
 use super::gradient::{ClassifierSource, Encoder};
+use super::parent::Parent;
 
 /// How a model's texts become token ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,16 +101,19 @@ impl ModelArgs {
     }
 }
 
-/// The model of `spec` for `classes` labels over `corpus` (every text of the data): its
+/// The model of `spec` for `labels` (sorted, as class ids are given) over `corpus` (every
+/// text of the data), starting from `parent` when the spec names a registered version: its
 /// arguments and initial flat parameters. A mismatch between the model and the data (more
 /// characters than the vocabulary, another number of labels, a folder that is not a supported
 /// BERT) is an error naming it, before any worker starts.
 pub fn prepare(
     spec: &TrainSpec,
+    parent: Option<&Parent>,
     corpus: &str,
-    classes: usize,
+    labels: &[String],
 ) -> Result<(ModelArgs, Vec<f32>), String> {
     let seed = spec.args.seed;
+    let classes = labels.len();
     match &spec.model {
         ModelSource::New(model) => {
             if model.architecture != Architecture::Classifier {
@@ -148,35 +155,104 @@ pub fn prepare(
             Ok((args, init))
         }
         ModelSource::HfFolder(dir) => {
-            let dir = Path::new(dir);
-            let head = Head::Classifier {
-                classes,
-                pooling: Pooling::Mean,
-            };
-            let model = bert::load(dir, head, seed).map_err(|e| format!("model.hf_folder: {e}"))?;
-            let path = dir.join("tokenizer.json");
-            let json = std::fs::read_to_string(&path)
-                .map_err(|e| format!("model.hf_folder: {}: {e}", path.display()))?;
-            // Parsed here so a broken tokenizer, or one whose ids the model cannot embed, fails
-            // the run before any worker starts.
-            let tokenizer = HfTokenizer::from_bytes(json.as_bytes())
-                .map_err(|e| format!("model.hf_folder: {}: {e}", path.display()))?;
-            if tokenizer.vocab_size() > model.config().vocab {
-                return Err(format!(
-                    "model.hf_folder: {} has {} tokens; the model's vocabulary is {}",
-                    path.display(),
-                    tokenizer.vocab_size(),
-                    model.config().vocab
-                ));
-            }
-            let args = ModelArgs::new(model.config(), TokenizerArgs::HfJson(json))?;
-            Ok((args, model.params_flat()))
+            from_hf_folder(Path::new(dir), classes, seed, "model.hf_folder")
         }
-        ModelSource::Registered(m) => Err(format!(
-            "fine-tuning registered versions ({m}) is not supported yet; use [model.new] or \
-             model.hf_folder"
-        )),
+        ModelSource::Registered(m) => match parent {
+            Some(Parent::BertFolder(dir)) => from_hf_folder(dir, classes, seed, m),
+            Some(Parent::Classifier(dir)) => from_classifier(dir, m, corpus, labels, seed),
+            None => Err(format!("model.registered: {m} was not fetched")),
+        },
     }
+}
+
+/// A Hugging Face BERT folder with a new `classes`-way head over mean pooling; `what` names
+/// the folder in errors.
+fn from_hf_folder(
+    dir: &Path,
+    classes: usize,
+    seed: u64,
+    what: &str,
+) -> Result<(ModelArgs, Vec<f32>), String> {
+    let head = Head::Classifier {
+        classes,
+        pooling: Pooling::Mean,
+    };
+    let model = bert::load(dir, head, seed).map_err(|e| format!("{what}: {e}"))?;
+    let path = dir.join("tokenizer.json");
+    let json =
+        std::fs::read_to_string(&path).map_err(|e| format!("{what}: {}: {e}", path.display()))?;
+    // Parsed here so a broken tokenizer, or one whose ids the model cannot embed, fails
+    // the run before any worker starts.
+    let tokenizer = HfTokenizer::from_bytes(json.as_bytes())
+        .map_err(|e| format!("{what}: {}: {e}", path.display()))?;
+    if tokenizer.vocab_size() > model.config().vocab {
+        return Err(format!(
+            "{what}: {} has {} tokens; the model's vocabulary is {}",
+            path.display(),
+            tokenizer.vocab_size(),
+            model.config().vocab
+        ));
+    }
+    let args = ModelArgs::new(model.config(), TokenizerArgs::HfJson(json))?;
+    Ok((args, model.params_flat()))
+}
+
+/// A registered classifier (`name`, in `dir`) going on with `labels`: every weight carries on;
+/// the head too when the labels are the ones it was trained on, otherwise a new head for
+/// `labels` is drawn from the seed. A character tokenizer must cover every character of
+/// `corpus`: its vocabulary is the model's embedding and cannot grow.
+fn from_classifier(
+    dir: &Path,
+    name: &str,
+    corpus: &str,
+    labels: &[String],
+    seed: u64,
+) -> Result<(ModelArgs, Vec<f32>), String> {
+    let saved = crate::serve::classify::load_saved(dir).map_err(|e| format!("{name}: {e}"))?;
+    if let TokenizerArgs::Chars(chars) = &saved.tokenizer {
+        let known: BTreeSet<char> = chars.iter().copied().collect();
+        let unknown: BTreeSet<char> = corpus.chars().filter(|c| !known.contains(c)).collect();
+        if !unknown.is_empty() {
+            let shown: String = unknown.iter().take(20).collect();
+            return Err(format!(
+                "{name}'s character vocabulary lacks {} characters of the data ({shown:?}); \
+                 train a new model or use data it covers",
+                unknown.len()
+            ));
+        }
+    }
+    if saved.labels == labels {
+        let args = ModelArgs::new(&saved.transformer, saved.tokenizer)?;
+        return Ok((args, saved.params));
+    }
+    // Another set of labels: the same encoder under a new head.
+    let mut config = saved.transformer.clone();
+    let Head::Classifier { pooling, .. } = config.head else {
+        return Err(format!("{name} has no classification head"));
+    };
+    config.head = Head::Classifier {
+        classes: labels.len(),
+        pooling,
+    };
+    let old = Transformer::from_params(saved.transformer, saved.params)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let mut fresh = Transformer::new(config.clone(), seed).map_err(|e| format!("{name}: {e}"))?;
+    let layout = fresh.layout().clone();
+    for e in layout
+        .entries()
+        .iter()
+        .filter(|e| !e.name.starts_with("head."))
+    {
+        let from = old
+            .layout()
+            .entry(&e.name)
+            .filter(|o| o.shape == e.shape)
+            .ok_or_else(|| format!("{name}: tensor {} does not match", e.name))?;
+        fresh.params_mut()[e.offset..e.offset + e.len()]
+            .copy_from_slice(&old.params()[from.offset..from.offset + from.len()]);
+    }
+    let args = ModelArgs::new(&config, saved.tokenizer)?;
+    Ok((args, fresh.params_flat()))
 }
 
 #[cfg(test)]
@@ -198,7 +274,8 @@ mod tests {
             }),
             ..TrainSpec::default()
         };
-        let (args, init) = prepare(&spec, "hello world", 3).unwrap();
+        let labels = |n: usize| (0..n).map(|i| format!("l{i}")).collect::<Vec<_>>();
+        let (args, init) = prepare(&spec, None, "hello world", &labels(3)).unwrap();
         let wire = flotilla_actors::remote::encode(&args).unwrap();
         let back: ModelArgs = flotilla_actors::remote::decode(&wire).unwrap();
         assert_eq!(back, args);
@@ -209,7 +286,7 @@ mod tests {
         assert_eq!(model.config().context, 16);
         assert_eq!((back.encoder().unwrap())("hello").unwrap().len(), 5);
         // More labels than the spec says is refused before anything starts.
-        assert!(prepare(&spec, "hello", 4)
+        assert!(prepare(&spec, None, "hello", &labels(4))
             .unwrap_err()
             .contains("num_labels"));
     }
@@ -246,14 +323,15 @@ mod tests {
             model: ModelSource::HfFolder(dir.path().to_string_lossy().to_string()),
             ..TrainSpec::default()
         };
-        let err = prepare(&spec, "", 3).unwrap_err();
+        let three = ["a".to_string(), "b".into(), "c".into()];
+        let err = prepare(&spec, None, "", &three).unwrap_err();
         assert!(
             err.contains("30523 tokens") && err.contains("30522"),
             "{err}"
         );
         // The folder as shipped gives trainers a model with a 3-way head.
         spec.model = ModelSource::HfFolder(MINILM.to_string());
-        let (args, init) = prepare(&spec, "", 3).unwrap();
+        let (args, init) = prepare(&spec, None, "", &three).unwrap();
         assert_eq!(args.classes(), 3);
         flotilla_kernels::models::Transformer::from_params(args.config().unwrap(), init).unwrap();
         let ids = (args.encoder().unwrap())("hello there").unwrap();
@@ -262,5 +340,67 @@ mod tests {
             (101, 102),
             "[CLS] … [SEP], unpadded"
         );
+    }
+
+    #[test]
+    fn a_registered_classifier_carries_on_and_gets_a_new_head_for_new_labels() {
+        let spec = TrainSpec {
+            model: ModelSource::New(flotilla_protocol::training::NewModel {
+                architecture: Architecture::Classifier,
+                vocab_size: 32,
+                hidden_size: 16,
+                layers: 1,
+                heads: 2,
+                max_seq_len: 16,
+                num_labels: None,
+            }),
+            ..TrainSpec::default()
+        };
+        let two = vec!["no".to_string(), "yes".to_string()];
+        let (args, init) = prepare(&spec, None, "abc de", &two).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        crate::serve::classify::save_classifier(
+            dir.path(),
+            &args,
+            two.clone(),
+            &init,
+            7,
+            serde_json::Value::Null,
+        )
+        .unwrap();
+        let parent = Parent::Classifier(dir.path().to_path_buf());
+        let registered = TrainSpec {
+            model: ModelSource::Registered("clf@1".into()),
+            ..spec.clone()
+        };
+        // Same labels: the model goes on exactly where it was.
+        let (same, params) = prepare(&registered, Some(&parent), "bad cab", &two).unwrap();
+        assert_eq!(same, args);
+        assert_eq!(params, init);
+        // Three labels: every tensor but the head carries on; the head is new and 3-way.
+        let three = vec!["a".to_string(), "b".into(), "c".into()];
+        let (wider, params) = prepare(&registered, Some(&parent), "bad", &three).unwrap();
+        assert_eq!(wider.classes(), 3);
+        let before = Transformer::from_params(args.config().unwrap(), init).unwrap();
+        let after = Transformer::from_params(wider.config().unwrap(), params).unwrap();
+        for e in after.layout().entries() {
+            let old = before.layout().entry(&e.name).unwrap();
+            let (a, b) = (
+                &after.params()[e.offset..e.offset + e.len()],
+                &before.params()[old.offset..old.offset + old.len()],
+            );
+            if e.name.starts_with("head.") {
+                assert_ne!(e.shape, old.shape, "{}", e.name);
+            } else {
+                assert_eq!(a, b, "{}", e.name);
+            }
+        }
+        // A character the registered vocabulary lacks is refused before training.
+        let err = prepare(&registered, Some(&parent), "abc xyz", &two).unwrap_err();
+        assert!(err.contains("lacks 3 characters"), "{err}");
+        // The spec names a registered version that was not fetched: a clear error.
+        assert!(prepare(&registered, None, "abc", &two)
+            .unwrap_err()
+            .contains("clf@1"));
     }
 }

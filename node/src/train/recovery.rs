@@ -292,7 +292,12 @@ pub(super) async fn restore_shards(
 /// Stops the parameter-server shards an earlier attempt left on `nodes` (best effort: a shard
 /// that is gone already, or never ran there, is not an error). Its trainers end by themselves
 /// once their coordinator is unreachable.
-pub(super) async fn stop_leftovers(ctx: &TrainContext, attempt: &str, shards: usize, nodes: &[NodeId]) {
+pub(super) async fn stop_leftovers(
+    ctx: &TrainContext,
+    attempt: &str,
+    shards: usize,
+    nodes: &[NodeId],
+) {
     let attempt = JobId(attempt.to_string());
     for node in nodes {
         for i in 0..shards {
