@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use flotilla_tests::training::{
-    banking_subset, coordinator_index, events, job_result, submit_job, upload_csv,
+    banking_subset, coordinator_index, events, get_json, job_result, submit_job, upload_csv,
 };
 use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
@@ -289,6 +289,40 @@ async fn a_coordinator_whose_node_dies_is_resumed_elsewhere_from_its_checkpoint(
             .iter()
             .any(|t| t.starts_with(&format!("resumed from checkpoint {step} "))),
         "{texts:?}"
+    );
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_diverging_run_skips_non_finite_steps_and_fails_saying_why() {
+    let cluster = started(3).await;
+    // Plain SGD at a learning rate of 10 with clipping out of the way diverges within a few
+    // steps; gradients on the wire in f16 overflow to infinity first.
+    let mut s = spec(3, 2);
+    let args = &mut s["train"]["args"];
+    args["optimizer"] = json!("sgd");
+    args["learning_rate"] = json!(10.0);
+    args["warmup_steps"] = json!(0);
+    args["clip_norm"] = json!(1e30);
+    args["precision"] = json!("f16");
+    s["train"]["nan"] = json!({ "max_consecutive_nonfinite": 3 });
+    let id = submit_job(&cluster, 0, &s).await;
+    let path = format!("/api/v1/jobs/{id}");
+    wait_until(DEADLINE, "the job to end", || async {
+        matches!(
+            get_json(&cluster, 0, &path).await["job"]["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+    })
+    .await
+    .unwrap();
+    let job = get_json(&cluster, 0, &path).await;
+    eprintln!("diverging job: {job}");
+    assert_eq!(job["job"]["status"], "failed", "{job}");
+    let text = job.to_string();
+    assert!(
+        text.contains("3 steps in a row had a non-finite loss or gradient (limit 3)"),
+        "{job}"
     );
     cluster.shutdown().await.unwrap();
 }
