@@ -462,6 +462,18 @@ impl Transformer {
         loss: &Loss<'_>,
         scale: f32,
     ) -> Result<(f32, Vec<f32>)> {
+        // The whole step runs as one job on the current rayon pool: a caller outside the pool
+        // would otherwise hand each of the step's ~100 parallel loops and GEMMs to the pool
+        // separately and sleep until it finished, a cross-thread wake-up each time.
+        rayon::scope(|_| self.loss_and_grads_in_pool(batch, loss, scale))
+    }
+
+    fn loss_and_grads_in_pool(
+        &self,
+        batch: &Batch,
+        loss: &Loss<'_>,
+        scale: f32,
+    ) -> Result<(f32, Vec<f32>)> {
         batch.validate(&self.cfg, matches!(loss, Loss::CrossEntropy))?;
         if matches!(self.cfg.head, Head::Embedding { .. }) {
             return Err(Error::InvalidArgument(
