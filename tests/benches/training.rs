@@ -8,12 +8,16 @@
 //!   samples/s of a sync job whose shares follow measured throughput vs one with equal shares;
 //! - checkpoint time and its share of training time, and the recovery time after the node of
 //!   a parameter-server shard is killed;
+//! - elasticity: samples/s of a sync job on two nodes, and after a third node comes up and
+//!   joins it (every trainer slowed 4x, so that the nodes sharing this machine's cores behave
+//!   like machines of their own);
 //! - parameter push + pull throughput between two nodes (a parameter-server shard on one,
 //!   `RemoteParams` on the other: a pull of the shard and a push of a gradient of the same size
 //!   per round) vs raw loopback TCP moving the same bytes both ways.
 //!
 //! Run: `cargo bench -p flotilla-tests --bench training --profile dev` (the dev profile
-//! optimises the kernels; a release build would rebuild rocksdb).
+//! optimises the kernels; a release build would rebuild rocksdb). `-- join` runs only the
+//! elasticity measurement, `-- push-pull` only the push + pull one.
 
 // A benchmark reports on stdout and may panic on a broken setup.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
@@ -45,8 +49,9 @@ async fn train(cluster: &TestCluster, workers: u32) -> Value {
     train_with(cluster, workers, true).await
 }
 
-async fn train_with(cluster: &TestCluster, workers: u32, adaptive: bool) -> Value {
-    let spec = json!({
+/// The benchmarks' sync job: a small classifier on `bank5@1`, nothing held out.
+fn bank5_spec(workers: u32, per_device_batch: u32, epochs: u32) -> Value {
+    json!({
         "kind": "train",
         "train": {
             "model": { "new": {
@@ -55,11 +60,16 @@ async fn train_with(cluster: &TestCluster, workers: u32, adaptive: bool) -> Valu
             }},
             "dataset": { "name": "bank5@1", "text_field": "text", "label_field": "label",
                          "eval_fraction": 0.0 },
-            "args": { "per_device_batch": 16, "epochs": 2, "learning_rate": 0.002, "seed": 3 },
-            "cluster": { "workers_min": 1, "workers_max": workers, "ps_shards": 2, "mode": "sync",
-                         "adaptive_shares": adaptive }
+            "args": { "per_device_batch": per_device_batch, "epochs": epochs,
+                      "learning_rate": 0.002, "seed": 3 },
+            "cluster": { "workers_min": 1, "workers_max": workers, "ps_shards": 2, "mode": "sync" }
         }
-    });
+    })
+}
+
+async fn train_with(cluster: &TestCluster, workers: u32, adaptive: bool) -> Value {
+    let mut spec = bank5_spec(workers, 16, 2);
+    spec["train"]["cluster"]["adaptive_shares"] = json!(adaptive);
     training::train(cluster, 0, &spec, DEADLINE).await
 }
 
@@ -173,6 +183,11 @@ async fn raw_tcp() -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     // `-- push-pull` measures only the parameter push + pull path (for profiling it).
+    // `-- join` measures only the throughput before and after a node joins a running job.
+    if std::env::args().any(|a| a == "join") {
+        node_added().await;
+        return;
+    }
     if std::env::args().any(|a| a == "push-pull") {
         let cluster = TestCluster::start(2).await.unwrap();
         wait_until(Duration::from_secs(60), "convergence", || {
@@ -238,6 +253,83 @@ async fn main() {
     );
     cluster.shutdown().await.unwrap();
     checkpoints_and_recovery().await;
+    node_added().await;
+}
+
+/// How long a trainer sleeps per unit of compute in [`node_added`]: every node of the
+/// benchmark shares this machine's cores, so without it a joining node would bring no compute
+/// of its own. At 4 each trainer computes a quarter of the time, as if on a machine of its own
+/// a quarter as fast, and two of them leave the cores mostly idle.
+const JOIN_SLOWDOWN: f64 = 4.0;
+
+/// Samples/s of a sync job on two nodes, then after a third node comes up and joins it (the
+/// same run; the rates come from the step events' timestamps).
+async fn node_added() {
+    let slowed: flotilla_tests::Customize = Box::new(|_, c| c.train_slowdown = JOIN_SLOWDOWN);
+    let mut cluster = TestCluster::start_with(2, Some(slowed)).await.unwrap();
+    wait_until(Duration::from_secs(60), "convergence", || {
+        cluster.converged()
+    })
+    .await
+    .unwrap();
+    training::upload_csv(
+        &cluster,
+        0,
+        "bank5",
+        training::banking_subset(5, 100),
+        "&records_per_shard=100",
+    )
+    .await;
+    let spec = bank5_spec(3, 8, 6);
+    let id = training::submit_job(&cluster, 0, &spec).await;
+    // (at ms, step) of each progress event.
+    let steps = |events: Vec<(u64, String)>| -> Vec<(u64, u64)> {
+        events
+            .into_iter()
+            .filter_map(|(at, t)| {
+                let n = t.strip_prefix("step ")?.split('/').next()?.parse().ok()?;
+                Some((at, n))
+            })
+            .collect()
+    };
+    // A third of the run on two workers, then the node comes up.
+    wait_until(DEADLINE, "a third of the run", || async {
+        steps(training::events(&cluster, 0, &id).await)
+            .last()
+            .is_some_and(|(_, n)| *n >= 40)
+    })
+    .await
+    .unwrap();
+    let joined_ms = now_ms();
+    cluster.add_node().await.unwrap();
+    let owner = training::coordinator_index(&cluster, &id).await;
+    let r = training::job_result(&cluster, owner, &id, DEADLINE).await;
+    let points = steps(training::events(&cluster, owner, &id).await);
+    let global = r["samples"].as_f64().unwrap() / points.last().map_or(1, |p| p.1 + 1) as f64;
+    // Steps per second over the points inside a window, times the samples of a step.
+    let rate = |from: u64, to: u64| {
+        let inside: Vec<&(u64, u64)> = points
+            .iter()
+            .filter(|(at, _)| *at >= from && *at <= to)
+            .collect();
+        match (inside.first(), inside.last()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                (b.1 - a.1) as f64 * global / ((b.0 - a.0) as f64 / 1000.0)
+            }
+            _ => f64::NAN,
+        }
+    };
+    let first = points.first().map_or(0, |p| p.0);
+    let before = rate(first, joined_ms);
+    // The new node needs a few seconds to come up, be seen and get its trainer.
+    let after = rate(joined_ms + 5_000, u64::MAX);
+    println!();
+    println!(
+        "a node added mid-job (sync, every trainer slowed {JOIN_SLOWDOWN}x to stand in for its own machine): {before:.1} samples/s on 2 workers, {after:.1} samples/s after the third joined (ratio {:.2}; ideal 1.5); joined: {}",
+        after / before,
+        r["joined"]
+    );
+    cluster.shutdown().await.unwrap();
 }
 
 /// Checkpoint time and its share of training time (a sync run checkpointing every 10 steps),
@@ -245,20 +337,9 @@ async fn main() {
 /// shards restored, and the restore alone.
 async fn checkpoints_and_recovery() {
     let mut cluster = bank5_cluster(None).await;
-    let mut spec = json!({
-        "kind": "train",
-        "train": {
-            "model": { "new": {
-                "architecture": "classifier", "vocab_size": 128, "hidden_size": 64,
-                "layers": 2, "heads": 4, "max_seq_len": 64, "num_labels": 5
-            }},
-            "dataset": { "name": "bank5@1", "text_field": "text", "label_field": "label",
-                         "eval_fraction": 0.0 },
-            "args": { "per_device_batch": 4, "epochs": 3, "learning_rate": 0.002, "seed": 3,
-                      "save_every": 10 },
-            "cluster": { "workers_min": 1, "workers_max": 3, "ps_shards": 3, "mode": "sync" }
-        }
-    });
+    let mut spec = bank5_spec(3, 4, 3);
+    spec["train"]["args"]["save_every"] = json!(10);
+    spec["train"]["cluster"]["ps_shards"] = json!(3);
     let r = training::train(&cluster, 0, &spec, DEADLINE).await;
     let (ckpt, train_s) = (
         r["checkpoint_seconds"].as_f64().unwrap(),
