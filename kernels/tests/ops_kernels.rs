@@ -223,6 +223,22 @@ fn gelu_forward_and_backward_match_f64() {
                 1e-3,
             );
             assert_close(&format!("gelu {kind:?} fused grad"), &d2, &want, 1e-5, 1e-2);
+            // The backward from the saved derivative: dy · gelu'(x) for a random dy.
+            let dy = randv(&mut r, n, 2.0);
+            let mut dx = dy.clone();
+            gelu::backward_saved(&d2, &mut dx);
+            let want_dx: Vec<f64> = x
+                .iter()
+                .zip(&dy)
+                .map(|(v, g)| f64::from(*g) * gelu_grad64(kind, f64::from(*v)))
+                .collect();
+            assert_close(
+                &format!("gelu {kind:?} saved bwd"),
+                &dx,
+                &want_dx,
+                1e-5,
+                1e-2,
+            );
         }
     }
 }
@@ -414,11 +430,40 @@ fn lane_reductions_match_f64() {
         let s: f64 = a64.iter().sum();
         let abs: f64 = a64.iter().map(|x| x.abs()).sum();
         // A sum's rounding error scales with Σ|x|, not with the (possibly cancelling) result.
-        assert_close(&format!("sum {n}"), &[fastmath::sum(&a)], &[s], 1e-6, abs + 1e-30);
+        assert_close(
+            &format!("sum {n}"),
+            &[fastmath::sum(&a)],
+            &[s],
+            1e-6,
+            abs + 1e-30,
+        );
         let d: f64 = a64.iter().zip(&b64).map(|(x, y)| x * y).sum();
         let dabs: f64 = a64.iter().zip(&b64).map(|(x, y)| (x * y).abs()).sum();
-        assert_close(&format!("dot {n}"), &[fastmath::dot(&a, &b)], &[d], 1e-6, dabs + 1e-30);
+        assert_close(
+            &format!("dot {n}"),
+            &[fastmath::dot(&a, &b)],
+            &[d],
+            1e-6,
+            dabs + 1e-30,
+        );
         let m = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         assert_eq!(fastmath::max(&a), m, "max {n}");
+    }
+}
+
+#[test]
+fn col_sum_matches_f64() {
+    let mut r = rng(12);
+    for &(rows, cols) in &[(1usize, 1usize), (3, 17), (64, 128), (33, 40)] {
+        let m = randv(&mut r, rows * cols, 2.0);
+        let start = randv(&mut r, cols, 1.0);
+        let mut out = start.clone();
+        flotilla_kernels::ops::matmul::col_sum_into(&m, rows, cols, &mut out);
+        let want: Vec<f64> = (0..cols)
+            .map(|j| {
+                f64::from(start[j]) + (0..rows).map(|i| f64::from(m[i * cols + j])).sum::<f64>()
+            })
+            .collect();
+        assert_close(&format!("col sum {rows}x{cols}"), &out, &want, 1e-5, 1.0);
     }
 }

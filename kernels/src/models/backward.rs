@@ -2,8 +2,8 @@
 //! gradient of the logits in, the gradient of every parameter (one flat vector) out.
 
 use crate::ops::attention::{self, Shape};
-use crate::ops::{layer_norm, pool};
 use crate::ops::matmul::{gemm_view, linear_backward, View};
+use crate::ops::{gelu, layer_norm, pool};
 
 use super::batch::Batch;
 use super::config::{BlockOffsets, Head, NormPlacement, Pooling};
@@ -223,7 +223,7 @@ impl Transformer {
                 d,
             );
         }
-        dg.iter_mut().zip(&bc.gp).for_each(|(g, d)| *g *= d);
+        gelu::backward_saved(&bc.gp, &mut dg);
         let mut df_in = pool::scratch(n * d);
         {
             let (gw, gb) = two_mut(grads, o.w_1, d * f, o.b_1, f);

@@ -249,8 +249,25 @@ pub fn linear_backward(
     }
 }
 
-/// `out[j] += Σ_i m[i, j]` for a row-major `rows x cols` matrix.
+/// `out[j] += Σ_i m[i, j]` for a row-major `rows x cols` matrix (compiled for AVX-512F when the
+/// CPU has it; the additions happen in the same order either way).
 pub fn col_sum_into(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        return unsafe { col_sum_into_avx512(m, rows, cols, out) };
+    }
+    col_sum_into_impl(m, rows, cols, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn col_sum_into_avx512(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    col_sum_into_impl(m, rows, cols, out)
+}
+
+#[inline(always)]
+fn col_sum_into_impl(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     for row in m[..rows * cols].chunks(cols) {
         for (o, v) in out[..cols].iter_mut().zip(row) {
             *o += v;
