@@ -326,3 +326,33 @@ async fn a_diverging_run_skips_non_finite_steps_and_fails_saying_why() {
     );
     cluster.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_out_metrics_are_reported_every_eval_every_steps_while_training() {
+    let cluster = started(3).await;
+    let mut s = spec(3, 3);
+    s["train"]["args"]["eval_every"] = json!(40);
+    let id = submit_job(&cluster, 0, &s).await;
+    let owner = coordinator_index(&cluster, &id).await;
+    let r = job_result(&cluster, owner, &id, DEADLINE).await;
+    eprintln!("evals: {}", r["evals"]);
+    let evals = r["evals"].as_array().unwrap();
+    assert!(!evals.is_empty(), "{r}");
+    // Each evaluation is of a later step, at or past a multiple of 40, with metrics in range.
+    let steps: Vec<u64> = evals.iter().map(|e| e["step"].as_u64().unwrap()).collect();
+    assert!(steps.windows(2).all(|w| w[0] / 40 < w[1] / 40), "{steps:?}");
+    assert!(steps[0] >= 40, "{steps:?}");
+    for e in evals {
+        for key in ["accuracy", "macro_f1"] {
+            let v = e[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{e}");
+        }
+    }
+    let texts = event_texts(&cluster, owner, &id).await;
+    let logged = texts
+        .iter()
+        .filter(|t| t.starts_with("eval at step ") && t.contains(" held-out records"))
+        .count();
+    assert_eq!(logged, evals.len(), "{texts:?}");
+    cluster.shutdown().await.unwrap();
+}

@@ -325,6 +325,15 @@ pub async fn run(
     ctx.host
         .register(&endpoint, Arc::new(DispatchEndpoint(d.clone())))
         .map_err(err)?;
+    let src = Arc::new(model.source(&classes, &spec.dataset.text_field, &label_field)?);
+    let held_out = Arc::new(held_out);
+    let mut evals = super::evaluation::Periodic::new(
+        spec.args.eval_every,
+        src.clone(),
+        model.classes(),
+        held_out.clone(),
+        consistency == Consistency::Sync,
+    );
     let started = std::time::Instant::now();
     let mut start_on = nodes[..workers].to_vec();
     let result =
@@ -342,7 +351,16 @@ pub async fn run(
                 params: &params,
                 d: &d,
             };
-            let lost = match drive(&crew, &start_on, cancelled, &mut history, &mut saver).await {
+            let driven = drive(
+                &crew,
+                &start_on,
+                cancelled,
+                &mut history,
+                &mut saver,
+                &mut evals,
+            )
+            .await;
+            let lost = match driven {
                 Ok(Driven::Finished(outcome)) => break Ok(outcome),
                 Ok(Driven::ShardLost(host)) => host,
                 Err(e) => break Err(e),
@@ -422,7 +440,9 @@ pub async fn run(
     ctx.metrics.finished(catalog_job.as_str(), workers as u32);
     let outcome = result?;
     let (trained, steps) = (outcome.params.clone(), outcome.samples);
-    let src = Arc::new(model.source(&classes, &spec.dataset.text_field, &label_field)?);
+    if let Some(e) = evals.as_mut() {
+        e.collect().await;
+    }
     // Losses on a fixed sample before and after, and the held-out metrics: compute-bound, off
     // the async workers.
     let (before, after, eval) = {
@@ -433,7 +453,7 @@ pub async fn run(
         tokio::task::spawn_blocking(move || -> Result<_, String> {
             let before = src.compute(&init, &sample)?.1;
             let after = src.compute(&trained, &sample)?.1;
-            let eval = evaluate(&src, classes_n, &trained, &eval_records)?;
+            let eval = super::evaluation::evaluate(&src, classes_n, &trained, &eval_records)?;
             Ok((before, after, eval))
         })
         .await
@@ -461,6 +481,7 @@ pub async fn run(
         "checkpoints": saver.saved.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
         "checkpoint_seconds": saver.saved.iter().map(|s| s.seconds).sum::<f64>(),
         "restores": history.restores,
+        "evals": evals.map(|e| e.done).unwrap_or_default(),
         "train_seconds": train_seconds,
         "samples_per_s": steps as f64 / train_seconds.max(1e-9),
         "compute_samples_per_s": outcome.compute_samples_per_s,
@@ -516,7 +537,8 @@ pub(super) async fn spawn_shards(
 }
 
 /// Where a run's progress goes: the events of the job that asked for it, and the gauges.
-struct Progress {
+#[derive(Debug, Clone)]
+pub(super) struct Progress {
     job: JobId,
     total: u64,
     /// Training records (what the ledger is checked against).
@@ -525,7 +547,7 @@ struct Progress {
 
 impl Progress {
     /// Appends `text` to the job's events on this node.
-    fn log(&self, ctx: &TrainContext, text: String) {
+    pub(super) fn log(&self, ctx: &TrainContext, text: String) {
         let event = flotilla_protocol::services::jobs::JobEvent {
             at_ms: crate::data::now_ms(),
             node: ctx.data.me.clone(),
@@ -585,43 +607,6 @@ fn held_out(id: u64, seed: u64, fraction: f32) -> bool {
     let [a, b, c, d, ..] = *hash.as_bytes();
     let draw = u32::from_le_bytes([a, b, c, d]);
     f64::from(draw) < f64::from(fraction) * f64::from(u32::MAX)
-}
-
-/// Accuracy and macro-F1 of `params` on `records`; `None` without records.
-fn evaluate(
-    src: &super::ClassifierSource,
-    classes: usize,
-    params: &[f32],
-    records: &[Record],
-) -> Result<Option<(f64, f64)>, String> {
-    if records.is_empty() {
-        return Ok(None);
-    }
-    let model =
-        flotilla_kernels::models::Transformer::from_params(src.config().clone(), params.to_vec())
-            .map_err(err)?;
-    let (mut targets, mut predictions) = (Vec::new(), Vec::new());
-    for chunk in records.chunks(64) {
-        let batch = src.batch(chunk)?;
-        let out = flotilla_kernels::infer::engine::forward(
-            &model,
-            &flotilla_kernels::infer::F32Linears(&model),
-            &batch,
-        )
-        .map_err(err)?;
-        for (row, target) in out.logits.chunks(classes).zip(&batch.targets) {
-            let best = row
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i);
-            predictions.push(best);
-            targets.push(*target as usize);
-        }
-    }
-    let accuracy = flotilla_kernels::metrics::accuracy(&targets, &predictions).map_err(err)?;
-    let f1 = flotilla_kernels::metrics::macro_f1(&targets, &predictions, classes).map_err(err)?;
-    Ok(Some((accuracy, f1)))
 }
 
 /// Saves the trained classifier on this node and registers it as the next version of the
@@ -831,6 +816,7 @@ async fn drive(
     cancelled: &AtomicBool,
     history: &mut History,
     saver: &mut Saver,
+    evals: &mut Option<super::evaluation::Periodic>,
 ) -> Result<Driven, String> {
     let (ctx, d, params) = (crew.ctx, crew.d, crew.params);
     let (downs_tx, mut downs) = mpsc::channel(64);
@@ -860,6 +846,9 @@ async fn drive(
             saver
                 .maybe_save(ctx, params, d, history, |t| crew.log(t))
                 .await;
+            if let Some(e) = evals.as_mut() {
+                e.tick(ctx, crew.progress, params, published).await;
+            }
         }
         if !draining
             && last_join.elapsed() >= JOIN_EVERY

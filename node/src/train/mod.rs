@@ -21,6 +21,7 @@
 //! - [`metrics`]: the live step metrics a coordinator publishes (`/metrics`, job events).
 
 pub mod checkpoints;
+pub mod evaluation;
 pub mod gradient;
 pub mod job;
 pub mod metrics;

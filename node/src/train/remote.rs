@@ -221,6 +221,39 @@ impl RemoteParams {
         }
     }
 
+    /// Shard `shard`'s version and whole range as they stand, read without joining.
+    pub async fn peek(&self, shard: u32) -> Result<(u64, Vec<f32>)> {
+        match self.ask(shard, RequestBody::Peek { shard }).await? {
+            ResponseBody::Params {
+                version, values, ..
+            } => Ok((version, values)),
+            other => Err(Error::Failed(format!(
+                "unexpected answer to a peek: {other:?}"
+            ))),
+        }
+    }
+
+    /// Every shard's parameters as one vector and the version each was at. In sync mode the
+    /// shards move together, so a read that straddles a step (versions differ) is retried.
+    pub async fn peek_all(&self, sync: bool) -> Result<(Vec<u64>, Vec<f32>)> {
+        let mut tries = 0;
+        loop {
+            let mut versions = Vec::with_capacity(self.shards.len());
+            let mut values = Vec::with_capacity(self.total);
+            for s in 0..self.shards.len() as u32 {
+                let (v, part) = self.peek(s).await?;
+                versions.push(v);
+                values.extend(part);
+            }
+            let even = versions.windows(2).all(|w| w[0] == w[1]);
+            if !sync || even || tries >= 20 {
+                return Ok((versions, values));
+            }
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The node hosting each shard, in shard order.
     pub fn hosts(&self) -> Vec<NodeId> {
         self.shards.iter().map(|s| s.peer().clone()).collect()

@@ -120,6 +120,9 @@ pub enum RequestBody {
         shard: u32,
         command: CheckpointCommand,
     },
+    /// The shard's whole range as it stands, with its version, for a reader that is not one
+    /// of the workers (evaluation during the run): answered at once, counted nowhere.
+    Peek { shard: u32 },
 }
 
 /// A training response; `id` echoes the request's.
@@ -171,6 +174,7 @@ mod tests {
         let w = WorkerId(2);
         let grad: Vec<f32> = (0..100).map(|i| i as f32 * 0.25 - 3.0).collect();
         let bodies = vec![
+            RequestBody::Peek { shard: 2 },
             RequestBody::Join {
                 shard: 1,
                 worker: w,

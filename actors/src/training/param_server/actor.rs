@@ -154,6 +154,9 @@ impl Actor for ParamServer {
             Msg::Snapshot { reply } => {
                 let _ = reply.send(state.shard.snapshot());
             }
+            Msg::Peek { reply } => {
+                let _ = reply.send((state.shard.version(), state.shard.params().to_vec()));
+            }
             Msg::SnapshotAt { step, reply } => {
                 let _ = reply.send(state.shard.snapshot_at(step));
                 return Ok(());

@@ -140,6 +140,12 @@ impl Handle {
             .await
     }
 
+    /// The version and parameters as they stand, without joining (see `Msg::Peek`).
+    pub async fn peek(&self) -> Result<(u64, Vec<f32>)> {
+        self.call(self.cfg.call_deadline, |reply| Msg::Peek { reply })
+            .await
+    }
+
     /// The shard's state at version `step`, for checkpoint `step`.
     pub async fn snapshot_at(&self, step: u64) -> Result<Snapshot> {
         self.call(self.cfg.call_deadline, |reply| Msg::SnapshotAt {

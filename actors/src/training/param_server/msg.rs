@@ -47,6 +47,10 @@ pub enum Msg {
     },
     /// The state a checkpoint keeps.
     Snapshot { reply: RpcReplyPort<Snapshot> },
+    /// The version and the parameters as they stand (no optimizer state), for a reader.
+    Peek {
+        reply: RpcReplyPort<(u64, Vec<f32>)>,
+    },
     /// The state at version `step` for a checkpoint (see
     /// [`super::core::Shard::snapshot_at`]).
     SnapshotAt {

@@ -9,7 +9,7 @@
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::{RemoteError, RemoteErrorKind};
 use flotilla_protocol::services::training::{
-    CheckpointCommand, RequestBody, ResponseBody, SavedShard, MAX_RANGE_VALUES,
+    CheckpointCommand, RequestBody, ResponseBody, SavedShard, StepNorm, MAX_RANGE_VALUES,
 };
 
 use super::Handle;
@@ -95,6 +95,16 @@ pub async fn serve(
                 offset: p.offset,
                 values: p.values,
                 norm: p.norm,
+            })
+        }
+        RequestBody::Peek { shard: s } => {
+            check(s)?;
+            let (version, values) = handle.peek().await.map_err(remote)?;
+            Ok(ResponseBody::Params {
+                version,
+                offset: 0,
+                values,
+                norm: StepNorm::NotClipped,
             })
         }
         RequestBody::Finish {

@@ -77,6 +77,21 @@ async fn requests_map_to_the_shard_and_checkpoints_to_the_store() {
             staleness: 0
         }))
     );
+    // A reader sees the whole range at the current version without joining.
+    let peek = |shard| RequestBody::Peek { shard };
+    assert_eq!(
+        call(peek(1)).await,
+        Ok(ResponseBody::Params {
+            version: 1,
+            offset: 0,
+            values: vec![0.0, 1.0, 2.0, 3.0],
+            norm: StepNorm::NotClipped,
+        })
+    );
+    assert_eq!(
+        call(peek(0)).await.unwrap_err().kind,
+        RemoteErrorKind::BadRequest
+    );
     let Ok(ResponseBody::Saved(saved)) = call(RequestBody::Checkpoint {
         shard: 1,
         command: CheckpointCommand::Save { step: 1 },

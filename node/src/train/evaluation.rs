@@ -1,0 +1,163 @@
+//! Held-out evaluation of a classifier run: at the end ([`evaluate`]) and every
+//! `args.eval_every` steps while it trains ([`Periodic`]).
+//!
+//! A periodic evaluation reads the shards' parameters as they stand (a read that joins no
+//! barrier) at the first progress tick after each multiple of `eval_every`, and evaluates them
+//! on a blocking thread while training goes on; the step it evaluated is the one reported. One
+//! evaluation runs at a time: a multiple passed while one runs is taken by the next.
+
+use std::sync::Arc;
+
+use flotilla_actors::data::record::Record;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use super::job::{Progress, TrainContext};
+use super::remote::RemoteParams;
+use super::ClassifierSource;
+
+/// Accuracy and macro-F1 of `params` on `records`; `None` without records.
+pub fn evaluate(
+    src: &ClassifierSource,
+    classes: usize,
+    params: &[f32],
+    records: &[Record],
+) -> Result<Option<(f64, f64)>, String> {
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let err = |e: flotilla_kernels::Error| e.to_string();
+    let model =
+        flotilla_kernels::models::Transformer::from_params(src.config().clone(), params.to_vec())
+            .map_err(err)?;
+    let (mut targets, mut predictions) = (Vec::new(), Vec::new());
+    for chunk in records.chunks(64) {
+        let batch = src.batch(chunk)?;
+        let out = flotilla_kernels::infer::engine::forward(
+            &model,
+            &flotilla_kernels::infer::F32Linears(&model),
+            &batch,
+        )
+        .map_err(err)?;
+        for (row, target) in out.logits.chunks(classes).zip(&batch.targets) {
+            let best = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            predictions.push(best);
+            targets.push(*target as usize);
+        }
+    }
+    let accuracy = flotilla_kernels::metrics::accuracy(&targets, &predictions).map_err(err)?;
+    let f1 = flotilla_kernels::metrics::macro_f1(&targets, &predictions, classes).map_err(err)?;
+    Ok(Some((accuracy, f1)))
+}
+
+/// Evaluations every `every` steps during a run.
+pub(super) struct Periodic {
+    pub every: u64,
+    pub src: Arc<ClassifierSource>,
+    pub classes: usize,
+    pub held_out: Arc<Vec<Record>>,
+    /// Sync runs: the shards' versions must agree for a read to be one step's parameters.
+    pub sync: bool,
+    /// The first step not evaluated yet that is a multiple of `every`.
+    next: u64,
+    running: Option<JoinHandle<Option<Value>>>,
+    /// `{step, accuracy, macro_f1}` of each evaluation finished.
+    pub done: Vec<Value>,
+}
+
+impl Periodic {
+    /// `None` when `every` is 0 or nothing is held out.
+    pub fn new(
+        every: u64,
+        src: Arc<ClassifierSource>,
+        classes: usize,
+        held_out: Arc<Vec<Record>>,
+        sync: bool,
+    ) -> Option<Self> {
+        (every > 0 && !held_out.is_empty()).then(|| Self {
+            every,
+            src,
+            classes,
+            held_out,
+            sync,
+            next: every,
+            running: None,
+            done: Vec::new(),
+        })
+    }
+
+    /// Called at each progress tick with the latest step published: collects a finished
+    /// evaluation and starts the next one when a multiple of `every` has been passed.
+    pub async fn tick(
+        &mut self,
+        ctx: &TrainContext,
+        progress: &Progress,
+        params: &Arc<RemoteParams>,
+        step: Option<u64>,
+    ) {
+        if self.running.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        self.collect().await;
+        let Some(step) = step.filter(|s| *s >= self.next) else {
+            return;
+        };
+        self.next = (step / self.every + 1) * self.every;
+        let (ctx, progress, params) = (ctx.clone(), progress.clone(), params.clone());
+        let (src, classes, held_out, sync) = (
+            self.src.clone(),
+            self.classes,
+            self.held_out.clone(),
+            self.sync,
+        );
+        self.running = Some(tokio::spawn(async move {
+            let (versions, values) = match params.peek_all(sync).await {
+                Ok(read) => read,
+                Err(e) => {
+                    progress.log(&ctx, format!("evaluation skipped: {e}"));
+                    return None;
+                }
+            };
+            let at = versions.iter().copied().min().unwrap_or(0);
+            let records = held_out.clone();
+            let result =
+                tokio::task::spawn_blocking(move || evaluate(&src, classes, &values, &records))
+                    .await;
+            match result {
+                Ok(Ok(Some((accuracy, f1)))) => {
+                    progress.log(
+                        &ctx,
+                        format!(
+                            "eval at step {at}: accuracy {accuracy:.4} macro-F1 {f1:.4} on {} \
+                             held-out records",
+                            held_out.len()
+                        ),
+                    );
+                    Some(json!({ "step": at, "accuracy": accuracy, "macro_f1": f1 }))
+                }
+                Ok(Ok(None)) => None,
+                Ok(Err(e)) => {
+                    progress.log(&ctx, format!("evaluation at step {at} failed: {e}"));
+                    None
+                }
+                Err(e) => {
+                    progress.log(&ctx, format!("evaluation at step {at} failed: {e}"));
+                    None
+                }
+            }
+        }));
+    }
+
+    /// Waits for the evaluation in flight, if any, and keeps its result.
+    pub async fn collect(&mut self) {
+        if let Some(t) = self.running.take() {
+            if let Ok(Some(v)) = t.await {
+                self.done.push(v);
+            }
+        }
+    }
+}
