@@ -1,22 +1,27 @@
-//! A per-thread pool of `f32` buffers, so that a training step reuses the previous step's
+//! A process-wide pool of `f32` buffers, so that a training step reuses the previous step's
 //! activation and gradient buffers instead of asking the allocator for fresh ones.
 //!
 //! Fresh multi-megabyte buffers come from `mmap` and are returned with `munmap`: each step then
 //! pays a page fault (and a kernel page clear) per 4 KiB on first touch, and TLB shoot-downs on
 //! release — about a tenth of the benchmark step. Buffers handed back with [`recycle`] are kept
 //! (at most [`MAX_BUFFERS`] of them, [`MAX_FLOATS`] floats in all) and handed out again by size.
+//! One pool for all threads (a step may run on any rayon worker), behind a mutex taken a few
+//! dozen times per step, so the memory it holds is bounded whatever the thread count.
 
-use std::cell::RefCell;
+use std::sync::{Mutex, MutexGuard};
 
-/// Most buffers kept per thread.
-const MAX_BUFFERS: usize = 48;
-/// Most floats kept per thread (256 MiB).
-const MAX_FLOATS: usize = 1 << 26;
+/// Most buffers kept.
+const MAX_BUFFERS: usize = 64;
+/// Most floats kept (128 MiB).
+const MAX_FLOATS: usize = 1 << 25;
 /// Buffers shorter than this are not worth keeping: the allocator serves them from its bins.
 const MIN_FLOATS: usize = 1 << 12;
 
-thread_local! {
-    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// The pool; a panic while it was held cannot leave it inconsistent, so poisoning is ignored.
+fn pool() -> MutexGuard<'static, Vec<Vec<f32>>> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The smallest pooled buffer with room for `len`, or a new empty one.
@@ -24,20 +29,18 @@ fn take(len: usize) -> Vec<f32> {
     if len < MIN_FLOATS {
         return Vec::with_capacity(len);
     }
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let best = p
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.capacity() >= len)
-            .min_by_key(|(_, v)| v.capacity())
-            .map(|(i, _)| i);
-        match best {
-            // Only reuse buffers not grossly larger than asked, so a big one stays for big uses.
-            Some(i) if p[i].capacity() <= 2 * len => p.swap_remove(i),
-            _ => Vec::with_capacity(len),
-        }
-    })
+    let mut p = pool();
+    let best = p
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.capacity() >= len)
+        .min_by_key(|(_, v)| v.capacity())
+        .map(|(i, _)| i);
+    match best {
+        // Only reuse buffers not grossly larger than asked, so a big one stays for big uses.
+        Some(i) if p[i].capacity() <= 2 * len => p.swap_remove(i),
+        _ => Vec::with_capacity(len),
+    }
 }
 
 /// A buffer of `len` zeros.
@@ -68,27 +71,25 @@ pub(crate) fn copy_of(src: &[f32]) -> Vec<f32> {
     v
 }
 
-/// Hands a buffer back for reuse on this thread.
+/// Hands a buffer back for reuse.
 pub(crate) fn recycle(v: Vec<f32>) {
     if v.capacity() < MIN_FLOATS {
         return;
     }
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        p.push(v);
-        // Over the limits: drop the smallest buffers first.
-        while p.len() > MAX_BUFFERS || p.iter().map(Vec::capacity).sum::<usize>() > MAX_FLOATS {
-            let Some(i) = p
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, v)| v.capacity())
-                .map(|(i, _)| i)
-            else {
-                break;
-            };
-            p.swap_remove(i);
-        }
-    });
+    let mut p = pool();
+    p.push(v);
+    // Over the limits: drop the smallest buffers first.
+    while p.len() > MAX_BUFFERS || p.iter().map(Vec::capacity).sum::<usize>() > MAX_FLOATS {
+        let Some(i) = p
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        p.swap_remove(i);
+    }
 }
 
 #[cfg(test)]
