@@ -101,6 +101,9 @@ pub struct Assignment {
     recent: Vec<(u64, Lease)>,
     budget: Option<Budget>,
     next_id: u64,
+    /// Leases acknowledged so far: in async and ssp the ledger records each consumption under
+    /// this sequence number, so it can be cut back like a sync one.
+    acks: u64,
     ledger: Option<Ledger>,
 }
 
@@ -128,6 +131,7 @@ impl Assignment {
             recent: Vec::new(),
             budget: None,
             next_id: 0,
+            acks: 0,
             ledger: None,
         }
     }
@@ -260,15 +264,23 @@ impl Assignment {
             return false;
         };
         if let Some(l) = &mut self.ledger {
-            match step {
-                Some(s) => l.record_at(s, lease.epoch, &lease.indices),
-                None => l.record(lease.epoch, &lease.indices),
-            }
+            l.record_at(step.unwrap_or(self.acks), lease.epoch, &lease.indices);
         }
+        self.acks += 1;
         if let Some(step) = step {
             self.recent.push((step, lease));
         }
         true
+    }
+
+    /// Leases acknowledged so far.
+    pub fn acks(&self) -> u64 {
+        self.acks
+    }
+
+    /// Leases handed out and neither acknowledged nor given back.
+    pub fn outstanding(&self) -> usize {
+        self.leases.len()
     }
 
     /// Gives `worker`'s outstanding lease back to be served again; the number of samples.

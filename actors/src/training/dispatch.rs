@@ -100,6 +100,8 @@ pub struct Core {
     promoted: Vec<WorkerId>,
     /// The assignment state kept for the latest checkpoint step.
     saved: Option<(u64, assignment::Checkpoint)>,
+    /// Async and ssp: no new leases while a checkpoint waits for the outstanding ones.
+    paused: bool,
 }
 
 impl Core {
@@ -126,6 +128,7 @@ impl Core {
             frozen: None,
             promoted: Vec::new(),
             saved: None,
+            paused: false,
             cfg,
         }
     }
@@ -196,6 +199,9 @@ impl Core {
             return Err(Error::UnknownWorker(worker));
         }
         let step = if self.is_sync() { step } else { None };
+        if self.paused && step.is_none() {
+            return Ok(Next::Idle);
+        }
         if let Some(s) = step {
             let due = self.cfg.save_every > 0 && s > 0 && s.is_multiple_of(self.cfg.save_every);
             if due && self.saved.as_ref().is_none_or(|(v, _)| *v != s) {
@@ -270,6 +276,23 @@ impl Core {
         }
     }
 
+    /// Async and ssp: while paused every request is answered `Idle`, so the outstanding leases
+    /// drain and the shards hold exactly the acknowledged samples (a consistent checkpoint).
+    /// Sync steps are checkpointed at their boundaries instead and are never paused.
+    pub fn pause(&mut self, on: bool) {
+        self.paused = on && !self.is_sync();
+    }
+
+    /// Leases handed out and not yet acknowledged or given back.
+    pub fn outstanding(&self) -> usize {
+        self.assignment.outstanding()
+    }
+
+    /// Leases acknowledged so far.
+    pub fn acks(&self) -> u64 {
+        self.assignment.acks()
+    }
+
     /// Sync mode: the step whose assignment state is kept for a checkpoint (the latest multiple
     /// of `save_every` that began), if any.
     pub fn saved_step(&self) -> Option<u64> {
@@ -331,6 +354,11 @@ impl LocalDispatch {
             .lock()
             .map_err(|_| Error::Failed("coordinator state poisoned".into()))?;
         Ok(f(&mut core))
+    }
+
+    /// Pauses or resumes handing out leases (async and ssp; see [`Core::pause`]).
+    pub fn pause(&self, on: bool) -> Result<()> {
+        self.with(|c| c.pause(on))
     }
 
     /// Reads the core (series, ledger, shares).

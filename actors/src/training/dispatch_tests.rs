@@ -123,3 +123,38 @@ fn a_job_below_its_minimum_for_too_long_fails_every_request() {
     assert!(reason.contains("below_min_timeout"), "{reason}");
     assert!(c.failure().is_some());
 }
+
+#[test]
+fn a_paused_async_dispatch_drains_its_leases_for_a_consistent_checkpoint() {
+    let mut c = core(Consistency::Ssp(2), None);
+    c.join(Millis(0), w(0));
+    c.join(Millis(0), w(1));
+    let Next::Batch(a) = c.next(w(0), None).unwrap() else {
+        panic!("a lease")
+    };
+    let Next::Batch(b) = c.next(w(1), None).unwrap() else {
+        panic!("a lease")
+    };
+    assert!(c.ack(w(0), a.id, None));
+    c.pause(true);
+    // Paused: no new lease, the outstanding one comes in.
+    assert!(matches!(c.next(w(0), None).unwrap(), Next::Idle));
+    assert_eq!(c.outstanding(), 1);
+    assert!(c.ack(w(1), b.id, None));
+    assert_eq!((c.outstanding(), c.acks()), (0, 2));
+    // What is acknowledged is done: the checkpoint has nothing pending, and the ledger's
+    // consumptions carry their acknowledgement's sequence number.
+    let cp = c.checkpoint(0);
+    assert!(cp.pending.is_empty(), "{cp:?}");
+    assert_eq!(cp.cursor, (a.indices.len() + b.indices.len()) as u64);
+    let ledger = c.ledger().unwrap();
+    assert_eq!(ledger.before_step(1).total(), a.indices.len() as u64);
+    assert_eq!(ledger.before_step(2).total(), ledger.total());
+    c.pause(false);
+    assert!(matches!(c.next(w(0), None).unwrap(), Next::Batch(_)));
+    // Sync runs are checkpointed at step boundaries and never pause.
+    let mut s = core(Consistency::Sync, None);
+    s.join(Millis(0), w(0));
+    s.pause(true);
+    assert!(matches!(s.next(w(0), Some(0)).unwrap(), Next::Batch(_)));
+}

@@ -1,9 +1,10 @@
 //! Checkpoints of training jobs on the mesh.
 //!
 //! Every node hosts the [`CHECKPOINT_STORE`] endpoint over its own store. A coordinator saves
-//! checkpoint `step` of a sync job like this ([`save`]):
-//! 1. every shard writes its state at `step` (kept by the shard when it reached that step) as a
-//!    blob in its host's store and answers the blob's hash;
+//! checkpoint `step` of a job like this ([`save_shards`], then [`save`]):
+//! 1. every shard writes its state at `step` (sync: kept by the shard when it reached that
+//!    step; async and ssp: as it stands, with the workers quiesced, `step` being only the
+//!    checkpoint's key) as a blob in its host's store and answers the blob's hash;
 //! 2. the coordinator fetches each blob (hash-checked) and the dispatch's assignment state of
 //!    `step`, and builds the manifest;
 //! 3. each of the checkpoint's [`checkpoint::REPLICAS`] holders (rendezvous over the alive
@@ -180,23 +181,17 @@ pub struct SaveArgs<'a> {
     pub alive: &'a [NodeId],
 }
 
-/// Saves checkpoint `a.step` of the job whose shards `params` reaches (see the module docs);
-/// the manifest written on every holder.
-pub async fn save(
-    mesh: &Arc<dyn Mesh>,
-    params: &RemoteParams,
-    a: SaveArgs<'_>,
-) -> Result<Manifest, String> {
-    let holders = checkpoint::holders(a.job, a.step, a.alive).map_err(|e| e.to_string())?;
-    let hosts = params.hosts();
+/// Step 1 of a checkpoint (see the module docs): every shard of `params` writes its blob of
+/// checkpoint `step` on its host; their entries, in shard order.
+pub async fn save_shards(params: &RemoteParams, step: u64) -> Result<Vec<ShardEntry>, String> {
     let ranges = partition::ranges(
         flotilla_actors::training::client::ParamClient::total_params(params),
-        hosts.len(),
+        params.hosts().len(),
     );
-    let mut shards = Vec::with_capacity(hosts.len());
+    let mut shards = Vec::with_capacity(ranges.len());
     for (i, r) in ranges.iter().enumerate() {
         let saved = params
-            .save(i as u32, a.step)
+            .save(i as u32, step)
             .await
             .map_err(|e| e.to_string())?;
         shards.push(ShardEntry {
@@ -208,12 +203,26 @@ pub async fn save(
             bytes: saved.bytes,
         });
     }
+    Ok(shards)
+}
+
+/// Steps 2 and 3: checkpoint `a.step` of the job whose shards `params` reaches, from the blobs
+/// [`save_shards`] wrote; the manifest written on every holder.
+pub async fn save(
+    mesh: &Arc<dyn Mesh>,
+    params: &RemoteParams,
+    a: SaveArgs<'_>,
+    shards: Vec<ShardEntry>,
+) -> Result<Manifest, String> {
+    let holders = checkpoint::holders(a.job, a.step, a.alive).map_err(|e| e.to_string())?;
+    let hosts = params.hosts();
+    let total_params = shards.last().map_or(0, |s| s.end);
     let manifest = Manifest {
         job: a.job.clone(),
         step: a.step,
         seed: a.seed,
         assignment: a.assignment,
-        total_params: ranges.last().map_or(0, |r| r.end as u64),
+        total_params,
         shards,
         holders: holders.clone(),
         run: a.run,

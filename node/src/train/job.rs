@@ -160,12 +160,9 @@ pub async fn run(
     }
     let shards = (spec.cluster.ps_shards as usize).max(1);
     let consistency = spec.cluster.consistency();
-    // Checkpoints are taken in sync mode, where every shard is at the same step.
-    let save_every = if consistency == Consistency::Sync {
-        spec.args.save_every
-    } else {
-        0
-    };
+    // Sync runs checkpoint at step boundaries, async and ssp ones with their workers
+    // quiesced (see `recovery::Saver`).
+    let save_every = spec.args.save_every;
     // An earlier attempt of this job (its coordinator's node died, or it failed) left
     // checkpoints: go on from the newest one instead of starting over.
     let earlier = if save_every > 0 {
@@ -254,6 +251,8 @@ pub async fn run(
         lineage: lineage.clone(),
         attempt: job.clone(),
         global_batch: global,
+        sync: consistency == Consistency::Sync,
+        base: 0,
         saved: Vec::new(),
         last: 0,
     };
@@ -399,7 +398,12 @@ pub async fn run(
                 Ok(p) => p,
                 Err(e) => break Err(format!("restoring checkpoint {}: {e}", manifest.step)),
             };
-            history.absorb(&d, manifest.step);
+            if consistency == Consistency::Sync {
+                history.absorb(&d, manifest.step);
+            } else {
+                // What async and ssp runs did before the checkpoint is what it recorded.
+                history.rewind_to(&manifest.run);
+            }
             saver.rewind(manifest.step);
             d = match LocalDispatch::resume(
                 dispatch_cfg.clone(),

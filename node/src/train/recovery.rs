@@ -58,6 +58,13 @@ impl History {
         }
     }
 
+    /// Goes back to the ledger and step records a checkpoint kept (the departures, joins and
+    /// restores stay).
+    pub fn rewind_to(&mut self, state: &RunState) {
+        self.ledger = Ledger::from_steps(&state.ledger);
+        self.series = state.series.clone();
+    }
+
     /// The whole run's ledger and step records before step `step`: the earlier parts and
     /// what `d` did. `None` when `d` cannot be read.
     pub fn upto(&self, d: &LocalDispatch, step: u64) -> Option<(Ledger, Vec<StepRecord>)> {
@@ -127,6 +134,10 @@ pub(super) struct Saver {
     pub attempt: JobId,
     /// The run's global batch (recorded so that a resumed run keeps it).
     pub global_batch: u32,
+    /// Sync runs checkpoint at step boundaries; async and ssp ones quiesce their workers.
+    pub sync: bool,
+    /// Async and ssp: the key of the checkpoint the current part of the run started from.
+    pub base: u64,
     /// Every checkpoint taken, for the report.
     pub saved: Vec<Saved>,
     /// The step of the newest checkpoint of the current part of the run.
@@ -137,10 +148,18 @@ impl Saver {
     /// The run went back to checkpoint `step`: later multiples are due again.
     pub fn rewind(&mut self, step: u64) {
         self.last = step;
+        self.base = step;
     }
 
-    /// Saves the checkpoint of the latest multiple of `save_every` the run began, once. A
-    /// failure is logged and the run goes on: the next multiple tries again.
+    /// Saves a checkpoint when one is due. A failure is logged and the run goes on: the next
+    /// one tries again.
+    ///
+    /// - Sync: the latest multiple of `save_every` the run began, once (the shards and the
+    ///   dispatch kept their state of that step).
+    /// - Async and ssp: once `save_every` more leases were acknowledged. New leases stop; once
+    ///   the outstanding ones are in, the shards write their state as it stands and leases
+    ///   resume, so the checkpoint holds exactly the acknowledged samples. Its key is
+    ///   `base` + the leases acknowledged, which grows across restores.
     pub async fn maybe_save(
         &mut self,
         ctx: &TrainContext,
@@ -152,20 +171,21 @@ impl Saver {
         if self.every == 0 {
             return;
         }
-        let Ok(Some(step)) = d.inspect(|c| c.saved_step()) else {
-            return;
+        let started = Instant::now();
+        let taken = if self.sync {
+            self.take_sync(params, d, history).await
+        } else {
+            self.take_quiesced(params, d, history).await
         };
-        if step <= self.last {
-            return;
-        }
-        let Ok(assignment) = d.inspect(|c| c.checkpoint(step)) else {
-            return;
-        };
-        let Some((ledger, series)) = history.upto(d, step) else {
-            return;
+        let (step, shards, assignment, (ledger, series)) = match taken {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(e) => {
+                log(format!("checkpoint not taken: {e}"));
+                return;
+            }
         };
         let alive = ctx.data.alive().await;
-        let started = Instant::now();
         let job = &self.lineage;
         let args = SaveArgs {
             job,
@@ -180,7 +200,7 @@ impl Saver {
             },
             alive: &alive,
         };
-        match checkpoints::save(&ctx.mesh, params, args).await {
+        match checkpoints::save(&ctx.mesh, params, args, shards).await {
             Ok(m) => {
                 let saved = Saved {
                     step,
@@ -208,7 +228,86 @@ impl Saver {
             }
         }
     }
+
+    /// A sync checkpoint's parts, when a multiple of `every` was begun since the last one.
+    async fn take_sync(
+        &self,
+        params: &RemoteParams,
+        d: &LocalDispatch,
+        history: &History,
+    ) -> Result<Option<Taken>, String> {
+        let Some(step) = d.inspect(|c| c.saved_step()).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        if step <= self.last {
+            return Ok(None);
+        }
+        let assignment = d
+            .inspect(|c| c.checkpoint(step))
+            .map_err(|e| e.to_string())?;
+        let run = history
+            .upto(d, step)
+            .ok_or("the coordinator's state is unreadable")?;
+        let shards = checkpoints::save_shards(params, step).await?;
+        Ok(Some((step, shards, assignment, run)))
+    }
+
+    /// An async or ssp checkpoint's parts, taken with the workers quiesced, when `every` more
+    /// leases were acknowledged since the last one.
+    async fn take_quiesced(
+        &self,
+        params: &RemoteParams,
+        d: &LocalDispatch,
+        history: &History,
+    ) -> Result<Option<Taken>, String> {
+        let e = |e: flotilla_actors::training::error::Error| e.to_string();
+        let acks = d.inspect(|c| c.acks()).map_err(e)?;
+        if self.base + acks < self.last + self.every {
+            return Ok(None);
+        }
+        d.pause(true).map_err(e)?;
+        let deadline = Instant::now() + QUIESCE;
+        let drained = loop {
+            if d.inspect(|c| c.outstanding()).map_err(e)? == 0 {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let parts = async {
+            if !drained {
+                return Err(format!(
+                    "leases still outstanding after {} s",
+                    QUIESCE.as_secs()
+                ));
+            }
+            let (acks, assignment) = d.inspect(|c| (c.acks(), c.checkpoint(0))).map_err(e)?;
+            let step = self.base + acks;
+            let run = history
+                .upto(d, u64::MAX)
+                .ok_or("the coordinator's state is unreadable")?;
+            let shards = checkpoints::save_shards(params, step).await?;
+            Ok(Some((step, shards, assignment, run)))
+        }
+        .await;
+        d.pause(false).map_err(e)?;
+        parts
+    }
 }
+
+/// What a checkpoint is built from: its step (key), the shards' blobs, the assignment state,
+/// and the run's ledger and step records before it.
+type Taken = (
+    u64,
+    Vec<flotilla_actors::training::checkpoint::ShardEntry>,
+    flotilla_actors::training::assignment::Checkpoint,
+    (Ledger, Vec<StepRecord>),
+);
+
+/// How long an async or ssp checkpoint waits for the outstanding leases.
+const QUIESCE: Duration = Duration::from_secs(30);
 
 /// The first shard host that is gone: not alive in the membership view, or not answering a
 /// ping. This node is never lost to itself.

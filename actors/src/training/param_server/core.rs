@@ -522,6 +522,9 @@ impl Shard {
         match &self.saved {
             Some(s) if s.version == step => Ok(s.clone()),
             _ if self.version == step => Ok(self.snapshot()),
+            // Async and ssp checkpoints are taken with the workers quiesced: the state as it
+            // stands, whatever its version (the checkpoint's `step` is then only its key).
+            _ if self.cfg.consistency != Consistency::Sync => Ok(self.snapshot()),
             _ => Err(Error::Checkpoint(format!(
                 "shard {} is at step {} and holds no snapshot of step {step}",
                 self.cfg.shard, self.version

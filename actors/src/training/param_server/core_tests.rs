@@ -302,6 +302,12 @@ fn sync_shards_keep_their_state_at_checkpoint_steps() {
     s.push(A, 3, 1, &g(&[1.0, 0.0])).unwrap();
     assert!(s.snapshot_at(2).is_err());
     assert_eq!(s.snapshot_at(4).unwrap().version, 4);
+    // Async (checkpointed with its workers quiesced): the state as it stands, under any key.
+    let mut a = shard(Consistency::Async, vec![1.0, 1.0]);
+    a.join(A).unwrap();
+    a.push(A, 0, 1, &g(&[1.0, 0.0])).unwrap();
+    let now = a.snapshot_at(77).unwrap();
+    assert_eq!((now.version, now.params), (1, a.params().to_vec()));
 }
 
 fn clipping(clip: f32) -> Shard {
