@@ -70,6 +70,17 @@ async fn training(cluster: &TestCluster, i: usize, id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_node_killed_mid_epoch_costs_no_sample_and_no_progress() {
+    worker_node_leaves(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_node_drained_mid_epoch_costs_no_sample_and_no_progress() {
+    worker_node_leaves(true).await;
+}
+
+/// A node running only a trainer is killed, or shut down gracefully (`graceful`: it
+/// announces its leave and drains), mid-epoch.
+async fn worker_node_leaves(graceful: bool) {
     let mut cluster = started(3).await;
     let id = submit_job(&cluster, 0, &spec(3, 4)).await;
     wait_until(DEADLINE, "training to start", || training(&cluster, 0, &id))
@@ -92,11 +103,15 @@ async fn a_worker_node_killed_mid_epoch_costs_no_sample_and_no_progress() {
         })
         .unwrap();
     let victim_id = cluster.node(victim).node_id().to_string();
-    cluster.kill(victim).await;
+    if graceful {
+        cluster.stop(victim).await.unwrap();
+    } else {
+        cluster.kill(victim).await;
+    }
 
     let r = job_result(&cluster, owner, &id, DEADLINE).await;
     eprintln!(
-        "after a kill: samples {} ledger {} departed {}",
+        "after the node left (graceful: {graceful}): samples {} ledger {} departed {}",
         r["samples"], r["ledger"], r["departed"]
     );
     assert_eq!(r["ledger_exact"], true, "{}", r["ledger"]);
