@@ -244,8 +244,8 @@ pub fn backward(s: Shape, qkv: &[f32], probs: &[f32], d_out: &[f32], d_qkv: &mut
 /// x86-64), since its `exp` loop vectorises.
 fn softmax_rows(p: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F (checked just above).
+    if crate::ops::fastmath::has_avx512() {
+        // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
         return unsafe { softmax_rows_avx512(p, t, len, causal, scale) };
     }
     #[cfg(target_arch = "x86_64")]
@@ -276,8 +276,8 @@ fn softmax_grad_rows_impl(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
 /// [`softmax_grad_rows_impl`], compiled for AVX-512F or AVX2 + FMA when the CPU has them.
 fn softmax_grad_rows(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F (checked just above).
+    if crate::ops::fastmath::has_avx512() {
+        // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
         return unsafe { softmax_grad_rows_avx512(p, ds, t, scale) };
     }
     #[cfg(target_arch = "x86_64")]

@@ -35,6 +35,15 @@ pub fn exp(x: f32) -> f32 {
     e * f32::from_bits(bits)
 }
 
+/// Whether the CPU has everything the kernels' AVX-512 builds enable (`avx512f,avx2,fma`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+}
+
 /// Lanes of the vectorisable reductions below: two AVX2 registers (or one AVX-512 register).
 const LANES: usize = 16;
 

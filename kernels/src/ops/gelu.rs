@@ -188,8 +188,8 @@ mod simd {
 
     pub(super) fn dispatch_forward_with_grad(kind: Gelu, x: &[f32], y: &mut [f32], g: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        if crate::ops::fastmath::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
             return unsafe { fwd_grad_avx512(kind, x, y, g) };
         }
         #[cfg(target_arch = "x86_64")]
@@ -226,8 +226,8 @@ mod simd {
 
     pub(super) fn dispatch_forward(kind: Gelu, x: &[f32], y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        if crate::ops::fastmath::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
             return unsafe { fwd_avx512(kind, x, y) };
         }
         #[cfg(target_arch = "x86_64")]
@@ -253,8 +253,8 @@ mod simd {
 
     pub(super) fn dispatch_mul(g: &[f32], d: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        if crate::ops::fastmath::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
             return unsafe { mul_avx512(g, d) };
         }
         mul(g, d)
@@ -262,8 +262,8 @@ mod simd {
 
     pub(super) fn dispatch_backward(kind: Gelu, x: &[f32], d: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        if crate::ops::fastmath::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
             return unsafe { bwd_avx512(kind, x, d) };
         }
         #[cfg(target_arch = "x86_64")]

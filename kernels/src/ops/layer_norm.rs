@@ -242,8 +242,8 @@ mod simd {
         rstd: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        if crate::ops::fastmath::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
             return unsafe { fwd_avx512(x, g, b, eps, d, y, mean, rstd) };
         }
         #[cfg(target_arch = "x86_64")]
@@ -269,8 +269,8 @@ mod simd {
         pb: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        if crate::ops::fastmath::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
             return unsafe { bwd_avx512(x, g, dy, mean, rstd, d, dx, accumulate, pg, pb) };
         }
         #[cfg(target_arch = "x86_64")]

@@ -253,8 +253,8 @@ pub fn linear_backward(
 /// CPU has it; the additions happen in the same order either way).
 pub fn col_sum_into(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F (checked just above).
+    if crate::ops::fastmath::has_avx512() {
+        // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
         return unsafe { col_sum_into_avx512(m, rows, cols, out) };
     }
     col_sum_into_impl(m, rows, cols, out)

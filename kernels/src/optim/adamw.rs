@@ -116,8 +116,8 @@ struct Consts {
 /// several times slower). Element-wise, so every build gives the same result.
 fn update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], k: &Consts) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F (checked just above).
+    if crate::ops::fastmath::has_avx512() {
+        // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
         return unsafe { update_avx512(params, grads, m, v, k) };
     }
     #[cfg(target_arch = "x86_64")]
