@@ -78,6 +78,66 @@ async fn a_worker_node_drained_mid_epoch_costs_no_sample_and_no_progress() {
     worker_node_leaves(true).await;
 }
 
+/// A node of a 3-node cluster that runs job `id`'s trainer only: not its coordinator and not
+/// its (single) parameter-server shard.
+async fn trainer_only_node(cluster: &TestCluster, id: &str) -> usize {
+    let coordinator = cluster
+        .node(coordinator_index(cluster, id).await)
+        .node_id()
+        .to_string();
+    let texts = event_texts(cluster, 0, id).await;
+    let shard_host = texts
+        .iter()
+        .find_map(|t| t.strip_prefix("parameter-server shard 0 started on "))
+        .unwrap()
+        .to_string();
+    (0..3)
+        .find(|i| {
+            let n = cluster.node(*i).node_id().to_string();
+            n != coordinator && n != shard_host
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_below_its_minimum_of_workers_too_long_fails_saying_so() {
+    let mut cluster = started(3).await;
+    let mut s = spec(3, 20);
+    s["train"]["cluster"]["workers_min"] = json!(3);
+    s["train"]["cluster"]["below_min_timeout"] = json!("2s");
+    let id = submit_job(&cluster, 0, &s).await;
+    wait_until(DEADLINE, "training to start", || training(&cluster, 0, &id))
+        .await
+        .unwrap();
+    let victim = trainer_only_node(&cluster, &id).await;
+    cluster.kill(victim).await;
+    let reader = (0..3).find(|i| *i != victim).unwrap();
+    let path = format!("/api/v1/jobs/{id}");
+    wait_until(DEADLINE, "the job to end", || async {
+        matches!(
+            get_json(&cluster, reader, &path).await["job"]["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+    })
+    .await
+    .unwrap();
+    let job = get_json(&cluster, reader, &path).await;
+    assert_eq!(job["job"]["status"], "failed", "{job}");
+    // The run stayed below its 3 workers past the timeout and failed saying so; a retry finds
+    // too few nodes to start.
+    let text = job.to_string();
+    assert!(
+        text.contains("only 2 of at least 3 workers for")
+            && text.contains("longer than cluster.below_min_timeout (2s)"),
+        "{job}"
+    );
+    assert!(
+        text.contains("2 alive nodes; the job needs at least 3 workers"),
+        "{job}"
+    );
+    cluster.shutdown().await.unwrap();
+}
+
 /// A node running only a trainer is killed, or shut down gracefully (`graceful`: it
 /// announces its leave and drains), mid-epoch.
 async fn worker_node_leaves(graceful: bool) {
@@ -86,22 +146,8 @@ async fn worker_node_leaves(graceful: bool) {
     wait_until(DEADLINE, "training to start", || training(&cluster, 0, &id))
         .await
         .unwrap();
-    // The node to kill runs a trainer only: not the coordinator's (the owner's task) and not
-    // the parameter server's.
     let owner = coordinator_index(&cluster, &id).await;
-    let coordinator = cluster.node(owner).node_id().to_string();
-    let texts = event_texts(&cluster, 0, &id).await;
-    let shard_host = texts
-        .iter()
-        .find_map(|t| t.strip_prefix("parameter-server shard 0 started on "))
-        .unwrap()
-        .to_string();
-    let victim = (0..3)
-        .find(|i| {
-            let n = cluster.node(*i).node_id().to_string();
-            n != coordinator && n != shard_host
-        })
-        .unwrap();
+    let victim = trainer_only_node(&cluster, &id).await;
     let victim_id = cluster.node(victim).node_id().to_string();
     if graceful {
         cluster.stop(victim).await.unwrap();
@@ -362,8 +408,8 @@ async fn held_out_metrics_are_reported_every_eval_every_steps_while_training() {
     let mut s = spec(3, 3);
     s["train"]["args"]["eval_every"] = json!(40);
     let id = submit_job(&cluster, 0, &s).await;
+    let r = job_result(&cluster, 0, &id, DEADLINE).await;
     let owner = coordinator_index(&cluster, &id).await;
-    let r = job_result(&cluster, owner, &id, DEADLINE).await;
     eprintln!("evals: {}", r["evals"]);
     let evals = r["evals"].as_array().unwrap();
     assert!(!evals.is_empty(), "{r}");

@@ -842,6 +842,8 @@ async fn drive(
         if last_publish.elapsed() >= PROGRESS_EVERY {
             published = crew.progress.publish(ctx, d, published);
             last_publish = tokio::time::Instant::now();
+            // The below-minimum timer runs on this tick (departures check it too).
+            d.tick().map_err(err)?;
             failed(d)?;
             if let Some(host) = lost_shard_host(ctx, crew.hosts).await {
                 stop_trainers(crew, &running).await;
