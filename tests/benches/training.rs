@@ -73,10 +73,10 @@ async fn train_with(cluster: &TestCluster, workers: u32, adaptive: bool) -> Valu
     training::train(cluster, 0, &spec, DEADLINE).await
 }
 
-/// A converged 3-node cluster (nodes customised by `customize`) holding 500 Banking77 records
+/// A converged cluster of `n` nodes (customised by `customize`) holding 500 Banking77 records
 /// of 5 intents as `bank5@1`.
-async fn bank5_cluster(customize: Option<flotilla_tests::Customize>) -> TestCluster {
-    let cluster = TestCluster::start_with(3, customize).await.unwrap();
+async fn bank5_cluster(n: usize, customize: Option<flotilla_tests::Customize>) -> TestCluster {
+    let cluster = TestCluster::start_with(n, customize).await.unwrap();
     wait_until(Duration::from_secs(60), "convergence", || {
         cluster.converged()
     })
@@ -204,7 +204,7 @@ async fn main() {
         cluster.shutdown().await.unwrap();
         return;
     }
-    let cluster = bank5_cluster(None).await;
+    let cluster = bank5_cluster(3, None).await;
 
     println!("sync training, 500 Banking77 records x 2 epochs, per-device batch 16, 2 shards:");
     println!("workers  samples  wall s  samples/s  compute-only samples/s  sync overhead");
@@ -233,7 +233,7 @@ async fn main() {
             c.train_slowdown = 2.0;
         }
     });
-    let cluster = bank5_cluster(Some(slowed)).await;
+    let cluster = bank5_cluster(3, Some(slowed)).await;
     let equal = train_with(&cluster, 3, false).await["samples_per_s"]
         .as_f64()
         .unwrap();
@@ -266,20 +266,7 @@ const JOIN_SLOWDOWN: f64 = 4.0;
 /// same run; the rates come from the step events' timestamps).
 async fn node_added() {
     let slowed: flotilla_tests::Customize = Box::new(|_, c| c.train_slowdown = JOIN_SLOWDOWN);
-    let mut cluster = TestCluster::start_with(2, Some(slowed)).await.unwrap();
-    wait_until(Duration::from_secs(60), "convergence", || {
-        cluster.converged()
-    })
-    .await
-    .unwrap();
-    training::upload_csv(
-        &cluster,
-        0,
-        "bank5",
-        training::banking_subset(5, 100),
-        "&records_per_shard=100",
-    )
-    .await;
+    let mut cluster = bank5_cluster(2, Some(slowed)).await;
     let spec = bank5_spec(3, 8, 6);
     let id = training::submit_job(&cluster, 0, &spec).await;
     // (at ms, step) of each progress event.
@@ -336,7 +323,7 @@ async fn node_added() {
 /// and the recovery after the node of a parameter-server shard is killed: from the kill to the
 /// shards restored, and the restore alone.
 async fn checkpoints_and_recovery() {
-    let mut cluster = bank5_cluster(None).await;
+    let mut cluster = bank5_cluster(3, None).await;
     let mut spec = bank5_spec(3, 4, 3);
     spec["train"]["args"]["save_every"] = json!(10);
     spec["train"]["cluster"]["ps_shards"] = json!(3);

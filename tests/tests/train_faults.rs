@@ -60,6 +60,18 @@ async fn event_texts(cluster: &TestCluster, i: usize, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until job `id` has saved a checkpoint.
+async fn checkpoint_saved(cluster: &TestCluster, id: &str) {
+    wait_until(DEADLINE, "a checkpoint", || async {
+        event_texts(cluster, 0, id)
+            .await
+            .iter()
+            .any(|t| t.starts_with("checkpoint ") && t.contains(" saved on "))
+    })
+    .await
+    .unwrap();
+}
+
 /// Whether the job has published a training step.
 async fn training(cluster: &TestCluster, i: usize, id: &str) -> bool {
     event_texts(cluster, i, id)
@@ -238,16 +250,7 @@ async fn lost_shard_is_restored(mode: &str) {
     s["train"]["cluster"]["ps_shards"] = json!(3);
     s["train"]["args"]["save_every"] = json!(15);
     let id = submit_job(&cluster, 0, &s).await;
-    let saved = |texts: &[String]| {
-        texts
-            .iter()
-            .any(|t| t.starts_with("checkpoint ") && t.contains(" saved on "))
-    };
-    wait_until(DEADLINE, "a checkpoint", || async {
-        saved(&event_texts(&cluster, 0, &id).await)
-    })
-    .await
-    .unwrap();
+    checkpoint_saved(&cluster, &id).await;
     // The node to kill holds a shard but neither owns the job (node 0 took the submission) nor
     // runs its coordinator task.
     let owner = coordinator_index(&cluster, &id).await;
@@ -317,16 +320,7 @@ async fn a_coordinator_whose_node_dies_is_resumed_elsewhere_from_its_checkpoint(
     let mut s = spec(3, 3);
     s["train"]["args"]["save_every"] = json!(15);
     let id = submit_job(&cluster, 0, &s).await;
-    let saved = |texts: &[String]| {
-        texts
-            .iter()
-            .any(|t| t.starts_with("checkpoint ") && t.contains(" saved on "))
-    };
-    wait_until(DEADLINE, "a checkpoint", || async {
-        saved(&event_texts(&cluster, 0, &id).await)
-    })
-    .await
-    .unwrap();
+    checkpoint_saved(&cluster, &id).await;
     // The node running the coordinator task dies (it may also own the job: then the owner's
     // successor re-places the task).
     let victim = coordinator_index(&cluster, &id).await;

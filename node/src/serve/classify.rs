@@ -145,44 +145,28 @@ pub struct TextClassifier {
 impl TextClassifier {
     /// Loads (and verifies, through the checkpoint manifest) the classifier in `dir`.
     pub fn load(dir: &Path) -> anyhow::Result<TextClassifier> {
-        let ck = checkpoint::load(dir)?;
-        let cfg = classifier_config(&ck.model_config).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} is not a classifier checkpoint (model config kind is not {CLASSIFIER_KIND:?})",
-                dir.display()
-            )
-        })?;
-        let (name, tok_bytes) = ck
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("{} has no tokenizer", dir.display()))?;
-        let tokenizer = match name.as_str() {
-            CHARS => {
-                let t: CharTokenizer = serde_json::from_slice(tok_bytes)?;
+        let saved = load_saved(dir)?;
+        let tokenizer = match saved.tokenizer {
+            TokenizerArgs::Chars(chars) => {
+                let t = CharTokenizer::from_chars(chars)?;
                 anyhow::ensure!(
-                    t.vocab_size() <= cfg.transformer.vocab,
+                    t.vocab_size() <= saved.transformer.vocab,
                     "the tokenizer has {} characters; the model's vocabulary is {}",
                     t.vocab_size(),
-                    cfg.transformer.vocab
+                    saved.transformer.vocab
                 );
                 Tokenizer::Chars(t)
             }
             // Inputs are padded per batch (and masked), not by the file's fixed padding.
-            HF_TOKENIZER => Tokenizer::Hf(Box::new(
-                HfTokenizer::from_bytes(tok_bytes)?.without_padding(),
+            TokenizerArgs::HfJson(json) => Tokenizer::Hf(Box::new(
+                HfTokenizer::from_bytes(json.as_bytes())?.without_padding(),
             )),
-            other => anyhow::bail!("{}: unknown tokenizer file {other:?}", dir.display()),
         };
-        let params = ck
-            .weights
-            .get(PARAMS)
-            .ok_or_else(|| anyhow::anyhow!("{} has no {PARAMS} tensor", dir.display()))?
-            .to_f32()?;
-        let model = Transformer::from_params(cfg.transformer, params)?;
+        let model = Transformer::from_params(saved.transformer, saved.params)?;
         Ok(TextClassifier {
             model,
             tokenizer,
-            labels: cfg.labels,
+            labels: saved.labels,
         })
     }
 
