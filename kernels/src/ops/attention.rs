@@ -305,3 +305,62 @@ unsafe fn softmax_rows_avx512(p: &mut [f32], t: usize, len: usize, causal: bool,
 unsafe fn softmax_grad_rows_avx512(p: &[f32], ds: &mut [f32], t: usize, scale: f32) {
     softmax_grad_rows_impl(p, ds, t, scale)
 }
+
+/// Every build of the softmax loops this CPU can run gives the portable build's results (to
+/// rounding), so the AVX2 build is checked even where AVX-512 would be picked.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod build_tests {
+    use super::*;
+
+    #[test]
+    fn every_build_matches_the_portable_one() {
+        let t = 37;
+        let scores: Vec<f32> = (0..t * t)
+            .map(|i| ((i * 29 % 97) as f32 - 48.0) / 9.0)
+            .collect();
+        let upstream: Vec<f32> = (0..t * t)
+            .map(|i| ((i * 13 % 31) as f32 - 15.0) / 7.0)
+            .collect();
+        for (len, causal) in [(t, false), (21, false), (t, true)] {
+            let run = |f: &dyn Fn(&mut [f32], &mut [f32])| {
+                let (mut p, mut ds) = (scores.clone(), upstream.clone());
+                f(&mut p, &mut ds);
+                (p, ds)
+            };
+            let portable = run(&|p, ds| {
+                softmax_rows_impl(p, t, len, causal, 0.25);
+                softmax_grad_rows_impl(p, ds, t, 0.25);
+            });
+            let mut builds = Vec::new();
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                builds.push((
+                    "avx2",
+                    run(&|p, ds| unsafe {
+                        softmax_rows_avx2(p, t, len, causal, 0.25);
+                        softmax_grad_rows_avx2(p, ds, t, 0.25);
+                    }),
+                ));
+            }
+            if fastmath::has_avx512() {
+                // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
+                builds.push((
+                    "avx512",
+                    run(&|p, ds| unsafe {
+                        softmax_rows_avx512(p, t, len, causal, 0.25);
+                        softmax_grad_rows_avx512(p, ds, t, 0.25);
+                    }),
+                ));
+            }
+            for (name, (p, ds)) in builds {
+                for i in 0..t * t {
+                    assert!((p[i] - portable.0[i]).abs() <= 1e-5, "{name} p[{i}]");
+                    assert!(
+                        (ds[i] - portable.1[i]).abs() <= 1e-5 * (1.0 + portable.1[i].abs()),
+                        "{name} ds[{i}]"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -251,6 +251,49 @@ mod simd {
         mul(g, d)
     }
 
+    /// Every build this CPU can run gives the portable build's values and derivatives (to
+    /// rounding), so the AVX2 build is checked even where AVX-512 would be picked.
+    #[cfg(all(test, target_arch = "x86_64"))]
+    #[test]
+    fn every_build_matches_the_portable_one() {
+        let x: Vec<f32> = (0..517).map(|i| (i as f32 - 258.0) / 40.0).collect();
+        for kind in [Gelu::Erf, Gelu::Tanh] {
+            let run = |f: &dyn Fn(&mut [f32], &mut [f32])| {
+                let (mut y, mut g) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+                f(&mut y, &mut g);
+                (y, g)
+            };
+            let portable = run(&|y, g| fwd_grad(kind, &x, y, g));
+            let mut builds = Vec::new();
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                builds.push((
+                    "avx2",
+                    run(&|y, g| unsafe { fwd_grad_avx2(kind, &x, y, g) }),
+                ));
+            }
+            if crate::ops::fastmath::has_avx512() {
+                // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
+                builds.push((
+                    "avx512",
+                    run(&|y, g| unsafe { fwd_grad_avx512(kind, &x, y, g) }),
+                ));
+            }
+            for (name, (y, g)) in builds {
+                for i in 0..x.len() {
+                    assert!(
+                        (y[i] - portable.0[i]).abs() <= 1e-5 * (1.0 + portable.0[i].abs()),
+                        "{name} {kind:?} y[{i}]"
+                    );
+                    assert!(
+                        (g[i] - portable.1[i]).abs() <= 1e-5 * (1.0 + portable.1[i].abs()),
+                        "{name} {kind:?} g[{i}]"
+                    );
+                }
+            }
+        }
+    }
+
     pub(super) fn dispatch_mul(g: &[f32], d: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if crate::ops::fastmath::has_avx512() {

@@ -229,6 +229,79 @@ mod simd {
         bwd(x, g, dy, mean, rstd, d, dx, accumulate, pg, pb)
     }
 
+    /// Every build of the row loops this CPU can run gives the portable build's results (to
+    /// rounding: FMA contracts differently), so the AVX2 build is checked even on a machine
+    /// that would pick AVX-512.
+    #[cfg(all(test, target_arch = "x86_64"))]
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn every_build_matches_the_portable_one() {
+        let (rows, d) = (7, 133);
+        let mut state = 12345u64;
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+                })
+                .collect()
+        };
+        let (x, g, b, dy) = (draw(rows * d), draw(d), draw(d), draw(rows * d));
+        let run =
+            |f: &dyn Fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32], &mut [f32], &mut [f32])| {
+                let (mut y, mut mu, mut rs) =
+                    (vec![0.0; rows * d], vec![0.0; rows], vec![0.0; rows]);
+                let (mut dx, mut pg) = (vec![0.0; rows * d], vec![0.0; d]);
+                f(
+                    &mut y,
+                    &mut mu,
+                    &mut rs,
+                    &mut dx,
+                    &mut pg,
+                    &mut vec![0.0; d],
+                );
+                (y, dx, pg)
+            };
+        let portable = run(&|y, mu, rs, dx, pg, pb| {
+            fwd(&x, &g, &b, 1e-5, d, y, mu, rs);
+            bwd(&x, &g, &dy, mu, rs, d, dx, false, pg, pb);
+        });
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                    "{what}[{i}]: {p} vs {q}"
+                );
+            }
+        };
+        let mut checked = 0;
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            let avx2 = run(&|y, mu, rs, dx, pg, pb| unsafe {
+                fwd_avx2(&x, &g, &b, 1e-5, d, y, mu, rs);
+                bwd_avx2(&x, &g, &dy, mu, rs, d, dx, false, pg, pb);
+            });
+            close(&avx2.0, &portable.0, "avx2 y");
+            close(&avx2.1, &portable.1, "avx2 dx");
+            close(&avx2.2, &portable.2, "avx2 dg");
+            checked += 1;
+        }
+        if fastmath::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
+            let avx512 = run(&|y, mu, rs, dx, pg, pb| unsafe {
+                fwd_avx512(&x, &g, &b, 1e-5, d, y, mu, rs);
+                bwd_avx512(&x, &g, &dy, mu, rs, d, dx, false, pg, pb);
+            });
+            close(&avx512.0, &portable.0, "avx512 y");
+            close(&avx512.1, &portable.1, "avx512 dx");
+            close(&avx512.2, &portable.2, "avx512 dg");
+            checked += 1;
+        }
+        eprintln!("layer norm: {checked} vector builds checked against the portable one");
+    }
+
     /// Normalises the rows of `x` into `y`, writing each row's mean and 1/σ.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_rows(

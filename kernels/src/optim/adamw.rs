@@ -253,3 +253,59 @@ impl Optimizer for AdamW {
         }
     }
 }
+
+/// Every build of the update this CPU can run gives the portable build's results.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod build_tests {
+    use super::*;
+
+    #[test]
+    fn every_build_matches_the_portable_one() {
+        let n = 1037;
+        let grads: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let k = Consts {
+            beta1: 0.9,
+            beta2: 0.999,
+            one_m_b1: 0.1,
+            one_m_b2: 0.001,
+            eps: 1e-8,
+            decay: 1.0 - 1e-3 * 0.01,
+            step_size: 1e-3 / 0.1,
+            bc2_sqrt: 0.001f32.sqrt(),
+        };
+        let start = || {
+            let p: Vec<f32> = (0..n).map(|i| (i as f32 * 0.013).sin()).collect();
+            let m: Vec<f32> = (0..n).map(|i| (i as f32 * 0.007).cos() * 0.1).collect();
+            let v: Vec<f32> = (0..n).map(|i| 1e-3 + (i % 13) as f32 * 1e-4).collect();
+            (p, m, v)
+        };
+        let (mut p0, mut m0, mut v0) = start();
+        update_impl(&mut p0, &grads, &mut m0, &mut v0, &k);
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-6 * (1.0 + y.abs()),
+                    "{what}[{i}]: {x} vs {y}"
+                );
+            }
+        };
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            let (mut p, mut m, mut v) = start();
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { update_avx2(&mut p, &grads, &mut m, &mut v, &k) };
+            close(&p, &p0, "avx2 params");
+            close(&m, &m0, "avx2 m");
+            close(&v, &v0, "avx2 v");
+        }
+        if crate::ops::fastmath::has_avx512() {
+            let (mut p, mut m, mut v) = start();
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
+            unsafe { update_avx512(&mut p, &grads, &mut m, &mut v, &k) };
+            close(&p, &p0, "avx512 params");
+            close(&m, &m0, "avx512 m");
+            close(&v, &v0, "avx512 v");
+        }
+    }
+}
