@@ -423,5 +423,22 @@ async fn held_out_metrics_are_reported_every_eval_every_steps_while_training() {
         .filter(|t| t.starts_with("eval at step ") && t.contains(" held-out records"))
         .count();
     assert_eq!(logged, evals.len(), "{texts:?}");
+    // The latest evaluation is a gauge in the coordinator's /metrics.
+    let metrics = reqwest::get(format!("{}/metrics", cluster.node(owner).api_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = format!("flotilla_train_eval_accuracy{{job=\"{id}\"}} ");
+    let last = evals.last().unwrap()["accuracy"].as_f64().unwrap();
+    let exported: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&gauge))
+        .unwrap_or_else(|| panic!("no {gauge} in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((exported - last).abs() < 1e-9, "{exported} vs {last}");
     cluster.shutdown().await.unwrap();
 }

@@ -129,6 +129,8 @@ impl Periodic {
                     .await;
             match result {
                 Ok(Ok(Some((accuracy, f1)))) => {
+                    ctx.metrics
+                        .observe_eval(progress.job.as_str(), accuracy, f1);
                     progress.log(
                         &ctx,
                         format!(

@@ -543,7 +543,8 @@ pub(super) async fn spawn_shards(
 /// Where a run's progress goes: the events of the job that asked for it, and the gauges.
 #[derive(Debug, Clone)]
 pub(super) struct Progress {
-    job: JobId,
+    /// The catalog job the run belongs to (its events and gauges are under it).
+    pub job: JobId,
     total: u64,
     /// Training records (what the ledger is checked against).
     records: u64,

@@ -43,6 +43,8 @@ pub struct TrainMetrics {
     pub samples_per_second: Family<JobLabel, F64Gauge>,
     pub worker_step_seconds: Family<WorkerLabel, F64Gauge>,
     pub worker_batch_share: Family<WorkerLabel, F64Gauge>,
+    pub eval_accuracy: Family<JobLabel, F64Gauge>,
+    pub eval_macro_f1: Family<JobLabel, F64Gauge>,
 }
 
 impl TrainMetrics {
@@ -90,7 +92,26 @@ impl TrainMetrics {
             "Samples each worker was given in the latest step (its share of the global batch)",
             m.worker_batch_share.clone(),
         );
+        r.register(
+            "eval_accuracy",
+            "Held-out accuracy of the latest evaluation during the run (args.eval_every)",
+            m.eval_accuracy.clone(),
+        );
+        r.register(
+            "eval_macro_f1",
+            "Held-out macro-F1 of the latest evaluation during the run (args.eval_every)",
+            m.eval_macro_f1.clone(),
+        );
         m
+    }
+
+    /// Publishes a held-out evaluation of job `job` made during the run.
+    pub fn observe_eval(&self, job: &str, accuracy: f64, macro_f1: f64) {
+        let l = JobLabel {
+            job: job.to_string(),
+        };
+        self.eval_accuracy.get_or_create(&l).set(accuracy);
+        self.eval_macro_f1.get_or_create(&l).set(macro_f1);
     }
 
     /// Publishes `rec` as job `job`'s latest step of `total`.
@@ -150,6 +171,8 @@ impl TrainMetrics {
             &self.learning_rate,
             &self.grad_norm,
             &self.samples_per_second,
+            &self.eval_accuracy,
+            &self.eval_macro_f1,
         ] {
             f.remove(&l);
         }
