@@ -34,6 +34,9 @@ pub const MAX_BLOB_BYTES: usize = 1 << 36;
 pub const MAX_MANIFEST_BYTES: usize = 256 * 1024 * 1024;
 /// Manifests of one job read back at most.
 pub const MAX_MANIFESTS: usize = 100_000;
+/// Checkpoints of one job a node keeps: the newest, and one to fall back to when the newest
+/// turns out corrupt. Older ones are deleted when a newer one is written.
+pub const KEEP: usize = 2;
 
 /// One shard's entry in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +177,13 @@ fn manifest_key(job: &JobId, step: u64) -> Vec<u8> {
     k
 }
 
+/// Where a shard host notes the step of the last blob it wrote for a shard of `job`.
+fn last_local_key(job: &JobId, shard: u32) -> Vec<u8> {
+    let mut k = job_prefix(job, "l");
+    k.extend_from_slice(&shard.to_be_bytes());
+    k
+}
+
 fn blob_key(job: &JobId, step: u64, shard: u32) -> Vec<u8> {
     let mut k = job_prefix(job, "b");
     k.extend_from_slice(&step.to_be_bytes());
@@ -192,6 +202,63 @@ pub fn put_blob(store: &dyn Store, job: &JobId, step: u64, shard: u32, blob: &[u
         Durability::Buffered,
     )?;
     Ok(())
+}
+
+/// Stores the blob a shard's host writes for checkpoint `step` ([`put_blob`]) and deletes the
+/// one it wrote for the previous checkpoint unless this node holds that checkpoint (then
+/// [`prune`] deletes it in its turn): a host that is not a holder keeps one blob per shard.
+pub fn put_local_blob(
+    store: &dyn Store,
+    job: &JobId,
+    step: u64,
+    shard: u32,
+    blob: &[u8],
+) -> Result<()> {
+    put_blob(store, job, step, shard, blob)?;
+    let marker = last_local_key(job, shard);
+    if let Some(prev) = store.get(Column::Checkpoints, &marker)? {
+        if let Ok(bytes) = <[u8; 8]>::try_from(prev.as_slice()) {
+            let prev = u64::from_be_bytes(bytes);
+            let held = store
+                .get(Column::Checkpoints, &manifest_key(job, prev))?
+                .is_some();
+            if prev != step && !held {
+                store.delete(
+                    Column::Checkpoints,
+                    &blob_key(job, prev, shard),
+                    Durability::Buffered,
+                )?;
+            }
+        }
+    }
+    store.put(
+        Column::Checkpoints,
+        &marker,
+        &step.to_be_bytes(),
+        Durability::Buffered,
+    )?;
+    Ok(())
+}
+
+/// Deletes every checkpoint of `job` on this node but the newest `keep` (manifest first, so a
+/// crash midway leaves blobs without a manifest, which nothing reads); how many went.
+pub fn prune(store: &dyn Store, job: &JobId, keep: usize) -> Result<usize> {
+    let rows = store.scan_prefix(Column::Checkpoints, &job_prefix(job, "m"), MAX_MANIFESTS)?;
+    let old = rows.len().saturating_sub(keep);
+    for (key, value) in rows.into_iter().take(old) {
+        store.delete(Column::Checkpoints, &key, Durability::Buffered)?;
+        // An unreadable manifest's blobs cannot be named; they stay.
+        if let Ok(m) = codec::decode::<Manifest, MAX_MANIFEST_BYTES>("checkpoint", &value) {
+            for e in &m.shards {
+                store.delete(
+                    Column::Checkpoints,
+                    &blob_key(job, m.step, e.shard),
+                    Durability::Buffered,
+                )?;
+            }
+        }
+    }
+    Ok(old)
 }
 
 /// Reads one shard's blob of checkpoint `step` and checks it against `blake3`.
@@ -246,6 +313,7 @@ pub fn write_manifest(store: &dyn Store, manifest: &Manifest) -> Result<()> {
         &m,
         Durability::Sync,
     )?;
+    prune(store, &manifest.job, KEEP)?;
     Ok(())
 }
 

@@ -225,3 +225,66 @@ fn a_lost_shard_is_restored_from_the_latest_intact_checkpoint() {
     assert!(checkpoint::latest_valid(&store, &job).unwrap().is_none());
     assert!(checkpoint::restore_shard(&store, &job, 0).is_err());
 }
+
+#[test]
+fn a_node_keeps_the_newest_two_checkpoints_and_a_host_one_blob_per_shard() {
+    let store = MemStore::default();
+    let job = JobId("job-p".into());
+    let mut shards = vec![shard(0, vec![0.0; 3]), shard(1, vec![1.0; 2])];
+    let mut written = Vec::new();
+    for step in [10, 20, 30, 40] {
+        train(&mut shards, 1);
+        written.push(save(&store, &job, step, &shards));
+    }
+    // Only 30 and 40 are left, blobs included; 40 is the one restored from.
+    for m in &written[..2] {
+        assert!(
+            checkpoint::read(&store, &job, m.step).is_err(),
+            "{}",
+            m.step
+        );
+        for e in &m.shards {
+            assert!(checkpoint::get_blob(&store, &job, m.step, e.shard, &e.blake3).is_err());
+        }
+    }
+    for m in &written[2..] {
+        checkpoint::read(&store, &job, m.step).unwrap();
+    }
+    assert_eq!(
+        checkpoint::latest_valid(&store, &job)
+            .unwrap()
+            .unwrap()
+            .0
+            .step,
+        40
+    );
+    // The newest corrupt: the one kept beside it is used.
+    store.corrupt_blob(40, 1);
+    assert_eq!(
+        checkpoint::latest_valid(&store, &job)
+            .unwrap()
+            .unwrap()
+            .0
+            .step,
+        30
+    );
+
+    // A shard host that holds no checkpoint keeps only its latest blob of each shard.
+    let host = MemStore::default();
+    checkpoint::put_local_blob(&host, &job, 10, 0, b"ten").unwrap();
+    checkpoint::put_local_blob(&host, &job, 20, 0, b"twenty").unwrap();
+    checkpoint::put_local_blob(&host, &job, 20, 1, b"other shard").unwrap();
+    let hash = |b: &[u8]| checkpoint::hash_hex(b);
+    assert!(checkpoint::get_blob(&host, &job, 10, 0, &hash(b"ten")).is_err());
+    checkpoint::get_blob(&host, &job, 20, 0, &hash(b"twenty")).unwrap();
+    checkpoint::get_blob(&host, &job, 20, 1, &hash(b"other shard")).unwrap();
+    // One it holds a checkpoint of stays (pruning takes it in its turn).
+    let (m, blobs) = {
+        let snaps: Vec<Snapshot> = shards.iter().map(Shard::snapshot).collect();
+        checkpoint::build(&job, 30, 9, Checkpoint::default(), &snaps, &nodes(3)).unwrap()
+    };
+    checkpoint::write(&host, &m, &blobs).unwrap();
+    checkpoint::put_local_blob(&host, &job, 30, 0, &blobs[0]).unwrap();
+    checkpoint::put_local_blob(&host, &job, 40, 0, b"forty").unwrap();
+    checkpoint::read(&host, &job, 30).unwrap();
+}

@@ -138,7 +138,7 @@ pub async fn serve(
             let snap = handle.snapshot_at(step).await.map_err(remote)?;
             let version = snap.version;
             let blob = checkpoint::encode_snapshot(&snap).map_err(remote)?;
-            checkpoint::put_blob(store, job, step, shard, &blob).map_err(remote)?;
+            checkpoint::put_local_blob(store, job, step, shard, &blob).map_err(remote)?;
             Ok(ResponseBody::Saved(SavedShard {
                 shard,
                 version,

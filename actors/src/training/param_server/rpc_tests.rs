@@ -113,15 +113,18 @@ async fn requests_map_to_the_shard_and_checkpoints_to_the_store() {
     };
     assert_eq!((keyed.version, &keyed.blake3), (1, &saved.blake3));
     call(push(1)).await.unwrap();
-    // A wrong hash is refused; the right one restores the saved state.
-    let restore = |blake3: String| RequestBody::Checkpoint {
+    // A wrong hash is refused; the right one restores the saved state. The host keeps only its
+    // latest blob of a checkpoint it does not hold: step 1's went when step 7's was written.
+    let restore = |step: u64, blake3: String| RequestBody::Checkpoint {
         shard: 1,
-        command: CheckpointCommand::Restore { step: 1, blake3 },
+        command: CheckpointCommand::Restore { step, blake3 },
     };
-    let err = call(restore("00".repeat(32))).await.unwrap_err();
+    let err = call(restore(7, "00".repeat(32))).await.unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::NotFound);
+    let gone = call(restore(1, saved.blake3.clone())).await.unwrap_err();
+    assert_eq!(gone.kind, RemoteErrorKind::NotFound, "{gone:?}");
     assert_eq!(
-        call(restore(saved.blake3.clone())).await,
+        call(restore(7, keyed.blake3.clone())).await,
         Ok(ResponseBody::Restored { version: 1 })
     );
     assert_eq!(h.snapshot().await.unwrap().params, vec![0.0, 1.0, 2.0, 3.0]);
