@@ -248,6 +248,14 @@ impl Core {
         }
     }
 
+    /// Closes the steps still waiting for reports into the series (the run ended). A step can
+    /// stay open when a worker admitted after it began was counted among its reporters.
+    pub fn flush_reports(&mut self) {
+        for rec in self.aggregator.flush() {
+            self.series.push(rec);
+        }
+    }
+
     /// The live series.
     pub fn series(&self) -> &Series {
         &self.series
@@ -354,6 +362,11 @@ impl LocalDispatch {
             .lock()
             .map_err(|_| Error::Failed("coordinator state poisoned".into()))?;
         Ok(f(&mut core))
+    }
+
+    /// Closes the steps still waiting for reports (see [`Core::flush_reports`]).
+    pub fn flush_reports(&self) -> Result<()> {
+        self.with(Core::flush_reports)
     }
 
     /// Pauses or resumes handing out leases (async and ssp; see [`Core::pause`]).

@@ -158,3 +158,54 @@ fn a_paused_async_dispatch_drains_its_leases_for_a_consistent_checkpoint() {
     s.pause(true);
     assert!(matches!(s.next(w(0), Some(0)).unwrap(), Next::Batch(_)));
 }
+
+#[test]
+fn a_step_left_open_by_a_late_joiner_is_flushed_into_the_series_at_the_end() {
+    let mut c = Core::new(
+        Config {
+            records: 100,
+            seed: 1,
+            epochs: Some(1),
+            global_batch: None,
+            per_device_batch: 4,
+            consistency: Consistency::Sync,
+            elastic: elastic::Config {
+                workers_min: 1,
+                workers_max: 3,
+                below_min_timeout: Duration::from_secs(5),
+            },
+            speed_alpha: 1.0,
+            series_capacity: 10,
+            keep_ledger: true,
+            save_every: 0,
+        },
+        Millis(0),
+        None,
+    );
+    c.join(Millis(0), w(0));
+    c.join(Millis(0), w(1));
+    // Step 0 ran with workers 0 and 1; a third joined before their reports arrived, so the
+    // step waits for a report that never comes.
+    c.join(Millis(0), w(2));
+    c.report(report(0, 0, 6, 10.0));
+    c.report(report(1, 0, 2, 10.0));
+    for worker in 0..3 {
+        c.report(report(worker, 1, 3, 10.0));
+    }
+    assert_eq!(
+        c.series()
+            .since(None)
+            .iter()
+            .map(|r| r.step)
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
+    c.flush_reports();
+    let steps: Vec<(u64, u32)> = c
+        .series()
+        .since(None)
+        .iter()
+        .map(|r| (r.step, r.samples))
+        .collect();
+    assert_eq!(steps, vec![(1, 9), (0, 8)]);
+}

@@ -916,6 +916,7 @@ async fn drive(
             }
         }
     }
+    d.flush_reports().map_err(err)?;
     crew.progress.publish(ctx, d, published);
     failed(d)?;
     let epochs = crew.spec.args.epochs.unwrap_or(1);
@@ -936,6 +937,8 @@ async fn drive(
             };
             let mut series = history.series.clone();
             series.extend(c.series().since(None));
+            // A step closed late (flushed at the end) comes after later ones in the series.
+            series.sort_by_key(|r| r.step);
             let (samples, seconds) = series
                 .iter()
                 .filter(|r| r.samples > 0 && r.samples_per_s.is_finite() && r.samples_per_s > 0.0)
