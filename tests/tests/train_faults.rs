@@ -60,6 +60,20 @@ async fn event_texts(cluster: &TestCluster, i: usize, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Checks that run result `r` consumed every training record exactly once in each of
+/// `epochs` epochs; the steps of its loss curve.
+fn exact_over_epochs(r: &Value, epochs: u64) -> Vec<u64> {
+    assert_eq!(r["ledger_exact"], true, "{}", r["ledger"]);
+    let records = r["records"].as_u64().unwrap();
+    assert_eq!(r["samples"].as_u64().unwrap(), epochs * records);
+    r["curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_u64().unwrap())
+        .collect()
+}
+
 /// Waits until job `id` has saved a checkpoint.
 async fn checkpoint_saved(cluster: &TestCluster, id: &str) {
     wait_until(DEADLINE, "a checkpoint", || async {
@@ -290,16 +304,8 @@ async fn lost_shard_is_restored(mode: &str) {
         assert_ne!(holders[0], holders[1]);
     }
     // Work after the checkpoint was redone, not counted twice: each record once per epoch.
-    assert_eq!(r["ledger_exact"], true, "{}", r["ledger"]);
-    let records = r["records"].as_u64().unwrap();
-    assert_eq!(r["samples"].as_u64().unwrap(), 3 * records);
     // The curve goes on from the checkpoint: its steps are each there once, in order.
-    let steps: Vec<u64> = r["curve"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p[0].as_u64().unwrap())
-        .collect();
+    let steps = exact_over_epochs(&r, 3);
     if mode == "sync" {
         assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
     }
@@ -337,18 +343,10 @@ async fn a_coordinator_whose_node_dies_is_resumed_elsewhere_from_its_checkpoint(
     assert_eq!(restores[0]["lost"], "coordinator", "{restores:?}");
     let step = restores[0]["checkpoint"].as_u64().unwrap();
     assert!(step >= 15 && step % 15 == 0, "{step}");
-    // Nothing lost or repeated across the two attempts: each record once per epoch.
-    assert_eq!(r["ledger_exact"], true, "{}", r["ledger"]);
-    let records = r["records"].as_u64().unwrap();
-    assert_eq!(r["samples"].as_u64().unwrap(), 3 * records);
-    // The curve holds the first attempt's steps (kept in the checkpoint) and goes on from
-    // there: its steps are each there once, in order, from the start.
-    let steps: Vec<u64> = r["curve"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p[0].as_u64().unwrap())
-        .collect();
+    // Nothing lost or repeated across the two attempts: each record once per epoch. The
+    // curve holds the first attempt's steps (kept in the checkpoint) and goes on from there:
+    // its steps are each there once, in order, from the start.
+    let steps = exact_over_epochs(&r, 3);
     assert!(steps[0] < step, "{steps:?}");
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
     assert!(r["loss_after"].as_f64().unwrap() < r["loss_before"].as_f64().unwrap());

@@ -13,6 +13,11 @@ fn w(i: u32) -> WorkerId {
 }
 
 fn core(consistency: Consistency, global: Option<u32>) -> Core {
+    core_with(consistency, global, 2, 2)
+}
+
+/// A core over 100 records with a per-device batch of 4 and `min..=max` workers.
+fn core_with(consistency: Consistency, global: Option<u32>, min: u32, max: u32) -> Core {
     Core::new(
         Config {
             records: 100,
@@ -22,8 +27,8 @@ fn core(consistency: Consistency, global: Option<u32>) -> Core {
             per_device_batch: 4,
             consistency,
             elastic: elastic::Config {
-                workers_min: 2,
-                workers_max: 2,
+                workers_min: min,
+                workers_max: max,
                 below_min_timeout: Duration::from_secs(5),
             },
             speed_alpha: 1.0,
@@ -161,27 +166,7 @@ fn a_paused_async_dispatch_drains_its_leases_for_a_consistent_checkpoint() {
 
 #[test]
 fn a_step_left_open_by_a_late_joiner_is_flushed_into_the_series_at_the_end() {
-    let mut c = Core::new(
-        Config {
-            records: 100,
-            seed: 1,
-            epochs: Some(1),
-            global_batch: None,
-            per_device_batch: 4,
-            consistency: Consistency::Sync,
-            elastic: elastic::Config {
-                workers_min: 1,
-                workers_max: 3,
-                below_min_timeout: Duration::from_secs(5),
-            },
-            speed_alpha: 1.0,
-            series_capacity: 10,
-            keep_ledger: true,
-            save_every: 0,
-        },
-        Millis(0),
-        None,
-    );
+    let mut c = core_with(Consistency::Sync, None, 1, 3);
     c.join(Millis(0), w(0));
     c.join(Millis(0), w(1));
     // Step 0 ran with workers 0 and 1; a third joined before their reports arrived, so the

@@ -260,20 +260,25 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    #[test]
-    fn args_travel_through_bincode_and_rebuild_the_same_model() {
-        let spec = TrainSpec {
+    /// A spec training a new one-layer classifier of width 16 over `vocab_size` characters.
+    fn new_classifier(vocab_size: u32, num_labels: Option<u32>) -> TrainSpec {
+        TrainSpec {
             model: ModelSource::New(flotilla_protocol::training::NewModel {
                 architecture: Architecture::Classifier,
-                vocab_size: 64,
+                vocab_size,
                 hidden_size: 16,
                 layers: 1,
                 heads: 2,
                 max_seq_len: 16,
-                num_labels: Some(3),
+                num_labels,
             }),
             ..TrainSpec::default()
-        };
+        }
+    }
+
+    #[test]
+    fn args_travel_through_bincode_and_rebuild_the_same_model() {
+        let spec = new_classifier(64, Some(3));
         let labels = |n: usize| (0..n).map(|i| format!("l{i}")).collect::<Vec<_>>();
         let (args, init) = prepare(&spec, None, "hello world", &labels(3)).unwrap();
         let wire = flotilla_actors::remote::encode(&args).unwrap();
@@ -344,18 +349,7 @@ mod tests {
 
     #[test]
     fn a_registered_classifier_carries_on_and_gets_a_new_head_for_new_labels() {
-        let spec = TrainSpec {
-            model: ModelSource::New(flotilla_protocol::training::NewModel {
-                architecture: Architecture::Classifier,
-                vocab_size: 32,
-                hidden_size: 16,
-                layers: 1,
-                heads: 2,
-                max_seq_len: 16,
-                num_labels: None,
-            }),
-            ..TrainSpec::default()
-        };
+        let spec = new_classifier(32, None);
         let two = vec!["no".to_string(), "yes".to_string()];
         let (args, init) = prepare(&spec, None, "abc de", &two).unwrap();
         let dir = tempfile::tempdir().unwrap();
