@@ -23,14 +23,22 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// libp2p listen multiaddrs.
     pub listen: Vec<String>,
-    /// HTTP API address. Beyond loopback it requires `api_token_file`.
+    /// HTTP API address. Beyond loopback the API requires a bearer token: `api_token_file`, or
+    /// the admin token generated in `<data_dir>/api-token`.
     pub api_listen: SocketAddr,
-    /// File holding the bearer token the HTTP API requires.
+    /// File holding the bearer token the HTTP API requires (on every address, loopback too).
     pub api_token_file: Option<PathBuf>,
     /// Multiaddrs of nodes to join (for networks mDNS does not reach). May end in `/p2p/<id>`.
     pub join: Vec<String>,
-    /// Pre-shared key file: only nodes with the same key can connect. Forces TCP.
+    /// Pre-shared key file: only nodes with the same key can connect. Forces TCP. Without it
+    /// (and without `cluster_token` or `open`) the node uses `<data_dir>/swarm.key`, created
+    /// with a random key on the first start.
     pub swarm_key: Option<PathBuf>,
+    /// The cluster key as 64 hex characters, printed by the node that created the cluster:
+    /// joins that cluster (saved to `<data_dir>/swarm.key`). Forces TCP.
+    pub cluster_token: Option<String>,
+    /// No cluster key: any host that reaches the node can join. For throw-away experiments.
+    pub open: bool,
     /// If non-empty, only these node ids may connect.
     pub allow_peers: Vec<String>,
     /// Local-network discovery.
@@ -79,6 +87,8 @@ impl Default for NodeConfig {
             api_token_file: None,
             join: vec![],
             swarm_key: None,
+            cluster_token: None,
+            open: false,
             allow_peers: vec![],
             mdns: true,
             mdns_query_interval: Duration::from_secs(5),
@@ -143,17 +153,38 @@ impl NodeConfig {
             p.parse::<PeerId>()
                 .map_err(|e| err("allow_peers", format!("{p:?} is not a node id: {e}")))?;
         }
-        if self.swarm_key.is_some() && self.listen_addrs().is_empty() {
+        if self.open && self.swarm_key.is_some() {
             return Err(err(
-                "listen",
-                "a swarm key forces TCP, and no TCP listen address is configured",
+                "open",
+                "an open node has no cluster key; drop swarm_key (--swarm-key) or open (--open)",
             ));
         }
-        if !self.api_listen.ip().is_loopback() && self.api_token_file.is_none() {
+        if self.open && self.cluster_token.is_some() {
+            return Err(err(
+                "open",
+                "an open node has no cluster key; drop cluster_token (--cluster-token) or open (--open)",
+            ));
+        }
+        if let Some(token) = &self.cluster_token {
+            if self.swarm_key.is_some() {
+                return Err(err(
+                    "cluster_token",
+                    "give the cluster key once: cluster_token (--cluster-token) or swarm_key (--swarm-key), not both",
+                ));
+            }
+            parse_cluster_token(token).map_err(|reason| err("cluster_token", reason))?;
+        }
+        if !self.open && self.listen_addrs().is_empty() {
+            return Err(err(
+                "listen",
+                "the cluster key forces TCP, and no TCP listen address is configured (QUIC cannot carry the key's handshake; --open runs without a key)",
+            ));
+        }
+        if !self.api_listen.ip().is_loopback() && self.api_token_path().is_none() {
             return Err(err(
                 "api_listen",
                 format!(
-                    "{} is reachable beyond this machine; set api_token_file (--api-token-file) so the API requires a bearer token",
+                    "{} is reachable beyond this machine and an open node has no generated admin token; set api_token_file (--api-token-file) so the API requires a bearer token",
                     self.api_listen
                 ),
             ));
@@ -187,14 +218,28 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// The listen addresses, parsed (call after [`validate`](Self::validate)). A swarm key
-    /// forces TCP: QUIC addresses are left out because QUIC cannot carry the pnet handshake.
+    /// The listen addresses, parsed (call after [`validate`](Self::validate)). Every node but
+    /// an open one has a cluster key (a configured file, a token, or the one in the data dir),
+    /// and a key forces TCP: QUIC addresses are left out because QUIC cannot carry the pnet
+    /// handshake.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listen
             .iter()
-            .filter(|a| self.swarm_key.is_none() || !a.contains("/quic"))
+            .filter(|a| self.open || !a.contains("/quic"))
             .filter_map(|a| a.parse().ok())
             .collect()
+    }
+
+    /// The file holding the token the API requires, if it requires one: `api_token_file` when
+    /// configured; otherwise, when the API listens beyond loopback, the admin token generated
+    /// in `<data_dir>/api-token` (open nodes have none). A loopback API without a configured
+    /// file requires no token, so the CLI on the same machine needs none.
+    pub fn api_token_path(&self) -> Option<PathBuf> {
+        match &self.api_token_file {
+            Some(f) => Some(f.clone()),
+            None if self.open || self.api_listen.ip().is_loopback() => None,
+            None => Some(self.data_dir.join(crate::admission::API_TOKEN_FILE)),
+        }
     }
 
     /// The join addresses, parsed.
@@ -209,11 +254,30 @@ impl NodeConfig {
             .filter_map(|p| p.parse().ok())
             .collect()
     }
+}
 
-    /// Reads the API token, if one is configured.
-    pub fn read_api_token(&self) -> anyhow::Result<Option<String>> {
-        self.api_token_file.as_deref().map(read_token).transpose()
+/// Parses a cluster token: the 32-byte cluster key as 64 hex characters (surrounding
+/// whitespace ignored). The error says what is wrong without echoing the secret.
+pub fn parse_cluster_token(token: &str) -> Result<[u8; 32], String> {
+    let t = token.trim();
+    if t.len() != 64 {
+        return Err(format!(
+            "must be 64 hex characters (a 32-byte key), is {} characters",
+            t.len()
+        ));
     }
+    if let Some(pos) = t.bytes().position(|b| !b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "must be 64 hex characters; character {} is not a hex digit",
+            pos + 1
+        ));
+    }
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        // Every character is an ASCII hex digit, so each pair parses.
+        *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(key)
 }
 
 /// Reads a bearer token from a file: its first line, trimmed; empty files are refused.
@@ -315,10 +379,19 @@ mod tests {
 
     #[test]
     fn public_api_needs_a_token() {
+        // An admitted node (the default) uses the admin token generated in its data dir.
         let c = NodeConfig {
             api_listen: "0.0.0.0:7080".parse().unwrap(),
+            data_dir: "/var/lib/flotilla".into(),
             ..Default::default()
         };
+        c.validate().unwrap();
+        assert_eq!(
+            c.api_token_path(),
+            Some(PathBuf::from("/var/lib/flotilla/api-token"))
+        );
+        // An open node has none: it must be given one.
+        let c = NodeConfig { open: true, ..c };
         let e = c.validate().unwrap_err();
         assert_eq!(e.field, "api_listen");
         assert!(e.reason.contains("--api-token-file"));
@@ -327,6 +400,98 @@ mod tests {
             ..c
         };
         c.validate().unwrap();
+        assert_eq!(c.api_token_path(), Some(PathBuf::from("/tmp/t")));
+        // On loopback no token is required unless one is configured.
+        assert_eq!(NodeConfig::default().api_token_path(), None);
+    }
+
+    #[test]
+    fn every_node_but_an_open_one_has_a_key_and_so_listens_on_tcp_only() {
+        let c = NodeConfig::default();
+        assert_eq!(c.listen.len(), 2, "the default lists TCP and QUIC");
+        let addrs = c.listen_addrs();
+        assert_eq!(addrs.len(), 1);
+        assert!(addrs[0].to_string().contains("/tcp/"), "{addrs:?}");
+        let open = NodeConfig {
+            open: true,
+            ..Default::default()
+        };
+        open.validate().unwrap();
+        assert_eq!(open.listen_addrs().len(), 2, "an open node keeps QUIC");
+        // A QUIC-only node needs --open.
+        let quic_only = NodeConfig {
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()],
+            ..Default::default()
+        };
+        assert_eq!(quic_only.validate().unwrap_err().field, "listen");
+        NodeConfig {
+            open: true,
+            ..quic_only
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn cluster_token_and_open_are_checked_by_name() {
+        let token = "ab".repeat(32);
+        let c = NodeConfig {
+            cluster_token: Some(token.clone()),
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        assert_eq!(parse_cluster_token(&token).unwrap(), [0xab; 32]);
+        assert_eq!(
+            parse_cluster_token(&format!(" {} \n", "AB".repeat(32))).unwrap(),
+            [0xab; 32],
+            "case and surrounding whitespace do not matter"
+        );
+        for bad in [
+            "",
+            "abc",
+            &"ab".repeat(33),
+            &format!("{}zz", "ab".repeat(31)),
+            &format!("+f{}", "ab".repeat(31)),
+        ] {
+            let c = NodeConfig {
+                cluster_token: Some(bad.to_string()),
+                ..Default::default()
+            };
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.field, "cluster_token", "{bad:?}");
+            assert!(e.reason.contains("64 hex characters"), "{}", e.reason);
+        }
+        let both = NodeConfig {
+            cluster_token: Some(token.clone()),
+            swarm_key: Some("/tmp/k".into()),
+            ..Default::default()
+        };
+        assert_eq!(both.validate().unwrap_err().field, "cluster_token");
+        let open_with_token = NodeConfig {
+            open: true,
+            cluster_token: Some(token),
+            ..Default::default()
+        };
+        let e = open_with_token.validate().unwrap_err();
+        assert_eq!(e.field, "open");
+        assert!(e.reason.contains("--cluster-token"), "{}", e.reason);
+        let open_with_key = NodeConfig {
+            open: true,
+            swarm_key: Some("/tmp/k".into()),
+            ..Default::default()
+        };
+        let e = open_with_key.validate().unwrap_err();
+        assert_eq!(e.field, "open");
+        assert!(e.reason.contains("--swarm-key"), "{}", e.reason);
+        // Both fields come from a file too.
+        let f: FileConfig = toml::from_str("[node]\nopen = true\n").unwrap();
+        assert!(f.node.open);
+        let f: FileConfig = toml::from_str(&format!(
+            "[node]\ncluster_token = \"{}\"\n",
+            "01".repeat(32)
+        ))
+        .unwrap();
+        f.node.validate().unwrap();
     }
 
     #[test]

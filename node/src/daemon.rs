@@ -58,6 +58,8 @@ pub struct RunningNode {
     pub serving: crate::serve::Serving,
     /// The data stage: shard actor, data peers, catalog and membership.
     pub data: DataNode,
+    /// The cluster key's source, and the key and admin token if this start created them.
+    pub admission: crate::admission::Admission,
     config: NodeConfig,
     store: RocksStore,
     incarnation: u64,
@@ -89,10 +91,12 @@ impl RunningNode {
         let peer_id = key.public().to_peer_id();
         let store = RocksStore::open(&config.data_dir.join("db"))?;
         check_data_dir_owner(&store, &peer_id)?;
-        let token: Option<Arc<str>> = config.read_api_token()?.map(Arc::from);
+        // The cluster key and the API token; new ones are written once the addresses are bound.
+        let mut admission = crate::admission::prepare(&config)?;
+        let token: Option<Arc<str>> = admission.api_token.clone().map(Arc::from);
 
         let mut registry = Registry::default();
-        let mut swarm = net::build_swarm(&key, &config, &mut registry)?;
+        let mut swarm = net::build_swarm(&key, &config, admission.psk, &mut registry)?;
         let metrics = Arc::new(Metrics::register(&mut registry));
         let train_metrics = Arc::new(crate::train::metrics::TrainMetrics::register(&mut registry));
         let serving_metrics = Arc::new(crate::serve::metrics::ServingMetrics::register(
@@ -107,6 +111,7 @@ impl RunningNode {
         }
         let listener = http::bind(config.api_listen).await?;
         let api_addr = listener.local_addr()?;
+        admission.commit()?;
 
         // Measure the machine once; the probe is CPU-bound, keep it off the async workers.
         let id = NodeId(peer_id.to_string());
@@ -288,6 +293,12 @@ impl RunningNode {
             replica_service,
             cmd_tx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::evict::enforce(
+            catalog.clone(),
+            membership.clone(),
+            mesh.clone(),
+            crate::evict::ENFORCE_EVERY,
+        )));
         tasks.push(tokio::spawn(
             crate::serve::reconcile::Reconciler {
                 serving: serving.clone(),
@@ -361,6 +372,7 @@ impl RunningNode {
             host,
             serving,
             data,
+            admission,
             config,
             store,
             incarnation,
@@ -418,6 +430,14 @@ impl RunningNode {
     /// Accepts a blocked peer again.
     pub async fn unblock_peer(&self, peer: &NodeId) -> anyhow::Result<()> {
         Ok(self.mesh.unblock(peer).await?)
+    }
+
+    /// Evicts `peer` from the cluster (see [`crate::evict`]).
+    pub async fn evict(
+        &self,
+        peer: &NodeId,
+    ) -> Result<crate::evict::Evicted, crate::evict::EvictError> {
+        crate::evict::evict(&self.catalog, &self.membership, &self.mesh, peer.as_str()).await
     }
 
     /// Graceful stop: announce the leave (gossip, and directly to every connected peer with a

@@ -2,6 +2,8 @@
 //!
 //! Modules:
 //! - [`config`]: node and client configuration, validation, precedence.
+//! - [`admission`]: the cluster key (generated, from a token, or a file) and the admin token.
+//! - [`evict`]: removing a member at run time through a replicated eviction record.
 //! - [`identity`]: the persistent ed25519 node key.
 //! - [`jobs`]: the work each job kind does on this node.
 //! - [`data`]: the data stage on the node (uploads, operations as jobs, re-replication).
@@ -18,9 +20,11 @@
 // Printing results to stdout is what the command line is for; everywhere else it is a lint.
 #[allow(clippy::print_stdout)]
 pub mod cli;
+pub mod admission;
 pub mod config;
 pub mod daemon;
 pub mod data;
+pub mod evict;
 pub mod http;
 pub mod identity;
 pub mod jobs;

@@ -193,10 +193,12 @@ fn invalid_config_names_the_field() {
 
 #[test]
 fn binding_the_api_beyond_loopback_needs_a_token() {
+    // An open node has no generated admin token to fall back on.
     let dir = tempfile::tempdir().unwrap();
     let mut c = flotilla();
     c.args([
         "up",
+        "--open",
         "--data-dir",
         dir.path().to_str().unwrap(),
         "--api-listen",
@@ -365,4 +367,228 @@ fn sigterm_shuts_down_gracefully_and_the_api_requires_its_token() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// `flotilla up` as a child whose stdout is read line by line on a thread.
+struct Daemon {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(data_dir: &std::path::Path) -> Daemon {
+        let mut c = flotilla();
+        c.args(["up", "--data-dir", data_dir.to_str().unwrap()])
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--api-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--mdns", "false"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon { child, lines }
+    }
+
+    /// Lines up to and including the first one `until` accepts.
+    fn read_until(&self, until: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = until(&line);
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("{e} before the expected line; stdout so far: {seen:#?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(unix)]
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_fresh_data_dir_creates_a_cluster_and_prints_its_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    // A dry run shows what would happen and writes nothing.
+    let mut c = flotilla();
+    c.args(["up", "--dry-run", "--data-dir", data.to_str().unwrap()]);
+    let out = run(c);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("(new cluster)"), "{shown}");
+    assert!(!shown.contains("quic"), "the key forces TCP: {shown}");
+    assert!(!data.exists(), "--dry-run created {}", data.display());
+
+    let first = Daemon::start(&data);
+    let lines = first.read_until(|l| l.starts_with("node ") && l.ends_with(" is up"));
+    let key_file = data.join("swarm.key");
+    let token_file = data.join("api-token");
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&key_file), 0o600);
+        assert_eq!(mode(&token_file), 0o600);
+    }
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let hex = key.lines().nth(2).unwrap().to_string();
+    assert!(
+        key.starts_with("/key/swarm/psk/1.0.0/\n/base16/\n"),
+        "{key}"
+    );
+    assert_eq!(hex.len(), 64);
+    let joined = lines.join("\n");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim() == format!("cluster token: {hex}")),
+        "{joined}"
+    );
+    let join = lines
+        .iter()
+        .find(|l| l.contains("flotilla up --join"))
+        .unwrap_or_else(|| panic!("no join command in {joined}"));
+    assert!(
+        join.contains("flotilla up --join /ip4/127.0.0.1/tcp/")
+            && join.contains("/p2p/")
+            && join.ends_with(&format!("--cluster-token {hex}")),
+        "{join}"
+    );
+    let api_token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(
+        joined.contains(&format!("admin API token: {}", api_token.trim())),
+        "{joined}"
+    );
+    drop(first);
+
+    // A restart reuses the key silently.
+    let second = Daemon::start(&data);
+    let lines = second.read_until(|l| l.starts_with("node ") && l.ends_with(" is up"));
+    let joined = lines.join("\n");
+    assert!(
+        !joined.contains("cluster token") && !joined.contains(&hex),
+        "the cluster token was printed again: {joined}"
+    );
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), api_token);
+    drop(second);
+
+    // A token of another cluster is refused for this data dir, naming the field.
+    let mut c = flotilla();
+    c.args(["up", "--dry-run", "--data-dir", data.to_str().unwrap()])
+        .args(["--cluster-token", &"ab".repeat(32)]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cluster_token") && err.contains("another cluster"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&"ab".repeat(32)),
+        "the token is echoed: {err}"
+    );
+}
+
+#[test]
+fn bad_admission_flags_are_config_errors_naming_the_field() {
+    for (args, field) in [
+        (vec!["--open", "--cluster-token", &"ab".repeat(32)], "open"),
+        (vec!["--open", "--swarm-key", "/nonexistent"], "open"),
+        (vec!["--cluster-token", "abc"], "cluster_token"),
+    ] {
+        let mut c = flotilla();
+        c.args(["up", "--dry-run"]).args(&args);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("{field}:")), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_evict_removes_a_member_and_nodes_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = RunningNode::start(local_node_config(dir.path().join("a"), vec![]))
+        .await
+        .unwrap();
+    let join = a.listen_addrs().iter().map(|x| x.to_string()).collect();
+    let b = RunningNode::start(local_node_config(dir.path().join("b"), join))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.membership.view().await.unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "node a never saw node b");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let evict = |id: String| {
+        let mut c = flotilla();
+        c.args(["node", "evict", &id, "--peer", &a.api_url()]);
+        c
+    };
+
+    // Its own id and an id it does not know are refused with the node's reason.
+    let out = run_async(evict(a.peer_id.to_string())).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot evict itself"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_async(evict(libp2p::PeerId::random().to_string())).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a member"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run_async(evict(b.peer_id.to_string())).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("evicted node {}", b.peer_id)),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut c = flotilla();
+    c.args(["nodes", "--peer", &a.api_url()]);
+    let table = text(&run_async(c).await.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&b.peer_id.to_string()))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("evicted"), "{table}");
+    assert!(!a.connected_peers().await.contains(&b.node_id()));
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
 }

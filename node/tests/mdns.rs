@@ -79,6 +79,8 @@ fn two_hosts_find_each_other_by_mdns_alone() {
     }
 
     let dir = tempfile::tempdir().unwrap();
+    // Both hosts belong to one cluster: mDNS finds the address, the key lets them in.
+    let token = flotilla_node::admission::random_cluster_token();
     for n in [&a, &b] {
         let child = Command::new("ip")
             .args(["netns", "exec", n, env!("CARGO_BIN_EXE_flotilla"), "up"])
@@ -98,6 +100,7 @@ fn two_hosts_find_each_other_by_mdns_alone() {
                 "250ms",
             ])
             .args(["--suspect-after", "2s", "--dead-after", "4s"])
+            .args(["--cluster-token", &token])
             .env("FLOTILLA_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

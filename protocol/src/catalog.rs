@@ -1,5 +1,5 @@
-//! The replicated catalog's records: datasets, model versions, model aliases, deployments and
-//! job records, and the keys they live under.
+//! The replicated catalog's records: datasets, model versions, model aliases, deployments, job
+//! records and node evictions, and the keys they live under.
 //!
 //! Every record is plain data that bincode encodes canonically (maps are `BTreeMap`s, no
 //! skipped fields, no internally tagged enums), so two nodes holding the same record hold the
@@ -38,6 +38,8 @@ pub enum RecordKind {
     ModelAlias,
     Deployment,
     Job,
+    /// A node removed from the cluster: every node refuses its connections.
+    Eviction,
 }
 
 impl RecordKind {
@@ -49,6 +51,7 @@ impl RecordKind {
             RecordKind::ModelAlias => b'a',
             RecordKind::Deployment => b'p',
             RecordKind::Job => b'j',
+            RecordKind::Eviction => b'e',
         }
     }
 
@@ -110,6 +113,14 @@ impl CatalogKey {
             version: 0,
         }
     }
+    /// The eviction of node `node`.
+    pub fn eviction(node: &NodeId) -> Self {
+        Self {
+            kind: RecordKind::Eviction,
+            name: node.0.clone(),
+            version: 0,
+        }
+    }
 
     /// Checks the name's shape and that the version agrees with the kind.
     pub fn validate(&self) -> Result<(), FieldErrors> {
@@ -157,6 +168,7 @@ impl CatalogKey {
             RecordKind::ModelAlias,
             RecordKind::Deployment,
             RecordKind::Job,
+            RecordKind::Eviction,
         ]
         .into_iter()
         .find(|k| k.tag() == tag)?;
@@ -183,6 +195,7 @@ impl std::fmt::Display for CatalogKey {
             RecordKind::ModelAlias => "alias",
             RecordKind::Deployment => "deployment",
             RecordKind::Job => "job",
+            RecordKind::Eviction => "eviction",
         };
         if self.kind.is_versioned() {
             write!(f, "{kind}/{}@{}", self.name, self.version)
@@ -300,6 +313,9 @@ impl DatasetRecord {
     }
 }
 
+/// The metadata key older nodes used for the folder a version was served from; refused.
+pub const FORBIDDEN_PATH_KEY: &str = "serving.path";
+
 /// One version of a model.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ModelVersion {
@@ -321,6 +337,13 @@ impl ModelVersion {
         c.name("name", &self.name);
         c.check(self.version >= 1, "version", "versions start at 1");
         check_map(&mut c, "metadata", &self.metadata);
+        // A record must never tell a node to read one of its own paths: model files are
+        // found by hash in each node's artifact store.
+        c.check(
+            !self.metadata.contains_key(FORBIDDEN_PATH_KEY),
+            format!("metadata.{FORBIDDEN_PATH_KEY}"),
+            "model records name no local paths; files are found by their hashes",
+        );
         c.check(
             !self.artifact_hashes.is_empty(),
             "artifact_hashes",
@@ -498,6 +521,38 @@ impl JobRecord {
     }
 }
 
+/// A node removed from the cluster at run time. The cluster key is shared, so a member is
+/// removed by its id: every node that holds this record closes and refuses the node's
+/// connections and shows it as left. Evictions are never deleted (see [`Entry::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EvictionRecord {
+    /// The evicted node.
+    pub node: NodeId,
+    /// The node whose API accepted the eviction.
+    pub evicted_by: NodeId,
+    /// Milliseconds since the Unix epoch.
+    pub evicted_at_ms: u64,
+}
+
+impl EvictionRecord {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), FieldErrors> {
+        let mut c = Checker::new();
+        c.name("node", &self.node.0);
+        c.check(
+            !self.evicted_by.0.is_empty(),
+            "evicted_by",
+            "must be a node id",
+        );
+        c.check(
+            self.node != self.evicted_by,
+            "evicted_by",
+            "a node cannot evict itself",
+        );
+        c.finish()
+    }
+}
+
 /// A last-writer-wins catalog record (everything but jobs, which merge by [`JobEntry`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Record {
@@ -505,6 +560,7 @@ pub enum Record {
     Model(ModelVersion),
     Alias(ModelAlias),
     Deployment(DeploymentRecord),
+    Eviction(EvictionRecord),
 }
 
 impl Record {
@@ -515,6 +571,7 @@ impl Record {
             Record::Model(m) => CatalogKey::model(&m.name, m.version),
             Record::Alias(a) => CatalogKey::alias(&a.model, &a.alias),
             Record::Deployment(d) => CatalogKey::deployment(&d.name),
+            Record::Eviction(e) => CatalogKey::eviction(&e.node),
         }
     }
 
@@ -525,6 +582,7 @@ impl Record {
             Record::Model(m) => m.validate(),
             Record::Alias(a) => a.validate(),
             Record::Deployment(d) => d.validate(),
+            Record::Eviction(e) => e.validate(),
         }
     }
 }

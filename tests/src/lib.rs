@@ -60,9 +60,11 @@ pub fn test_config(data_dir: PathBuf) -> NodeConfig {
 /// Customises one node's configuration before it starts.
 pub type Customize = Box<dyn Fn(usize, &mut NodeConfig) + Send + Sync>;
 
-/// N real nodes in one process.
+/// N real nodes in one process, sharing one cluster key (`<root>/swarm.key`).
 pub struct TestCluster {
     root: tempfile::TempDir,
+    /// The cluster key every node is given, unless `customize` sets another.
+    key: PathBuf,
     nodes: Vec<Option<RunningNode>>,
     customize: Option<Customize>,
 }
@@ -76,8 +78,13 @@ impl TestCluster {
     /// Starts `n` nodes, letting `customize` adjust each configuration.
     pub async fn start_with(n: usize, customize: Option<Customize>) -> anyhow::Result<TestCluster> {
         init_logging();
+        let root = tempfile::tempdir()?;
+        let key = flotilla_node::admission::load_or_create_key_file(
+            &root.path().join(flotilla_node::admission::SWARM_KEY_FILE),
+        )?;
         let mut cluster = TestCluster {
-            root: tempfile::tempdir()?,
+            root,
+            key,
             nodes: Vec::new(),
             customize,
         };
@@ -88,8 +95,10 @@ impl TestCluster {
     }
 
     fn config_for(&self, i: usize) -> NodeConfig {
-        let mut c = test_config(self.root.path().join(format!("node-{i}")));
+        let mut c = test_config(self.data_dir(i));
         c.join = self.bootstrap_addrs(i);
+        c.cluster_token = None;
+        c.swarm_key = Some(self.key.clone());
         if let Some(f) = &self.customize {
             f(i, &mut c);
         }
@@ -126,6 +135,22 @@ impl TestCluster {
         let node = RunningNode::start(c).await?;
         self.nodes.push(Some(node));
         Ok(i)
+    }
+
+    /// The cluster key file the nodes share.
+    pub fn key_file(&self) -> &std::path::Path {
+        &self.key
+    }
+
+    /// A raw peer that holds the cluster's key: a hostile member speaking on `protocol`.
+    pub fn raw_member(&self, protocol: &'static str) -> anyhow::Result<raw_peer::RawPeer> {
+        let psk = flotilla_node::net::transport::read_swarm_key(&self.key)?;
+        raw_peer::RawPeer::with_key(protocol, psk)
+    }
+
+    /// The directory node `i` keeps its data in.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.root.path().join(format!("node-{i}"))
     }
 
     /// Number of node slots (running or not).

@@ -1,10 +1,12 @@
 //! A bare libp2p peer that speaks Flotilla's transport but writes arbitrary bytes on a
-//! request-response protocol: the hostile client of the bad-input tests.
+//! request-response protocol: the hostile client of the bad-input tests (with the cluster key,
+//! as a member) and of the admission tests (without it).
 
 use std::io;
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::pnet::PreSharedKey;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
@@ -79,8 +81,17 @@ pub struct RawPeer {
     swarm: Swarm<request_response::Behaviour<RawCodec>>,
 }
 
+fn behaviour(protocol: &'static str) -> request_response::Behaviour<RawCodec> {
+    request_response::Behaviour::with_codec(
+        RawCodec,
+        [(StreamProtocol::new(protocol), ProtocolSupport::Outbound)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+    )
+}
+
 impl RawPeer {
-    /// A new peer with a fresh identity, speaking on `protocol`.
+    /// A new peer with a fresh identity and no cluster key, speaking on `protocol`: plain
+    /// TCP + Noise + yamux, which only an open node accepts.
     pub fn new(protocol: &'static str) -> anyhow::Result<RawPeer> {
         let swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
@@ -89,14 +100,21 @@ impl RawPeer {
                 noise::Config::new,
                 yamux::Config::default,
             )?
-            .with_behaviour(|_| {
-                request_response::Behaviour::with_codec(
-                    RawCodec,
-                    [(StreamProtocol::new(protocol), ProtocolSupport::Outbound)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(10)),
-                )
-            })?
+            .with_behaviour(|_| behaviour(protocol))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+            .build();
+        Ok(RawPeer { swarm })
+    }
+
+    /// A new peer with a fresh identity that holds the cluster key `psk`: a hostile member,
+    /// on the nodes' own transport (TCP + pnet + Noise + yamux).
+    pub fn with_key(protocol: &'static str, psk: PreSharedKey) -> anyhow::Result<RawPeer> {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let transport = flotilla_node::net::transport::build(&key, Some(psk))?;
+        let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|_| transport)?
+            .with_behaviour(|_| behaviour(protocol))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
             .build();
         Ok(RawPeer { swarm })

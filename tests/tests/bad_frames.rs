@@ -9,7 +9,7 @@ use flotilla_actors::mesh::Mesh;
 use flotilla_protocol::codec;
 use flotilla_protocol::services::control;
 use flotilla_protocol::RequestId;
-use flotilla_tests::raw_peer::{RawOutcome, RawPeer};
+use flotilla_tests::raw_peer::RawOutcome;
 use flotilla_tests::{wait_until, TestCluster};
 use libp2p::PeerId;
 
@@ -57,7 +57,7 @@ async fn garbage_and_oversized_frames_are_rejected_while_the_node_keeps_serving(
         ("valid request with trailing bytes", with_trailing),
     ];
     for (n, (name, bytes)) in cases.into_iter().enumerate() {
-        let mut hostile = RawPeer::new(control::PROTOCOL)?;
+        let mut hostile = cluster.raw_member(control::PROTOCOL)?;
         hostile.connect(addr.clone(), target_peer).await?;
         let outcome = hostile.send(target_peer, bytes).await?;
         assert!(
@@ -84,7 +84,7 @@ async fn garbage_and_oversized_frames_are_rejected_while_the_node_keeps_serving(
 
     // A well-formed frame from the same kind of client is answered: the codec is not just
     // refusing everything.
-    let mut polite = RawPeer::new(control::PROTOCOL)?;
+    let mut polite = cluster.raw_member(control::PROTOCOL)?;
     polite.connect(addr.clone(), target_peer).await?;
     let frame = codec::encode_frame::<_, { control::MAX_FRAME_BYTES }>(
         "control",

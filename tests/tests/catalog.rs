@@ -378,7 +378,7 @@ async fn malformed_catalog_frames_are_counted_and_valid_syncs_answered() -> anyh
     use flotilla_protocol::codec;
     use flotilla_protocol::services::catalog;
     use flotilla_protocol::RequestId;
-    use flotilla_tests::raw_peer::{RawOutcome, RawPeer};
+    use flotilla_tests::raw_peer::RawOutcome;
 
     let cluster = cluster(1).await?;
     let target = cluster.node(0);
@@ -390,7 +390,7 @@ async fn malformed_catalog_frames_are_counted_and_valid_syncs_answered() -> anyh
         .to_be_bytes()
         .to_vec();
     over_cap.extend_from_slice(&[0; 64]);
-    let mut hostile = RawPeer::new(catalog::PROTOCOL)?;
+    let mut hostile = cluster.raw_member(catalog::PROTOCOL)?;
     hostile.connect(addr.clone(), target.peer_id).await?;
     let outcome = hostile.send(target.peer_id, over_cap).await?;
     assert!(matches!(outcome, RawOutcome::Failed(_)), "{outcome:?}");
@@ -419,7 +419,7 @@ async fn malformed_catalog_frames_are_counted_and_valid_syncs_answered() -> anyh
             body: catalog::RequestBody::Sync(empty.digest()),
         },
     )?;
-    let mut polite = RawPeer::new(catalog::PROTOCOL)?;
+    let mut polite = cluster.raw_member(catalog::PROTOCOL)?;
     polite.connect(addr, target.peer_id).await?;
     match polite.send(target.peer_id, frame).await? {
         RawOutcome::Response(bytes) => {

@@ -127,7 +127,10 @@ pub async fn nodes(cli: &Cli) -> anyhow::Result<()> {
     let view = Client::from_cli(cli)?.cluster().await?;
     match cli.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
-        Output::Table => print!("{}", table::members(&view.members)),
+        Output::Table => print!(
+            "{}",
+            table::members_with_evictions(&view.members, &view.evicted)
+        ),
     }
     Ok(())
 }

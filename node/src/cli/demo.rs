@@ -6,6 +6,7 @@
 //! answers a chat completion through the OpenAI-compatible endpoint.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -30,8 +31,17 @@ pub struct DemoArgs {
     pub timeout: humantime::Duration,
 }
 
+/// The cluster key of every node this process configures with [`local_node_config`]: random,
+/// made once per process, so local nodes admit each other and no node of another process.
+fn local_cluster_token() -> String {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN
+        .get_or_init(crate::admission::random_cluster_token)
+        .clone()
+}
+
 /// A configuration for a demo or test node: loopback only, ephemeral ports, no mDNS, short
-/// failure-detection timeouts.
+/// failure-detection timeouts, and this process's cluster key (as `cluster_token`).
 pub fn local_node_config(data_dir: PathBuf, join: Vec<String>) -> NodeConfig {
     let mut c = NodeConfig {
         data_dir,
@@ -40,6 +50,7 @@ pub fn local_node_config(data_dir: PathBuf, join: Vec<String>) -> NodeConfig {
             .parse()
             .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         join,
+        cluster_token: Some(local_cluster_token()),
         mdns: false,
         probe_budget: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(3),
@@ -70,20 +81,23 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         root.display()
     );
     let started = Instant::now();
-    let mut nodes = vec![RunningNode::start(local_node_config(root.join("node-0"), vec![])).await?];
+    // One cluster key for every node, kept next to their data dirs so a `--dir` can be reused.
+    let key =
+        crate::admission::load_or_create_key_file(&root.join(crate::admission::SWARM_KEY_FILE))?;
+    let config = |i: usize, join: Vec<String>| {
+        let mut c = local_node_config(root.join(format!("node-{i}")), join);
+        c.cluster_token = None;
+        c.swarm_key = Some(key.clone());
+        c
+    };
+    let mut nodes = vec![RunningNode::start(config(0, vec![])).await?];
     let bootstrap: Vec<String> = nodes[0]
         .listen_addrs()
         .iter()
         .map(|a| a.to_string())
         .collect();
     for i in 1..args.nodes {
-        nodes.push(
-            RunningNode::start(local_node_config(
-                root.join(format!("node-{i}")),
-                bootstrap.clone(),
-            ))
-            .await?,
-        );
+        nodes.push(RunningNode::start(config(i, bootstrap.clone())).await?);
     }
 
     // Ask the last node over HTTP, as a user would, until it sees every node alive.

@@ -1,6 +1,6 @@
 //! The `flotilla` command line: the daemon (`up`), client commands that talk HTTP to any node
-//! (`status`, `nodes`, `jobs`, `job …`, `data …`, `models`, `deploy`, `deployments`,
-//! `undeploy`), `demo`, and `completions`.
+//! (`status`, `nodes`, `node evict`, `jobs`, `job …`, `data …`, `models`, `deploy`,
+//! `deployments`, `undeploy`), `demo`, and `completions`.
 //!
 //! Every flag can also be set with a `FLOTILLA_*` environment variable; `--config FILE` reads a
 //! TOML file. Precedence: defaults < file < environment < flags. Exit codes: 0 ok, 1 error,
@@ -14,6 +14,7 @@ pub mod demo;
 mod demo_train;
 pub mod deploy;
 pub mod job;
+pub mod node;
 pub mod table;
 pub mod train;
 pub mod up;
@@ -73,6 +74,8 @@ pub enum Command {
     Status,
     /// List the cluster's members as the target node sees them.
     Nodes,
+    /// Act on one member: `evict` removes it from the cluster.
+    Node(node::NodeArgs),
     /// List every job the cluster's catalog holds.
     Jobs,
     /// Submit, show, follow or cancel a job.
@@ -139,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up::run(&cli, args).await,
         Command::Status => client::status(&cli).await,
         Command::Nodes => client::nodes(&cli).await,
+        Command::Node(args) => node::run(&cli, args).await,
         Command::Jobs => job::list(&cli).await,
         Command::Job(args) => job::run(&cli, args).await,
         Command::Train(args) => train::run(&cli, args).await,

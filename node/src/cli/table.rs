@@ -1,6 +1,6 @@
 //! Plain-text tables for the terminal.
 
-use flotilla_protocol::MemberView;
+use flotilla_protocol::{MemberView, NodeId};
 
 use crate::http::ClusterView;
 
@@ -43,6 +43,12 @@ fn ago(ms: u64) -> String {
 
 /// The `flotilla nodes` table.
 pub fn members(members: &[MemberView]) -> String {
+    members_with_evictions(members, &[])
+}
+
+/// The `flotilla nodes` table; members in `evicted` show the state `evicted` (the membership
+/// view holds them as left).
+pub fn members_with_evictions(members: &[MemberView], evicted: &[NodeId]) -> String {
     let rows: Vec<Vec<String>> = members
         .iter()
         .map(|m| {
@@ -60,7 +66,11 @@ pub fn members(members: &[MemberView]) -> String {
             vec![
                 id,
                 addr,
-                m.state.to_string(),
+                if evicted.contains(&i.id) {
+                    "evicted".into()
+                } else {
+                    m.state.to_string()
+                },
                 i.gpus.summary(),
                 i.cores.to_string(),
                 gib(i.ram_bytes),

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
+
 use super::Cli;
+use crate::admission;
 use crate::config::NodeConfig;
 use crate::daemon::RunningNode;
 
@@ -24,9 +28,22 @@ pub struct UpArgs {
     /// Multiaddr of a node to join (repeatable).
     #[arg(long, env = "FLOTILLA_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
-    /// Pre-shared key file for a private network (forces TCP).
+    /// Cluster key file (`/key/swarm/psk/1.0.0/` format) managed by hand (forces TCP). By
+    /// default the node uses `<data-dir>/swarm.key`, created on the first start.
     #[arg(long, env = "FLOTILLA_SWARM_KEY")]
     pub swarm_key: Option<PathBuf>,
+    /// Join an existing cluster: its key as 64 hex characters, printed by the node that created
+    /// it (saved to `<data-dir>/swarm.key`).
+    #[arg(
+        long,
+        env = "FLOTILLA_CLUSTER_TOKEN",
+        hide_env_values = true,
+        value_name = "HEX"
+    )]
+    pub cluster_token: Option<String>,
+    /// No cluster key: any host that can reach this node joins. For throw-away experiments.
+    #[arg(long, env = "FLOTILLA_OPEN")]
+    pub open: bool,
     /// Node id allowed to connect (repeatable); when given, all others are refused.
     #[arg(long, env = "FLOTILLA_ALLOW_PEER", value_delimiter = ',')]
     pub allow_peer: Vec<String>,
@@ -74,6 +91,12 @@ impl UpArgs {
         if let Some(v) = &self.swarm_key {
             c.swarm_key = Some(v.clone());
         }
+        if let Some(v) = &self.cluster_token {
+            c.cluster_token = Some(v.clone());
+        }
+        if self.open {
+            c.open = true;
+        }
         if !self.allow_peer.is_empty() {
             c.allow_peers = self.allow_peer.clone();
         }
@@ -107,16 +130,79 @@ pub fn resolve(cli: &Cli, args: &UpArgs) -> anyhow::Result<NodeConfig> {
     Ok(config)
 }
 
+/// What `--dry-run` prints: the effective configuration as TOML, with the addresses the node
+/// will really listen on (the cluster key leaves QUIC out) and where its key comes from. It
+/// reads the data dir but writes nothing.
+pub fn dry_run(config: &NodeConfig) -> anyhow::Result<String> {
+    let source = admission::key_source(config)?;
+    let mut shown = config.clone();
+    shown.listen = config
+        .listen_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    if shown.cluster_token.is_some() {
+        // A secret: never echoed.
+        shown.cluster_token = Some("<hidden>".into());
+    }
+    let mut out = format!("# cluster key: {source}\n");
+    if let Some(path) = config.api_token_path() {
+        out += &format!(
+            "# the API requires the bearer token in {}\n",
+            path.display()
+        );
+    }
+    out += &toml::to_string(&shown)?;
+    Ok(out)
+}
+
+/// The addresses to hand to other machines: those beyond loopback first.
+fn join_addr(node: &RunningNode) -> Option<Multiaddr> {
+    let addrs = node.listen_addrs();
+    let loopback = |a: &Multiaddr| {
+        a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_loopback(),
+            Protocol::Ip6(ip) => ip.is_loopback(),
+            _ => false,
+        })
+    };
+    addrs
+        .iter()
+        .find(|a| !loopback(a))
+        .or_else(|| addrs.first())
+        .cloned()
+}
+
 /// Runs the daemon until a signal arrives, then shuts down gracefully.
 pub async fn run(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     let config = resolve(cli, args)?;
     if args.dry_run {
-        print!("{}", toml::to_string(&config)?);
+        print!("{}", dry_run(&config)?);
         return Ok(());
     }
     let node = RunningNode::start(config).await?;
+    // The secrets are shown once, on the start that created them; they stay in the data dir.
+    if let Some(token) = &node.admission.new_cluster_token {
+        println!(
+            "created a new cluster; its key is saved in {}",
+            node.config()
+                .data_dir
+                .join(admission::SWARM_KEY_FILE)
+                .display()
+        );
+        println!("  cluster token: {token}");
+        if let Some(addr) = join_addr(&node) {
+            println!("  to add a machine: flotilla up --join {addr} --cluster-token {token}");
+        }
+    }
+    if let Some((path, token)) = &node.admission.new_api_token {
+        println!("  admin API token: {token} (saved in {})", path.display());
+    }
     println!("node {} is up", node.peer_id);
     println!("  api:  {}", node.api_url());
+    if let Some(path) = node.config().api_token_path() {
+        println!("        requires the bearer token in {}", path.display());
+    }
     for a in node.listen_addrs() {
         println!("  join: {a}");
     }

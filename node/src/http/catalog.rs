@@ -177,6 +177,7 @@ fn parse_kind(raw: &str) -> Option<RecordKind> {
         "alias" | "aliases" => RecordKind::ModelAlias,
         "deployment" | "deployments" => RecordKind::Deployment,
         "job" | "jobs" => RecordKind::Job,
+        "eviction" | "evictions" => RecordKind::Eviction,
         _ => return None,
     })
 }
@@ -203,7 +204,9 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Resp
         Some((raw, None)) => {
             let errors = field_error(
                 "kind",
-                format!("unknown kind {raw:?}; one of dataset, model, alias, deployment, job"),
+                format!(
+                    "unknown kind {raw:?}; one of dataset, model, alias, deployment, job, eviction"
+                ),
             );
             return invalid("invalid query", &errors);
         }

@@ -12,6 +12,7 @@ mod catalog;
 pub mod data;
 pub mod deployments;
 pub mod jobs;
+mod nodes;
 pub mod openai;
 mod routes;
 
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deployments::router(state.clone()))
         .merge(openai::router(state.clone()))
         .merge(data::router(state.clone()))
+        .merge(nodes::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use flotilla_protocol::{MemberState, MemberView};
+use flotilla_protocol::{MemberState, MemberView, NodeId};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -29,6 +29,9 @@ pub struct ClusterView {
     pub counts: BTreeMap<MemberState, usize>,
     /// Every member, in id order.
     pub members: Vec<MemberView>,
+    /// Nodes evicted from the cluster (their members show as left), in id order.
+    #[serde(default)]
+    pub evicted: Vec<NodeId>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -88,10 +91,19 @@ async fn cluster(State(state): State<AppState>) -> Response {
                 .find(|m| m.is_self)
                 .map(|m| m.info.id.to_string())
                 .unwrap_or_default();
+            // The catalog may be busy; the view is still worth answering without evictions.
+            let mut evicted: Vec<NodeId> = crate::evict::evictions(&state.catalog)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.node)
+                .collect();
+            evicted.sort();
             Json(ClusterView {
                 node_id,
                 counts,
                 members,
+                evicted,
             })
             .into_response()
         }

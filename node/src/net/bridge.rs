@@ -1,6 +1,7 @@
 //! The network bridge: one task that owns the swarm, turns swarm events into actor messages and
 //! answers commands from the rest of the node.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,8 +101,11 @@ pub enum Command {
     },
     /// Close and refuse every connection with a peer until it is unblocked.
     Block(PeerId),
-    /// Accept a blocked peer again.
+    /// Accept a blocked peer again (not an evicted one).
     Unblock(PeerId),
+    /// Remove a member for good: block it, forget its addresses, and ignore gossip it signed
+    /// (other nodes may relay it until they apply the eviction too).
+    Evict(PeerId),
     /// The peers with an open connection.
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     /// Dial an address.
@@ -145,6 +149,8 @@ pub struct Bridge {
     pub(super) actors: Pending<actors::ResponseBody>,
     pub(super) serving: Pending<super::serving_net::ServingAnswer>,
     pub(super) data: Pending<DataAnswer>,
+    /// Evicted members: blocked for good, their gossip ignored.
+    evicted: HashSet<PeerId>,
 }
 
 impl Bridge {
@@ -168,6 +174,7 @@ impl Bridge {
             actors: Pending::default(),
             serving: Pending::default(),
             data: Pending::default(),
+            evicted: HashSet::new(),
         };
         bridge.dial_join_addrs();
         Ok(bridge)
@@ -279,7 +286,20 @@ impl Bridge {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
             }
             Command::Unblock(peer) => {
-                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                if self.evicted.contains(&peer) {
+                    warn!(%peer, "not unblocking an evicted node");
+                } else {
+                    self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                }
+            }
+            Command::Evict(peer) => {
+                if self.evicted.insert(peer) {
+                    info!(%peer, "evicted: closing and refusing its connections");
+                }
+                // Blocking closes the open connections and refuses new ones either way.
+                let behaviour = self.swarm.behaviour_mut();
+                behaviour.blocked.block_peer(peer);
+                behaviour.kad.remove_peer(&peer);
             }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
@@ -394,6 +414,15 @@ impl Bridge {
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        // A node that has not applied an eviction yet may still relay the evicted node's
+        // messages; they must not bring it back into this node's view or catalog.
+        if message.source.is_some_and(|s| self.evicted.contains(&s)) {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
+            return;
+        }
         if message.topic == self.catalog.topic.hash() {
             self.on_catalog_gossip(source, id, message);
             return;

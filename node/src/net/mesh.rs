@@ -84,6 +84,13 @@ impl NetMesh {
         self.send(Command::Unblock(target)).await
     }
 
+    /// Removes `peer` for good: blocked (not undone by [`NetMesh::unblock`]), forgotten by the
+    /// DHT, and its gossip ignored.
+    pub async fn evict(&self, peer: &NodeId) -> Result<()> {
+        let target = parse_peer(peer)?;
+        self.send(Command::Evict(target)).await
+    }
+
     async fn send(&self, cmd: Command) -> Result<()> {
         self.commands.send(cmd).await.map_err(|_| Error::ActorGone {
             actor: "network bridge",

@@ -1,6 +1,7 @@
 //! Networking: the libp2p swarm and its composition into the node.
 //!
-//! - [`transport`]: QUIC or TCP + Noise + yamux, pnet when a swarm key is set.
+//! - [`transport`]: TCP + pnet + Noise + yamux with the cluster key; QUIC or TCP + Noise +
+//!   yamux for an open mesh.
 //! - [`behaviour`]: identify, ping, mDNS, Kademlia, gossipsub, request-response, limits.
 //! - [`codec`]: the size-capped request-response codec.
 //! - [`bridge`]: the event loop that owns the swarm and connects it to the actors.
@@ -31,23 +32,21 @@ pub mod transport;
 use std::sync::Arc;
 
 use libp2p::identity::Keypair;
+use libp2p::pnet::PreSharedKey;
 use libp2p::Swarm;
 use prometheus_client::registry::Registry;
 
 use crate::config::NodeConfig;
 use behaviour::Behaviour;
 
-/// Builds the swarm: transport, bandwidth metrics registered in `registry`, behaviours.
+/// Builds the swarm: transport, bandwidth metrics registered in `registry`, behaviours. `psk`
+/// is the cluster key ([`crate::admission`]); `None` only for an open mesh.
 pub fn build_swarm(
     key: &Keypair,
     config: &NodeConfig,
+    psk: Option<PreSharedKey>,
     registry: &mut Registry,
 ) -> anyhow::Result<Swarm<Behaviour>> {
-    let psk = config
-        .swarm_key
-        .as_deref()
-        .map(transport::read_swarm_key)
-        .transpose()?;
     let allowed = config.allowed_peers();
     let transport = transport::build(key, psk)?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())

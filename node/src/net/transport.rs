@@ -1,8 +1,8 @@
 //! The authenticated, multiplexed transport.
 //!
-//! Without a pre-shared key: QUIC (its own TLS 1.3 handshake) or TCP + Noise + yamux. With a key
-//! (`--swarm-key`): TCP only, wrapped in a pnet handshake before Noise, because QUIC cannot carry
-//! the private-network layer. DNS resolution wraps both so `--join /dns4/host/tcp/port` works.
+//! With the cluster key (every node but an open one, see [`crate::admission`]): TCP only,
+//! wrapped in a pnet handshake before Noise, because QUIC cannot carry the private-network
+//! layer. Without a key (`--open`): QUIC (its own TLS 1.3 handshake) or TCP + Noise + yamux. DNS resolution wraps both so `--join /dns4/host/tcp/port` works.
 
 use std::time::Duration;
 

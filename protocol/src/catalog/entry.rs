@@ -1,8 +1,9 @@
 //! Catalog entries: the CRDT values stored under each [`CatalogKey`], and their merge.
 //!
-//! - [`Register`]: a last-writer-wins register for datasets, model versions, aliases and
-//!   deployments. The greater `(hlc, value)` wins; a delete is a tombstone (`value: None`) with
-//!   its own timestamp, so a delete and a concurrent write converge to whichever is later.
+//! - [`Register`]: a last-writer-wins register for datasets, model versions, aliases,
+//!   deployments and evictions. The greater `(hlc, value)` wins; a delete is a tombstone
+//!   (`value: None`) with its own timestamp, so a delete and a concurrent write converge to
+//!   whichever is later. Evictions, like jobs, are never deleted.
 //! - [`JobEntry`]: a job record. Its head (owner, epoch, spec) is last-writer-wins ordered by
 //!   `(epoch, hlc)`, so a new owner's writes beat the old owner's however the clocks compare;
 //!   its status merges with [`JobStatus::join`](crate::jobs::JobStatus::join) and `updated_at_ms` with `max`, independently of
@@ -178,6 +179,13 @@ impl Entry {
                     key.kind != RecordKind::Job,
                     "value",
                     "job records are not deleted",
+                );
+                // An eviction is final: a tombstone would let the node back in on every
+                // replica that merged it, whoever wrote it.
+                c.check(
+                    key.kind != RecordKind::Eviction,
+                    "value",
+                    "evictions are not deleted",
                 );
                 None
             }

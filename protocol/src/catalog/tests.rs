@@ -78,6 +78,16 @@ fn valid_records_pass() {
         created_at_ms: 0,
     };
     m.validate().unwrap();
+    // A record naming a node's local folder is refused, wherever it comes from.
+    let mut with_path = m.clone();
+    with_path
+        .metadata
+        .insert("serving.path".into(), "/var/lib/flotilla".into());
+    let errors = with_path.validate().unwrap_err();
+    assert!(
+        errors.0.iter().any(|e| e.field == "metadata.serving.path"),
+        "{errors:?}"
+    );
     ModelAlias {
         model: "gpt-small".into(),
         alias: "production".into(),
@@ -261,4 +271,38 @@ fn entries_must_match_their_key() {
         e.mentions("hlc.node") && e.mentions("value.shard_hashes[0]"),
         "{e}"
     );
+}
+
+#[test]
+fn evictions_name_a_node_and_are_never_deleted() {
+    let node = NodeId::from("12D3KooWEvicted");
+    let record = EvictionRecord {
+        node: node.clone(),
+        evicted_by: NodeId::from("12D3KooWAdmin"),
+        evicted_at_ms: 7,
+    };
+    let key = CatalogKey::eviction(&node);
+    assert_eq!(Record::Eviction(record.clone()).key(), key);
+    assert_eq!(
+        CatalogKey::from_store_key(&key.store_key()),
+        Some(key.clone())
+    );
+    assert_eq!(key.to_string(), "eviction/12D3KooWEvicted");
+    let e = Entry::write(at(1, "a"), Record::Eviction(record.clone()));
+    assert!(e.validate(&key).is_ok());
+    // A tombstone would readmit the node wherever it is merged: refused like a job delete.
+    assert!(Entry::tombstone(at(2, "a"))
+        .validate(&key)
+        .unwrap_err()
+        .mentions("value"));
+    let own = EvictionRecord {
+        evicted_by: node.clone(),
+        ..record.clone()
+    };
+    assert!(own.validate().unwrap_err().mentions("evicted_by"));
+    let bad = EvictionRecord {
+        node: NodeId::from("not/a node"),
+        ..record
+    };
+    assert!(bad.validate().unwrap_err().mentions("node"));
 }
