@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flotilla_protocol::catalog::CatalogKey;
+use flotilla_protocol::catalog::{CatalogKey, Entry};
 use flotilla_protocol::services::catalog::Delta;
 use flotilla_protocol::NodeId;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -200,12 +200,11 @@ impl Actor for CatalogActor {
                 let _ = reply.send(state.crdt.get(&key).cloned());
             }
             Msg::List { kind, reply } => {
-                let list = state
-                    .crdt
-                    .entries()
-                    .filter(|(k, _)| kind.is_none_or(|want| k.kind == want))
-                    .map(|(k, e)| (k.clone(), e.clone()))
-                    .collect();
+                let clone = |(k, e): (&CatalogKey, &Entry)| (k.clone(), e.clone());
+                let list = match kind {
+                    Some(kind) => state.crdt.entries_of(kind).map(clone).collect(),
+                    None => state.crdt.entries().map(clone).collect(),
+                };
                 let _ = reply.send(list);
             }
             Msg::Digest(reply) => {

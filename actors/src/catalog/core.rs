@@ -252,9 +252,15 @@ impl Catalog {
         self.entries.iter().map(|(k, s)| (k, &s.entry))
     }
 
-    /// Entries of one kind in key order.
+    /// Entries of one kind in key order. Keys sort by kind first, so this is a range of the
+    /// map, not a scan of it: nodes list a kind often (evictions every half second).
     pub fn entries_of(&self, kind: RecordKind) -> impl Iterator<Item = (&CatalogKey, &Entry)> {
-        self.entries().filter(move |(k, _)| k.kind == kind)
+        let first = CatalogKey {
+            kind,
+            name: String::new(),
+            version: 0,
+        };
+        self.range(first..).take_while(move |(k, _)| k.kind == kind)
     }
 
     /// The latest local change sequence number (the cursor for [`Catalog::delta_since`]).

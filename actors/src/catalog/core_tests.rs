@@ -1,3 +1,4 @@
+use flotilla_protocol::catalog::EvictionRecord;
 use flotilla_protocol::jobs::JobStatus;
 use flotilla_protocol::Hlc;
 use proptest::prelude::*;
@@ -294,6 +295,7 @@ fn key() -> impl Strategy<Value = CatalogKey> {
         CatalogKey::deployment("web"),
         CatalogKey::job(&"j1".into()),
         CatalogKey::job(&"j2".into()),
+        CatalogKey::eviction(&"n9".into()),
     ])
 }
 
@@ -320,11 +322,17 @@ fn entry_for(key: CatalogKey) -> BoxedStrategy<Entry> {
             .boxed(),
         _ => (hlc(), any::<bool>(), 0u64..3, 1u8..3)
             .prop_map(move |(h, live, n, shard)| {
-                if !live {
+                // Evictions are never deleted: a tombstone for one is not a valid entry.
+                if !live && key.kind != RecordKind::Eviction {
                     return Entry::tombstone(h);
                 }
                 let record = match key.kind {
                     RecordKind::Dataset => dataset(&key.name, key.version, n, shard),
+                    RecordKind::Eviction => Record::Eviction(EvictionRecord {
+                        node: key.name.as_str().into(),
+                        evicted_by: if shard == 1 { "n1" } else { "n2" }.into(),
+                        evicted_at_ms: n,
+                    }),
                     RecordKind::ModelAlias => {
                         alias(key.name.split_once('/').map_or("x", |(_, a)| a), n + 1)
                     }
@@ -399,6 +407,22 @@ proptest! {
         }
         prop_assert_eq!(state(&ordered), state(&other));
         prop_assert_eq!(ordered.digest(), other.digest());
+    }
+
+    #[test]
+    fn entries_of_a_kind_are_exactly_that_kind_in_key_order(c in catalog()) {
+        for kind in [
+            RecordKind::Dataset,
+            RecordKind::Model,
+            RecordKind::ModelAlias,
+            RecordKind::Deployment,
+            RecordKind::Job,
+            RecordKind::Eviction,
+        ] {
+            let ranged: Vec<_> = c.entries_of(kind).collect();
+            let filtered: Vec<_> = c.entries().filter(|(k, _)| k.kind == kind).collect();
+            prop_assert_eq!(ranged, filtered);
+        }
     }
 
     #[test]
