@@ -17,6 +17,9 @@ pub enum Error {
     /// A peer could not be reached or answered with an error.
     #[error("peer {peer}: {reason}")]
     Peer { peer: String, reason: String },
+    /// A peer asked for something it may not do; the reason says what and why.
+    #[error("refused: {0}")]
+    Forbidden(String),
     /// The storage engine failed.
     #[error("store: {0}")]
     Store(String),

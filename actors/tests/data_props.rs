@@ -86,3 +86,28 @@ proptest! {
         prop_assert_eq!(ids(&one), ids(&many));
     }
 }
+
+const OPS: &str = r#"[{"op":"normalize","field":"text"},{"op":"filter","min_chars":3,"max_chars":200},{"op":"dedup_near","threshold":0.8}]"#;
+
+proptest! {
+    /// The operation-chain JSON a data job carries from a peer: random or mutated text is an
+    /// error or a chain, never a panic.
+    #[test]
+    fn operation_chains_survive_random_and_mutated_json(
+        text in "\\PC{0,200}", at in any::<usize>(), byte in any::<u8>(),
+    ) {
+        use flotilla_actors::data::job::worker::parse_ops;
+        let _ = parse_ops(&text);
+        let mut bytes = OPS.as_bytes().to_vec();
+        let i = at % bytes.len();
+        bytes[i] ^= byte | 1;
+        let _ = parse_ops(&String::from_utf8_lossy(&bytes));
+    }
+
+    /// Checkpoint snapshots as read back from a store: damaged bytes are an error, never a
+    /// panic.
+    #[test]
+    fn checkpoint_snapshots_survive_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = flotilla_actors::training::checkpoint::decode_snapshot(&bytes);
+    }
+}

@@ -73,6 +73,8 @@ pub struct NodeConfig {
     pub catalog: catalog::Config,
     /// The data stage: replication, shard sizes, re-replication interval.
     pub data: crate::data::Settings,
+    /// How many nodes hold every model version's files (a registration answers once they do).
+    pub model_replication: usize,
 }
 
 impl Default for NodeConfig {
@@ -103,6 +105,7 @@ impl Default for NodeConfig {
             catalog_sync_interval: Duration::from_secs(5),
             catalog: catalog::Config::default(),
             data: crate::data::Settings::default(),
+            model_replication: crate::serve::replicate::DEFAULT_FACTOR,
         }
     }
 }
@@ -134,6 +137,12 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_empty() {
             return Err(err("listen", "at least one listen address is required"));
+        }
+        if !(1..=16).contains(&self.model_replication) {
+            return Err(err(
+                "model_replication",
+                "must be from 1 to 16 nodes holding each model",
+            ));
         }
         if !(self.train_slowdown.is_finite() && (1.0..=100.0).contains(&self.train_slowdown)) {
             return Err(err(

@@ -41,6 +41,8 @@ const REPORT_QUEUE: usize = 256;
 const RELAY_SWEEP: Duration = Duration::from_secs(1);
 /// How often the serving reconciler compares placement with the running replicas.
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+/// How often a node checks that it holds the model files it is a holder of.
+const MODEL_REPLICATION_EVERY: Duration = Duration::from_secs(2);
 /// How long start-up waits for the swarm to report its listen addresses.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -119,6 +121,12 @@ impl RunningNode {
         let mut sampler = tokio::task::spawn_blocking(move || Sampler::measure(id, budget)).await?;
         let first = sampler.next(vec![], Some(api_addr.to_string()));
         let incarnation = first.incarnation;
+        // What peers may ask this node to run: its measured capacity.
+        let limits = crate::jobs::limits::NodeLimits {
+            cores: first.cores,
+            ram_bytes: first.ram_bytes,
+            gpus: u32::try_from(first.gpus.count()).unwrap_or(u32::MAX),
+        };
         let (membership, membership_task) =
             membership::Handle::spawn(config.membership.clone(), first.clone()).await?;
 
@@ -137,13 +145,17 @@ impl RunningNode {
         let (actors_inbox_tx, actors_inbox_rx) = mpsc::channel(actors_net::INBOX_CAPACITY);
         let mesh = NetMesh::new(peer_id, cmd_tx.clone());
         let (serving_inbox_tx, serving_inbox_rx) = mpsc::channel(serving_net::INBOX_CAPACITY);
-        let serving = crate::serve::Serving::new(
+        let mut serving = crate::serve::Serving::new(
             peer_id.to_string(),
             serving_net::MeshTransport { mesh: mesh.clone() },
             Default::default(),
             serving_metrics,
-            config.data_dir.join("models"),
+            Arc::new(crate::serve::blobs::BlobStore::open(
+                &config.data_dir.join("artifacts"),
+            )?),
+            catalog.clone(),
         )?;
+        serving.model_replication = config.model_replication;
         let shared_store: Arc<dyn Store> = Arc::new(store.clone());
         let (data_inbox_tx, data_inbox_rx) = mpsc::channel(data_net::INBOX_CAPACITY);
         let (shards, shards_task) = flotilla_actors::data::shard::Handle::spawn(
@@ -165,6 +177,7 @@ impl RunningNode {
         };
         let host = remote::Host::start(Arc::new(mesh.clone()), config.request_timeout).await?;
         mesh.set_local_actors(host.clone());
+        host.set_membership(membership.clone());
         host.add_role(
             crate::train::remote::PARAM_SERVER_ROLE,
             Arc::new(crate::train::remote::ParamServerRole {
@@ -261,6 +274,8 @@ impl RunningNode {
                 jobs_inbox_rx,
                 executor.clone(),
                 jobs.clone(),
+                catalog.clone(),
+                Arc::new(limits),
                 cmd_tx.clone(),
             )),
             tokio::spawn(actors_net::serve(
@@ -271,6 +286,7 @@ impl RunningNode {
             tokio::spawn(data_net::serve(
                 data_inbox_rx,
                 data.peers.clone(),
+                catalog.clone(),
                 cmd_tx.clone(),
                 data.settings.call_deadline,
             )),
@@ -306,6 +322,17 @@ impl RunningNode {
                 membership: membership.clone(),
                 executor: executor.clone(),
                 every: RECONCILE_EVERY,
+                starting: Default::default(),
+            }
+            .run(),
+        ));
+        tasks.push(tokio::spawn(
+            crate::serve::replicate::ModelReplicator {
+                serving: serving.clone(),
+                catalog: catalog.clone(),
+                membership: membership.clone(),
+                factor: config.model_replication,
+                every: MODEL_REPLICATION_EVERY,
             }
             .run(),
         ));
@@ -323,6 +350,7 @@ impl RunningNode {
             config.membership.heartbeat_interval,
             addrs_rx.clone(),
             api_addr,
+            serving.local.clone(),
             membership.clone(),
             info_tx,
             cmd_tx.clone(),
@@ -347,6 +375,7 @@ impl RunningNode {
             metrics,
             ready: ready.clone(),
             token,
+            loopback_api: api_addr.ip().is_loopback(),
         };
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = http::router(state);
@@ -574,6 +603,7 @@ async fn heartbeat_loop(
     every: Duration,
     addrs: watch::Receiver<Vec<Multiaddr>>,
     api_addr: SocketAddr,
+    replicas: crate::serve::LocalBackend,
     membership: membership::Handle,
     info_tx: watch::Sender<flotilla_protocol::NodeInfo>,
     commands: mpsc::Sender<Command>,
@@ -583,7 +613,8 @@ async fn heartbeat_loop(
     loop {
         tick.tick().await;
         let listen: Vec<String> = addrs.borrow().iter().map(|a| a.to_string()).collect();
-        let info = sampler.next(listen, Some(api_addr.to_string()));
+        let mut info = sampler.next(listen, Some(api_addr.to_string()));
+        info.ready_replicas = replicas.ready_keys();
         let _ = membership.update_self(info.clone());
         let _ = info_tx.send(info.clone());
         if commands

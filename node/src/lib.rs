@@ -18,9 +18,9 @@
 //! - [`cli`]: the command-line interface.
 
 // Printing results to stdout is what the command line is for; everywhere else it is a lint.
+pub mod admission;
 #[allow(clippy::print_stdout)]
 pub mod cli;
-pub mod admission;
 pub mod config;
 pub mod daemon;
 pub mod data;

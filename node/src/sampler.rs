@@ -54,6 +54,7 @@ impl Sampler {
                 gpus: gpu_state(devices::discover_gpus()),
                 compute_score: (probe.gflops * 100.0).round() / 100.0,
                 load: 0.0,
+                ready_replicas: vec![],
             },
         }
     }

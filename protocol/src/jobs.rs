@@ -130,6 +130,20 @@ pub enum JobKind {
     Train { spec_toml: String },
 }
 
+impl JobKind {
+    /// The memory one task of this kind needs beyond the process, when the kind alone says:
+    /// a benchmark holds two input matrices, their product and a copy of it, in f32.
+    pub fn task_ram_bytes(&self) -> Option<u64> {
+        match self {
+            JobKind::Benchmark { matrix_size, .. } => {
+                let n = u64::from(*matrix_size).max(8);
+                Some(4 * n * n * 4)
+            }
+            JobKind::DataOps(_) | JobKind::Train { .. } => None,
+        }
+    }
+}
+
 /// A chain of dataset operations run where the shards of `dataset@parent_version` live,
 /// writing `output_version`. The chain travels as JSON text because operation parameters hold
 /// floats (thresholds, ratios) and their types live with the data cores.
@@ -232,6 +246,16 @@ impl JobSpec {
                     "kind.benchmark.iterations",
                     "must be between 1 and 100000",
                 );
+                if let Some(need) = self.kind.task_ram_bytes() {
+                    c.check(
+                        need <= self.resources.ram_bytes,
+                        "resources.ram_bytes",
+                        format!(
+                            "a {matrix_size}×{matrix_size} benchmark needs {} MiB per task",
+                            need.div_ceil(1 << 20)
+                        ),
+                    );
+                }
                 // A benchmark runs one task on each of its peers.
                 c.check(self.tasks == peers, "tasks", format!("a benchmark runs one task per peer: must equal kind.benchmark.peers ({peers})"));
             }

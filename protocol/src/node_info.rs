@@ -69,6 +69,16 @@ pub struct NodeInfo {
     pub compute_score: f64,
     /// One-minute load average divided by the number of cores (1.0 = fully busy).
     pub load: f64,
+    /// The serving replicas loaded on this node and ready for requests, each as
+    /// `<deployment>/<model version hash>`: routers send requests only to these.
+    pub ready_replicas: Vec<String>,
+}
+
+impl NodeInfo {
+    /// The entry of [`NodeInfo::ready_replicas`] for `deployment` serving `model_hash`.
+    pub fn ready_key(deployment: &str, model_hash: &str) -> String {
+        format!("{deployment}/{model_hash}")
+    }
 }
 
 impl NodeInfo {

@@ -143,6 +143,8 @@ pub mod control {
         NotFound,
         Unavailable,
         Internal,
+        /// The sender may not ask this (it does not own the work it names, say).
+        Forbidden,
     }
 
     request_response_codec!();

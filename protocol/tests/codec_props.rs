@@ -37,8 +37,9 @@ prop_compose! {
         version in "[0-9.]{1,10}", cores in any::<u32>(), ram_bytes in any::<u64>(), gpus in gpus(),
         compute_score in any::<f64>().prop_filter("finite", |x| x.is_finite()),
         load in any::<f64>().prop_filter("finite", |x| x.is_finite()),
+        ready_replicas in prop::collection::vec("[a-z]{1,8}/[0-9a-f]{64}", 0..3),
     ) -> NodeInfo {
-        NodeInfo { id, incarnation, seq, listen_addrs, api_addr, version, cores, ram_bytes, gpus, compute_score, load }
+        NodeInfo { id, incarnation, seq, listen_addrs, api_addr, version, cores, ram_bytes, gpus, compute_score, load, ready_replicas }
     }
 }
 

@@ -68,6 +68,7 @@ fn info(i: usize, seq: u64) -> NodeInfo {
         gpus: GpuState::NoCudaDriver,
         compute_score: 100.0,
         load: 0.0,
+        ready_replicas: vec![],
     }
 }
 

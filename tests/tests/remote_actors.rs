@@ -164,6 +164,58 @@ async fn spawn_call_and_monitor_actors_on_peers() {
         .to_string()
         .contains("no actor"));
 
+    // Only the node that spawned an actor stops it: node 2 is refused and c1 runs on.
+    let mesh2: Arc<dyn Mesh> = Arc::new(cluster.node(2).mesh.clone());
+    let stranger: RemoteActor<Ask, i64> =
+        RemoteActor::new(mesh2.clone(), n1.clone(), "c1", deadline);
+    let e = stranger.stop().await.unwrap_err().to_string();
+    assert!(e.contains("may not stop") && e.contains("c1"), "{e}");
+    assert_eq!(c1.call(&Ask::Add(0)).await.unwrap(), 7, "c1 still runs");
+    // The node's own endpoints are not stoppable by peers at all.
+    let store: RemoteActor<Ask, i64> = RemoteActor::new(
+        mesh2.clone(),
+        n1.clone(),
+        flotilla_node::train::checkpoints::CHECKPOINT_STORE,
+        deadline,
+    );
+    assert!(store.stop().await.is_err());
+    // A peer cannot fill a node with actors: spawns are limited per peer.
+    for i in 0..remote::MAX_SPAWNS_PER_PEER {
+        spawn_remote::<i64, Ask, i64>(
+            mesh2.clone(),
+            n1.clone(),
+            "counter",
+            &format!("s{i}"),
+            &0,
+            deadline,
+        )
+        .await
+        .unwrap();
+    }
+    let over = spawn_remote::<i64, Ask, i64>(
+        mesh2.clone(),
+        n1.clone(),
+        "counter",
+        "one-more",
+        &0,
+        deadline,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(over.contains("at most"), "{over}");
+    for i in 0..remote::MAX_SPAWNS_PER_PEER {
+        RemoteActor::<Ask, i64>::new(mesh2.clone(), n1.clone(), &format!("s{i}"), deadline)
+            .stop()
+            .await
+            .unwrap();
+    }
+    wait_until(DEADLINE, "node 2's actors to be gone", || async {
+        spawned(&cluster, 1) == vec!["c1".to_string()]
+    })
+    .await
+    .unwrap();
+
     // A monitor hears a requested stop.
     let host0 = cluster.node(0).host.clone();
     let membership0 = cluster.node(0).membership.clone();

@@ -143,6 +143,7 @@ async fn wait_ready(cluster: &TestCluster, deployment: &str, hash: &str, want: u
                     d["name"] == deployment
                         && d["serving_hash"] == hash
                         && d["placed_on"].as_array().map_or(0, Vec::len) == want
+                        && d["ready_on"].as_array().map_or(0, Vec::len) == want
                 });
                 if !routed {
                     return false;
@@ -263,24 +264,27 @@ async fn identical_requests_run_once_and_the_cache_follows_the_version() {
     .await;
     wait_ready(&cluster, "chat", &v1, 3).await;
 
-    // Only node 0 (which registered the model) loads the registered folder; the others fetched
-    // the files into their own data dirs and checked them against the catalog's hashes.
-    let registered = dir.path().join("v1").canonicalize().unwrap();
+    // Every node holds the files in its own artifact store, under their blake3 hashes, byte
+    // for byte the registered ones: node 0 copied them in when it registered the folder, the
+    // others fetched them by hash and checked them against the catalog.
+    let registered = dir.path().join("v1");
+    let (_, record) = get(&cluster, 0, "/api/v1/catalog/models/tiny-gpt/1").await;
+    let hashes = record["value"]["Model"]["artifact_hashes"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert!(record["value"]["Model"]["metadata"]
+        .get("serving.path")
+        .is_none());
     for i in 0..3 {
-        let (_, v) = get(&cluster, i, "/api/v1/serving").await;
-        let path = PathBuf::from(v["replicas"][0]["model_path"].as_str().unwrap());
-        if i == 0 {
-            assert_eq!(path, registered);
-        } else {
-            assert_ne!(path, registered);
-            assert!(path.ends_with(format!("models/{v1}")), "{path:?}");
-            for f in ["manifest.json", "chars.json"] {
-                let (a, b) = (
-                    std::fs::read(path.join(f)),
-                    std::fs::read(registered.join(f)),
-                );
-                assert_eq!(a.unwrap(), b.unwrap(), "{f} fetched intact");
-            }
+        let blobs = cluster.node(i).config().data_dir.join("artifacts/blobs");
+        for f in ["manifest.json", "chars.json"] {
+            let hash = hashes[f].as_str().unwrap();
+            let (a, b) = (
+                std::fs::read(blobs.join(hash)),
+                std::fs::read(registered.join(f)),
+            );
+            assert_eq!(a.unwrap(), b.unwrap(), "{f} held intact by node {i}");
         }
     }
 
@@ -725,6 +729,121 @@ async fn a_client_that_goes_away_frees_its_sequence() {
         })
         .await
         .unwrap();
+    }
+    cluster.shutdown().await.unwrap();
+}
+
+/// Asks node `to` for blob `blob` as node `from` would when fetching it.
+async fn fetch_blob_from(
+    cluster: &TestCluster,
+    from: usize,
+    to: usize,
+    blob: &str,
+) -> Result<
+    flotilla_protocol::services::serving::ResponseBody,
+    flotilla_protocol::services::serving::ServingError,
+> {
+    use flotilla_actors::serving::remote::ServingTransport;
+    use flotilla_protocol::services::serving::{Request, RequestBody};
+    let target = flotilla_node::serve::replica_id(&cluster.node(to).node_id().0, "artifacts");
+    let request = Request {
+        id: flotilla_protocol::RequestId(1),
+        body: RequestBody::FetchBlob {
+            blob: blob.to_string(),
+            offset: 0,
+            len: 1024,
+        },
+    };
+    cluster
+        .node(from)
+        .serving
+        .transport
+        .call(&target, request, Duration::from_secs(15))
+        .await?
+        .body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn model_files_outlive_their_registering_node_and_a_damaged_copy_is_never_served() {
+    let _process = PROCESS.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster3().await;
+    // Registration answers once the files are on two nodes.
+    let (code, v) = post(
+        &cluster,
+        0,
+        "/api/v1/models",
+        &json!({"name": "tiny-gpt", "path": tiny_gpt(&dir.path().join("m"), 3)}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let held_by: Vec<String> = serde_json::from_value(v["held_by"].clone()).unwrap();
+    assert!(held_by.len() >= 2, "{v}");
+    let hash = v["hash"].as_str().unwrap().to_string();
+    let (_, record) = get(&cluster, 0, "/api/v1/catalog/models/tiny-gpt/1").await;
+    let artifacts = record["value"]["Model"]["artifact_hashes"]
+        .as_object()
+        .unwrap()
+        .clone();
+    let blob = artifacts["manifest.json"].as_str().unwrap().to_string();
+
+    // One flipped byte in node 0's copy: node 0 no longer offers or serves it.
+    let path = cluster
+        .node(0)
+        .config()
+        .data_dir
+        .join("artifacts/blobs")
+        .join(&blob);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0x20;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::write(&path, &bytes).unwrap();
+    let refused = fetch_blob_from(&cluster, 1, 0, &blob).await.unwrap_err();
+    assert!(refused.message.contains("damaged"), "{refused:?}");
+    let holder = cluster
+        .node(1)
+        .serving
+        .blobs
+        .contains(&blob)
+        .then_some(1)
+        .unwrap_or(2);
+    assert!(fetch_blob_from(&cluster, 0, holder, &blob).await.is_ok());
+
+    // The node that registered it dies; the model still deploys from its other holders, and
+    // node 0's damaged copy reached no one.
+    cluster.kill(0).await;
+    let (code, v) = post(
+        &cluster,
+        1,
+        "/api/v1/deployments",
+        &json!({"name": "survivor", "model": "tiny-gpt", "replicas": 2}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    wait_until(DEADLINE, "2 ready replicas without node 0", || async {
+        let (_, ds) = get(&cluster, 1, "/api/v1/deployments").await;
+        ds.as_array().cloned().unwrap_or_default().iter().any(|d| {
+            d["name"] == "survivor"
+                && d["serving_hash"] == hash.as_str()
+                && d["ready_on"].as_array().map_or(0, Vec::len) == 2
+        })
+    })
+    .await
+    .unwrap();
+    let body = json!({"model": "survivor", "prompt": "the cat", "max_tokens": 5, "temperature": 0});
+    let (code, answer) = post(&cluster, 1, "/v1/completions", &body).await;
+    assert_eq!(code, 200, "{answer}");
+    for i in [1, 2] {
+        let copy = cluster
+            .node(i)
+            .config()
+            .data_dir
+            .join("artifacts/blobs")
+            .join(&blob);
+        let got = blake3::hash(&std::fs::read(copy).unwrap())
+            .to_hex()
+            .to_string();
+        assert_eq!(got, blob, "node {i} holds the registered bytes");
     }
     cluster.shutdown().await.unwrap();
 }

@@ -84,10 +84,17 @@ async fn a_minilm_folder_is_fine_tuned_on_the_mesh_and_serves_as_a_classifier() 
         &format!("/api/v1/catalog/models/{name}/{version}"),
     )
     .await;
+    // The folder was registered by the node that took the submission, and the run
+    // fine-tuned that version: the lineage names it, not a path.
     assert_eq!(
         registered["value"]["Model"]["lineage"]["parameters"]["parent_model"],
-        format!("hf_folder:{MINILM}"),
+        "hf.all-MiniLM-L6-v2@1",
         "{registered}"
+    );
+    let base = get_json(&cluster, 1, "/api/v1/catalog/models/hf.all-MiniLM-L6-v2/1").await;
+    assert_eq!(
+        base["value"]["Model"]["lineage"]["parameters"]["source"], "hf_folder",
+        "{base}"
     );
     cluster.shutdown().await.unwrap();
 }

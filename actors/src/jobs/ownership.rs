@@ -107,6 +107,7 @@ mod tests {
                 gpus: GpuState::NoCudaDriver,
                 compute_score: 1.0,
                 load: 0.0,
+                ready_replicas: vec![],
             },
             state,
             last_seen_ms_ago: 0,

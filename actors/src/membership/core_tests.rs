@@ -14,6 +14,7 @@ fn info(id: &str, incarnation: u64, seq: u64) -> NodeInfo {
         gpus: GpuState::NoCudaDriver,
         compute_score: 1.0,
         load: 0.0,
+        ready_replicas: vec![],
     }
 }
 

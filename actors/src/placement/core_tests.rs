@@ -36,6 +36,7 @@ fn member(
             },
             compute_score: score,
             load: 0.0,
+            ready_replicas: vec![],
         },
         state,
         last_seen_ms_ago: 0,

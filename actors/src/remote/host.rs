@@ -18,11 +18,16 @@ use crate::{Error, Result};
 
 /// Most monitors of remote actors one node keeps; more are refused.
 const MAX_MONITORS: usize = 65_536;
+/// Most actors one peer may have running here at once (a coordinator spawns a few shards and
+/// one trainer per run); more are refused.
+pub const MAX_SPAWNS_PER_PEER: usize = 256;
 
 struct Hosted {
     /// `None` for an endpoint registered without an actor (not supervised).
     cell: Option<ActorCell>,
     endpoint: Arc<dyn Endpoint>,
+    /// The node that asked for it; `None` for what this node started itself.
+    spawned_by: Option<NodeId>,
 }
 
 #[derive(Default)]
@@ -33,6 +38,9 @@ struct State {
     watchers: BTreeMap<String, BTreeSet<NodeId>>,
     /// (peer, actor) → local subscribers waiting for its `Down`.
     monitors: BTreeMap<(NodeId, String), Vec<mpsc::Sender<Down>>>,
+    /// Who is alive: an actor whose spawner is dead or gone may be stopped by any peer (the
+    /// leftovers of a coordinator that died, stopped by its successor).
+    membership: Option<membership::Handle>,
 }
 
 /// This node's host of remote-reachable actors. Cheap to clone.
@@ -123,6 +131,18 @@ impl Actor for Supervisor {
     }
 }
 
+/// Whether `node` is dead or has left, by `membership` (never, without one).
+async fn spawner_gone(membership: Option<&membership::Handle>, node: &NodeId) -> bool {
+    let Some(m) = membership else { return false };
+    match m.view().await {
+        Ok(view) => view
+            .iter()
+            .find(|v| v.info.id == *node)
+            .is_none_or(|v| matches!(v.state, MemberState::Dead | MemberState::Left)),
+        Err(_) => false,
+    }
+}
+
 impl Host {
     /// Starts the host's supervisor.
     pub async fn start(mesh: Arc<dyn Mesh>, deadline: Duration) -> Result<Host> {
@@ -175,12 +195,18 @@ impl Host {
         lock(&self.state).actors.keys().cloned().collect()
     }
 
-    /// Spawns an actor of `role` named `name` here.
+    /// Lets [`Host::serve`] tell live spawners from dead ones.
+    pub fn set_membership(&self, membership: membership::Handle) {
+        lock(&self.state).membership = Some(membership);
+    }
+
+    /// Spawns an actor of `role` named `name` here, for `spawned_by` (`None`: this node).
     pub async fn spawn(
         &self,
         role: &str,
         name: &str,
         args: &[u8],
+        spawned_by: Option<&NodeId>,
     ) -> std::result::Result<(), RemoteError> {
         if name.is_empty() || name.len() > MAX_NAME_BYTES {
             return Err(remote(
@@ -195,6 +221,19 @@ impl Host {
                     RemoteErrorKind::BadRequest,
                     format!("an actor named {name:?} already runs here"),
                 ));
+            }
+            if let Some(peer) = spawned_by {
+                let theirs = s
+                    .actors
+                    .values()
+                    .filter(|h| h.spawned_by.as_ref() == Some(peer))
+                    .count();
+                if theirs >= MAX_SPAWNS_PER_PEER {
+                    return Err(remote(
+                        RemoteErrorKind::Unavailable,
+                        format!("{peer} already runs {theirs} actors here (at most {MAX_SPAWNS_PER_PEER})"),
+                    ));
+                }
             }
             let known: Vec<&String> = s.roles.keys().collect();
             s.roles.get(role).cloned().ok_or_else(|| {
@@ -213,6 +252,7 @@ impl Host {
             Hosted {
                 cell: Some(cell),
                 endpoint,
+                spawned_by: spawned_by.cloned(),
             },
         );
         Ok(())
@@ -234,6 +274,7 @@ impl Host {
             Hosted {
                 cell: None,
                 endpoint,
+                spawned_by: None,
             },
         );
         Ok(())
@@ -273,24 +314,45 @@ impl Host {
                     .map_err(|e| remote(RemoteErrorKind::BadRequest, e))
             }
             RequestBody::Spawn { role, name, args } => self
-                .spawn(&role, &name, &args)
+                .spawn(&role, &name, &args, Some(from))
                 .await
                 .map(|()| ResponseBody::Spawned),
             RequestBody::Stop { actor } => {
-                let cell = lock(&self.state)
-                    .actors
-                    .get(&actor)
-                    .and_then(|h| h.cell.clone());
-                match cell {
-                    Some(cell) => {
-                        cell.stop(Some(format!("stopped at the request of {from}")));
-                        Ok(ResponseBody::Stopped)
-                    }
-                    None => Err(remote(
+                let (found, membership) = {
+                    let s = lock(&self.state);
+                    let found = s
+                        .actors
+                        .get(&actor)
+                        .and_then(|h| h.cell.clone().map(|c| (c, h.spawned_by.clone())));
+                    (found, s.membership.clone())
+                };
+                let Some((cell, spawned_by)) = found else {
+                    return Err(remote(
                         RemoteErrorKind::NotFound,
                         format!("no actor {actor:?} here"),
-                    )),
+                    ));
+                };
+                let allowed = match &spawned_by {
+                    Some(owner) if owner == from => true,
+                    // Its spawner is gone: whoever carries the work on may clear it up.
+                    Some(owner) => spawner_gone(membership.as_ref(), owner).await,
+                    // This node's own actors are not stopped by peers.
+                    None => false,
+                };
+                if !allowed {
+                    warn!(actor = %actor, %from, "stop refused: not the actor's spawner");
+                    return Err(remote(
+                        RemoteErrorKind::Forbidden,
+                        format!(
+                            "{from} may not stop {actor:?}: it was started by {}",
+                            spawned_by
+                                .map(|n| n.to_string())
+                                .unwrap_or_else(|| "this node".into())
+                        ),
+                    ));
                 }
+                cell.stop(Some(format!("stopped at the request of {from}")));
+                Ok(ResponseBody::Stopped)
             }
             RequestBody::Monitor { actor } => {
                 let mut s = lock(&self.state);

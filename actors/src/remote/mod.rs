@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use client::{spawn_remote, RemoteActor};
-pub use host::Host;
+pub use host::{Host, MAX_SPAWNS_PER_PEER};
 
 /// Delivers an encoded message to one named actor and returns its encoded reply.
 #[async_trait::async_trait]

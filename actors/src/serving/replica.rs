@@ -35,20 +35,25 @@ pub trait Backend: Send + Sync + 'static {
     /// The replica's load now.
     fn load(&self) -> ReplicaLoad;
 
-    /// A piece of a model artifact this node holds: `(file length, bytes)`. A node that holds
-    /// none answers `NotFound` (the default).
-    async fn fetch_artifact(
+    /// A piece of the content-addressed blob `blob` this node holds: `(blob length, bytes)`.
+    /// A node that holds none answers `NotFound` (the default).
+    async fn fetch_blob(
         &self,
-        model_hash: &str,
-        file: &str,
+        blob: &str,
         offset: u64,
         len: u32,
     ) -> Result<(u64, Vec<u8>), ServingError> {
         let _ = (offset, len);
         Err(ServingError::new(
             ErrorKind::NotFound,
-            format!("no artifact {file} of {model_hash} here"),
+            format!("blob {blob} is not held here"),
         ))
+    }
+
+    /// Which of `blobs` this node holds and may serve (none by default).
+    async fn held_blobs(&self, blobs: &[String]) -> Vec<String> {
+        let _ = blobs;
+        Vec::new()
     }
 }
 
@@ -123,18 +128,25 @@ impl<B: Backend> ReplicaService<B> {
             } => self.relay.next_pieces(stream, from, wait_ms).await,
             RequestBody::CancelStream { stream } => Ok(self.relay.cancel(stream)),
             RequestBody::Load => Ok(ResponseBody::Load(self.backend.load())),
-            RequestBody::FetchArtifact {
-                model_hash,
-                file,
-                offset,
-                len,
-            } => {
+            RequestBody::FetchBlob { blob, offset, len } => {
                 let len = len.min(flotilla_protocol::services::serving::MAX_ARTIFACT_CHUNK);
-                let (total, bytes) = self
-                    .backend
-                    .fetch_artifact(&model_hash, &file, offset, len)
-                    .await?;
+                let (total, bytes) = self.backend.fetch_blob(&blob, offset, len).await?;
                 Ok(ResponseBody::Artifact { total, bytes })
+            }
+            RequestBody::HeldBlobs { blobs } => {
+                use flotilla_protocol::services::serving::MAX_BLOBS_PER_QUERY;
+                if blobs.len() > MAX_BLOBS_PER_QUERY {
+                    return Err(ServingError::new(
+                        ErrorKind::BadRequest,
+                        format!(
+                            "{} blobs asked about; at most {MAX_BLOBS_PER_QUERY}",
+                            blobs.len()
+                        ),
+                    ));
+                }
+                Ok(ResponseBody::HeldBlobs(
+                    self.backend.held_blobs(&blobs).await,
+                ))
             }
         }
     }

@@ -70,6 +70,22 @@ pub struct DeployArgs {
     pub gpus: u32,
 }
 
+/// `bytes` in the largest binary unit that keeps it at least 1.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 fn print_models(cli: &Cli, models: &[ModelView]) -> anyhow::Result<()> {
     match cli.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(models)?),
@@ -83,14 +99,23 @@ fn print_models(cli: &Cli, models: &[ModelView]) -> anyhow::Result<()> {
                         m.hash[..16.min(m.hash.len())].to_string(),
                         m.context_length.to_string(),
                         m.artifacts.to_string(),
-                        m.path.clone(),
+                        human_bytes(m.bytes),
+                        m.origin.clone(),
                     ]
                 })
                 .collect();
             print!(
                 "{}",
                 table::render(
-                    &["MODEL", "KIND", "HASH", "CONTEXT", "FILES", "PATH"],
+                    &[
+                        "MODEL",
+                        "KIND",
+                        "HASH",
+                        "CONTEXT",
+                        "FILES",
+                        "SIZE",
+                        "REGISTERED ON"
+                    ],
                     &rows
                 )
             );

@@ -35,8 +35,14 @@ pub struct ModelView {
     pub kind: String,
     pub hash: String,
     pub context_length: u32,
-    pub path: String,
+    /// The node that registered it.
+    pub origin: String,
     pub artifacts: usize,
+    /// The artifacts' bytes together (0 when the record has no sizes).
+    pub bytes: u64,
+    /// The nodes holding the files when a registration answered (empty in listings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<String>,
 }
 
 impl From<&ServedModel> for ModelView {
@@ -47,8 +53,10 @@ impl From<&ServedModel> for ModelView {
             kind: m.kind.as_str().to_string(),
             hash: m.hash.clone(),
             context_length: m.limits.context_length,
-            path: m.path.to_string_lossy().to_string(),
+            origin: m.origin.clone(),
             artifacts: m.artifacts.len(),
+            bytes: m.sizes.values().sum(),
+            held_by: Vec::new(),
         }
     }
 }
@@ -131,6 +139,9 @@ pub struct DeploymentInfo {
     pub gpus: u32,
     /// Nodes placed to run a replica (empty until this node's reconciler has seen it).
     pub placed_on: Vec<String>,
+    /// The placed nodes whose replica is loaded and ready: this node routes only to these.
+    #[serde(default)]
+    pub ready_on: Vec<String>,
     /// Why fewer replicas than asked are placed (no node with room), if so.
     pub pending: Option<String>,
     /// The version hash this node's router sends traffic to, once its reconciler has seen it.
@@ -142,9 +153,6 @@ pub struct DeploymentInfo {
 pub struct LocalReplicaInfo {
     pub deployment: String,
     pub model_hash: String,
-    /// The folder the replica loaded (the registered one on the origin, a fetched copy
-    /// elsewhere).
-    pub model_path: String,
     /// Requests that reached the model.
     pub executions: u64,
     pub outstanding: u32,
@@ -232,8 +240,9 @@ async fn register(State(state): State<AppState>, Json(req): Json<RegisterModel>)
         },
     };
     let (name, path, me) = (req.name.clone(), req.path.clone(), state.serving.me.clone());
+    let blobs = state.serving.blobs.clone();
     let record = match tokio::task::spawn_blocking(move || {
-        register_folder(&name, version, &path, &me)
+        register_folder(&name, version, &path, &me, &blobs)
     })
     .await
     {
@@ -247,7 +256,19 @@ async fn register(State(state): State<AppState>, Json(req): Json<RegisterModel>)
     if let Err(e) = state.catalog.put(Record::Model(record)).await {
         return unavailable(e);
     }
-    (StatusCode::CREATED, Json(ModelView::from(&view))).into_response()
+    // Answer once the files are on more than this node (or the download deadline passed).
+    let deadline = crate::serve::fetch::download_deadline(view.sizes.values().sum());
+    let held = crate::serve::replicate::wait_replicated(
+        &state.serving,
+        &state.membership,
+        &view,
+        state.serving.model_replication,
+        deadline,
+    )
+    .await;
+    let mut answer = ModelView::from(&view);
+    answer.held_by = held.into_iter().map(|n| n.0).collect();
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
 fn info(d: &DeploymentRecord, view: Option<crate::serve::DeploymentView>) -> DeploymentInfo {
@@ -267,6 +288,7 @@ fn info(d: &DeploymentRecord, view: Option<crate::serve::DeploymentView>) -> Dep
             .as_ref()
             .map(|v| v.replicas.clone())
             .unwrap_or_default(),
+        ready_on: view.as_ref().map(|v| v.ready.clone()).unwrap_or_default(),
         pending: view.as_ref().and_then(|v| v.short.clone()),
         serving_hash: view.map(|v| v.model.hash),
     }
@@ -382,7 +404,6 @@ async fn serving(State(state): State<AppState>) -> Response {
             LocalReplicaInfo {
                 deployment: r.deployment.clone(),
                 model_hash: r.model.hash.clone(),
-                model_path: r.model.path.to_string_lossy().to_string(),
                 executions: r.executions.load(std::sync::atomic::Ordering::Relaxed),
                 outstanding: r.outstanding(),
                 batches: r.batch_stats().map(|b| b.batches),

@@ -14,6 +14,7 @@ pub mod deployments;
 pub mod jobs;
 mod nodes;
 pub mod openai;
+pub mod origin;
 mod routes;
 
 pub use routes::ClusterView;
@@ -51,6 +52,8 @@ pub struct AppState {
     /// Set once the node listens and its actors run; cleared when shutdown starts.
     pub ready: Arc<AtomicBool>,
     pub token: Option<Arc<str>>,
+    /// Whether the API listens on loopback only (then `Host` and `Origin` must be loopback).
+    pub loopback_api: bool,
 }
 
 /// Builds the router.
@@ -65,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::loopback_only,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state,

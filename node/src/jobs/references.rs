@@ -73,14 +73,12 @@ pub async fn missing(catalog: &catalog::Handle, spec: &JobSpec) -> anyhow::Resul
             "train.model.new.architecture",
             "only architecture = \"classifier\" can be trained on the mesh yet".to_string(),
         ),
-        // The coordinator reads the folder (trainers get the configuration, tokenizer and
-        // weights from it over the mesh); its full check runs there before any worker starts.
-        ModelSource::HfFolder(dir) if !std::path::Path::new(dir).join("config.json").is_file() => {
-            push(
-                "train.model.hf_folder",
-                format!("{dir} has no config.json (a Hugging Face model folder is expected)"),
-            )
-        }
+        // Registered at submission (see `hf_folder`); a spec that still names a folder here
+        // did not come through a submission and is refused.
+        ModelSource::HfFolder(dir) => push(
+            "train.model.hf_folder",
+            format!("{dir} was not registered at submission"),
+        ),
         _ => {}
     }
     if let ModelSource::Registered(m) = &train.model {

@@ -13,14 +13,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_actors::catalog;
 use flotilla_actors::data::peers::DataPeers;
 use flotilla_actors::data::{self as cores, service, shard};
+use flotilla_protocol::catalog::{CatalogKey, Entry};
 use flotilla_protocol::services::control::{RemoteError, RemoteErrorKind};
 use flotilla_protocol::services::data;
 use flotilla_protocol::{NodeId, RequestId};
 use libp2p::request_response::ResponseChannel;
 use libp2p::PeerId;
 use tokio::sync::mpsc;
+use tracing::warn;
 
 use super::bridge::{Bridge, Command};
 use super::codec::Frame;
@@ -111,17 +114,64 @@ impl Bridge {
     }
 }
 
+/// How long a delete from a peer waits for the catalog's deletion of the version to arrive by
+/// gossip (`data rm` deletes the catalog entry, then asks the holders at once).
+const TOMBSTONE_WAIT: Duration = Duration::from_secs(3);
+
+/// Why a peer may not delete what `body` names, or `None`: shards are deleted only as the
+/// catalog drives it — a version that the catalog deleted, or one it never recorded (the
+/// output of a failed upload or operation) — never a version the catalog holds live.
+async fn delete_refusal(catalog: &catalog::Handle, body: &data::RequestBody) -> Option<String> {
+    let (dataset, version) = match body {
+        data::RequestBody::DeleteVersion { dataset, version } => (dataset.clone(), *version),
+        data::RequestBody::DeleteShard { shard } => (shard.dataset.clone(), shard.version),
+        _ => return None,
+    };
+    let key = CatalogKey::dataset(&dataset, version);
+    let deadline = tokio::time::Instant::now() + TOMBSTONE_WAIT;
+    loop {
+        let live = match catalog.get(key.clone()).await {
+            Ok(Some(Entry::Register(r))) => r.value.is_some(),
+            Ok(_) => false,
+            // Without the catalog nothing can be shown deletable.
+            Err(_) => true,
+        };
+        if !live {
+            return None;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Some(format!(
+                "{dataset}@{version} is live in the catalog; its shards are deleted only once \
+                 the catalog deletes it"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The worker: answers inbound data requests until the bridge drops the inbox. `deadline`
-/// bounds the calls an answer makes to other peers (the fetch of a copy).
+/// bounds the calls an answer makes to other peers (the fetch of a copy). Deletes are checked
+/// against `catalog` first.
 pub async fn serve(
     inbox: mpsc::Receiver<DataInbound>,
     peers: Arc<NetData>,
+    catalog: catalog::Handle,
     commands: mpsc::Sender<Command>,
     deadline: Duration,
 ) {
-    let answer = move |_peer: PeerId, request: data::Request| {
-        let peers = peers.clone();
+    let answer = move |peer: PeerId, request: data::Request| {
+        let (peers, catalog) = (peers.clone(), catalog.clone());
         async move {
+            if let Some(refusal) = delete_refusal(&catalog, &request.body).await {
+                warn!(%peer, %refusal, "delete refused");
+                return data::Response {
+                    id: request.id,
+                    body: Err(RemoteError {
+                        kind: RemoteErrorKind::Forbidden,
+                        message: refusal,
+                    }),
+                };
+            }
             let body = service::serve(&peers.shards, &*peers, request.body, deadline).await;
             data::Response {
                 id: request.id,

@@ -5,6 +5,10 @@
 //! (at most [`MAX_IN_FLIGHT`] at once) with [`flotilla_actors::jobs::manager::serve::answer`]
 //! and hands the response back to the bridge. A full inbox is answered `Unavailable` at once.
 
+use std::sync::Arc;
+
+use flotilla_actors::catalog;
+use flotilla_actors::jobs::manager::serve::WorkLimits;
 use flotilla_actors::jobs::{executor, manager};
 use flotilla_protocol::services::control::{RemoteError, RemoteErrorKind};
 use flotilla_protocol::services::jobs;
@@ -87,18 +91,34 @@ impl Bridge {
     }
 }
 
-/// The worker: answers inbound jobs requests until the bridge drops the inbox.
+/// The worker: answers inbound jobs requests until the bridge drops the inbox. Peers' requests
+/// are authorised against `catalog` and the work they ask for checked against `limits`.
 pub async fn serve(
     inbox: mpsc::Receiver<JobsInbound>,
     executor: executor::Handle,
     manager: manager::Handle,
+    catalog: catalog::Handle,
+    limits: Arc<dyn WorkLimits>,
     commands: mpsc::Sender<Command>,
 ) {
     let answer = move |peer: PeerId, request: jobs::Request| {
-        let (executor, manager) = (executor.clone(), manager.clone());
+        let (executor, manager, catalog, limits) = (
+            executor.clone(),
+            manager.clone(),
+            catalog.clone(),
+            limits.clone(),
+        );
         async move {
             let from = NodeId(peer.to_string());
-            let body = manager::serve::answer(&from, request.body, &executor, &manager).await;
+            let body = manager::serve::answer(
+                &from,
+                request.body,
+                &executor,
+                &manager,
+                &catalog,
+                limits.as_ref(),
+            )
+            .await;
             jobs::Response {
                 id: request.id,
                 body,

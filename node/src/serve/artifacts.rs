@@ -1,7 +1,9 @@
-//! Model versions from folders: registering a folder records every file's blake3 hash and what
-//! the replica needs to know about the model (its kind and limits); loading checks every hash
-//! again before a byte of the model is used, so a replica never serves a file that differs from
-//! the one registered.
+//! Model versions from folders: registering a folder copies every file into the node's
+//! content-addressed [`BlobStore`] and records its blake3 hash, its size and what the replica
+//! needs to know about the model (its kind and limits). A record names no path: each node
+//! loads a version from its own store (see [`super::fetch`]), and loading checks every hash
+//! again before a byte of the model is used, so a replica never serves a file that differs
+//! from the one registered.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,16 +11,16 @@ use std::path::{Path, PathBuf};
 use flotilla_protocol::catalog::{Lineage, ModelVersion};
 use flotilla_protocol::openai::ModelLimits;
 
+use super::blobs::{BlobStore, MAX_BLOB_BYTES};
+
 /// Metadata keys of a served model version.
 pub const META_KIND: &str = "serving.kind";
-pub const META_PATH: &str = "serving.path";
 pub const META_CONTEXT: &str = "serving.context_length";
 pub const META_DIM: &str = "serving.embedding_dim";
-/// The node that registered the version and serves its files to the others.
+/// Artifact name → size in bytes (JSON): a fetch refuses a blob of any other length.
+pub const META_SIZES: &str = "serving.sizes";
+/// The node that registered the version (the first to hold its files).
 pub const META_ORIGIN: &str = "serving.origin";
-
-/// Largest artifact hashed and loaded.
-const MAX_ARTIFACT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// What a model version is served as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +58,17 @@ pub struct ServedModel {
     pub name: String,
     pub version: u64,
     pub kind: ModelKind,
+    /// This node's folder of the version's files once they are local (a view of its artifact
+    /// store); empty for a version only read from the catalog.
     pub path: PathBuf,
     pub limits: ModelLimits,
     /// Identifies the version's bytes: blake3 over its sorted artifact hashes.
     pub hash: String,
     pub artifacts: BTreeMap<String, String>,
+    /// Artifact name → size in bytes, as registered (absent for records without sizes).
+    pub sizes: BTreeMap<String, u64>,
     pub created_at_ms: u64,
-    /// The node that registered it (and holds the folder at `path`).
+    /// The node that registered it.
     pub origin: String,
 }
 
@@ -71,14 +77,13 @@ impl ServedModel {
     /// serving.
     pub fn from_record(m: &ModelVersion) -> Option<Self> {
         let kind = ModelKind::parse(m.metadata.get(META_KIND)?)?;
-        let path = PathBuf::from(m.metadata.get(META_PATH)?);
         let context_length = m.metadata.get(META_CONTEXT)?.parse().ok()?;
         let embedding_dim = m.metadata.get(META_DIM).and_then(|d| d.parse().ok());
         Some(Self {
             name: m.name.clone(),
             version: m.version,
             kind,
-            path,
+            path: PathBuf::new(),
             limits: ModelLimits {
                 context_length,
                 max_inputs: 256,
@@ -86,6 +91,11 @@ impl ServedModel {
             },
             hash: version_hash(&m.artifact_hashes),
             artifacts: m.artifact_hashes.clone(),
+            sizes: m
+                .metadata
+                .get(META_SIZES)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default(),
             created_at_ms: m.created_at_ms,
             origin: m.metadata.get(META_ORIGIN).cloned().unwrap_or_default(),
         })
@@ -130,8 +140,8 @@ pub fn version_hash(artifacts: &BTreeMap<String, String>) -> String {
 fn hash_file(path: &Path) -> anyhow::Result<String> {
     let len = std::fs::metadata(path)?.len();
     anyhow::ensure!(
-        len <= MAX_ARTIFACT_BYTES,
-        "{} is {len} bytes; at most {MAX_ARTIFACT_BYTES} are served",
+        len <= MAX_BLOB_BYTES,
+        "{} is {len} bytes; at most {MAX_BLOB_BYTES} are served",
         path.display()
     );
     let mut h = blake3::Hasher::new();
@@ -168,18 +178,23 @@ pub fn files(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     Ok(out)
 }
 
-/// Hashes `dir`, checks the model loads, and builds the version record.
+/// Copies `dir`'s files into `store`, checks the model loads, and builds the version record.
+/// Errors name the folder only by what the caller gave, never by another path of the node.
 pub fn register_folder(
     name: &str,
     version: u64,
     dir: &Path,
     origin: &str,
+    store: &BlobStore,
 ) -> anyhow::Result<ModelVersion> {
     let dir = dir.canonicalize()?;
     let files = files(&dir)?;
     let mut hashes = BTreeMap::new();
+    let mut sizes = BTreeMap::new();
     for (n, p) in &files {
-        hashes.insert(n.clone(), hash_file(p)?);
+        let hash = store.import(p)?;
+        sizes.insert(n.clone(), std::fs::metadata(p)?.len());
+        hashes.insert(n.clone(), hash);
     }
     let (kind, context, dim) = if dir.join("config.json").is_file() {
         let cfg = flotilla_kernels::models::bert::read_config(
@@ -201,7 +216,7 @@ pub fn register_folder(
     };
     let mut metadata = BTreeMap::new();
     metadata.insert(META_KIND.to_string(), kind.as_str().to_string());
-    metadata.insert(META_PATH.to_string(), dir.to_string_lossy().to_string());
+    metadata.insert(META_SIZES.to_string(), serde_json::to_string(&sizes)?);
     metadata.insert(META_CONTEXT.to_string(), context.to_string());
     metadata.insert(META_ORIGIN.to_string(), origin.to_string());
     if let Some(d) = dim {

@@ -207,12 +207,12 @@ impl Drop for Busy {
     }
 }
 
-/// The replicas of this node, by deployment, and the model versions whose files it holds.
+/// The replicas of this node, by deployment, and the artifact store peers fetch from.
 #[derive(Clone, Default)]
 pub struct LocalBackend {
     replicas: Arc<RwLock<BTreeMap<String, Arc<LocalReplica>>>>,
-    /// Version hash → the model with `path` set to this node's copy.
-    held: Arc<RwLock<BTreeMap<String, ServedModel>>>,
+    /// Serves blobs to peers; `None` serves none.
+    blobs: Option<Arc<super::blob_server::BlobServer>>,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -261,6 +261,15 @@ impl LocalBackend {
             .cloned()
     }
 
+    /// The replicas of this node as its heartbeat announces them ready:
+    /// `<deployment>/<model hash>` (a replica is inserted only once its model is loaded).
+    pub fn ready_keys(&self) -> Vec<String> {
+        self.all()
+            .iter()
+            .map(|r| flotilla_protocol::NodeInfo::ready_key(&r.deployment, &r.model.hash))
+            .collect()
+    }
+
     /// Every replica on this node.
     pub fn all(&self) -> Vec<Arc<LocalReplica>> {
         self.replicas
@@ -279,12 +288,12 @@ impl LocalBackend {
             .insert(replica.deployment.clone(), Arc::new(replica));
     }
 
-    /// Records that this node holds `model`'s files at `model.path` (and may serve them).
-    pub fn hold(&self, model: ServedModel) {
-        self.held
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(model.hash.clone(), model);
+    /// A backend whose artifact store peers may fetch from.
+    pub fn with_blobs(server: Arc<super::blob_server::BlobServer>) -> Self {
+        Self {
+            replicas: Arc::default(),
+            blobs: Some(server),
+        }
     }
 
     /// Stops the replica of `deployment`.
@@ -636,32 +645,26 @@ impl Backend for LocalBackend {
         Ok((rx, prompt_tokens))
     }
 
-    async fn fetch_artifact(
+    async fn fetch_blob(
         &self,
-        model_hash: &str,
-        file: &str,
+        blob: &str,
         offset: u64,
         len: u32,
     ) -> Result<(u64, Vec<u8>), ServingError> {
-        let model = self
-            .held
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(model_hash)
-            .cloned()
-            .ok_or_else(|| {
-                ServingError::new(
-                    ErrorKind::NotFound,
-                    format!("{model_hash} is not held here"),
-                )
-            })?;
-        let file = file.to_string();
-        tokio::task::spawn_blocking(move || {
-            let dir = model.path.clone();
-            super::fetch::read_chunk(&model, &dir, &file, offset, len)
-        })
-        .await
-        .map_err(|e| ServingError::new(ErrorKind::Internal, e.to_string()))?
+        match &self.blobs {
+            Some(server) => server.read(blob, offset, len).await,
+            None => Err(ServingError::new(
+                ErrorKind::NotFound,
+                format!("blob {blob} is not held here"),
+            )),
+        }
+    }
+
+    async fn held_blobs(&self, blobs: &[String]) -> Vec<String> {
+        match &self.blobs {
+            Some(server) => server.held(blobs).await,
+            None => Vec::new(),
+        }
     }
 
     fn load(&self) -> ReplicaLoad {

@@ -1,159 +1,278 @@
-//! Model artifacts from peers. The node that registered a version (its *origin*) serves it from
-//! the registered folder; every other node fetches each file over `/flotilla/serving/1` in
-//! chunks into `<data dir>/models/<version hash>/`, checks its blake3 against the catalog, and
-//! only then moves it into place. A node that already holds a verified copy does not fetch
-//! again, and may itself serve the files to others.
+//! Model artifacts from peers, by content hash only.
+//!
+//! A node that needs a model version's files asks the live nodes which of the version's blobs
+//! they hold (`HeldBlobs`), then downloads each missing blob in pieces from every holder at
+//! once (`FetchBlob`; one worker per holder takes the next piece, and a piece a holder fails
+//! goes back to the others). The pieces are written in place; the whole blob is hashed before
+//! it is moved into the [`BlobStore`](super::blobs::BlobStore), and a blob whose length
+//! differs from the catalog's record is refused at its first piece. A node never asks for, and
+//! never serves, a file by path.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use flotilla_actors::serving::remote::ServingTransport;
 use flotilla_protocol::services::serving::{
-    ErrorKind, Request, RequestBody, ResponseBody, ServingError, MAX_ARTIFACT_CHUNK,
+    Request, RequestBody, ResponseBody, MAX_ARTIFACT_CHUNK, MAX_BLOBS_PER_QUERY,
 };
 use flotilla_protocol::RequestId;
-use tracing::{info, warn};
+use tracing::{debug, info};
 
-use super::artifacts::{self, ServedModel};
+use super::artifacts::ServedModel;
+use super::blobs::{BlobStore, Incoming};
 use crate::net::serving_net::MeshTransport;
 
-/// How long one chunk may take.
-const CHUNK_DEADLINE: Duration = Duration::from_secs(30);
+/// How long one piece may take.
+const PIECE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a holder may take to say what it holds.
+const QUERY_DEADLINE: Duration = Duration::from_secs(5);
+/// The slowest transfer rate a whole download is allowed, on top of [`BASE_DEADLINE`].
+const MIN_BYTES_PER_SEC: u64 = 1024 * 1024;
+const BASE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Where this node keeps a fetched copy of `model`.
-pub fn cache_dir(root: &Path, model: &ServedModel) -> PathBuf {
-    root.join(&model.hash)
+/// The deadline of a whole download of `bytes` bytes.
+pub fn download_deadline(bytes: u64) -> Duration {
+    BASE_DEADLINE + Duration::from_secs(bytes / MIN_BYTES_PER_SEC)
 }
 
-/// Reads `len` bytes at `offset` of artifact `file` of `model` held in `dir`: `(file length,
-/// bytes)`. Only files the catalog names are served, so no other path can be asked for.
-pub fn read_chunk(
-    model: &ServedModel,
-    dir: &Path,
-    file: &str,
-    offset: u64,
-    len: u32,
-) -> Result<(u64, Vec<u8>), ServingError> {
-    let not_found = |why: String| ServingError::new(ErrorKind::NotFound, why);
-    if !model.artifacts.contains_key(file) {
-        return Err(not_found(format!(
-            "{file} is not an artifact of {}",
-            model.hash
-        )));
+fn request(body: RequestBody) -> Request {
+    Request {
+        id: RequestId(rand::random()),
+        body,
     }
-    let files = artifacts::files(dir).map_err(|e| not_found(e.to_string()))?;
-    let path = files
-        .get(file)
-        .ok_or_else(|| not_found(format!("{file} is missing here")))?;
-    let io = |e: std::io::Error| ServingError::new(ErrorKind::Internal, e.to_string());
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let total = f.metadata().map_err(io)?.len();
-    let len = u64::from(len.min(MAX_ARTIFACT_CHUNK)).min(total.saturating_sub(offset));
-    f.seek(SeekFrom::Start(offset)).map_err(io)?;
-    let mut bytes = vec![0u8; len as usize];
-    f.read_exact(&mut bytes).map_err(io)?;
-    Ok((total, bytes))
 }
 
-async fn fetch_file(
+async fn call(
     transport: &MeshTransport,
-    holder: &str,
-    model: &ServedModel,
-    file: &str,
-    want: &str,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    let part = dir.join(format!(".{file}.part"));
-    let mut out = std::fs::File::create(&part)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut offset = 0u64;
-    loop {
-        let request = Request {
-            id: RequestId(rand::random()),
-            body: RequestBody::FetchArtifact {
-                model_hash: model.hash.clone(),
-                file: file.to_string(),
-                offset,
-                len: MAX_ARTIFACT_CHUNK,
-            },
-        };
-        let target = super::replica_id(holder, "artifacts");
-        let response = transport
-            .call(&target, request, CHUNK_DEADLINE)
-            .await
-            .map_err(|e| anyhow::anyhow!("{holder}: {e}"))?;
-        let (total, bytes) = match response.body {
-            Ok(ResponseBody::Artifact { total, bytes }) => (total, bytes),
-            Ok(other) => anyhow::bail!("{holder} answered {other:?}"),
-            Err(e) => anyhow::bail!("{holder}: {e}"),
-        };
-        anyhow::ensure!(
-            !bytes.is_empty() || offset >= total,
-            "{holder} sent no bytes at {offset} of {total}"
-        );
-        hasher.update(&bytes);
-        out.write_all(&bytes)?;
-        offset += bytes.len() as u64;
-        if offset >= total {
-            break;
+    node: &str,
+    body: RequestBody,
+    deadline: Duration,
+) -> anyhow::Result<ResponseBody> {
+    let target = super::replica_id(node, "artifacts");
+    let response = transport
+        .call(&target, request(body), deadline)
+        .await
+        .map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
+    response.body.map_err(|e| anyhow::anyhow!("{node}: {e}"))
+}
+
+/// Which of `blobs` each of `nodes` holds: blob → holders, in the order of `nodes`.
+pub async fn holders(
+    transport: &MeshTransport,
+    nodes: &[String],
+    blobs: &[String],
+) -> BTreeMap<String, Vec<String>> {
+    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let asks = nodes.iter().map(|n| async move {
+        let mut held = Vec::new();
+        for part in blobs.chunks(MAX_BLOBS_PER_QUERY) {
+            let body = RequestBody::HeldBlobs {
+                blobs: part.to_vec(),
+            };
+            match call(transport, n, body, QUERY_DEADLINE).await {
+                Ok(ResponseBody::HeldBlobs(h)) => held.extend(h),
+                Ok(other) => debug!(node = %n, ?other, "unexpected answer to HeldBlobs"),
+                Err(e) => debug!(node = %n, error = %e, "holder query failed"),
+            }
+        }
+        (n.clone(), held)
+    });
+    let wanted: BTreeSet<&String> = blobs.iter().collect();
+    for (node, held) in futures::future::join_all(asks).await {
+        for b in held {
+            // Only what was asked: a peer cannot add blobs to the download.
+            if wanted.contains(&b) {
+                found.entry(b).or_default().push(node.clone());
+            }
         }
     }
-    out.sync_all()?;
-    let got = hasher.finalize().to_hex().to_string();
+    found
+}
+
+/// The pieces of a download still to fetch, shared by the holders' workers.
+struct Pieces {
+    queue: VecDeque<u64>,
+    done: u64,
+}
+
+/// Downloads blob `hash` of `expected_len` bytes (if the catalog says) from `holders`, every
+/// holder serving pieces at once, into `store`.
+pub async fn download_blob(
+    transport: &MeshTransport,
+    store: &Arc<BlobStore>,
+    hash: &str,
+    expected_len: Option<u64>,
+    holders: &[String],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!holders.is_empty(), "no live node holds blob {hash}");
+    // The first piece says the length; it must be what the catalog recorded.
+    let mut first_err = None;
+    let mut first = None;
+    for h in holders {
+        let body = RequestBody::FetchBlob {
+            blob: hash.to_string(),
+            offset: 0,
+            len: MAX_ARTIFACT_CHUNK,
+        };
+        match call(transport, h, body, PIECE_DEADLINE).await {
+            Ok(ResponseBody::Artifact { total, bytes }) => {
+                first = Some((total, bytes));
+                break;
+            }
+            Ok(other) => first_err = Some(anyhow::anyhow!("{h} answered {other:?}")),
+            Err(e) => first_err = Some(e),
+        }
+    }
+    let Some((total, bytes)) = first else {
+        return Err(first_err.unwrap_or_else(|| anyhow::anyhow!("no holder answered")));
+    };
+    if let Some(want) = expected_len {
+        anyhow::ensure!(
+            total == want,
+            "blob {hash} is {total} bytes at its holder; the catalog records {want}"
+        );
+    }
+    let piece = u64::from(MAX_ARTIFACT_CHUNK);
     anyhow::ensure!(
-        got == want,
-        "{file} from {holder} has blake3 {got}, the catalog says {want}"
+        bytes.len() as u64 == piece.min(total),
+        "the first piece of blob {hash} has {} bytes, not {}",
+        bytes.len(),
+        piece.min(total)
     );
-    std::fs::rename(&part, dir.join(file))?;
+    let incoming = Arc::new(store.receive(hash, total)?);
+    incoming.write_at(0, &bytes)?;
+    let count = total.div_ceil(piece).max(1);
+    let pieces = Arc::new(Mutex::new(Pieces {
+        queue: (1..count).collect(),
+        done: 1,
+    }));
+    let deadline = Instant::now() + download_deadline(total);
+    let workers = holders.iter().map(|h| {
+        let (pieces, incoming) = (pieces.clone(), incoming.clone());
+        async move {
+            loop {
+                let next = pieces
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .queue
+                    .pop_front();
+                let Some(i) = next else { return None };
+                let offset = i * piece;
+                let len = piece.min(total - offset);
+                let left = deadline.saturating_duration_since(Instant::now());
+                let body = RequestBody::FetchBlob {
+                    blob: hash.to_string(),
+                    offset,
+                    len: len as u32,
+                };
+                let got = match call(transport, h, body, PIECE_DEADLINE.min(left)).await {
+                    Ok(ResponseBody::Artifact { total: t, bytes })
+                        if t == total && bytes.len() as u64 == len =>
+                    {
+                        incoming
+                            .write_at(offset, &bytes)
+                            .map_err(anyhow::Error::from)
+                    }
+                    Ok(ResponseBody::Artifact { total: t, bytes }) => Err(anyhow::anyhow!(
+                        "{h} sent {} bytes of {t} at {offset}; expected {len} of {total}",
+                        bytes.len()
+                    )),
+                    Ok(other) => Err(anyhow::anyhow!("{h} answered {other:?}")),
+                    Err(e) => Err(e),
+                };
+                let mut p = pieces.lock().unwrap_or_else(|p| p.into_inner());
+                match got {
+                    Ok(()) => p.done += 1,
+                    Err(e) => {
+                        // Leave the piece to the other holders; this one stops.
+                        p.queue.push_back(i);
+                        return Some(e);
+                    }
+                }
+            }
+        }
+    });
+    let failures: Vec<anyhow::Error> = futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let done = pieces.lock().unwrap_or_else(|p| p.into_inner()).done;
+    let incoming = Arc::try_unwrap(incoming)
+        .map_err(|_| anyhow::anyhow!("a download worker outlived its download"))?;
+    if done < count {
+        incoming.abandon();
+        let why = failures
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        anyhow::bail!("blob {hash}: {} of {count} pieces arrived ({why})", done);
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || finish(incoming, &store)).await??;
     Ok(())
 }
 
-/// The folder this node loads `model` from, fetching it from `holders` (the origin first) when
-/// this node is not its origin and holds no verified copy.
+fn finish(incoming: Incoming, store: &BlobStore) -> anyhow::Result<()> {
+    incoming.finish(store)?;
+    Ok(())
+}
+
+/// The blobs of `model` this node lacks or holds damaged (a damaged one is removed so that it
+/// is fetched again).
+fn missing(model: &ServedModel, store: &BlobStore) -> Vec<String> {
+    let mut out = Vec::new();
+    for hash in model.artifacts.values() {
+        if !store.contains(hash) {
+            out.push(hash.clone());
+        } else if store.verify(hash).is_err() {
+            let _ = store.remove(hash);
+            out.push(hash.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Makes `model`'s files local: fetches the blobs this node lacks from the `peers` that hold
+/// them, then links the version's view folder. Returns the model with `path` set to it.
 pub async fn ensure_local(
     model: &ServedModel,
-    me: &str,
-    root: &Path,
+    store: &Arc<BlobStore>,
     transport: &MeshTransport,
-    holders: &[String],
+    peers: &[String],
 ) -> anyhow::Result<ServedModel> {
-    if model.origin == me {
-        return Ok(model.clone());
+    let (m, s) = (model.clone(), store.clone());
+    let missing = tokio::task::spawn_blocking(move || missing(&m, &s)).await?;
+    if !missing.is_empty() {
+        let held = holders(transport, peers, &missing).await;
+        let sizes = model.sizes.clone();
+        for hash in &missing {
+            let from = held.get(hash).map(Vec::as_slice).unwrap_or_default();
+            let name = model
+                .artifacts
+                .iter()
+                .find(|(_, h)| *h == hash)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_default();
+            anyhow::ensure!(
+                !from.is_empty(),
+                "no live node holds {name} ({hash}) of {}@{}",
+                model.name,
+                model.version
+            );
+            download_blob(transport, store, hash, sizes.get(&name).copied(), from)
+                .await
+                .map_err(|e| anyhow::anyhow!("{name} of {}@{}: {e}", model.name, model.version))?;
+            info!(model = %model.hash, file = %name, holders = from.len(), "artifact fetched and verified");
+        }
     }
-    let dir = cache_dir(root, model);
+    let (m, s) = (model.clone(), store.clone());
+    let dir = tokio::task::spawn_blocking(move || s.view(&m.hash, &m.artifacts)).await??;
     let mut local = model.clone();
-    local.path = dir.clone();
-    let check = local.clone();
-    if tokio::task::spawn_blocking(move || artifacts::verify(&check))
-        .await?
-        .is_ok()
-    {
-        return Ok(local);
-    }
-    std::fs::create_dir_all(&dir)?;
-    let mut order = vec![model.origin.clone()];
-    order.extend(
-        holders
-            .iter()
-            .filter(|h| **h != model.origin && *h != me)
-            .cloned(),
-    );
-    let mut last = anyhow::anyhow!("no node holds {}", model.hash);
-    for holder in &order {
-        let mut ok = true;
-        for (file, want) in &model.artifacts {
-            if let Err(e) = fetch_file(transport, holder, model, file, want, &dir).await {
-                warn!(model = %model.hash, %holder, error = %e, "artifact fetch failed");
-                last = e;
-                ok = false;
-                break;
-            }
-        }
-        if ok {
-            info!(model = %model.hash, %holder, files = model.artifacts.len(), "artifacts fetched and verified");
-            return Ok(local);
-        }
-    }
-    Err(last)
+    local.path = dir;
+    Ok(local)
 }

@@ -2,7 +2,10 @@
 //!
 //! - [`artifacts`]: model versions registered from folders (blake3 per file), verified again
 //!   before loading.
-//! - [`fetch`]: artifacts fetched from the node that registered them, verified by hash.
+//! - [`blobs`]: the content-addressed artifact store every model file lives in.
+//! - [`blob_server`]: what peers may read from it (listed blobs, by hash only).
+//! - [`fetch`]: artifacts fetched from every node that holds them at once, verified by hash.
+//! - [`replicate`]: every model version's files kept on more than one node.
 //! - [`embed`]: BERT embeddings (mean pooling) for the dynamic batcher.
 //! - [`gpt`]: a character-level GPT with one KV cache per sequence for continuous batching.
 //! - [`classify`]: a character-level encoder classifier (what `train` jobs produce) for the
@@ -18,12 +21,15 @@
 
 pub mod artifacts;
 pub mod backend;
+pub mod blob_server;
+pub mod blobs;
 pub mod classify;
 pub mod embed;
 pub mod fetch;
 pub mod gpt;
 pub mod metrics;
 pub mod reconcile;
+pub mod replicate;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -193,8 +199,10 @@ pub struct Serving {
     pub metrics: Arc<metrics::ServingMetrics>,
     /// How this node reaches peers (artifact fetches).
     pub transport: MeshTransport,
-    /// Where fetched model artifacts are kept.
-    pub cache_root: std::path::PathBuf,
+    /// Every model file this node holds, by content hash.
+    pub blobs: Arc<blobs::BlobStore>,
+    /// How many nodes hold every model version's files.
+    pub model_replication: usize,
     /// Deployments as the reconciler last saw them, by name.
     pub deployments: Arc<RwLock<BTreeMap<String, DeploymentView>>>,
 }
@@ -206,15 +214,20 @@ impl std::fmt::Debug for Serving {
 }
 
 impl Serving {
-    /// Serving for node `me`, reaching peers through `transport`.
+    /// Serving for node `me`, reaching peers through `transport`; model files live in
+    /// `blobs`, and peers may fetch those that `catalog` lists.
     pub fn new(
         me: String,
         transport: MeshTransport,
         config: flotilla_actors::serving::router::Config,
         metrics: Arc<metrics::ServingMetrics>,
-        cache_root: std::path::PathBuf,
+        blobs: Arc<blobs::BlobStore>,
+        catalog: flotilla_actors::catalog::Handle,
     ) -> anyhow::Result<Self> {
-        let local = LocalBackend::default();
+        let local = LocalBackend::with_blobs(Arc::new(blob_server::BlobServer {
+            store: blobs.clone(),
+            catalog,
+        }));
         let client = NodeClient {
             me: me.clone(),
             local: local.clone(),
@@ -227,7 +240,8 @@ impl Serving {
             local,
             metrics,
             transport,
-            cache_root,
+            blobs,
+            model_replication: replicate::DEFAULT_FACTOR,
             deployments: Arc::new(RwLock::new(BTreeMap::new())),
         })
     }

@@ -13,6 +13,7 @@
 //! fits (their owners re-place them), and job placement counts the reservation from then on.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_actors::jobs::executor;
@@ -37,6 +38,9 @@ pub struct DeploymentView {
     pub model: ServedModel,
     /// Nodes placed to run a replica, in placement order.
     pub replicas: Vec<String>,
+    /// The placed nodes whose replica is loaded and ready (by their heartbeats, or this
+    /// node's own replicas): the only ones the router sends requests to.
+    pub ready: Vec<String>,
     /// Why fewer replicas than asked are placed, if so.
     pub short: Option<String>,
 }
@@ -64,6 +68,8 @@ pub struct Reconciler {
     /// Holds the replicas' reservations and preempts lower classes for them.
     pub executor: executor::Handle,
     pub every: Duration,
+    /// Replica starts in flight: (deployment, model hash).
+    pub starting: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 impl Reconciler {
@@ -135,6 +141,7 @@ impl Reconciler {
                     record,
                     model,
                     replicas: plan.nodes.into_iter().map(|n| n.0).collect(),
+                    ready: Vec::new(),
                     short: plan.short,
                 }
             })
@@ -158,33 +165,47 @@ impl Reconciler {
         }
     }
 
-    /// Fetches (if needed), verifies and starts this node's replica of `v`; failures are
-    /// logged and retried on the next pass, while routing goes on to the other replicas.
-    async fn start(&self, name: &str, v: &DeploymentView, settings: ReplicaSettings) {
-        let me = &self.serving.me;
-        let local = super::fetch::ensure_local(
-            &v.model,
-            me,
-            &self.serving.cache_root,
-            &self.serving.transport,
-            &v.replicas,
-        )
-        .await;
-        let local = match local {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(deployment = %name, error = %e, "model artifacts unavailable");
+    /// Fetches (if needed), verifies and starts this node's replica of `v` in a task of its
+    /// own, so a slow holder or a long load never holds up the loop (and with it routing);
+    /// failures are logged and retried on a later pass, while routing goes on to the other
+    /// replicas. At most one start per deployment runs at a time.
+    fn start(&self, name: &str, v: &DeploymentView, settings: ReplicaSettings, peers: Vec<String>) {
+        let key = (name.to_string(), v.model.hash.clone());
+        {
+            let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+            if starting.iter().any(|(n, _)| n == name) {
                 return;
             }
-        };
-        self.serving.local.hold(local.clone());
-        match LocalReplica::start(name, local, settings).await {
-            Ok(r) => {
-                info!(deployment = %name, model = %v.model.hash, "replica started");
-                self.serving.local.insert(r);
-            }
-            Err(e) => warn!(deployment = %name, error = %e, "replica failed to start"),
+            starting.insert(key.clone());
         }
+        let (serving, starting) = (self.serving.clone(), self.starting.clone());
+        let (name, model) = (name.to_string(), v.model.clone());
+        tokio::spawn(async move {
+            let fetched =
+                super::fetch::ensure_local(&model, &serving.blobs, &serving.transport, &peers)
+                    .await;
+            match fetched {
+                Ok(local) => match LocalReplica::start(&name, local, settings).await {
+                    Ok(r) => {
+                        info!(deployment = %name, model = %model.hash, "replica started");
+                        serving.local.insert(r);
+                        // Route to it at once rather than at the next pass.
+                        if let Some(mut v) = serving.deployment(&name) {
+                            if v.model.hash == model.hash && !v.ready.contains(&serving.me) {
+                                v.ready.push(serving.me.clone());
+                                route_ready(&serving, &v);
+                            }
+                        }
+                    }
+                    Err(e) => warn!(deployment = %name, error = %e, "replica failed to start"),
+                },
+                Err(e) => warn!(deployment = %name, error = %e, "model artifacts unavailable"),
+            }
+            starting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        });
     }
 
     async fn once(&self, pools: &mut BTreeSet<(String, String)>) -> anyhow::Result<()> {
@@ -192,7 +213,34 @@ impl Reconciler {
         let views = self.views(&members).await?;
         let capacity = self.my_capacity(&members);
         let me = &self.serving.me;
+        // Nodes that may hold model files: every live member but this one.
+        let peers: Vec<String> = members
+            .iter()
+            .filter(|m| m.state == flotilla_protocol::MemberState::Alive && m.info.id.0 != *me)
+            .map(|m| m.info.id.0.clone())
+            .collect();
         let mut current = BTreeSet::new();
+        let mut views = views;
+        for v in &mut views {
+            let key = flotilla_protocol::NodeInfo::ready_key(&v.record.name, &v.model.hash);
+            v.ready = v
+                .replicas
+                .iter()
+                .filter(|n| {
+                    if *n == me {
+                        self.serving
+                            .local
+                            .get(&v.record.name)
+                            .is_some_and(|r| r.model.hash == v.model.hash)
+                    } else {
+                        members
+                            .iter()
+                            .any(|m| m.info.id.0 == **n && m.info.ready_replicas.contains(&key))
+                    }
+                })
+                .cloned()
+                .collect();
+        }
         for v in &views {
             let name = &v.record.name;
             let mine = v.replicas.iter().any(|n| n == me);
@@ -205,14 +253,11 @@ impl Reconciler {
             let up_to_date = running
                 .as_ref()
                 .is_some_and(|r| r.model.hash == v.model.hash && r.settings == settings);
-            if v.model.origin == *me {
-                self.serving.local.hold(v.model.clone());
-            }
             if mine && !up_to_date {
                 if let Some(capacity) = capacity {
                     self.reserve(name, Some(v.record.resources), capacity).await;
                 }
-                self.start(name, v, settings).await;
+                self.start(name, v, settings, peers.clone());
             } else if !mine && running.is_some() {
                 info!(deployment = %name, "replica stopped: placed elsewhere");
                 self.serving.local.remove(name);
@@ -220,16 +265,7 @@ impl Reconciler {
                     self.reserve(name, None, capacity).await;
                 }
             }
-            let specs = v
-                .replicas
-                .iter()
-                .map(|n| ReplicaSpec {
-                    id: replica_id(n, name),
-                    capacity: v.record.max_batch_size.max(1),
-                    max_inflight: v.max_inflight(),
-                })
-                .collect();
-            self.serving.router.set_replicas(name, &v.model.hash, specs);
+            route_ready(&self.serving, v);
             current.insert((name.clone(), v.model.hash.clone()));
         }
         for (name, hash) in pools.difference(&current) {
@@ -257,6 +293,22 @@ impl Reconciler {
             .unwrap_or_else(|e| e.into_inner()) = map;
         Ok(())
     }
+}
+
+/// Points this node's router for `v` at its ready replicas.
+fn route_ready(serving: &Serving, v: &DeploymentView) {
+    let specs = v
+        .ready
+        .iter()
+        .map(|n| ReplicaSpec {
+            id: replica_id(n, &v.record.name),
+            capacity: v.record.max_batch_size.max(1),
+            max_inflight: v.max_inflight(),
+        })
+        .collect();
+    serving
+        .router
+        .set_replicas(&v.record.name, &v.model.hash, specs);
 }
 
 impl DeploymentView {

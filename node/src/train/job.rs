@@ -632,16 +632,21 @@ async fn register(
     let version = crate::serve::artifacts::next_version(&ctx.data.catalog, &name)
         .await
         .map_err(err)?;
+    // Written to a scratch folder, copied into the artifact store by registration, then
+    // removed: the store holds the only copy.
     let dir = ctx
         .models_dir
         .join(&name)
         .join(format!("{version}-{}", job.as_str()));
     let me = ctx.data.me.0.clone();
+    let blobs = ctx.serving.blobs.clone();
     let (model, params, extra) = (model.clone(), params.to_vec(), summary.clone());
     let record = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         std::fs::create_dir_all(&dir)?;
         crate::serve::classify::save_classifier(&dir, &model, labels, &params, steps, extra)?;
-        crate::serve::artifacts::register_folder(&name, version, &dir, &me)
+        let record = crate::serve::artifacts::register_folder(&name, version, &dir, &me, &blobs);
+        let _ = std::fs::remove_dir_all(&dir);
+        record
     })
     .await
     .map_err(err)?
@@ -679,11 +684,25 @@ async fn register(
         }
     }
     let at = format!("{}@{}", record.name, record.version);
+    let view = crate::serve::ServedModel::from_record(&record);
     ctx.data
         .catalog
         .put(CatalogRecord::Model(record))
         .await
         .map_err(|e| format!("registering {at}: {e}"))?;
+    // The run ends once the trained model is on more than this node.
+    if let Some(view) = view {
+        let serving = &ctx.serving;
+        let held = crate::serve::replicate::wait_replicated(
+            serving,
+            &ctx.data.membership,
+            &view,
+            serving.model_replication,
+            crate::serve::fetch::download_deadline(view.sizes.values().sum()),
+        )
+        .await;
+        tracing::info!(model = %at, holders = held.len(), "trained model registered");
+    }
     Ok(at)
 }
 

@@ -154,9 +154,12 @@ pub fn prepare(
             )?;
             Ok((args, init))
         }
-        ModelSource::HfFolder(dir) => {
-            from_hf_folder(Path::new(dir), classes, seed, "model.hf_folder")
-        }
+        // A folder is registered by the node that accepted the submission, and the spec that
+        // travels names the registered version instead: a run never reads a path that another
+        // node named.
+        ModelSource::HfFolder(_) => Err("model.hf_folder reached a run unregistered; the node \
+             that accepts a submission registers the folder and names it as model.registered"
+            .into()),
         ModelSource::Registered(m) => match parent {
             Some(Parent::BertFolder(dir)) => from_hf_folder(dir, classes, seed, m),
             Some(Parent::Classifier(dir)) => from_classifier(dir, m, corpus, labels, seed),
@@ -324,19 +327,28 @@ mod tests {
             serde_json::to_vec(&tok).unwrap(),
         )
         .unwrap();
-        let mut spec = TrainSpec {
-            model: ModelSource::HfFolder(dir.path().to_string_lossy().to_string()),
+        let spec = TrainSpec {
+            model: ModelSource::Registered("minilm@1".into()),
             ..TrainSpec::default()
         };
         let three = ["a".to_string(), "b".into(), "c".into()];
-        let err = prepare(&spec, None, "", &three).unwrap_err();
+        let broken = Parent::BertFolder(dir.path().to_path_buf());
+        let err = prepare(&spec, Some(&broken), "", &three).unwrap_err();
         assert!(
             err.contains("30523 tokens") && err.contains("30522"),
             "{err}"
         );
+        // A folder path in a spec that reaches a run is refused: it is registered at submission.
+        let unregistered = TrainSpec {
+            model: ModelSource::HfFolder(MINILM.to_string()),
+            ..TrainSpec::default()
+        };
+        assert!(prepare(&unregistered, None, "", &three)
+            .unwrap_err()
+            .contains("model.registered"));
         // The folder as shipped gives trainers a model with a 3-way head.
-        spec.model = ModelSource::HfFolder(MINILM.to_string());
-        let (args, init) = prepare(&spec, None, "", &three).unwrap();
+        let shipped = Parent::BertFolder(Path::new(MINILM).to_path_buf());
+        let (args, init) = prepare(&spec, Some(&shipped), "", &three).unwrap();
         assert_eq!(args.classes(), 3);
         flotilla_kernels::models::Transformer::from_params(args.config().unwrap(), init).unwrap();
         let ids = (args.encoder().unwrap())("hello there").unwrap();

@@ -63,19 +63,21 @@ pub async fn resolve(ctx: &TrainContext, name_at_version: &str) -> Result<Parent
     }
     let served = ServedModel::from_record(&m)
         .ok_or_else(|| format!("{name_at_version} has no registered model files"))?;
-    let holders: Vec<String> = ctx.data.alive().await.into_iter().map(|n| n.0).collect();
     let serving = &ctx.serving;
-    let local = crate::serve::fetch::ensure_local(
-        &served,
-        &serving.me,
-        &serving.cache_root,
-        &serving.transport,
-        &holders,
-    )
-    .await
-    .map_err(|e| format!("fetching {name_at_version}: {e}"))?;
-    // The origin's own folder is read in place: its files are checked here too, so a file
-    // changed since registration is refused rather than trained from.
+    let peers: Vec<String> = ctx
+        .data
+        .alive()
+        .await
+        .into_iter()
+        .map(|n| n.0)
+        .filter(|n| *n != serving.me)
+        .collect();
+    let local =
+        crate::serve::fetch::ensure_local(&served, &serving.blobs, &serving.transport, &peers)
+            .await
+            .map_err(|e| format!("fetching {name_at_version}: {e}"))?;
+    // The files are checked here too (the view links the store's blobs), so a file changed
+    // since registration is refused rather than trained from.
     let check = local.clone();
     tokio::task::spawn_blocking(move || artifacts::verify(&check))
         .await

@@ -83,11 +83,13 @@ pub enum RequestBody {
         attempt: u32,
         outcome: TaskOutcome,
     },
-    /// Stop task `task` of `job` to make room for a higher priority class; it ends as failed
-    /// with `reason`, so its owner re-places it when capacity returns.
+    /// Stop task `task` of `job` to make room for job `by` of a higher priority class, which
+    /// the sender owns; it ends as failed with `reason`, so its owner re-places it when
+    /// capacity returns.
     PreemptTask {
         job: JobId,
         task: u32,
+        by: JobId,
         reason: String,
     },
     /// What this node knows of `job`: its tasks (if it drives the job) and its event log.

@@ -34,8 +34,10 @@ pub const SERVICE: &str = "serving";
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Largest client request body a router forwards; bigger HTTP bodies are answered 413.
 pub const MAX_REQUEST_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// Largest piece of a model artifact in one [`RequestBody::FetchArtifact`] answer.
+/// Largest piece of a model artifact in one [`RequestBody::FetchBlob`] answer.
 pub const MAX_ARTIFACT_CHUNK: u32 = 8 * 1024 * 1024;
+/// Most blobs one [`RequestBody::HeldBlobs`] asks about (a model version's artifacts).
+pub const MAX_BLOBS_PER_QUERY: usize = 256;
 /// Longest a replica holds a [`RequestBody::NextPieces`] poll open.
 pub const MAX_POLL_WAIT_MS: u32 = 10_000;
 
@@ -95,16 +97,15 @@ pub enum RequestBody {
     CancelStream { stream: StreamId },
     /// The replica's load, for the router's choice: answered with [`ResponseBody::Load`].
     Load,
-    /// Bytes `offset .. offset + len` (at most [`MAX_ARTIFACT_CHUNK`]) of artifact `file` of the
-    /// model version `model_hash`, from a node that holds it: answered with
-    /// [`ResponseBody::Artifact`]. The fetcher checks the whole file's blake3 against the
-    /// catalog before using it.
-    FetchArtifact {
-        model_hash: String,
-        file: String,
-        offset: u64,
-        len: u32,
-    },
+    /// Bytes `offset .. offset + len` (at most [`MAX_ARTIFACT_CHUNK`]) of the content-addressed
+    /// blob whose blake3 is `blob`: answered with [`ResponseBody::Artifact`]. A node answers
+    /// only for a blob that a live model version in its catalog lists, from its artifact
+    /// store, after checking the stored bytes still hash to `blob`; there is no way to name a
+    /// file. The fetcher checks the whole blob's blake3 again before using it.
+    FetchBlob { blob: String, offset: u64, len: u32 },
+    /// Which of `blobs` (at most [`MAX_BLOBS_PER_QUERY`]) this node holds and may serve:
+    /// answered with [`ResponseBody::HeldBlobs`].
+    HeldBlobs { blobs: Vec<String> },
 }
 
 /// A serving response; `id` echoes the request's.
@@ -144,6 +145,8 @@ pub enum ResponseBody {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
+    /// The blobs of a [`RequestBody::HeldBlobs`] query this node holds.
+    HeldBlobs(Vec<String>),
 }
 
 /// How a stream ended.
@@ -265,11 +268,13 @@ mod tests {
                 stream: StreamId(9),
             },
             RequestBody::Load,
-            RequestBody::FetchArtifact {
-                model_hash: "ab".into(),
-                file: "model.safetensors".into(),
+            RequestBody::FetchBlob {
+                blob: "ab".into(),
                 offset: 8,
                 len: 1024,
+            },
+            RequestBody::HeldBlobs {
+                blobs: vec!["ab".into(), "cd".into()],
             },
         ];
         bodies
@@ -310,6 +315,7 @@ mod tests {
                 total: 100,
                 bytes: vec![1, 2, 3],
             }),
+            Ok(ResponseBody::HeldBlobs(vec!["ab".into()])),
             Err(ServingError::new(
                 ErrorKind::Overloaded {
                     retry_after_ms: 1500,

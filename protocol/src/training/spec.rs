@@ -43,7 +43,9 @@ pub enum ModelSource {
     New(NewModel),
     /// A registered model version, written `name@version`.
     Registered(String),
-    /// A Hugging Face model folder on the node that runs the job's coordinator.
+    /// A Hugging Face model folder on the node that accepts the submission: that node
+    /// registers it and sends the spec on naming the version (`Registered`), so the folder's
+    /// path never travels.
     HfFolder(String),
 }
 

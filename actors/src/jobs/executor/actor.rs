@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::msg::Msg;
+use super::msg::{Msg, RemoteCaller};
 use super::{Execution, Finished, TaskRunner};
 use crate::jobs::ledger::{Ledger, TaskKey};
 use crate::store::{Column, Durability, Store};
@@ -240,6 +240,50 @@ impl State {
         Ok(preempted)
     }
 
+    /// Why a peer may not cancel `key` at `epoch`, or `None` when it may: the task's owner
+    /// may, and so may the job's current owner by the catalog (a new owner after a takeover).
+    /// A task this node does not run has nothing to stop.
+    fn cancel_refusal(&self, key: &TaskKey, epoch: u64, caller: &RemoteCaller) -> Option<String> {
+        let holder = self.owners.get(key)?;
+        if holder.owner == caller.from {
+            return None;
+        }
+        match &caller.head {
+            Some(h) if h.owner == caller.from && h.epoch == epoch => None,
+            _ => Some(format!(
+                "{} does not own task {} of {} (its owner is {})",
+                caller.from,
+                key.task,
+                key.job.as_str(),
+                holder.owner
+            )),
+        }
+    }
+
+    /// Why a peer may not preempt `key`, or `None` when it may: only the owner of an
+    /// unfinished job of a higher class than the task's makes room for it.
+    fn preempt_refusal(&self, key: &TaskKey, caller: &RemoteCaller) -> Option<String> {
+        let holder = self.owners.get(key)?;
+        if self.ledger.entry(key).is_some_and(|e| e.outcome.is_some()) {
+            return None; // finished already: nothing to stop
+        }
+        match &caller.head {
+            Some(h) if h.owner == caller.from && h.unfinished && h.priority > holder.priority => {
+                None
+            }
+            Some(h) if h.owner != caller.from => Some(format!(
+                "{} does not own the preempting job (its owner is {})",
+                caller.from, h.owner
+            )),
+            Some(h) if !h.unfinished => Some("the preempting job has finished".to_string()),
+            Some(h) => Some(format!(
+                "the preempting job's class {:?} is not above the task's {:?}",
+                h.priority, holder.priority
+            )),
+            None => Some("the preempting job is not in this node's catalog".to_string()),
+        }
+    }
+
     /// Ends a running task with `outcome` after raising its cancel flag; whether it ran.
     async fn stop(&mut self, key: &TaskKey, outcome: TaskOutcome) -> Result<bool> {
         let running = self.ledger.entry(key).is_some_and(|e| e.outcome.is_none());
@@ -402,7 +446,17 @@ impl Actor for Executor {
                 }
                 let _ = reply.send(Ok(answer));
             }
-            Msg::Cancel { key, epoch, reply } => {
+            Msg::Cancel {
+                key,
+                epoch,
+                remote,
+                reply,
+            } => {
+                if let Some(refusal) = remote.and_then(|r| state.cancel_refusal(&key, epoch, &r)) {
+                    warn!(job = %key.job.as_str(), task = key.task, %refusal, "cancel refused");
+                    let _ = reply.send(Err(Error::Forbidden(refusal)));
+                    return Ok(());
+                }
                 let current = state.ledger.entry(&key).map(|e| e.epoch);
                 if current.is_some_and(|c| epoch < c) {
                     let _ = reply.send(Err(Error::Peer {
@@ -416,7 +470,17 @@ impl Actor for Executor {
                 }
                 let _ = reply.send(state.stop(&key, TaskOutcome::Cancelled).await);
             }
-            Msg::Preempt { key, reason, reply } => {
+            Msg::Preempt {
+                key,
+                reason,
+                remote,
+                reply,
+            } => {
+                if let Some(refusal) = remote.and_then(|r| state.preempt_refusal(&key, &r)) {
+                    warn!(job = %key.job.as_str(), task = key.task, %refusal, "preemption refused");
+                    let _ = reply.send(Err(Error::Forbidden(refusal)));
+                    return Ok(());
+                }
                 info!(job = %key.job.as_str(), task = key.task, %reason, "task preempted");
                 let _ = reply.send(state.stop(&key, TaskOutcome::Failed(reason)).await);
             }

@@ -11,7 +11,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc;
 
 use super::actor::{Args, Executor};
-use super::msg::Msg;
+use super::msg::{Msg, RemoteCaller};
 use super::{Execution, Finished, TaskRunner};
 use crate::jobs::ledger::TaskKey;
 use crate::store::Store;
@@ -121,11 +121,28 @@ impl Handle {
 
     /// Stops a running task for a higher priority class; whether it was running.
     pub async fn preempt(&self, job: JobId, task: u32, reason: String) -> Result<bool> {
+        self.preempt_as(job, task, reason, None).await
+    }
+
+    /// [`Handle::preempt`] asked by a peer: refused unless `remote` owns an unfinished job of a
+    /// higher class than the task's.
+    pub async fn preempt_as(
+        &self,
+        job: JobId,
+        task: u32,
+        reason: String,
+        remote: Option<RemoteCaller>,
+    ) -> Result<bool> {
         let key = TaskKey { job, task };
         let r = self
             .actor
             .call(
-                |reply| Msg::Preempt { key, reason, reply },
+                |reply| Msg::Preempt {
+                    key,
+                    reason,
+                    remote,
+                    reply,
+                },
                 Some(self.deadline),
             )
             .await;
@@ -176,11 +193,28 @@ impl Handle {
 
     /// Cancels a task; whether it was running.
     pub async fn cancel(&self, job: JobId, task: u32, epoch: u64) -> Result<bool> {
+        self.cancel_as(job, task, epoch, None).await
+    }
+
+    /// [`Handle::cancel`] asked by a peer: refused unless `remote` owns the task, or owns its
+    /// job at `epoch` by the catalog.
+    pub async fn cancel_as(
+        &self,
+        job: JobId,
+        task: u32,
+        epoch: u64,
+        remote: Option<RemoteCaller>,
+    ) -> Result<bool> {
         let key = TaskKey { job, task };
         let r = self
             .actor
             .call(
-                |reply| Msg::Cancel { key, epoch, reply },
+                |reply| Msg::Cancel {
+                    key,
+                    epoch,
+                    remote,
+                    reply,
+                },
                 Some(self.deadline),
             )
             .await;

@@ -17,6 +17,7 @@ use flotilla_protocol::NodeId;
 
 pub use actor::Executor;
 pub use handle::Handle;
+pub use msg::{JobHead, RemoteCaller};
 
 /// Does a task's work. Called on a blocking thread; `cancelled` turns true when the task is
 /// cancelled, and long work should check it and return early.

@@ -7,6 +7,24 @@ use ractor::RpcReplyPort;
 
 use crate::jobs::ledger::TaskKey;
 
+/// A job's head as this node's catalog holds it: who owns it at which epoch, its class, and
+/// whether it is still unfinished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobHead {
+    pub owner: NodeId,
+    pub epoch: u64,
+    pub priority: Priority,
+    pub unfinished: bool,
+}
+
+/// The peer behind a remote cancel or preemption, and the head of the job it acts for (the
+/// task's own job for a cancel, the preempting job for a preemption), if the catalog has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCaller {
+    pub from: NodeId,
+    pub head: Option<JobHead>,
+}
+
 /// What the `Executor` accepts. Callers use [`super::Handle`].
 #[derive(Debug)]
 pub enum Msg {
@@ -23,9 +41,11 @@ pub enum Msg {
         reply: RpcReplyPort<crate::Result<StartAnswer>>,
     },
     /// Stop a running task for a higher priority class: it ends as failed with `reason`.
+    /// `remote` is set when a peer asks; it must own an unfinished job of a higher class.
     Preempt {
         key: TaskKey,
         reason: String,
+        remote: Option<RemoteCaller>,
         reply: RpcReplyPort<crate::Result<bool>>,
     },
     /// Reserve capacity for work that is not a task (a serving replica) in the inference
@@ -46,10 +66,12 @@ pub enum Msg {
         job: Option<JobId>,
         reply: RpcReplyPort<crate::Result<Vec<super::Execution>>>,
     },
-    /// Cancel a task; replies whether it was running.
+    /// Cancel a task; replies whether it was running. `remote` is set when a peer asks; it
+    /// must be the task's owner, or the job's current owner at `epoch` by the catalog.
     Cancel {
         key: TaskKey,
         epoch: u64,
+        remote: Option<RemoteCaller>,
         reply: RpcReplyPort<crate::Result<bool>>,
     },
     /// Every ledger entry of a job, for a new owner's survey.

@@ -82,6 +82,7 @@ impl PreemptionHook for StopHook {
             let body = RequestBody::PreemptTask {
                 job: victim.job.clone(),
                 task: victim.task,
+                by: by.clone(),
                 reason,
             };
             self.mesh.jobs(&victim.node, body, self.deadline).await?;
