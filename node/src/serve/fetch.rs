@@ -157,7 +157,8 @@ pub async fn download_blob(
                     .unwrap_or_else(|p| p.into_inner())
                     .queue
                     .pop_front();
-                let Some(i) = next else { return None };
+                // `None` when the queue is empty: this worker is done, with no failure.
+                let i = next?;
                 let offset = i * piece;
                 let len = piece.min(total - offset);
                 let left = deadline.saturating_duration_since(Instant::now());
