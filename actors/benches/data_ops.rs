@@ -33,14 +33,13 @@ use flotilla_actors::data::record::{Record, TEXT};
 use flotilla_actors::data::shard::decode_body;
 use flotilla_actors::data::upload::ShardBuilder;
 
+/// `shared/data/<name>`: under `FLOTILLA_SHARED_DIR` when set, else beside the checkout.
 fn shared(name: &str) -> PathBuf {
-    let beside =
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data")).join(name);
-    if beside.exists() {
-        beside
-    } else {
-        PathBuf::from("/work/shared/data").join(name)
-    }
+    std::env::var_os("FLOTILLA_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")))
+        .join("data")
+        .join(name)
 }
 
 fn best<T>(mut f: impl FnMut() -> T) -> (Duration, T) {

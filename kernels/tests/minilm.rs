@@ -3,7 +3,7 @@
 //! folders fail with errors that name the problem.
 //!
 //! The model folder is `FLOTILLA_MINILM_DIR`, or `shared/models/all-MiniLM-L6-v2` beside the
-//! repository (falling back to `/work/shared/...`); the
+//! repository; the
 //! reference is `fixtures/minilm_reference.json` (made by `fixtures/minilm_reference.py`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -16,17 +16,14 @@ use flotilla_kernels::tokenize::HfTokenizer;
 use flotilla_kernels::Error;
 
 /// The model folder: `FLOTILLA_MINILM_DIR`, else `shared/models/all-MiniLM-L6-v2` beside the
-/// repository, else `/work/shared/...`. The model ships with the development data, so a missing
+/// repository. The model ships with the development data, so a missing
 /// folder is a failure, not a skip.
 fn model_dir() -> Option<PathBuf> {
     let beside_repo =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/all-MiniLM-L6-v2");
     let candidates: Vec<PathBuf> = match std::env::var("FLOTILLA_MINILM_DIR") {
         Ok(dir) => vec![PathBuf::from(dir)],
-        Err(_) => vec![
-            beside_repo,
-            PathBuf::from("/work/shared/models/all-MiniLM-L6-v2"),
-        ],
+        Err(_) => vec![beside_repo],
     };
     let found = candidates
         .iter()

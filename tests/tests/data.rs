@@ -572,7 +572,11 @@ async fn bad_input_gets_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn near_dedup_with_thousands_of_clusters_finishes_and_matches_one_call() {
     let cluster = started_cluster(3).await;
-    let raw = std::fs::read("/work/shared/data/sgd-service-pairs.jsonl").unwrap();
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/sgd-service-pairs.jsonl"
+    ))
+    .unwrap();
     let mut o = Options::new(Format::Jsonl);
     o.text_field = "prompt".into();
     let (records, _) = parse_all(raw.as_slice(), o).unwrap();

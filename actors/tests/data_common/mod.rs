@@ -11,23 +11,21 @@ use std::path::PathBuf;
 use flotilla_actors::data::ingest::{parse_all, Format, Options};
 use flotilla_actors::data::record::Record;
 
-/// The path of `shared/data/<name>`: beside the checkout, else under /work/shared. Fails (not
-/// skips) when neither exists: these tests must run on the real data.
+/// The path of `shared/data/<name>`: under `FLOTILLA_SHARED_DIR` when set, else beside the
+/// checkout. Fails (not skips) when it does not exist: these tests must run on the real data.
 #[allow(dead_code)]
 pub fn shared(name: &str) -> PathBuf {
-    let beside =
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data")).join(name);
-    if beside.exists() {
-        return beside;
-    }
-    let fallback = PathBuf::from("/work/shared/data").join(name);
+    let path = std::env::var_os("FLOTILLA_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")))
+        .join("data")
+        .join(name);
     assert!(
-        fallback.exists(),
-        "{name} found neither at {} nor at {}",
-        beside.display(),
-        fallback.display()
+        path.exists(),
+        "{name} not found at {} (set FLOTILLA_SHARED_DIR)",
+        path.display()
     );
-    fallback
+    path
 }
 
 /// Banking77's 10,003 training queries as records with `text` and `label`.

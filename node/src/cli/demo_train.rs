@@ -9,11 +9,9 @@ use std::path::Path;
 
 use super::client::Client;
 
-/// Beside the repository, as the project ships it (Banking77, CC BY 4.0, see its README).
-pub const BANKING77: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/banking77-train.csv"
-);
+/// Banking77's training split (CC BY 4.0, see `node/data/README.md`), compiled in so the demo
+/// needs nothing beside the binary.
+pub const BANKING77: &str = include_str!("../../data/banking77-train.csv");
 /// Intents in the sample and queries per intent.
 const INTENTS: usize = 6;
 const PER_INTENT: usize = 80;
@@ -58,10 +56,9 @@ pub async fn run(
     dir: &Path,
     nodes: usize,
 ) -> anyhow::Result<TrainedDemo> {
-    let csv = std::fs::read_to_string(BANKING77)
-        .map_err(|e| anyhow::anyhow!("cannot read the bundled data set {BANKING77}: {e}"))?;
+    let csv = BANKING77;
     let file = dir.join("banking77-sample.csv");
-    std::fs::write(&file, sample(&csv)?)?;
+    std::fs::write(&file, sample(csv)?)?;
     let up = super::data_upload::post_file(
         api,
         None,
@@ -154,8 +151,7 @@ mod tests {
 
     #[test]
     fn the_sample_keeps_the_header_and_bounds_each_intent() {
-        let csv = std::fs::read_to_string(BANKING77).unwrap();
-        let s = sample(&csv).unwrap();
+        let s = sample(BANKING77).unwrap();
         let mut reader = csv::Reader::from_reader(s.as_bytes());
         assert_eq!(reader.headers().unwrap(), vec!["text", "category"]);
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
