@@ -38,6 +38,17 @@ where
     }
 }
 
+/// This process's resident set size (`VmRSS`), in KiB: what tests of memory bounds compare.
+#[allow(clippy::expect_used)]
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
 /// Installs a test log subscriber once (quiet unless `RUST_LOG` says otherwise).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

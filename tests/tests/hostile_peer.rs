@@ -25,21 +25,11 @@ use flotilla_protocol::services::control::RemoteErrorKind;
 use flotilla_protocol::services::{data, jobs, serving};
 use flotilla_protocol::{NodeId, RequestId};
 use flotilla_tests::training::{banking_subset, upload_csv};
-use flotilla_tests::{wait_until, TestCluster};
+use flotilla_tests::{rss_kib, wait_until, TestCluster};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const CALL: Duration = Duration::from_secs(15);
-
-/// This process's resident set size in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
 
 fn forged_model(hash: &str, with_path: Option<&std::path::Path>) -> ModelVersion {
     let mut metadata = BTreeMap::from([

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_tests::{wait_until, TestCluster};
+use flotilla_tests::{rss_kib, wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -28,16 +28,6 @@ const CORPUS: &str = "the quick brown fox jumps over the lazy dog. a cat sat on 
 /// reading; the overload test, which measures the process's resident memory, holds it for
 /// writing so that no other cluster grows the process while it measures.
 static PROCESS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-/// This process's resident set size (`VmRSS`), in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
 
 /// The sum of the values of metric `name`'s series whose labels include every `k="v"` of
 /// `labels`, in Prometheus text; `None` if there is no such series.
