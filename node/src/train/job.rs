@@ -188,6 +188,9 @@ pub async fn run(
         .args
         .max_steps
         .unwrap_or(u64::from(spec.args.epochs.unwrap_or(1)) * per_epoch);
+    // A run shorter than `save_every` never checkpoints; its shards need only fit a spawn.
+    let checkpoints_due = if total >= save_every { save_every } else { 0 };
+    super::preflight::check_shard_sizes(init.len(), shards, spec.args.optimizer, checkpoints_due)?;
     let lr = LrArgs {
         peak: spec.args.learning_rate,
         warmup: spec.args.warmup_steps,
@@ -753,15 +756,32 @@ impl Crew<'_> {
         node: &NodeId,
         downs: &mpsc::Sender<(WorkerId, String)>,
     ) -> Result<bool, String> {
-        if self
+        if !self.admit(worker).await? {
+            return Ok(false);
+        }
+        self.start(worker, node, downs).await?;
+        Ok(true)
+    }
+
+    /// Admits `worker` (joining it to every shard when it gets the worker role). Whether it
+    /// is a worker.
+    async fn admit(&self, worker: WorkerId) -> Result<bool, String> {
+        let role = self
             .d
             .admit(self.params.as_ref(), worker)
             .await
-            .map_err(err)?
-            != Role::Worker
-        {
-            return Ok(false);
-        }
+            .map_err(err)?;
+        Ok(role == Role::Worker)
+    }
+
+    /// Spawns the trainer of the admitted `worker` on `node` and watches it: its end goes to
+    /// `downs`.
+    async fn start(
+        &self,
+        worker: WorkerId,
+        node: &NodeId,
+        downs: &mpsc::Sender<(WorkerId, String)>,
+    ) -> Result<(), String> {
         let args = TrainerArgs {
             job: self.job.clone(),
             worker,
@@ -806,7 +826,7 @@ impl Crew<'_> {
             }
         });
         self.log(format!("trainer {} started on {node}", worker.0));
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -846,12 +866,21 @@ async fn drive(
     let (downs_tx, mut downs) = mpsc::channel(64);
     // Trainers running, by node; a node runs at most one trainer of a job.
     let mut running: BTreeMap<NodeId, WorkerId> = BTreeMap::new();
+    // The first crew is joined to every shard before any of its trainers starts. Joined one
+    // by one as trainers start, a late joiner could find the shards mid-step — one waiting
+    // for a sync step's gradient norm, another still waiting for the first trainer's push —
+    // and its first pull would see the shards disagree about the step.
+    let mut admitted = Vec::with_capacity(nodes.len());
     for node in nodes {
         let worker = WorkerId(history.next_worker);
         history.next_worker += 1;
-        if crew.spawn(worker, node, &downs_tx).await? {
-            running.insert(node.clone(), worker);
+        if crew.admit(worker).await? {
+            admitted.push((node, worker));
         }
+    }
+    for (node, worker) in admitted {
+        crew.start(worker, node, &downs_tx).await?;
+        running.insert(node.clone(), worker);
     }
     let mut published: Option<u64> = None;
     let mut last_publish = tokio::time::Instant::now();

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod model;
 pub mod optimizer;
 pub mod parent;
+pub mod preflight;
 mod recovery;
 pub mod remote;
 pub mod workers;
