@@ -50,6 +50,12 @@ pub struct NodeConfig {
     pub max_connections: u32,
     /// Established connections at most to one peer.
     pub max_connections_per_peer: u32,
+    /// Bytes of inbound frames one connection may have in memory at once (all its streams).
+    /// At least the largest frame a service allows.
+    pub connection_budget_bytes: usize,
+    /// Bytes of inbound frames larger than 64 KiB all connections together may have in memory
+    /// at once (see `net::budget`).
+    pub inbound_budget_bytes: usize,
     /// Dial newly discovered peers while fewer than this many are connected.
     pub target_peers: usize,
     /// Deadline of node-to-node requests.
@@ -96,6 +102,8 @@ impl Default for NodeConfig {
             mdns_query_interval: Duration::from_secs(5),
             max_connections: 256,
             max_connections_per_peer: 2,
+            connection_budget_bytes: 160 << 20,
+            inbound_budget_bytes: 1 << 30,
             target_peers: 64,
             request_timeout: Duration::from_secs(30),
             probe_budget: Duration::from_millis(300),
@@ -108,6 +116,22 @@ impl Default for NodeConfig {
             model_replication: crate::serve::replicate::DEFAULT_FACTOR,
         }
     }
+}
+
+/// The largest frame any request-response service allows: a connection's budget must hold one.
+pub fn largest_frame_bytes() -> usize {
+    use flotilla_protocol::services::{actors, catalog, control, data, jobs, serving};
+    [
+        control::MAX_FRAME_BYTES,
+        catalog::MAX_MESSAGE_BYTES,
+        jobs::MAX_FRAME_BYTES,
+        actors::MAX_FRAME_BYTES,
+        serving::MAX_FRAME_BYTES,
+        data::MAX_FRAME_BYTES,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
 }
 
 /// The default data directory: `<user data dir>/flotilla`.
@@ -203,6 +227,21 @@ impl NodeConfig {
         }
         if self.max_connections_per_peer == 0 {
             return Err(err("max_connections_per_peer", "must be at least 1"));
+        }
+        let largest = largest_frame_bytes();
+        if self.connection_budget_bytes < largest
+            || self.connection_budget_bytes > u32::MAX as usize
+        {
+            return Err(err(
+                "connection_budget_bytes",
+                format!("must be between the largest frame ({largest} bytes) and 4 GiB"),
+            ));
+        }
+        if self.inbound_budget_bytes < self.connection_budget_bytes {
+            return Err(err(
+                "inbound_budget_bytes",
+                "must be at least connection_budget_bytes",
+            ));
         }
         if self.mdns_query_interval < Duration::from_millis(100) {
             return Err(err("mdns_query_interval", "must be at least 100ms"));
@@ -343,6 +382,20 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         NodeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn byte_budgets_must_hold_the_largest_frame() {
+        let c = NodeConfig {
+            connection_budget_bytes: largest_frame_bytes() - 1,
+            ..NodeConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("connection_budget_bytes"), "{e}");
+        let mut c = NodeConfig::default();
+        c.inbound_budget_bytes = c.connection_budget_bytes - 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("inbound_budget_bytes"), "{e}");
     }
 
     #[test]

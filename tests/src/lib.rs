@@ -5,6 +5,7 @@
 //! with deadlines ([`wait_until`]) instead of sleeping.
 
 pub mod raw_peer;
+pub mod stall_peer;
 pub mod training;
 
 use std::future::Future;
@@ -157,6 +158,12 @@ impl TestCluster {
     pub fn raw_member(&self, protocol: &'static str) -> anyhow::Result<raw_peer::RawPeer> {
         let psk = flotilla_node::net::transport::read_swarm_key(&self.key)?;
         raw_peer::RawPeer::with_key(protocol, psk)
+    }
+
+    /// A member that floods a node with stalled requests on `protocol`.
+    pub fn stall_member(&self, protocol: &'static str) -> anyhow::Result<stall_peer::StallPeer> {
+        let psk = flotilla_node::net::transport::read_swarm_key(&self.key)?;
+        stall_peer::StallPeer::with_key(protocol, psk)
     }
 
     /// The directory node `i` keeps its data in.

@@ -11,6 +11,7 @@ use libp2p::{
     PeerId, StreamProtocol,
 };
 
+use super::budget::InboundBudget;
 use super::codec::FrameCodec;
 use crate::config::NodeConfig;
 
@@ -68,6 +69,8 @@ impl Behaviour {
     pub fn new(key: &Keypair, config: &NodeConfig, allowed: &[PeerId]) -> anyhow::Result<Self> {
         let peer_id = key.public().to_peer_id();
 
+        let budget =
+            InboundBudget::new(config.inbound_budget_bytes, config.connection_budget_bytes);
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(config.max_connections))
@@ -130,7 +133,7 @@ impl Behaviour {
         .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
 
         let control = request_response::Behaviour::with_codec(
-            ControlCodec::new(control::SERVICE),
+            ControlCodec::with_budget(control::SERVICE, budget.clone()),
             [(
                 StreamProtocol::new(control::PROTOCOL),
                 request_response::ProtocolSupport::Full,
@@ -141,7 +144,7 @@ impl Behaviour {
         );
 
         let catalog = request_response::Behaviour::with_codec(
-            CatalogCodec::new(catalog::SERVICE),
+            CatalogCodec::with_budget(catalog::SERVICE, budget.clone()),
             [(
                 StreamProtocol::new(catalog::PROTOCOL),
                 request_response::ProtocolSupport::Full,
@@ -152,7 +155,7 @@ impl Behaviour {
         );
 
         let jobs = request_response::Behaviour::with_codec(
-            JobsCodec::new(jobs::SERVICE),
+            JobsCodec::with_budget(jobs::SERVICE, budget.clone()),
             [(
                 StreamProtocol::new(jobs::PROTOCOL),
                 request_response::ProtocolSupport::Full,
@@ -163,7 +166,7 @@ impl Behaviour {
         );
 
         let actors = request_response::Behaviour::with_codec(
-            ActorsCodec::new(actors::SERVICE),
+            ActorsCodec::with_budget(actors::SERVICE, budget.clone()),
             [(
                 StreamProtocol::new(actors::PROTOCOL),
                 request_response::ProtocolSupport::Full,
@@ -175,7 +178,10 @@ impl Behaviour {
 
         // Stream long polls are held up to `MAX_POLL_WAIT_MS`; the timeout leaves room beyond.
         let serving = request_response::Behaviour::with_codec(
-            ServingCodec::new(flotilla_protocol::services::serving::SERVICE),
+            ServingCodec::with_budget(
+                flotilla_protocol::services::serving::SERVICE,
+                budget.clone(),
+            ),
             [(
                 StreamProtocol::new(flotilla_protocol::services::serving::PROTOCOL),
                 request_response::ProtocolSupport::Full,
@@ -187,7 +193,7 @@ impl Behaviour {
 
         // Shard chunks and operation phases take longer than control calls: at least a minute.
         let data = request_response::Behaviour::with_codec(
-            DataCodec::new(data::SERVICE),
+            DataCodec::with_budget(data::SERVICE, budget.clone()),
             [(
                 StreamProtocol::new(data::PROTOCOL),
                 request_response::ProtocolSupport::Full,

@@ -1,7 +1,8 @@
 //! The request-response codec: length-prefixed bincode frames with a per-service cap.
 //!
-//! The 8-byte length prefix is read first and checked against the cap before a buffer is
-//! allocated; the body is then decoded by [`flotilla_protocol::codec::decode`], which applies
+//! The 8-byte length prefix is read first and checked against the cap; the frame's bytes are
+//! then paid for from the inbound byte budgets ([`super::budget`]) before a buffer is
+//! allocated. The body is decoded by [`flotilla_protocol::codec::decode`], which applies
 //! bincode's `with_limit` and rejects trailing bytes.
 //!
 //! A frame that fails these checks is not an I/O error: request-response would only log that,
@@ -10,34 +11,60 @@
 
 use std::io;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use flotilla_protocol::codec::{self as wire, LEN_PREFIX_BYTES};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::budget::{ConnectionBudget, InboundBudget, BUDGET_WAIT};
+
 /// A codec for one service whose requests and responses are at most `CAP` bytes.
 #[derive(Debug)]
 pub struct FrameCodec<Req, Resp, const CAP: usize> {
     service: &'static str,
+    budget: Option<Arc<InboundBudget>>,
+    /// The connection's budget; `None` in the behaviour's own copy.
+    connection: Option<ConnectionBudget>,
     _types: PhantomData<fn() -> (Req, Resp)>,
 }
 
+/// request-response clones its codec once per connection (from the behaviour's copy, which has
+/// no connection budget) and then once per stream (from the connection's copy): a clone of the
+/// behaviour's copy starts a new connection budget, a clone of a connection's copy shares it.
 impl<Req, Resp, const CAP: usize> Clone for FrameCodec<Req, Resp, CAP> {
     fn clone(&self) -> Self {
+        let connection = match (&self.connection, &self.budget) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(b)) => Some(b.connection()),
+            (None, None) => None,
+        };
         Self {
             service: self.service,
+            budget: self.budget.clone(),
+            connection,
             _types: PhantomData,
         }
     }
 }
 
 impl<Req, Resp, const CAP: usize> FrameCodec<Req, Resp, CAP> {
-    /// A codec for the service named `service` (used in errors).
+    /// A codec for the service named `service` (used in errors), without byte budgets.
     pub fn new(service: &'static str) -> Self {
         Self {
             service,
+            budget: None,
+            connection: None,
             _types: PhantomData,
+        }
+    }
+
+    /// A codec whose frames are paid for from `budget`.
+    pub fn with_budget(service: &'static str, budget: Arc<InboundBudget>) -> Self {
+        Self {
+            budget: Some(budget),
+            ..Self::new(service)
         }
     }
 }
@@ -59,6 +86,7 @@ pub enum Frame<T> {
 pub async fn read_frame<T, R, const CAP: usize>(
     service: &'static str,
     io: &mut R,
+    budget: Option<&ConnectionBudget>,
 ) -> io::Result<Frame<T>>
 where
     T: DeserializeOwned,
@@ -75,6 +103,11 @@ where
     let len = match wire::check_frame_len(service, wire::parse_len_prefix(prefix), CAP) {
         Ok(len) => len,
         Err(e) => return Ok(Frame::Rejected(e.to_string())),
+    };
+    // Held until the frame is decoded: the buffer and the decoded value are about its size.
+    let _charge = match budget {
+        Some(b) => Some(b.charge(service, len, BUDGET_WAIT).await?),
+        None => None,
     };
     let mut body = vec![0u8; len];
     if let Err(e) = io.read_exact(&mut body).await {
@@ -128,14 +161,14 @@ where
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame::<Req, T, CAP>(self.service, io).await
+        read_frame::<Req, T, CAP>(self.service, io, self.connection.as_ref()).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame<Resp>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame::<Resp, T, CAP>(self.service, io).await
+        read_frame::<Resp, T, CAP>(self.service, io, self.connection.as_ref()).await
     }
 
     async fn write_request<T>(
@@ -178,7 +211,7 @@ mod tests {
     async fn huge_length_prefix_is_rejected_without_allocating() {
         let mut bytes = (1u64 << 60).to_be_bytes().to_vec();
         bytes.extend_from_slice(b"garbage");
-        let f = read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes))
+        let f = read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes), None)
             .await
             .unwrap();
         assert!(matches!(f, Frame::Rejected(r) if r.contains("exceeds")));
@@ -190,7 +223,7 @@ mod tests {
         write_frame::<_, _, 1024>("t", &mut Cursor::new(&mut buf), &("x".to_string(), 9u8))
             .await
             .unwrap();
-        let v = read_frame::<(String, u8), _, 1024>("t", &mut Cursor::new(buf))
+        let v = read_frame::<(String, u8), _, 1024>("t", &mut Cursor::new(buf), None)
             .await
             .unwrap();
         assert_eq!(v, Frame::Valid(("x".to_string(), 9)));
@@ -201,7 +234,7 @@ mod tests {
         let mut bytes = 100u64.to_be_bytes().to_vec();
         bytes.extend_from_slice(&[0; 10]);
         assert!(matches!(
-            read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes))
+            read_frame::<Vec<u8>, _, 1024>("t", &mut Cursor::new(bytes), None)
                 .await
                 .unwrap(),
             Frame::Rejected(_)
@@ -212,7 +245,7 @@ mod tests {
             .unwrap();
         buf.push(0);
         assert!(matches!(
-            read_frame::<u32, _, 1024>("t", &mut Cursor::new(buf))
+            read_frame::<u32, _, 1024>("t", &mut Cursor::new(buf), None)
                 .await
                 .unwrap(),
             Frame::Rejected(_)
@@ -224,7 +257,7 @@ mod tests {
         let mut bytes = 4u64.to_be_bytes().to_vec();
         bytes.extend_from_slice(&[0xff; 4]);
         assert!(matches!(
-            read_frame::<String, _, 1024>("t", &mut Cursor::new(bytes))
+            read_frame::<String, _, 1024>("t", &mut Cursor::new(bytes), None)
                 .await
                 .unwrap(),
             Frame::Rejected(_)

@@ -4,6 +4,7 @@
 //!   yamux for an open mesh.
 //! - [`behaviour`]: identify, ping, mDNS, Kademlia, gossipsub, request-response, limits.
 //! - [`codec`]: the size-capped request-response codec.
+//! - [`budget`]: the byte budgets inbound frames are paid from (per connection, per node).
 //! - [`bridge`]: the event loop that owns the swarm and connects it to the actors.
 //! - [`catalog_sync`]: the catalog's side of the bridge (delta gossip, the anti-entropy
 //!   service) and the periodic anti-entropy rounds.
@@ -20,6 +21,7 @@
 pub mod actors_net;
 pub mod behaviour;
 pub mod bridge;
+pub mod budget;
 pub mod catalog_sync;
 pub mod codec;
 pub mod data_net;
