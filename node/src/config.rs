@@ -28,6 +28,12 @@ pub struct NodeConfig {
     pub api_listen: SocketAddr,
     /// File holding the bearer token the HTTP API requires (on every address, loopback too).
     pub api_token_file: Option<PathBuf>,
+    /// PEM certificate chain the API serves HTTPS with (together with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// The API's deadlines, in-flight cap and rate limits (`[node.api]`).
+    pub api: crate::http::limits::ApiLimits,
     /// Multiaddrs of nodes to join (for networks mDNS does not reach). May end in `/p2p/<id>`.
     pub join: Vec<String>,
     /// Pre-shared key file: only nodes with the same key can connect. Forces TCP. Without it
@@ -93,6 +99,9 @@ impl Default for NodeConfig {
             ],
             api_listen: SocketAddr::from(([127, 0, 0, 1], 7080)),
             api_token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            api: Default::default(),
             join: vec![],
             swarm_key: None,
             cluster_token: None,
@@ -222,6 +231,22 @@ impl NodeConfig {
                 ),
             ));
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(err(
+                    "tls_key",
+                    "tls_cert (--tls-cert) is set, so the API serves HTTPS and needs the certificate's private key too; set tls_key (--tls-key)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "tls_cert",
+                    "tls_key (--tls-key) is set, so the API serves HTTPS and needs the certificate too; set tls_cert (--tls-cert)",
+                ))
+            }
+            _ => {}
+        }
+        self.api.validate().map_err(|e| err("api", e))?;
         if self.max_connections == 0 {
             return Err(err("max_connections", "must be at least 1"));
         }
@@ -437,6 +462,41 @@ mod tests {
         let mut c = NodeConfig::default();
         c.catalog.max_entries = 0;
         assert_eq!(c.validate().unwrap_err().field, "catalog");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_api_limits_are_checked() {
+        let c = NodeConfig {
+            tls_cert: Some("/etc/cert.pem".into()),
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "tls_key");
+        assert!(e.reason.contains("--tls-key"), "{}", e.reason);
+        let c = NodeConfig {
+            tls_key: Some("/etc/key.pem".into()),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "tls_cert");
+        NodeConfig {
+            tls_cert: Some("/etc/cert.pem".into()),
+            tls_key: Some("/etc/key.pem".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let f: FileConfig = toml::from_str(
+            "[node]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n[node.api]\nrequest_timeout = \"5s\"\nmax_in_flight = 8\n",
+        )
+        .unwrap();
+        assert_eq!(f.node.api.request_timeout, Duration::from_secs(5));
+        assert_eq!(f.node.api.max_in_flight, 8);
+        f.node.validate().unwrap();
+        let mut c = NodeConfig::default();
+        c.api.rate_burst = 0;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "api");
+        assert!(e.reason.starts_with("rate_burst"), "{}", e.reason);
     }
 
     #[test]

@@ -89,7 +89,13 @@ impl RunningNode {
     /// Starts a node: validates the config, then brings every part up in order.
     pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         config.validate()?;
+        // A bad certificate or key stops the start before anything is bound.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(http::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let key = identity::load_or_create(&config.data_dir)?;
+        let spool_dir = http::prepare_spool(&config.data_dir)?;
         let peer_id = key.public().to_peer_id();
         let store = RocksStore::open(&config.data_dir.join("db"))?;
         check_data_dir_owner(&store, &peer_id)?;
@@ -376,17 +382,41 @@ impl RunningNode {
             ready: ready.clone(),
             token,
             loopback_api: api_addr.ip().is_loopback(),
+            limiter: Arc::new(http::limits::Limiter::new(config.api.clone())),
+            spool_dir,
+            redact: http::redact::needles(&config.data_dir).into(),
         };
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = http::router(state);
-        let http_task = tokio::spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            });
-            if let Err(e) = served.await {
-                warn!(error = %e, "HTTP server stopped with an error");
+        // Client addresses reach the handlers (the rate limits key on them).
+        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let http_task = match tls {
+            None => tokio::spawn(async move {
+                let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                });
+                if let Err(e) = served.await {
+                    warn!(error = %e, "HTTP server stopped with an error");
+                }
+            }),
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let server = axum_server::tls_rustls::from_tcp_rustls(
+                    listener.into_std()?,
+                    axum_server::tls_rustls::RustlsConfig::from_config(tls),
+                )?
+                .handle(handle.clone());
+                let grace = config.shutdown_grace;
+                tokio::spawn(async move {
+                    tokio::spawn(async move {
+                        let _ = stop_rx.await;
+                        handle.graceful_shutdown(Some(grace));
+                    });
+                    if let Err(e) = server.serve(app).await {
+                        warn!(error = %e, "HTTPS server stopped with an error");
+                    }
+                })
             }
-        });
+        };
         ready.store(true, Ordering::Release);
         info!(node = %peer_id, api = %api_addr, "node started");
 
@@ -448,7 +478,12 @@ impl RunningNode {
 
     /// The HTTP base URL.
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        let scheme = if self.config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.api_addr)
     }
 
     /// Closes and refuses every connection with `peer` until [`RunningNode::unblock_peer`].

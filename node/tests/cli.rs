@@ -192,6 +192,41 @@ fn invalid_config_names_the_field() {
 }
 
 #[test]
+fn api_limits_and_tls_flags_reach_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut c = flotilla();
+    c.args(["up", "--dry-run", "--data-dir", data.to_str().unwrap()])
+        .args(["--api-request-timeout", "5s", "--api-max-in-flight", "8"])
+        .args([
+            "--tls-cert",
+            "/etc/flotilla/cert.pem",
+            "--tls-key",
+            "/etc/flotilla/key.pem",
+        ])
+        .env("FLOTILLA_API_RATE", "20");
+    let out = run(c);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cfg: toml::Value = toml::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(cfg["api"]["request_timeout"].as_str(), Some("5s"));
+    assert_eq!(cfg["api"]["max_in_flight"].as_integer(), Some(8));
+    assert_eq!(cfg["api"]["rate_per_sec"].as_float(), Some(20.0));
+    assert_eq!(cfg["tls_cert"].as_str(), Some("/etc/flotilla/cert.pem"));
+
+    // One TLS file alone is refused, naming the missing one.
+    let mut c = flotilla();
+    c.args(["up", "--dry-run", "--data-dir", data.to_str().unwrap()])
+        .args(["--tls-cert", "/etc/flotilla/cert.pem"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tls_key") && err.contains("--tls-key"),
+        "{err}"
+    );
+}
+
+#[test]
 fn binding_the_api_beyond_loopback_needs_a_token() {
     // An open node has no generated admin token to fall back on.
     let dir = tempfile::tempdir().unwrap();

@@ -25,6 +25,29 @@ pub struct UpArgs {
     /// HTTP API address.
     #[arg(long, env = "FLOTILLA_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
+    /// Serve the API over HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "FLOTILLA_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "FLOTILLA_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// Time an API request has to answer, e.g. `30s` (uploads, data operations, model
+    /// registration and inference have --api-long-request-timeout).
+    #[arg(long, env = "FLOTILLA_API_REQUEST_TIMEOUT")]
+    pub api_request_timeout: Option<humantime::Duration>,
+    /// Time uploads, data operations, model registration and inference have to answer.
+    #[arg(long, env = "FLOTILLA_API_LONG_REQUEST_TIMEOUT")]
+    pub api_long_request_timeout: Option<humantime::Duration>,
+    /// API requests in flight at most; more are answered 503 at once.
+    #[arg(long, env = "FLOTILLA_API_MAX_IN_FLIGHT")]
+    pub api_max_in_flight: Option<usize>,
+    /// API requests per second per bearer token (per client address without a token); 0: no
+    /// limit.
+    #[arg(long, env = "FLOTILLA_API_RATE")]
+    pub api_rate: Option<f64>,
+    /// API requests a token or address may make at once before --api-rate applies.
+    #[arg(long, env = "FLOTILLA_API_RATE_BURST")]
+    pub api_rate_burst: Option<u32>,
     /// Multiaddr of a node to join (repeatable).
     #[arg(long, env = "FLOTILLA_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
@@ -84,6 +107,27 @@ impl UpArgs {
         }
         if let Some(v) = api_token_file {
             c.api_token_file = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_cert {
+            c.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            c.tls_key = Some(v.clone());
+        }
+        if let Some(v) = self.api_request_timeout {
+            c.api.request_timeout = v.into();
+        }
+        if let Some(v) = self.api_long_request_timeout {
+            c.api.long_request_timeout = v.into();
+        }
+        if let Some(v) = self.api_max_in_flight {
+            c.api.max_in_flight = v;
+        }
+        if let Some(v) = self.api_rate {
+            c.api.rate_per_sec = v;
+        }
+        if let Some(v) = self.api_rate_burst {
+            c.api.rate_burst = v;
         }
         if !self.join.is_empty() {
             c.join = self.join.clone();

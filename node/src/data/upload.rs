@@ -62,7 +62,8 @@ impl DataNode {
         let runtime = self.runtime.clone();
         let uploaded = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&path).map_err(|e| {
-                flotilla_actors::data::Error::Io(format!("spooled upload {}: {e}", path.display()))
+                // The spool file's path is the node's own business, not the client's.
+                flotilla_actors::data::Error::Io(format!("the spooled upload: {e}"))
             })?;
             runtime.block_on(upload::upload(file, opts, &plan, &*peers))
         })

@@ -1,8 +1,9 @@
 //! Datasets over HTTP under `/api/v1/data`, answered by any node.
 //!
 //! - `POST /api/v1/data?name=N&format=jsonl|csv|text&text_field=F&label_field=L&on_error=skip|fail`
-//!   uploads the request body as `N@1`. The body is spooled to a temporary file as it arrives
-//!   (never held whole in memory) and then ingested a record at a time; `201` with the catalog
+//!   uploads the request body as `N@1`. The body is spooled to a file under
+//!   `<data dir>/spool/` as it arrives (never held whole in memory; removed when the request
+//!   ends, and any left by a crash when the node starts) and then ingested a record at a time; `201` with the catalog
 //!   record, the malformed-line report and the placement.
 //! - `GET /api/v1/data` lists datasets with their versions.
 //! - `GET /api/v1/data/{name}[/{version}]` shows a version: schema, counts, sample rows, shard
@@ -190,9 +191,15 @@ async fn upload(
         );
     }
     // Spool the body to disk as it arrives; the ingest then reads it a line at a time.
-    let spool = match tempfile::NamedTempFile::new() {
+    // The spool lives in the node's data dir (`spool/`); the file is removed when `spool` drops,
+    // whichever way this handler ends (including the request's deadline dropping it).
+    let spool = match tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(&state.spool_dir)
+    {
         Ok(f) => f,
-        Err(e) => return unavailable(format!("cannot create a spool file: {e}")),
+        // Only the kind: tempfile's errors name the path.
+        Err(e) => return unavailable(format!("cannot create a spool file: {}", e.kind())),
     };
     let file = match spool.as_file().try_clone() {
         Ok(f) => f,

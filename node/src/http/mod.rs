@@ -12,14 +12,18 @@ mod catalog;
 pub mod data;
 pub mod deployments;
 pub mod jobs;
+pub mod limits;
 mod nodes;
 pub mod openai;
 pub mod origin;
+pub mod redact;
 mod routes;
+pub mod tls;
 
 pub use routes::ClusterView;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -54,9 +58,17 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// Whether the API listens on loopback only (then `Host` and `Origin` must be loopback).
     pub loopback_api: bool,
+    /// Deadlines, the in-flight cap and the rate limits.
+    pub limiter: Arc<limits::Limiter>,
+    /// Where uploads are spooled (`<data dir>/spool`).
+    pub spool_dir: PathBuf,
+    /// Spellings of the data dir that answers must not contain (see [`redact`]).
+    pub redact: Arc<[String]>,
 }
 
-/// Builds the router.
+/// Builds the router. Layers, outermost first: request counting, the in-flight cap, the
+/// deadline, the loopback `Host`/`Origin` check, the token check with the rate limits, and the
+/// scrubbing of the data dir from answers.
 pub fn router(state: AppState) -> Router {
     routes::router(state.clone())
         .merge(catalog::router(state.clone()))
@@ -67,6 +79,10 @@ pub fn router(state: AppState) -> Router {
         .merge(nodes::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            redact::redact_paths,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             auth::require_token,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -74,10 +90,31 @@ pub fn router(state: AppState) -> Router {
             origin::loopback_only,
         ))
         .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_in_flight,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state,
             routes::count_requests,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Empties `<data dir>/spool` (uploads a crash left behind) and returns it.
+pub fn prepare_spool(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let spool = data_dir.join("spool");
+    match std::fs::remove_dir_all(&spool) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot empty the upload spool {}: {e}", spool.display()),
+    }
+    std::fs::create_dir_all(&spool)
+        .map_err(|e| anyhow::anyhow!("cannot create the upload spool {}: {e}", spool.display()))?;
+    Ok(spool)
 }
 
 /// Binds the API address with a clear error when it is taken.

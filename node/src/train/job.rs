@@ -653,7 +653,15 @@ async fn register(
     })
     .await
     .map_err(err)?
-    .map_err(|e| format!("saving the trained model: {e}"))?;
+    // The scratch folder is under the node's data dir: results name no local paths.
+    .map_err(|e| {
+        let mut message = format!("saving the trained model: {e}");
+        let canonical = std::fs::canonicalize(&ctx.models_dir).ok();
+        for dir in canonical.iter().chain([&ctx.models_dir]) {
+            message = message.replace(&dir.display().to_string(), "<models dir>");
+        }
+        message
+    })?;
     let mut record = record;
     record.lineage.operation = "train".into();
     let params = &mut record.lineage.parameters;
