@@ -89,6 +89,7 @@ impl RunningNode {
     /// Starts a node: validates the config, then brings every part up in order.
     pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         config.validate()?;
+        crate::install_crypto_provider();
         // A bad certificate or key stops the start before anything is bound.
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(http::tls::server_config(cert, key)?),

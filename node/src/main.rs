@@ -5,6 +5,7 @@ use flotilla_node::cli::{self, client::Unreachable, Cli};
 
 #[tokio::main]
 async fn main() {
+    flotilla_node::install_crypto_provider();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(cli.log_filter())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

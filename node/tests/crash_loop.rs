@@ -191,14 +191,32 @@ async fn every_acknowledged_write_survives_sigkill() {
     );
 }
 
+/// GETs `url`, waiting out the API's rate limit (`429` with `Retry-After`) as a client should:
+/// a check of thousands of entries outruns the default 1,000 requests per second.
+async fn get(client: &reqwest::Client, url: String) -> reqwest::Response {
+    for _ in 0..60 {
+        let r = client.get(&url).send().await.unwrap();
+        if r.status().as_u16() != 429 {
+            return r;
+        }
+        let wait = r
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(1);
+        tokio::time::sleep(Duration::from_secs(wait.min(5))).await;
+    }
+    panic!("{url}: still rate limited after a minute");
+}
+
 async fn check(api: &str, acked: &Acked, round: usize, seed: u64) {
     let client = reqwest::Client::new();
     for (name, version) in &acked.models {
-        let r = client
-            .get(format!("{api}/api/v1/catalog/models/{name}/{version}"))
-            .send()
-            .await
-            .unwrap();
+        let r = get(
+            &client,
+            format!("{api}/api/v1/catalog/models/{name}/{version}"),
+        )
+        .await;
         assert_eq!(
             r.status().as_u16(),
             200,
@@ -207,11 +225,7 @@ async fn check(api: &str, acked: &Acked, round: usize, seed: u64) {
         );
     }
     for (name, records) in &acked.datasets {
-        let r = client
-            .get(format!("{api}/api/v1/data/{name}/1/export"))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&client, format!("{api}/api/v1/data/{name}/1/export")).await;
         assert_eq!(
             r.status().as_u16(),
             200,

@@ -28,6 +28,7 @@ async fn one_node(f: impl Fn(&mut NodeConfig) + Send + Sync + 'static) -> TestCl
 }
 
 fn client() -> reqwest::Client {
+    flotilla_node::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -320,7 +321,6 @@ async fn the_api_serves_https_with_the_given_certificate() {
     let bad = dir.path().join("bad.pem");
     std::fs::write(&bad, "not a certificate").unwrap();
     let mut config = test_config(dir.path().join("node-bad"));
-    config.open = true;
     config.tls_cert = Some(bad);
     config.tls_key = Some(key.clone());
     let e = RunningNode::start(config).await.unwrap_err().to_string();

@@ -90,6 +90,16 @@ pub async fn redact_paths(State(state): State<AppState>, request: Request, next:
 mod tests {
     use super::*;
 
+    /// `dir` spelled relative to the working directory (`../..` up to the root, then down).
+    fn pathdiff(dir: &Path) -> std::path::PathBuf {
+        let cwd = std::env::current_dir().unwrap();
+        let mut up = std::path::PathBuf::new();
+        for _ in cwd.components().skip(1) {
+            up.push("..");
+        }
+        up.join(dir.strip_prefix("/").unwrap())
+    }
+
     #[test]
     fn replaces_the_data_dir_in_every_spelling() {
         let needles = needles(Path::new("/var/lib/flotilla node/"));
@@ -99,6 +109,11 @@ mod tests {
         assert!(!clean.contains("/var/lib"), "{clean}");
         assert!(clean.contains("<data dir>/spool/x"), "{clean}");
         assert_eq!(scrub(r#"{"ok":true}"#, &needles), None);
-        assert!(super::needles(Path::new("data")).is_empty());
+        // A relative spelling alone is not looked for; one that exists is, by its canonical form.
+        assert!(super::needles(Path::new("no-such-data-dir")).is_empty());
+        let here = tempfile::tempdir().unwrap();
+        let canonical = std::fs::canonicalize(here.path()).unwrap();
+        let relative = pathdiff(here.path());
+        assert!(super::needles(&relative).contains(&canonical.display().to_string()));
     }
 }
