@@ -17,6 +17,8 @@ use crate::store::{Column, Durability, Store};
 #[derive(Default)]
 struct RecordingStore {
     rows: Mutex<Rows>,
+    /// When set, every put fails with this reason (a full disk).
+    failing: Mutex<Option<String>>,
 }
 
 /// Store key → (value, durability of its last write).
@@ -34,6 +36,9 @@ impl Store for RecordingStore {
     }
     fn put(&self, col: Column, key: &[u8], value: &[u8], d: Durability) -> crate::Result<()> {
         assert_eq!(col, Column::Catalog);
+        if let Some(reason) = self.failing.lock().unwrap().clone() {
+            return Err(crate::Error::Store(reason));
+        }
         self.rows
             .lock()
             .unwrap()
@@ -145,4 +150,34 @@ async fn remote_entries_are_buffered_and_refusals_counted_by_reason() {
     };
     assert!(r.hlc > hlc(now));
     assert_eq!(r.hlc.node, NodeId::from("n1"));
+}
+
+#[tokio::test]
+async fn a_write_the_store_refuses_is_neither_served_nor_gossiped() {
+    let store = Arc::new(RecordingStore::default());
+    let (catalog, mut outbox) = spawn(&store).await;
+    catalog.put(dataset("d", 1, 3, 1)).await.unwrap();
+    outbox.recv().await.unwrap();
+    *store.failing.lock().unwrap() = Some("No space left on device".into());
+    let err = catalog.put(dataset("d", 2, 3, 1)).await.unwrap_err();
+    assert!(
+        matches!(&err, WriteError::Store { cause, .. } if cause.to_string().contains("No space")),
+        "{err}"
+    );
+    // The replica is as it was: not served, not in the digest, not queued for gossip.
+    assert!(catalog
+        .get(CatalogKey::dataset("d", 2))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(catalog.stats().await.unwrap().entries, 1);
+    assert!(outbox.try_recv().is_err());
+    // Once the store takes writes again, the same write goes through.
+    *store.failing.lock().unwrap() = None;
+    catalog.put(dataset("d", 2, 3, 1)).await.unwrap();
+    assert!(catalog
+        .get(CatalogKey::dataset("d", 2))
+        .await
+        .unwrap()
+        .is_some());
 }
