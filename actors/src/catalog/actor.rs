@@ -1,7 +1,8 @@
 //! The `Catalog` actor: a thin shell around the [`Catalog`] CRDT that reads the wall clock,
 //! persists through the [`Store`] boundary and hands local writes to the network.
 //!
-//! Local writes are saved with [`Durability::Sync`] before they are acknowledged; entries from
+//! Local writes are saved with [`Durability::Sync`] before they are applied to the replica and
+//! acknowledged, so no reader, peer or caller sees a write a crash could lose; entries from
 //! peers are saved buffered, since anti-entropy brings them back after a crash. Store calls are
 //! made on the actor's task: they are short single-row writes, and keeping them in order with
 //! the merges means the store never holds an entry older than one already acknowledged.
@@ -19,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{Catalog as Crdt, Config, MergeReport};
 use super::msg::Msg;
+use super::persist::save_entry;
 use crate::store::{Durability, Store};
 
 /// Why a local write was not acknowledged.
@@ -27,8 +29,8 @@ pub enum WriteError {
     /// The CRDT refused it (invalid fields, wrong key, stale epoch, full, too large).
     #[error(transparent)]
     Refused(#[from] super::core::Error),
-    /// It could not be saved; it is held in memory and not gossiped, and it was not
-    /// acknowledged, so the caller must retry.
+    /// It could not be saved, so it was not applied: the replica is as it was, and the caller
+    /// must retry.
     #[error("write to {key} not saved: {cause}")]
     Store {
         key: CatalogKey,
@@ -121,17 +123,19 @@ fn wall_ms() -> u64 {
 
 impl State {
     fn write(&mut self, key: CatalogKey, write: super::core::Write) -> Result<(), WriteError> {
-        let delta = self.crdt.apply_local_write(wall_ms(), key.clone(), write)?;
-        self.crdt
-            .save_keys(
-                self.store.as_ref(),
-                std::slice::from_ref(&key),
-                Durability::Sync,
-            )
-            .map_err(|cause| WriteError::Store {
+        // Saved before it is applied: a write that could not be saved is neither served,
+        // nor gossiped, nor carried by anti-entropy, nor acknowledged.
+        let entry = self.crdt.prepare_local_write(wall_ms(), &key, write)?;
+        save_entry(self.store.as_ref(), &key, &entry, Durability::Sync).map_err(|cause| {
+            WriteError::Store {
                 key: key.clone(),
                 cause,
-            })?;
+            }
+        })?;
+        self.crdt.merge(key.clone(), entry.clone());
+        let delta = Delta {
+            entries: vec![(key.clone(), entry)],
+        };
         if self.outbox.try_send(delta).is_err() {
             self.stats.gossip_dropped += 1;
             debug!(%key, "gossip queue full; anti-entropy will carry the write");

@@ -4,7 +4,8 @@
 //! entry merges). The whole map merges key by key, so it inherits the entry join's laws: any
 //! replicas that have seen the same entries, in any order, any number of times, are equal.
 //!
-//! - Local writes ([`Catalog::apply_local_write`]) take a timestamp from this node's hybrid
+//! - Local writes ([`Catalog::apply_local_write`], or [`Catalog::prepare_local_write`] then
+//!   [`Catalog::merge`] for a caller that saves the entry in between) take a timestamp from this node's hybrid
 //!   clock and return the [`Delta`] to gossip.
 //! - Remote entries ([`Catalog::merge_remote`]) are validated, checked for clock skew and the
 //!   capacity bound, then joined; refused entries are reported with their reason so the shell
@@ -277,6 +278,24 @@ impl Catalog {
         key: CatalogKey,
         write: Write,
     ) -> Result<Delta, Error> {
+        let entry = self.prepare_local_write(now_wall_ms, &key, write)?;
+        self.merge(key.clone(), entry);
+        let merged = self.get(&key).cloned();
+        Ok(Delta {
+            entries: merged.map(|e| (key, e)).into_iter().collect(),
+        })
+    }
+
+    /// Checks a local write at wall time `now_wall_ms` and returns the key's entry as it will
+    /// be once the write is applied (the write joined with the entry held), without applying
+    /// it: a caller that must save a write before it is visible saves this entry, then
+    /// [`Catalog::merge`]s it. Only the clock moves, which is harmless if the write is dropped.
+    pub fn prepare_local_write(
+        &mut self,
+        now_wall_ms: u64,
+        key: &CatalogKey,
+        write: Write,
+    ) -> Result<Entry, Error> {
         key.validate().map_err(|errors| Error::Invalid {
             key: key.clone(),
             errors,
@@ -295,42 +314,45 @@ impl Catalog {
         let hlc = self.clock.now(now_wall_ms)?;
         let entry = match write {
             Write::Put(record) => Entry::write(hlc, record),
-            Write::Delete if key.kind == RecordKind::Job => return Err(Error::JobDelete(key)),
+            Write::Delete if key.kind == RecordKind::Job => return Err(Error::JobDelete(key.clone())),
             Write::Delete => Entry::tombstone(hlc),
             Write::Job(record) => Entry::job(hlc, record),
         };
         if let Entry::Register(r) = &entry {
             if let Some(record) = &r.value {
-                if record.key() != key {
+                if record.key() != *key {
                     return Err(Error::KeyMismatch {
-                        key,
+                        key: key.clone(),
                         record: record.key(),
                     });
                 }
             }
         }
-        entry.validate(&key).map_err(|errors| Error::Invalid {
+        entry.validate(key).map_err(|errors| Error::Invalid {
             key: key.clone(),
             errors,
         })?;
         let bytes = entry_len(&entry);
         if bytes > MAX_ENTRY_BYTES {
             return Err(Error::TooLarge {
-                key,
+                key: key.clone(),
                 bytes,
                 cap: MAX_ENTRY_BYTES,
             });
         }
-        if !self.entries.contains_key(&key) && self.entries.len() >= self.config.max_entries {
+        if !self.entries.contains_key(key) && self.entries.len() >= self.config.max_entries {
             return Err(Error::Full {
-                key,
+                key: key.clone(),
                 max: self.config.max_entries,
             });
         }
-        self.merge(key.clone(), entry);
-        let merged = self.get(&key).cloned();
-        Ok(Delta {
-            entries: merged.map(|e| (key, e)).into_iter().collect(),
+        Ok(match self.get(key) {
+            Some(held) => {
+                let mut merged = held.clone();
+                merged.merge(entry);
+                merged
+            }
+            None => entry,
         })
     }
 

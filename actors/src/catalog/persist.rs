@@ -2,11 +2,11 @@
 //!
 //! Each entry is one row of the `Catalog` column: the key is [`CatalogKey::store_key`] (kind
 //! tag, name, version), the value the entry encoded by the protocol codec within the entry cap.
-//! Acknowledged local writes are saved with [`Durability::Sync`] before the write is
-//! acknowledged; entries merged from peers can be saved buffered, since anti-entropy would bring
+//! Local writes are saved with [`Durability::Sync`] before the write is applied to the replica
+//! and acknowledged ([`save_entry`] of the entry [`Catalog::prepare_local_write`] returns); entries merged from peers can be saved buffered, since anti-entropy would bring
 //! them back after a crash.
 
-use flotilla_protocol::catalog::CatalogKey;
+use flotilla_protocol::catalog::{CatalogKey, Entry};
 use flotilla_protocol::services::catalog::{decode_entry, encode_entry};
 use flotilla_protocol::NodeId;
 
@@ -24,6 +24,17 @@ pub struct LoadReport {
     pub skipped: Vec<String>,
 }
 
+/// Saves one entry under `key` (an entry not yet applied to the replica, or one of its own).
+pub fn save_entry(
+    store: &dyn Store,
+    key: &CatalogKey,
+    entry: &Entry,
+    durability: Durability,
+) -> Result<()> {
+    let value = encode_entry(entry).map_err(|e| Error::Store(format!("encoding {key}: {e}")))?;
+    store.put(Column::Catalog, &key.store_key(), &value, durability)
+}
+
 impl Catalog {
     /// Saves the entries under `keys` (those absent are skipped).
     pub fn save_keys(
@@ -34,9 +45,7 @@ impl Catalog {
     ) -> Result<()> {
         for key in keys {
             if let Some(entry) = self.get(key) {
-                let value = encode_entry(entry)
-                    .map_err(|e| Error::Store(format!("encoding {key}: {e}")))?;
-                store.put(Column::Catalog, &key.store_key(), &value, durability)?;
+                save_entry(store, key, entry, durability)?;
             }
         }
         Ok(())
