@@ -1,7 +1,8 @@
 //! Throughput of the data cores, each next to a baseline run in the same process.
 //!
 //! Run: `cargo bench -p flotilla-actors --bench data_ops` (optionally with `-- <repeat>`,
-//! default 10: how many copies of Banking77 the parse and per-core passes run over).
+//! default 10: how many copies of Banking77 the parse and per-core passes run over). `-- quick`
+//! runs one copy, times each step once instead of best of three, and skips the Python baseline.
 //!
 //! - parse: MB/s of CSV (Banking77) and JSONL (SGD pairs) through `Ingest`, against reading
 //!   the same bytes line by line (the floor any parser pays).
@@ -16,13 +17,15 @@
 //! - three-phase near dedup (summaries of 10 shards, one decision, apply per shard) against
 //!   the single call on all records: the cost of running it cluster-wide, minus the network.
 //!
-//! Timings are the best of three runs; numbers depend on the machine, ratios much less.
+//! Timings are the best of three runs (one in quick mode); numbers depend on the machine, ratios
+//! much less.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use flotilla_actors::data::ingest::{parse_all, Format, Options};
@@ -42,10 +45,13 @@ fn shared(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Timed runs of each step: 3, or 1 in quick mode.
+static RUNS: AtomicUsize = AtomicUsize::new(3);
+
 fn best<T>(mut f: impl FnMut() -> T) -> (Duration, T) {
     let mut best = Duration::MAX;
     let mut out = None;
-    for _ in 0..3 {
+    for _ in 0..RUNS.load(Ordering::Relaxed).max(1) {
         let t = Instant::now();
         let v = f();
         best = best.min(t.elapsed());
@@ -139,10 +145,14 @@ print(best)
 "#;
 
 fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    if quick {
+        RUNS.store(1, Ordering::Relaxed);
+    }
     let repeat: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(if quick { 1 } else { 10 });
     println!("data_ops bench: Banking77 × {repeat}");
     let one = std::fs::read(shared("banking77-train.csv")).expect("banking77-train.csv");
     let header_end = one.iter().position(|&b| b == b'\n').unwrap() + 1;
@@ -276,6 +286,10 @@ fn main() {
         d_single.as_secs_f64() / d_phased.as_secs_f64()
     );
 
+    if quick {
+        println!("datasketch: not run in quick mode");
+        return;
+    }
     let path = std::env::temp_dir().join(format!("flotilla-bench-{}.txt", std::process::id()));
     std::fs::write(&path, texts.join("\n")).unwrap();
     let py = std::process::Command::new("python3")

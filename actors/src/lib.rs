@@ -15,6 +15,8 @@
 //! - [`serving`]: dynamic batching, continuous batching of generation, and the request router
 //!   (cache, coalescing, least-loaded replica choice) behind the OpenAI-compatible API.
 //! - [`store`]: the storage boundary ([`store::Store`]); rocksdb implements it in `flotilla-node`.
+//! - `testing` (tests and the `testing` feature only): `CrashStore`, an in-memory store that
+//!   models what a crash keeps.
 //! - [`mesh`]: the network boundary ([`mesh::Mesh`]); libp2p implements it in `flotilla-node`.
 //! - [`clock`]: the injected clock the cores are driven by.
 //! - [`error`]: this crate's errors.
@@ -31,6 +33,8 @@ pub mod remote;
 pub mod rendezvous;
 pub mod serving;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod training;
 
 pub use error::{Error, Result};

@@ -10,61 +10,11 @@ use std::time::Duration;
 
 use flotilla_actors::jobs::executor::handle::Start;
 use flotilla_actors::jobs::executor::{Finished, Handle, TaskRunner};
-use flotilla_actors::store::{Column, Durability, Store};
+use flotilla_actors::testing::CrashStore;
 use flotilla_protocol::jobs::{JobId, JobKind, Priority, Resources};
 use flotilla_protocol::services::jobs::{StartAnswer, TaskOutcome};
 use flotilla_protocol::NodeId;
 use tokio::sync::mpsc;
-
-/// An in-memory `Store` for the storage boundary.
-#[derive(Default)]
-struct MemStore(Mutex<BTreeMap<(u8, Vec<u8>), Vec<u8>>>);
-
-fn col(c: Column) -> u8 {
-    Column::ALL.iter().position(|x| *x == c).unwrap() as u8
-}
-
-impl Store for MemStore {
-    fn get(&self, c: Column, key: &[u8]) -> flotilla_actors::Result<Option<Vec<u8>>> {
-        Ok(self.0.lock().unwrap().get(&(col(c), key.to_vec())).cloned())
-    }
-    fn put(
-        &self,
-        c: Column,
-        key: &[u8],
-        value: &[u8],
-        _: Durability,
-    ) -> flotilla_actors::Result<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert((col(c), key.to_vec()), value.to_vec());
-        Ok(())
-    }
-    fn delete(&self, c: Column, key: &[u8], _: Durability) -> flotilla_actors::Result<()> {
-        self.0.lock().unwrap().remove(&(col(c), key.to_vec()));
-        Ok(())
-    }
-    fn scan_prefix(
-        &self,
-        c: Column,
-        prefix: &[u8],
-        limit: usize,
-    ) -> flotilla_actors::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|((cc, k), _)| *cc == col(c) && k.starts_with(prefix))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
-    }
-    fn flush(&self) -> flotilla_actors::Result<()> {
-        Ok(())
-    }
-}
 
 /// Counts executions per task (the test's ledger), sums `matrix_size` numbers as the "work",
 /// and blocks tasks numbered >= 100 until cancelled.
@@ -147,7 +97,7 @@ async fn next(reports: &mut mpsc::Receiver<Finished>) -> Finished {
 #[tokio::test]
 async fn a_task_runs_once_and_reports_to_its_owner() {
     let runner = Arc::new(CountingRunner::default());
-    let (h, mut reports, _) = Handle::spawn(Arc::new(MemStore::default()), runner.clone(), 16)
+    let (h, mut reports, _) = Handle::spawn(Arc::new(CrashStore::new()), runner.clone(), 16)
         .await
         .unwrap();
     let owner = NodeId::from("owner-1");
@@ -189,7 +139,7 @@ async fn a_task_runs_once_and_reports_to_its_owner() {
 #[tokio::test]
 async fn reattach_fencing_and_cancel() {
     let runner = Arc::new(CountingRunner::default());
-    let (h, mut reports, _) = Handle::spawn(Arc::new(MemStore::default()), runner.clone(), 16)
+    let (h, mut reports, _) = Handle::spawn(Arc::new(CrashStore::new()), runner.clone(), 16)
         .await
         .unwrap();
     assert_eq!(
@@ -227,7 +177,7 @@ async fn reattach_fencing_and_cancel() {
 
 #[tokio::test]
 async fn a_restarted_executor_keeps_its_ledger() {
-    let store: Arc<MemStore> = Arc::new(MemStore::default());
+    let store: Arc<CrashStore> = Arc::new(CrashStore::new());
     let runner = Arc::new(CountingRunner::default());
     {
         let (h, mut reports, join) = Handle::spawn(store.clone(), runner.clone(), 16)
@@ -268,7 +218,7 @@ async fn a_restarted_executor_keeps_its_ledger() {
 
 #[tokio::test]
 async fn the_run_log_usage_and_preemption() {
-    let store: Arc<MemStore> = Arc::new(MemStore::default());
+    let store: Arc<CrashStore> = Arc::new(CrashStore::new());
     let runner = Arc::new(CountingRunner::default());
     let (h, mut reports, _) = Handle::spawn(store.clone(), runner.clone(), 16)
         .await
@@ -309,7 +259,7 @@ async fn the_run_log_usage_and_preemption() {
 #[tokio::test]
 async fn an_oversized_result_is_reported_as_a_failure_that_says_why() {
     let runner = Arc::new(CountingRunner::default());
-    let (h, mut reports, _) = Handle::spawn(Arc::new(MemStore::default()), runner, 16)
+    let (h, mut reports, _) = Handle::spawn(Arc::new(CrashStore::new()), runner, 16)
         .await
         .unwrap();
     h.start(start(14, NodeId::from("o"), 1, 0)).await.unwrap();
@@ -323,7 +273,7 @@ async fn an_oversized_result_is_reported_as_a_failure_that_says_why() {
 
 #[tokio::test]
 async fn a_replica_reservation_preempts_lower_classes_until_it_fits() {
-    let store: Arc<MemStore> = Arc::new(MemStore::default());
+    let store: Arc<CrashStore> = Arc::new(CrashStore::new());
     let runner = Arc::new(CountingRunner::default());
     let (h, mut reports, _) = Handle::spawn(store.clone(), runner.clone(), 16)
         .await

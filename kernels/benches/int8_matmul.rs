@@ -1,6 +1,7 @@
 //! Int8 vs f32 matrix multiplication for the shapes of a small transformer's linear layers.
 //!
-//! Run: `cargo bench -p flotilla-kernels --bench int8_matmul`
+//! Run: `cargo bench -p flotilla-kernels --bench int8_matmul` (`-- quick`: the same table with
+//! 20 ms of timing per cell instead of 350 ms, so noisier)
 //!
 //! For each (batch, in → out) shape it times, single-threaded and in this process:
 //! - f32: `gemm::gemm` (the GEMM dfdx uses), `y = x · Wᵀ`;
@@ -96,7 +97,8 @@ fn us(d: Duration) -> f64 {
 fn main() {
     let seed = 0x1e8;
     let mut rng = StdRng::seed_from_u64(seed);
-    let budget = Duration::from_millis(350);
+    let quick = std::env::args().any(|a| a == "quick");
+    let budget = Duration::from_millis(if quick { 20 } else { 350 });
     let kernels = Int8Kernel::available();
     println!(
         "int8 paths on this CPU: {}",

@@ -9,6 +9,9 @@
 //!
 //!     cargo bench -p flotilla-kernels --bench train_step
 //!
+//! `-- quick` times one round of 3 steps each after one warm-up step, without PyTorch (a check
+//! that both steps run; its numbers are noisy). `ROUNDS` sets the rounds (default 5, quick 1).
+//!
 //! The dfdx model is dfdx's own `TransformerEncoder` (post-LN like ours, but ReLU in the FFN,
 //! which it hard-codes, and no learned positions); both differences cost well under 1 % of a step.
 
@@ -177,32 +180,39 @@ fn main() {
         (t0.elapsed().as_secs_f64() * 1e3, value)
     };
 
+    let quick = std::env::args().any(|a| a == "quick");
     let rounds = std::env::var("ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5usize);
+        .unwrap_or(if quick { 1 } else { 5usize });
+    // Steps per round: ours, dfdx's; warm-up steps of each before the first round.
+    let (ours_per_round, dfdx_per_round, warmup) = if quick { (3, 3, 1) } else { (10, 3, 3) };
     let python = std::env::var("FLOTILLA_PYTHON").unwrap_or_else(|_| "python3".into());
     let (mut ours, mut theirs, mut torch) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ours_loss, mut dfdx_loss) = (0.0, 0.0);
     let mut torch_note = String::new();
-    for _ in 0..3 {
+    for _ in 0..warmup {
         ours_step();
         dfdx_step();
     }
     // Rounds interleave the three implementations so that each sees the same machine load.
     for round in 0..rounds {
         let (mut o, mut t) = (Vec::new(), Vec::new());
-        for _ in 0..10 {
+        for _ in 0..ours_per_round {
             let (ms, l) = ours_step();
             o.push(ms);
             ours_loss = l;
         }
-        for _ in 0..3 {
+        for _ in 0..dfdx_per_round {
             let (ms, l) = dfdx_step();
             t.push(ms);
             dfdx_loss = l;
         }
-        let p = torch_round(&python);
+        let p = if quick {
+            Err("not run in quick mode".to_string())
+        } else {
+            torch_round(&python)
+        };
         println!(
             "round {round}: flotilla {:.1} ms, dfdx {:.1} ms, torch {}",
             median(o.clone()),

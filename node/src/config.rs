@@ -73,9 +73,8 @@ pub struct NodeConfig {
     /// How much slower than the machine this node's trainers run (1.0 = full speed; 2.0 = half
     /// speed). For measuring heterogeneous meshes on uniform hardware.
     pub train_slowdown: f64,
-    /// How long shutdown waits for in-flight work and leave acknowledgements.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
     /// Failure-detector timeouts.
     pub membership: membership::Config,
     /// How often the catalog runs anti-entropy with one random alive peer.
@@ -117,7 +116,7 @@ impl Default for NodeConfig {
             request_timeout: Duration::from_secs(30),
             probe_budget: Duration::from_millis(300),
             train_slowdown: 1.0,
-            shutdown_grace: Duration::from_secs(10),
+            shutdown: ShutdownConfig::default(),
             membership: membership::Config::default(),
             catalog_sync_interval: Duration::from_secs(5),
             catalog: catalog::Config::default(),
@@ -141,6 +140,25 @@ pub fn largest_frame_bytes() -> usize {
     .into_iter()
     .max()
     .unwrap_or(0)
+}
+
+/// `[shutdown]`: what a SIGTERM or SIGINT gives the node before it leaves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long training runs coordinated here get to write a last checkpoint and in-flight
+    /// HTTP requests get to finish, together; the leave announcement and the store flush come
+    /// after it.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(20),
+        }
+    }
 }
 
 /// The default data directory: `<user data dir>/flotilla`.
@@ -270,6 +288,9 @@ impl NodeConfig {
         }
         if self.mdns_query_interval < Duration::from_millis(100) {
             return Err(err("mdns_query_interval", "must be at least 100ms"));
+        }
+        if self.shutdown.grace > Duration::from_secs(3600) {
+            return Err(err("shutdown.grace", "at most 1h"));
         }
         if self.request_timeout.is_zero() {
             return Err(err("request_timeout", "must be greater than zero"));

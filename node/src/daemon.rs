@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::config::NodeConfig;
 use crate::data::DataNode;
 use crate::jobs::KernelRunner;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::net::bridge::{Bridge, Command, Wiring};
 use crate::net::catalog_sync::{self, AntiEntropy, CatalogWiring};
@@ -43,6 +44,10 @@ const RELAY_SWEEP: Duration = Duration::from_secs(1);
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 /// How often a node checks that it holds the model files it is a holder of.
 const MODEL_REPLICATION_EVERY: Duration = Duration::from_secs(2);
+/// How long shutdown waits for peers to acknowledge the leave, and for the swarm to close.
+pub const LEAVE_WAIT: Duration = Duration::from_secs(5);
+/// How often the pause detector looks at the clock.
+const PAUSE_TICK: Duration = Duration::from_millis(100);
 /// How long start-up waits for the swarm to report its listen addresses.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -64,6 +69,7 @@ pub struct RunningNode {
     pub admission: crate::admission::Admission,
     config: NodeConfig,
     store: RocksStore,
+    lifecycle: Arc<Lifecycle>,
     incarnation: u64,
     ready: Arc<AtomicBool>,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
@@ -100,6 +106,7 @@ impl RunningNode {
         let peer_id = key.public().to_peer_id();
         let store = RocksStore::open(&config.data_dir.join("db"))?;
         check_data_dir_owner(&store, &peer_id)?;
+        let lifecycle = Lifecycle::new(store.clone());
         // The cluster key and the API token; new ones are written once the addresses are bound.
         let mut admission = crate::admission::prepare(&config)?;
         let token: Option<Arc<str>> = admission.api_token.clone().map(Arc::from);
@@ -218,11 +225,18 @@ impl RunningNode {
                         store: shared_store.clone(),
                         metrics: train_metrics.clone(),
                         serving: serving.clone(),
+                        lifecycle: lifecycle.clone(),
                     }),
             ),
             REPORT_QUEUE,
         )
         .await?;
+        // Starts, from the local job manager and from peers, are refused while the node drains
+        // or its store fails.
+        let executor = executor.with_gate({
+            let lifecycle = lifecycle.clone();
+            Arc::new(move || lifecycle.refusal())
+        });
         let jobs_config = jobs_config(&config);
         let (jobs, jobs_task) = manager::Handle::spawn(
             jobs_config.clone(),
@@ -361,6 +375,11 @@ impl RunningNode {
             membership.clone(),
             info_tx,
             cmd_tx.clone(),
+            lifecycle.clone(),
+        )));
+        tasks.push(tokio::spawn(fence_after_pause(
+            executor.clone(),
+            config.membership.dead_after,
         )));
 
         tasks.push(tokio::spawn(count_transitions(
@@ -381,6 +400,7 @@ impl RunningNode {
             registry,
             metrics,
             ready: ready.clone(),
+            lifecycle: lifecycle.clone(),
             token,
             loopback_api: api_addr.ip().is_loopback(),
             limiter: Arc::new(http::limits::Limiter::new(config.api.clone())),
@@ -406,7 +426,7 @@ impl RunningNode {
                     axum_server::tls_rustls::RustlsConfig::from_config(tls),
                 )?
                 .handle(handle.clone());
-                let grace = config.shutdown_grace;
+                let grace = config.shutdown.grace;
                 tokio::spawn(async move {
                     tokio::spawn(async move {
                         let _ = stop_rx.await;
@@ -435,6 +455,7 @@ impl RunningNode {
             admission,
             config,
             store,
+            lifecycle,
             incarnation,
             ready,
             listen_addrs: addrs_rx,
@@ -466,6 +487,11 @@ impl RunningNode {
     /// The node's store.
     pub fn store(&self) -> &RocksStore {
         &self.store
+    }
+
+    /// Whether the node takes new work, and why not.
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
     }
 
     /// Listen addresses, each ending in `/p2p/<id>` so they can be given to `--join`.
@@ -505,12 +531,45 @@ impl RunningNode {
         crate::evict::evict(&self.catalog, &self.membership, &self.mesh, peer.as_str()).await
     }
 
-    /// Graceful stop: announce the leave (gossip, and directly to every connected peer with a
-    /// deadline), stop accepting HTTP requests while finishing those in flight, close the swarm,
-    /// stop the actors and flush the store.
+    /// Graceful stop, as on SIGTERM. The node takes no new work (task starts are refused,
+    /// HTTP requests other than the health probes and `/metrics` are answered `503`); training
+    /// runs coordinated here write a last checkpoint and return, and in-flight HTTP requests
+    /// finish, within `shutdown.grace` together (a run that has not finished its checkpoint by
+    /// then stays at its last complete one: a checkpoint's manifest is written after its
+    /// blobs). Then the leave is announced (gossip, and directly to every connected peer,
+    /// waiting at most [`LEAVE_WAIT`] for acknowledgements), the swarm closes, the actors stop
+    /// and the store is flushed.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let grace = self.config.shutdown.grace;
+        let deadline = tokio::time::Instant::now() + grace;
         self.ready.store(false, Ordering::Release);
-        let grace = self.config.shutdown_grace;
+        self.lifecycle.start_draining();
+        let runs = self.lifecycle.running();
+        if runs > 0 {
+            info!(
+                runs,
+                ?grace,
+                "waiting for training runs to write a last checkpoint"
+            );
+            if !self.lifecycle.runs_finished(grace).await {
+                warn!(
+                    runs = self.lifecycle.running(),
+                    "training runs did not return within the shutdown grace period; they stay \
+                     at their last complete checkpoint"
+                );
+            }
+        }
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(http) = self.http_task.take() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left, http).await.is_err() {
+                warn!("in-flight HTTP requests did not finish within the shutdown grace period");
+            }
+        }
+
+        let wait = grace.min(LEAVE_WAIT);
         let leaving = gossip::Message::Leaving {
             id: self.node_id(),
             incarnation: self.incarnation,
@@ -524,24 +583,16 @@ impl RunningNode {
                     id: self.node_id(),
                     incarnation: self.incarnation,
                 },
-                grace,
+                wait,
             )
         }))
         .await;
         let acked = acks.iter().filter(|a| a.is_ok()).count();
         info!(node = %self.peer_id, acked, peers = peers.len(), "leave announced");
 
-        if let Some(stop) = self.http_stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(http) = self.http_task.take() {
-            if tokio::time::timeout(grace, http).await.is_err() {
-                warn!("in-flight HTTP requests did not finish within the shutdown grace period");
-            }
-        }
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         if self.commands.send(Command::Shutdown(done_tx)).await.is_ok() {
-            let _ = tokio::time::timeout(grace, done_rx).await;
+            let _ = tokio::time::timeout(wait, done_rx).await;
         }
         self.stop_tasks().await;
         self.store.flush()?;
@@ -645,6 +696,7 @@ async fn heartbeat_loop(
     membership: membership::Handle,
     info_tx: watch::Sender<flotilla_protocol::NodeInfo>,
     commands: mpsc::Sender<Command>,
+    lifecycle: Arc<Lifecycle>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -653,6 +705,7 @@ async fn heartbeat_loop(
         let listen: Vec<String> = addrs.borrow().iter().map(|a| a.to_string()).collect();
         let mut info = sampler.next(listen, Some(api_addr.to_string()));
         info.ready_replicas = replicas.ready_keys();
+        info.unhealthy = lifecycle.unhealthy();
         let _ = membership.update_self(info.clone());
         let _ = info_tx.send(info.clone());
         if commands
@@ -662,5 +715,41 @@ async fn heartbeat_loop(
         {
             break;
         }
+    }
+}
+
+/// Fences this node's tasks after it was frozen (SIGSTOP, a VM pause, a stalled machine) for
+/// longer than `dead_after`: by then its peers have declared it dead and the owners of its
+/// tasks have placed them elsewhere, so every task still running here ends as failed, before
+/// it can write results, checkpoints or models for work that has moved. A task that had not
+/// moved is re-placed by its owner as its next attempt.
+async fn fence_after_pause(executor: executor::Handle, dead_after: Duration) {
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(PAUSE_TICK).await;
+        let now = tokio::time::Instant::now();
+        let gap = now.duration_since(last);
+        last = now;
+        if gap <= dead_after {
+            continue;
+        }
+        let running = executor.usage().await.unwrap_or_default();
+        let reason = format!(
+            "this node was unresponsive for {:.1} s, longer than membership.dead_after ({:?}); \
+             its tasks may have moved",
+            gap.as_secs_f64(),
+            dead_after
+        );
+        warn!(tasks = running.len(), %reason, "fencing the tasks running here");
+        for t in running {
+            // Reservations (serving replicas) are not tasks: the executor answers `false`.
+            if let Err(e) = executor
+                .preempt(t.job.clone(), t.task, reason.clone())
+                .await
+            {
+                warn!(job = %t.job, task = t.task, error = %e, "task not fenced");
+            }
+        }
+        last = tokio::time::Instant::now();
     }
 }

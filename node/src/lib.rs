@@ -28,8 +28,11 @@ pub mod evict;
 pub mod http;
 pub mod identity;
 pub mod jobs;
+pub mod lifecycle;
 pub mod metrics;
 pub mod net;
+#[cfg(unix)]
+pub mod notify;
 pub mod sampler;
 pub mod serve;
 pub mod store;

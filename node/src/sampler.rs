@@ -55,6 +55,7 @@ impl Sampler {
                 compute_score: (probe.gflops * 100.0).round() / 100.0,
                 load: 0.0,
                 ready_replicas: vec![],
+                unhealthy: None,
             },
         }
     }

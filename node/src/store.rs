@@ -1,7 +1,13 @@
 //! The rocksdb implementation of the [`Store`] boundary, one column family per [`Column`].
+//!
+//! A write (put, delete, flush) that rocksdb refuses — a full disk, an I/O error — is returned
+//! to its caller and also remembered: [`RocksStore::failure`] gives the first such error, and
+//! the node reports itself unhealthy with it and takes no new work (see
+//! [`crate::lifecycle::Lifecycle`]). It stays set until the node restarts. With the
+//! `fault-injection` feature, [`RocksStore::inject_write_fault`] makes writes fail on demand.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use flotilla_actors::store::{Column, Durability, Store};
 use flotilla_actors::{Error, Result};
@@ -11,6 +17,11 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
 #[derive(Clone)]
 pub struct RocksStore {
     db: Arc<DB>,
+    /// The first write error, as text.
+    failure: Arc<Mutex<Option<String>>>,
+    /// When set, every write fails with this reason before reaching rocksdb.
+    #[cfg(feature = "fault-injection")]
+    fault: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -45,7 +56,49 @@ impl RocksStore {
                 Error::Store(msg)
             }
         })?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            failure: Arc::default(),
+            #[cfg(feature = "fault-injection")]
+            fault: Arc::default(),
+        })
+    }
+
+    /// The first write error since the store was opened, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Makes every later write fail with `reason` (or, with `None`, work again), as a full disk
+    /// would. The failure is recorded like a real one.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_write_fault(&self, reason: Option<String>) {
+        let mut f = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        *f = reason;
+    }
+
+    /// Runs a write, recording its error.
+    fn write<T>(&self, op: impl FnOnce() -> std::result::Result<T, rocksdb::Error>) -> Result<T> {
+        #[cfg(feature = "fault-injection")]
+        {
+            let fault = self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(reason) = fault {
+                return Err(self.failed(reason));
+            }
+        }
+        op().map_err(|e| self.failed(e.into_string()))
+    }
+
+    fn failed(&self, reason: String) -> Error {
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            tracing::error!(error = %reason, "a store write failed; the node takes no new work");
+            *f = Some(reason.clone());
+        }
+        Error::Store(reason)
     }
 
     fn cf(&self, col: Column) -> Result<&rocksdb::ColumnFamily> {
@@ -67,15 +120,19 @@ impl Store for RocksStore {
     }
 
     fn put(&self, col: Column, key: &[u8], value: &[u8], durability: Durability) -> Result<()> {
-        self.db
-            .put_cf_opt(self.cf(col)?, key, value, &Self::write_opts(durability))
-            .map_err(store_err)
+        let cf = self.cf(col)?;
+        self.write(|| {
+            self.db
+                .put_cf_opt(cf, key, value, &Self::write_opts(durability))
+        })
     }
 
     fn delete(&self, col: Column, key: &[u8], durability: Durability) -> Result<()> {
-        self.db
-            .delete_cf_opt(self.cf(col)?, key, &Self::write_opts(durability))
-            .map_err(store_err)
+        let cf = self.cf(col)?;
+        self.write(|| {
+            self.db
+                .delete_cf_opt(cf, key, &Self::write_opts(durability))
+        })
     }
 
     fn scan_prefix(
@@ -101,9 +158,10 @@ impl Store for RocksStore {
 
     fn flush(&self) -> Result<()> {
         for c in Column::ALL {
-            self.db.flush_cf(self.cf(c)?).map_err(store_err)?;
+            let cf = self.cf(c)?;
+            self.write(|| self.db.flush_cf(cf))?;
         }
-        self.db.flush_wal(true).map_err(store_err)
+        self.write(|| self.db.flush_wal(true))
     }
 }
 

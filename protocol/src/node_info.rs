@@ -72,6 +72,10 @@ pub struct NodeInfo {
     /// The serving replicas loaded on this node and ready for requests, each as
     /// `<deployment>/<model version hash>`: routers send requests only to these.
     pub ready_replicas: Vec<String>,
+    /// Why the node takes no new work (its store failed a write), or `None` when healthy.
+    /// Placement leaves such nodes out.
+    #[serde(default)]
+    pub unhealthy: Option<String>,
 }
 
 impl NodeInfo {

@@ -38,8 +38,9 @@ prop_compose! {
         compute_score in any::<f64>().prop_filter("finite", |x| x.is_finite()),
         load in any::<f64>().prop_filter("finite", |x| x.is_finite()),
         ready_replicas in prop::collection::vec("[a-z]{1,8}/[0-9a-f]{64}", 0..3),
+        unhealthy in prop::option::of("[a-z ]{0,40}"),
     ) -> NodeInfo {
-        NodeInfo { id, incarnation, seq, listen_addrs, api_addr, version, cores, ram_bytes, gpus, compute_score, load, ready_replicas }
+        NodeInfo { id, incarnation, seq, listen_addrs, api_addr, version, cores, ram_bytes, gpus, compute_score, load, ready_replicas, unhealthy }
     }
 }
 

@@ -69,6 +69,7 @@ fn info(i: usize, seq: u64) -> NodeInfo {
         compute_score: 100.0,
         load: 0.0,
         ready_replicas: vec![],
+        unhealthy: None,
     }
 }
 

@@ -10,7 +10,9 @@
 //!   in one call.
 //!
 //! Run: `cargo bench -p flotilla-tests --bench data --profile dev` (the dev profile optimises
-//! the data cores; a release build would rebuild rocksdb).
+//! the data cores; a release build would rebuild rocksdb). `-- quick` runs each input's first
+//! 256 KB (whole lines) instead of the whole file; `-- banking`, `sgd` or `shakespeare` runs
+//! one input.
 
 // A benchmark reports on stdout and may panic on a broken setup.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
@@ -24,7 +26,8 @@ use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(300);
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
+/// Bytes of each input in quick mode, cut back to the end of a line.
+const QUICK_BYTES: usize = 256 << 10;
 
 struct Input {
     name: &'static str,
@@ -93,12 +96,29 @@ async fn main() {
         "{:<12} {:>8} {:>9} | {:>12} {:>12} | {:>12} {:>12}",
         "input", "MB", "records", "upload MB/s", "baseline", "ops MB/s", "baseline"
     );
-    let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let only: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "quick")
+        .collect();
     for input in INPUTS
         .iter()
-        .filter(|i| only.as_deref().is_none_or(|o| o == i.name))
+        .filter(|i| only.is_empty() || only.contains(&i.name))
     {
-        let raw = std::fs::read(format!("{DATA}/{}", input.file)).unwrap();
+        let path = flotilla_tests::shared(&format!("data/{}", input.file));
+        let mut raw = std::fs::read(path).unwrap();
+        if quick && raw.len() > QUICK_BYTES {
+            let end = raw[..QUICK_BYTES]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(QUICK_BYTES, |i| i + 1);
+            raw.truncate(end);
+        }
         let size = raw.len() as u64;
 
         // Baselines: one call each, in this process.

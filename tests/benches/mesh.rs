@@ -1,7 +1,8 @@
 //! Mesh benchmarks: convergence time, failure-detection latency, and the request-response RPC
 //! path next to raw loopback TCP measured in the same run.
 //!
-//! Run: `cargo bench -p flotilla-tests --bench mesh` (add `-- quick` for fewer iterations).
+//! Run: `cargo bench -p flotilla-tests --bench mesh --profile dev` (add `-- quick` for fewer
+//! iterations and no 20-node convergence).
 
 // A benchmark reports on stdout and may panic on a broken setup.
 #![allow(
@@ -244,7 +245,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("convergence") {
         bench_convergence(5).await?;
-        bench_convergence(20).await?;
+        if !quick {
+            bench_convergence(20).await?;
+        }
     }
     if wanted("detection") {
         bench_failure_detection(if quick { 2 } else { 5 }).await?;

@@ -7,6 +7,10 @@
 //! 4. generated tokens/s with continuous batching (16 sequences per step) vs one sequence at a
 //!    time, on the tiny character GPT.
 //!
+//! Each replica reserves a core and every in-process node advertises this machine's cores, so
+//! the cluster has as many nodes as the four replicas need (two on a 2-core machine); each
+//! measurement calls the replica, or the router, of the node that runs the deployment.
+//!
 //! Run: `cargo bench -p flotilla-tests --bench serving --profile dev` (`-- quick` for fewer
 //! requests).
 
@@ -22,10 +26,6 @@ use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(300);
-const MINILM: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/models/all-MiniLM-L6-v2"
-);
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -101,13 +101,41 @@ fn request(
     }
 }
 
+/// The benchmark's deployments, one replica each: (name, model, max batch, max wait ms).
+const DEPLOYMENTS: [(&str, &str, u32, u32); 4] = [
+    ("emb16", "minilm", 16, 5),
+    ("emb1", "minilm", 1, 0),
+    ("gen16", "gpt", 16, 0),
+    ("gen1", "gpt", 1, 0),
+];
+
+/// The index of the node running `deployment`'s replica, once it runs and that node's router
+/// sends to it.
+fn host(cluster: &TestCluster, deployment: &str) -> Option<usize> {
+    cluster.running().into_iter().find(|i| {
+        let serving = &cluster.node(*i).serving;
+        serving.local.get(deployment).is_some()
+            && serving
+                .deployment(deployment)
+                .is_some_and(|d| !d.ready.is_empty())
+    })
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let scale = if quick { 1 } else { 4 };
-    let cluster = TestCluster::start(1).await.unwrap();
-    let node = cluster.node(0);
-    let api = node.api_url();
+    // Each replica reserves one core of its node, and every in-process node advertises this
+    // machine's cores: the cluster has as many nodes as it takes to hold the four replicas.
+    // All of them share this machine, so every comparison below is on the same hardware; each
+    // one calls a replica in the process of the node that runs it, or that node's router.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let nodes = DEPLOYMENTS.len().div_ceil(cores).max(1);
+    let cluster = TestCluster::start(nodes).await.unwrap();
+    wait_until(DEADLINE, "convergence", || cluster.converged())
+        .await
+        .unwrap();
+    let api = cluster.node(0).api_url();
     let dir = tempfile::tempdir().unwrap();
     let gpt_dir = dir.path().join("gpt");
     std::fs::create_dir_all(&gpt_dir).unwrap();
@@ -118,10 +146,11 @@ async fn main() {
         1,
     )
     .unwrap();
+    let minilm = flotilla_tests::shared("models/all-MiniLM-L6-v2");
     let bert = post(
         &api,
         "/api/v1/models",
-        &json!({"name": "minilm", "path": MINILM}),
+        &json!({"name": "minilm", "path": minilm}),
     )
     .await;
     let gpt = post(
@@ -134,26 +163,30 @@ async fn main() {
         bert["hash"].as_str().unwrap().to_string(),
         gpt["hash"].as_str().unwrap().to_string(),
     );
-    for (name, model, batch, wait) in [
-        ("emb16", "minilm", 16, 5),
-        ("emb1", "minilm", 1, 0),
-        ("gen16", "gpt", 16, 0),
-        ("gen1", "gpt", 1, 0),
-    ] {
+    for (name, model, batch, wait) in DEPLOYMENTS {
         post(
             &api,
             "/api/v1/deployments",
-            &json!({"name": name, "model": model, "max_batch": batch, "max_wait_ms": wait}),
+            &json!({"name": name, "model": model, "max_batch": batch, "max_wait_ms": wait, "cores": 1}),
         )
         .await;
     }
-    wait_until(DEADLINE, "4 replicas", || async {
-        node.serving.local.all().len() == 4
+    wait_until(DEADLINE, "4 ready replicas", || async {
+        DEPLOYMENTS
+            .iter()
+            .all(|(name, ..)| host(&cluster, name).is_some())
     })
     .await
     .unwrap();
-    let local = node.serving.local.clone();
-    let router = node.serving.router.clone();
+    let on = |name: &str| &cluster.node(host(&cluster, name).unwrap()).serving;
+    println!(
+        "{nodes} node(s) advertising {cores} cores each, one 1-core replica per deployment: {}",
+        DEPLOYMENTS
+            .iter()
+            .map(|(name, ..)| format!("{name} on node {}", host(&cluster, name).unwrap()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let texts: Vec<String> = (0..512)
         .map(|i| format!("sentence number {i} about a small boat in a flotilla"))
         .collect();
@@ -162,6 +195,7 @@ async fn main() {
     let n = 64 * scale;
     let mut qps = Vec::new();
     for name in ["emb16", "emb1"] {
+        let local = on(name).local.clone();
         let (lat, wall) = run(n, 16, |i| {
             let body = serde_json::to_vec(&json!({"model": name, "input": texts[i % texts.len()]}))
                 .unwrap();
@@ -181,6 +215,7 @@ async fn main() {
 
     println!("== 2. cache hit vs miss (router, embeddings, one at a time)");
     let n2 = 16 * scale;
+    let router = on("emb16").router.clone();
     let (miss, wall_m) = run(n2, 1, |i| {
         let r = request(
             "emb16",
@@ -218,6 +253,7 @@ async fn main() {
 
     println!("== 3. router (cache off) vs in-process replica call (gen1, 4 tokens, greedy)");
     let n3 = 64 * scale;
+    let (local, router) = (on("gen1").local.clone(), on("gen1").router.clone());
     let body = |i: usize| json!({"model": "gen1", "prompt": format!("p{i}"), "max_tokens": 4, "temperature": 0});
     let (direct, wall_d) = run(n3, 1, |i| {
         let b = serde_json::to_vec(&body(i)).unwrap();
@@ -251,6 +287,7 @@ async fn main() {
     println!("== 4. continuous batching vs one sequence at a time ({n4} sequences x 40 tokens, 8 at once)");
     let mut tps = Vec::new();
     for name in ["gen16", "gen1"] {
+        let local = on(name).local.clone();
         let before = local.get(name).unwrap().engine_stats().unwrap().1;
         let (_, wall) = run(n4, 8, |i| {
             let b = serde_json::to_vec(

@@ -17,7 +17,9 @@
 //!
 //! Run: `cargo bench -p flotilla-tests --bench training --profile dev` (the dev profile
 //! optimises the kernels; a release build would rebuild rocksdb). `-- join` runs only the
-//! elasticity measurement, `-- push-pull` only the push + pull one.
+//! elasticity measurement, `-- push-pull` only the push + pull one. `-- quick` runs every
+//! measurement smaller: 200 records of the 5 intents, one epoch per throughput job, shorter
+//! checkpoint and join runs, 5 push + pull rounds.
 
 // A benchmark reports on stdout and may panic on a broken setup.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
@@ -43,10 +45,43 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const DEADLINE: Duration = Duration::from_secs(600);
 /// Parameters moved per pull and per push (4 bytes each).
 const PARAMS: usize = 500_000;
-const ROUNDS: usize = 20;
 
-async fn train(cluster: &TestCluster, workers: u32) -> Value {
-    train_with(cluster, workers, true).await
+/// The sizes of the runs: the full benchmark's, or quick mode's (`-- quick`).
+#[derive(Clone, Copy)]
+struct Scale {
+    /// Banking77 queries per intent in `bank5@1` (5 intents).
+    per_label: usize,
+    /// Epochs of the throughput and heterogeneity jobs.
+    epochs: u32,
+    /// Push + pull rounds measured.
+    rounds: usize,
+    /// Epochs of the checkpointing run and of the run whose shard node is killed.
+    checkpoint_epochs: (u32, u32),
+    /// Epochs of the join run, and the step after which the third node comes up.
+    join_epochs: u32,
+    join_after_step: u64,
+}
+
+const FULL: Scale = Scale {
+    per_label: 100,
+    epochs: 2,
+    rounds: 20,
+    checkpoint_epochs: (3, 4),
+    join_epochs: 6,
+    join_after_step: 40,
+};
+
+const QUICK: Scale = Scale {
+    per_label: 40,
+    epochs: 1,
+    rounds: 5,
+    checkpoint_epochs: (1, 3),
+    join_epochs: 5,
+    join_after_step: 15,
+};
+
+async fn train(cluster: &TestCluster, scale: Scale, workers: u32) -> Value {
+    train_with(cluster, scale, workers, true).await
 }
 
 /// The benchmarks' sync job: a small classifier on `bank5@1`, nothing held out.
@@ -67,15 +102,19 @@ fn bank5_spec(workers: u32, per_device_batch: u32, epochs: u32) -> Value {
     })
 }
 
-async fn train_with(cluster: &TestCluster, workers: u32, adaptive: bool) -> Value {
-    let mut spec = bank5_spec(workers, 16, 2);
+async fn train_with(cluster: &TestCluster, scale: Scale, workers: u32, adaptive: bool) -> Value {
+    let mut spec = bank5_spec(workers, 16, scale.epochs);
     spec["train"]["cluster"]["adaptive_shares"] = json!(adaptive);
     training::train(cluster, 0, &spec, DEADLINE).await
 }
 
-/// A converged cluster of `n` nodes (customised by `customize`) holding 500 Banking77 records
-/// of 5 intents as `bank5@1`.
-async fn bank5_cluster(n: usize, customize: Option<flotilla_tests::Customize>) -> TestCluster {
+/// A converged cluster of `n` nodes (customised by `customize`) holding `scale.per_label`
+/// Banking77 records of each of 5 intents as `bank5@1`.
+async fn bank5_cluster(
+    n: usize,
+    scale: Scale,
+    customize: Option<flotilla_tests::Customize>,
+) -> TestCluster {
     let cluster = TestCluster::start_with(n, customize).await.unwrap();
     wait_until(Duration::from_secs(60), "convergence", || {
         cluster.converged()
@@ -86,15 +125,15 @@ async fn bank5_cluster(n: usize, customize: Option<flotilla_tests::Customize>) -
         &cluster,
         0,
         "bank5",
-        training::banking_subset(5, 100),
+        training::banking_subset(5, scale.per_label),
         "&records_per_shard=100",
     )
     .await;
     cluster
 }
 
-/// MB/s of pulls and pushes of `PARAMS` floats between node 0 and a shard on node 1.
-async fn push_pull(cluster: &TestCluster) -> f64 {
+/// MB/s of `rounds` pulls and pushes of `PARAMS` floats between node 0 and a shard on node 1.
+async fn push_pull(cluster: &TestCluster, rounds: usize) -> f64 {
     let job = JobId("bench-push-pull".into());
     let host = cluster.node(1).node_id();
     let mesh: Arc<dyn Mesh> = Arc::new(cluster.node(0).mesh.clone());
@@ -138,7 +177,7 @@ async fn push_pull(cluster: &TestCluster) -> f64 {
     // One warm-up round, then the measured ones.
     let mut version = None;
     let mut started = Instant::now();
-    for round in 0..=ROUNDS {
+    for round in 0..=rounds {
         if round == 1 {
             started = Instant::now(); // after the warm-up round
         }
@@ -151,19 +190,19 @@ async fn push_pull(cluster: &TestCluster) -> f64 {
         version = Some(p.version);
     }
     let secs = started.elapsed().as_secs_f64();
-    let bytes = ROUNDS as f64 * 2.0 * (PARAMS * 4) as f64;
+    let bytes = rounds as f64 * 2.0 * (PARAMS * 4) as f64;
     bytes / secs / 1e6
 }
 
 /// MB/s of the same bytes over raw loopback TCP: send a buffer, get it back, per round.
-async fn raw_tcp() -> f64 {
+async fn raw_tcp(rounds: usize) -> f64 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let n = PARAMS * 4;
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; n];
-        for _ in 0..=ROUNDS {
+        for _ in 0..=rounds {
             s.read_exact(&mut buf).await.unwrap();
             s.write_all(&buf).await.unwrap();
         }
@@ -172,20 +211,26 @@ async fn raw_tcp() -> f64 {
     let out = vec![7u8; n];
     let mut back = vec![0u8; n];
     let started = Instant::now();
-    for _ in 0..=ROUNDS {
+    for _ in 0..=rounds {
         s.write_all(&out).await.unwrap();
         s.read_exact(&mut back).await.unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
-    (ROUNDS + 1) as f64 * 2.0 * n as f64 / secs / 1e6
+    (rounds + 1) as f64 * 2.0 * n as f64 / secs / 1e6
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     // `-- push-pull` measures only the parameter push + pull path (for profiling it).
     // `-- join` measures only the throughput before and after a node joins a running job.
+    let scale = if std::env::args().any(|a| a == "quick") {
+        QUICK
+    } else {
+        FULL
+    };
+    let rounds = scale.rounds;
     if std::env::args().any(|a| a == "join") {
-        node_added().await;
+        node_added(scale).await;
         return;
     }
     if std::env::args().any(|a| a == "push-pull") {
@@ -195,22 +240,26 @@ async fn main() {
         })
         .await
         .unwrap();
-        let mesh = push_pull(&cluster).await;
-        let tcp = raw_tcp().await;
+        let mesh = push_pull(&cluster, rounds).await;
+        let tcp = raw_tcp(rounds).await;
         println!(
-            "parameter push + pull, {PARAMS} f32 each way per round, {ROUNDS} rounds: {mesh:.1} MB/s over the mesh vs {tcp:.1} MB/s raw loopback TCP (ratio {:.3})",
+            "parameter push + pull, {PARAMS} f32 each way per round, {rounds} rounds: {mesh:.1} MB/s over the mesh vs {tcp:.1} MB/s raw loopback TCP (ratio {:.3})",
             mesh / tcp
         );
         cluster.shutdown().await.unwrap();
         return;
     }
-    let cluster = bank5_cluster(3, None).await;
+    let cluster = bank5_cluster(3, scale, None).await;
 
-    println!("sync training, 500 Banking77 records x 2 epochs, per-device batch 16, 2 shards:");
+    println!(
+        "sync training, {} Banking77 records x {} epoch(s), per-device batch 16, 2 shards:",
+        5 * scale.per_label,
+        scale.epochs
+    );
     println!("workers  samples  wall s  samples/s  compute-only samples/s  sync overhead");
     let mut one = None;
     for workers in 1..=3u32 {
-        let r = train(&cluster, workers).await;
+        let r = train(&cluster, scale, workers).await;
         let wall = r["samples_per_s"].as_f64().unwrap();
         let compute = r["compute_samples_per_s"].as_f64().unwrap_or(f64::NAN);
         let overhead = 1.0 - wall / compute;
@@ -224,7 +273,7 @@ async fn main() {
         );
     }
 
-    let mesh = push_pull(&cluster).await;
+    let mesh = push_pull(&cluster, rounds).await;
     cluster.shutdown().await.unwrap();
 
     // Heterogeneity: node 2's trainer runs at half speed.
@@ -233,11 +282,11 @@ async fn main() {
             c.train_slowdown = 2.0;
         }
     });
-    let cluster = bank5_cluster(3, Some(slowed)).await;
-    let equal = train_with(&cluster, 3, false).await["samples_per_s"]
+    let cluster = bank5_cluster(3, scale, Some(slowed)).await;
+    let equal = train_with(&cluster, scale, 3, false).await["samples_per_s"]
         .as_f64()
         .unwrap();
-    let adaptive = train_with(&cluster, 3, true).await["samples_per_s"]
+    let adaptive = train_with(&cluster, scale, 3, true).await["samples_per_s"]
         .as_f64()
         .unwrap();
     println!();
@@ -245,15 +294,15 @@ async fn main() {
         "one of 3 trainers at half speed, sync: adaptive shares {adaptive:.1} samples/s vs equal shares {equal:.1} samples/s (ratio {:.2}; the target is 1.3, ideal 1.5-1.67)",
         adaptive / equal
     );
-    let tcp = raw_tcp().await;
+    let tcp = raw_tcp(rounds).await;
     println!();
     println!(
-        "parameter push + pull, {PARAMS} f32 each way per round, {ROUNDS} rounds: {mesh:.1} MB/s over the mesh vs {tcp:.1} MB/s raw loopback TCP (ratio {:.3})",
+        "parameter push + pull, {PARAMS} f32 each way per round, {rounds} rounds: {mesh:.1} MB/s over the mesh vs {tcp:.1} MB/s raw loopback TCP (ratio {:.3})",
         mesh / tcp
     );
     cluster.shutdown().await.unwrap();
-    checkpoints_and_recovery().await;
-    node_added().await;
+    checkpoints_and_recovery(scale).await;
+    node_added(scale).await;
 }
 
 /// How long a trainer sleeps per unit of compute in [`node_added`]: every node of the
@@ -264,10 +313,10 @@ const JOIN_SLOWDOWN: f64 = 4.0;
 
 /// Samples/s of a sync job on two nodes, then after a third node comes up and joins it (the
 /// same run; the rates come from the step events' timestamps).
-async fn node_added() {
+async fn node_added(scale: Scale) {
     let slowed: flotilla_tests::Customize = Box::new(|_, c| c.train_slowdown = JOIN_SLOWDOWN);
-    let mut cluster = bank5_cluster(2, Some(slowed)).await;
-    let spec = bank5_spec(3, 8, 6);
+    let mut cluster = bank5_cluster(2, scale, Some(slowed)).await;
+    let spec = bank5_spec(3, 8, scale.join_epochs);
     let id = training::submit_job(&cluster, 0, &spec).await;
     // (at ms, step) of each progress event.
     let steps = |events: Vec<(u64, String)>| -> Vec<(u64, u64)> {
@@ -283,7 +332,7 @@ async fn node_added() {
     wait_until(DEADLINE, "a third of the run", || async {
         steps(training::events(&cluster, 0, &id).await)
             .last()
-            .is_some_and(|(_, n)| *n >= 40)
+            .is_some_and(|(_, n)| *n >= scale.join_after_step)
     })
     .await
     .unwrap();
@@ -322,9 +371,9 @@ async fn node_added() {
 /// Checkpoint time and its share of training time (a sync run checkpointing every 10 steps),
 /// and the recovery after the node of a parameter-server shard is killed: from the kill to the
 /// shards restored, and the restore alone.
-async fn checkpoints_and_recovery() {
-    let mut cluster = bank5_cluster(3, None).await;
-    let mut spec = bank5_spec(3, 4, 3);
+async fn checkpoints_and_recovery(scale: Scale) {
+    let mut cluster = bank5_cluster(3, scale, None).await;
+    let mut spec = bank5_spec(3, 4, scale.checkpoint_epochs.0);
     spec["train"]["args"]["save_every"] = json!(10);
     spec["train"]["cluster"]["ps_shards"] = json!(3);
     let r = training::train(&cluster, 0, &spec, DEADLINE).await;
@@ -343,7 +392,7 @@ async fn checkpoints_and_recovery() {
 
     // The same run; once a checkpoint exists, the node of a shard (not the owner, not the
     // coordinator) is killed.
-    spec["train"]["args"]["epochs"] = json!(4);
+    spec["train"]["args"]["epochs"] = json!(scale.checkpoint_epochs.1);
     let id = training::submit_job(&cluster, 0, &spec).await;
     wait_until(DEADLINE, "a checkpoint", || async {
         training::events(&cluster, 0, &id)

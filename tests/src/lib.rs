@@ -50,6 +50,23 @@ pub fn rss_kib() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
+/// The path of `shared/<relative>` (the development data and models): under
+/// `FLOTILLA_SHARED_DIR` when set, else beside the checkout. Panics, naming the path, when it
+/// does not exist: what uses it must run on the real files, not skip them.
+pub fn shared(relative: &str) -> PathBuf {
+    let path = std::env::var_os("FLOTILLA_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")))
+        .join(relative);
+    if !path.exists() {
+        panic!(
+            "shared/{relative} not found at {} (set FLOTILLA_SHARED_DIR to the folder holding data/ and models/)",
+            path.display()
+        );
+    }
+    path
+}
+
 /// Installs a test log subscriber once (quiet unless `RUST_LOG` says otherwise).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -26,7 +26,8 @@ pub const MINILM: &str = concat!(
 /// The first `labels` intents of Banking77 with `per_label` queries each, as CSV with the
 /// header `text,category`.
 pub fn banking_subset(labels: usize, per_label: usize) -> Vec<u8> {
-    let mut reader = csv::Reader::from_path(BANKING77).expect("the bundled Banking77 file");
+    let mut reader = csv::Reader::from_path(crate::shared("data/banking77-train.csv"))
+        .expect("the bundled Banking77 file");
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut out = csv::Writer::from_writer(Vec::new());
     out.write_record(["text", "category"]).expect("csv");

@@ -1,7 +1,8 @@
 //! The `Catalog` actor: a thin shell around the [`Catalog`] CRDT that reads the wall clock,
 //! persists through the [`Store`] boundary and hands local writes to the network.
 //!
-//! Local writes are saved with [`Durability::Sync`] before they are acknowledged; entries from
+//! Local writes are saved with [`Durability::Sync`] before they are applied and acknowledged
+//! (a write the store refuses leaves the replica as it was); entries from
 //! peers are saved buffered, since anti-entropy brings them back after a crash. Store calls are
 //! made on the actor's task: they are short single-row writes, and keeping them in order with
 //! the merges means the store never holds an entry older than one already acknowledged.
@@ -27,8 +28,8 @@ pub enum WriteError {
     /// The CRDT refused it (invalid fields, wrong key, stale epoch, full, too large).
     #[error(transparent)]
     Refused(#[from] super::core::Error),
-    /// It could not be saved; it is held in memory and not gossiped, and it was not
-    /// acknowledged, so the caller must retry.
+    /// It could not be saved; the replica is unchanged (the write is saved before it is
+    /// applied) and it was not acknowledged, so the caller must retry.
     #[error("write to {key} not saved: {cause}")]
     Store {
         key: CatalogKey,
@@ -121,17 +122,16 @@ fn wall_ms() -> u64 {
 
 impl State {
     fn write(&mut self, key: CatalogKey, write: super::core::Write) -> Result<(), WriteError> {
-        let delta = self.crdt.apply_local_write(wall_ms(), key.clone(), write)?;
-        self.crdt
-            .save_keys(
-                self.store.as_ref(),
-                std::slice::from_ref(&key),
-                Durability::Sync,
-            )
-            .map_err(|cause| WriteError::Store {
+        // Saved before it is applied: a write the store refused is not served, not gossiped
+        // and not in the digests, so no peer copies what the client was told failed.
+        let (key, entry) = self.crdt.prepare_local_write(wall_ms(), key, write)?;
+        super::persist::save_entry(self.store.as_ref(), &key, &entry, Durability::Sync).map_err(
+            |cause| WriteError::Store {
                 key: key.clone(),
                 cause,
-            })?;
+            },
+        )?;
+        let delta = self.crdt.commit_local_write(key.clone(), entry);
         if self.outbox.try_send(delta).is_err() {
             self.stats.gossip_dropped += 1;
             debug!(%key, "gossip queue full; anti-entropy will carry the write");

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use flotilla_protocol::catalog::{CatalogKey, Entry};
+use flotilla_protocol::catalog::{CatalogKey, Entry, Record};
 use flotilla_protocol::hlc::Hlc;
 use flotilla_protocol::services::catalog::Delta;
 use flotilla_protocol::NodeId;
@@ -10,60 +10,20 @@ use tokio::sync::mpsc;
 use crate::catalog::core::Config;
 use crate::catalog::fixtures::dataset;
 use crate::catalog::{Error, Handle, WriteError};
-use crate::store::{Column, Durability, Store};
+use crate::store::{Column, Store};
+use crate::testing::CrashStore;
 
-/// An in-memory store that remembers the durability of each row's last write, so tests can
-/// tell acknowledged local writes (synced) from merged ones (buffered).
-#[derive(Default)]
-struct RecordingStore {
-    rows: Mutex<Rows>,
+/// Whether the row of `key` is in the store, and whether a crash would keep it as it is:
+/// acknowledged local writes are synced, merged ones buffered.
+fn saved(store: &CrashStore, key: &CatalogKey) -> Option<bool> {
+    let k = key.store_key();
+    store
+        .get(Column::Catalog, &k)
+        .unwrap()
+        .map(|_| store.is_durable(Column::Catalog, &k))
 }
 
-/// Store key → (value, durability of its last write).
-type Rows = BTreeMap<Vec<u8>, (Vec<u8>, Durability)>;
-
-impl RecordingStore {
-    fn durability(&self, key: &CatalogKey) -> Option<Durability> {
-        self.rows.lock().unwrap().get(&key.store_key()).map(|r| r.1)
-    }
-}
-
-impl Store for RecordingStore {
-    fn get(&self, _: Column, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
-        Ok(self.rows.lock().unwrap().get(key).map(|r| r.0.clone()))
-    }
-    fn put(&self, col: Column, key: &[u8], value: &[u8], d: Durability) -> crate::Result<()> {
-        assert_eq!(col, Column::Catalog);
-        self.rows
-            .lock()
-            .unwrap()
-            .insert(key.to_vec(), (value.to_vec(), d));
-        Ok(())
-    }
-    fn delete(&self, _: Column, key: &[u8], _: Durability) -> crate::Result<()> {
-        self.rows.lock().unwrap().remove(key);
-        Ok(())
-    }
-    fn scan_prefix(
-        &self,
-        _: Column,
-        prefix: &[u8],
-        limit: usize,
-    ) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let rows = self.rows.lock().unwrap();
-        Ok(rows
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect())
-    }
-    fn flush(&self) -> crate::Result<()> {
-        Ok(())
-    }
-}
-
-async fn spawn(store: &Arc<RecordingStore>) -> (Handle, mpsc::Receiver<Delta>) {
+async fn spawn(store: &Arc<CrashStore>) -> (Handle, mpsc::Receiver<Delta>) {
     let (tx, rx) = mpsc::channel(4);
     let (handle, _) = Handle::spawn(Config::default(), NodeId::from("n1"), store.clone(), tx)
         .await
@@ -73,11 +33,11 @@ async fn spawn(store: &Arc<RecordingStore>) -> (Handle, mpsc::Receiver<Delta>) {
 
 #[tokio::test]
 async fn local_writes_are_synced_gossiped_and_reloaded() {
-    let store = Arc::new(RecordingStore::default());
+    let store = Arc::new(CrashStore::new());
     let (catalog, mut outbox) = spawn(&store).await;
     let key = CatalogKey::dataset("d", 1);
     catalog.put(dataset("d", 1, 3, 1)).await.unwrap();
-    assert_eq!(store.durability(&key), Some(Durability::Sync));
+    assert_eq!(saved(&store, &key), Some(true));
     let delta = outbox.try_recv().unwrap();
     assert_eq!(delta.entries.len(), 1);
     assert_eq!(delta.entries[0].0, key);
@@ -92,14 +52,15 @@ async fn local_writes_are_synced_gossiped_and_reloaded() {
 
     let before = catalog.list(None).await.unwrap();
     catalog.stop();
-    let (again, _) = spawn(&store).await;
+    // Acknowledged writes are synced: they survive a crash, not only a clean stop.
+    let (again, _) = spawn(&Arc::new(store.crash())).await;
     assert_eq!(again.list(None).await.unwrap(), before);
     assert_eq!(again.stats().await.unwrap().entries, 1);
 }
 
 #[tokio::test]
 async fn remote_entries_are_buffered_and_refusals_counted_by_reason() {
-    let store = Arc::new(RecordingStore::default());
+    let store = Arc::new(CrashStore::new());
     let (catalog, mut outbox) = spawn(&store).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -130,8 +91,8 @@ async fn remote_entries_are_buffered_and_refusals_counted_by_reason() {
         .unwrap();
     assert_eq!(summary.applied, 1);
     assert_eq!(summary.rejected, vec!["clock_skew"]);
-    assert_eq!(store.durability(&good), Some(Durability::Buffered));
-    assert_eq!(store.durability(&ahead), None);
+    assert_eq!(saved(&store, &good), Some(false));
+    assert_eq!(saved(&store, &ahead), None);
     // Merged entries are not re-gossiped by this node: gossipsub already forwards them.
     assert!(outbox.try_recv().is_err());
     let stats = catalog.stats().await.unwrap();
@@ -145,4 +106,115 @@ async fn remote_entries_are_buffered_and_refusals_counted_by_reason() {
     };
     assert!(r.hlc > hlc(now));
     assert_eq!(r.hlc.node, NodeId::from("n1"));
+}
+
+/// What a catalog holds under a key: absent, deleted (`Some(None)`) or a record.
+async fn value_of(catalog: &Handle, key: &CatalogKey) -> Option<Option<Record>> {
+    match catalog.get(key.clone()).await.unwrap() {
+        None => None,
+        Some(Entry::Register(r)) => Some(r.value),
+        Some(Entry::Job(j)) => panic!("a job entry under {key}: {j:?}"),
+    }
+}
+
+/// One step of the crash test's script.
+enum Step {
+    Put(Record),
+    Delete(CatalogKey),
+    /// An entry merged from a peer (saved buffered).
+    Merge(Record),
+}
+
+#[tokio::test]
+async fn every_acknowledged_write_survives_a_crash_at_every_point() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let script = || {
+        vec![
+            Step::Put(dataset("a", 1, 3, 1)),
+            Step::Put(dataset("b", 1, 3, 1)),
+            Step::Merge(dataset("r", 1, 3, 1)),
+            Step::Delete(CatalogKey::dataset("a", 1)),
+            Step::Put(dataset("c", 1, 3, 1)),
+            Step::Put(dataset("b", 1, 4, 2)),
+        ]
+    };
+    // One store write per step.
+    let writes = script().len() as u64;
+    for k in 0..=writes {
+        let store = Arc::new(CrashStore::dying_after(k));
+        let (catalog, _outbox) = spawn(&store).await;
+        // The last acknowledged value of each key written locally.
+        let mut acked: BTreeMap<CatalogKey, Option<Record>> = BTreeMap::new();
+        let mut merged = Vec::new();
+        let mut acks = 0;
+        for step in script() {
+            let (key, value, result) = match step {
+                Step::Put(r) => {
+                    let key = r.key();
+                    (key, Some(r.clone()), catalog.put(r).await)
+                }
+                Step::Delete(key) => (key.clone(), None, catalog.delete(key).await),
+                Step::Merge(r) => {
+                    let key = r.key();
+                    let hlc = Hlc {
+                        physical_ms: now,
+                        logical: 0,
+                        node: NodeId::from("peer"),
+                    };
+                    let delta = Delta {
+                        entries: vec![(key.clone(), Entry::write(hlc, r))],
+                    };
+                    catalog.merge(delta).await.unwrap();
+                    merged.push(key);
+                    continue;
+                }
+            };
+            let before = acked.get(&key).cloned();
+            match result {
+                Ok(()) => {
+                    acks += 1;
+                    acked.insert(key, value);
+                }
+                Err(WriteError::Store { .. }) => {
+                    // Not saved, so not applied: nobody reads a write a crash would lose.
+                    assert_eq!(
+                        value_of(&catalog, &key).await,
+                        before,
+                        "crash after write {k}: the unsaved write to {key} is visible"
+                    );
+                }
+                Err(e) => panic!("crash after write {k}: {e}"),
+            }
+        }
+        // Every write up to the crash point was acknowledged, none after it.
+        let local = script()
+            .iter()
+            .take(k as usize)
+            .filter(|s| !matches!(s, Step::Merge(_)))
+            .count();
+        assert_eq!(acks, local, "crash after write {k}");
+        catalog.stop();
+        for (n, image) in store.crash_images().into_iter().enumerate() {
+            let (again, _) = spawn(&Arc::new(image)).await;
+            for (key, value) in &acked {
+                assert_eq!(
+                    value_of(&again, key).await,
+                    Some(value.clone()),
+                    "crash after write {k} keeping {n} unsynced: acknowledged {key} lost"
+                );
+            }
+            // Nothing else: a refused write is not there after the restart either.
+            let held = again.list(None).await.unwrap();
+            for (key, _) in held {
+                assert!(
+                    acked.contains_key(&key) || merged.contains(&key),
+                    "crash after write {k}: {key} was never acknowledged"
+                );
+            }
+            again.stop();
+        }
+    }
 }

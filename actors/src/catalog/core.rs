@@ -270,13 +270,38 @@ impl Catalog {
 
     /// Writes locally at wall time `now_wall_ms`; returns the delta to gossip (the key's merged
     /// entry). The timestamp is later than anything this replica has seen, so the write wins
-    /// over every entry already here.
+    /// over every entry already here. [`Catalog::prepare_local_write`] then
+    /// [`Catalog::commit_local_write`], for callers that save in between.
     pub fn apply_local_write(
         &mut self,
         now_wall_ms: u64,
         key: CatalogKey,
         write: Write,
     ) -> Result<Delta, Error> {
+        let (key, entry) = self.prepare_local_write(now_wall_ms, key, write)?;
+        Ok(self.commit_local_write(key, entry))
+    }
+
+    /// Joins an entry from [`Catalog::prepare_local_write`] into the replica; the delta to
+    /// gossip.
+    pub fn commit_local_write(&mut self, key: CatalogKey, entry: Entry) -> Delta {
+        self.merge(key.clone(), entry);
+        let merged = self.get(&key).cloned();
+        Delta {
+            entries: merged.map(|e| (key, e)).into_iter().collect(),
+        }
+    }
+
+    /// Checks a local write at wall time `now_wall_ms` and returns the entry the key will hold
+    /// once it is applied (the write merged into the entry held now), changing nothing but the
+    /// clock: the caller saves that entry, then commits it, so a write that could not be saved
+    /// is never served or gossiped.
+    pub fn prepare_local_write(
+        &mut self,
+        now_wall_ms: u64,
+        key: CatalogKey,
+        write: Write,
+    ) -> Result<(CatalogKey, Entry), Error> {
         key.validate().map_err(|errors| Error::Invalid {
             key: key.clone(),
             errors,
@@ -327,11 +352,15 @@ impl Catalog {
                 max: self.config.max_entries,
             });
         }
-        self.merge(key.clone(), entry);
-        let merged = self.get(&key).cloned();
-        Ok(Delta {
-            entries: merged.map(|e| (key, e)).into_iter().collect(),
-        })
+        let merged = match self.get(&key) {
+            Some(current) => {
+                let mut merged = current.clone();
+                merged.merge(entry);
+                merged
+            }
+            None => entry,
+        };
+        Ok((key, merged))
     }
 
     /// Joins one entry into the replica with no checks: the CRDT merge itself. Returns whether

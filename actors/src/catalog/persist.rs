@@ -24,6 +24,18 @@ pub struct LoadReport {
     pub skipped: Vec<String>,
 }
 
+/// Saves one entry under `key`, whether or not the replica holds it yet: a local write is
+/// saved before it is applied (see [`Catalog::prepare_local_write`]).
+pub fn save_entry(
+    store: &dyn Store,
+    key: &CatalogKey,
+    entry: &flotilla_protocol::catalog::Entry,
+    durability: Durability,
+) -> Result<()> {
+    let value = encode_entry(entry).map_err(|e| Error::Store(format!("encoding {key}: {e}")))?;
+    store.put(Column::Catalog, &key.store_key(), &value, durability)
+}
+
 impl Catalog {
     /// Saves the entries under `keys` (those absent are skipped).
     pub fn save_keys(

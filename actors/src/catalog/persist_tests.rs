@@ -1,6 +1,3 @@
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
 use flotilla_protocol::catalog::CatalogKey;
 use flotilla_protocol::jobs::JobStatus;
 
@@ -8,61 +5,11 @@ use super::*;
 use crate::catalog::core::Write;
 use crate::catalog::fixtures::{dataset, job, replica, state};
 use crate::store::{Column, Durability, Store};
-
-/// Rows of the in-memory store, keyed by (column name, key).
-type Rows = BTreeMap<(&'static str, Vec<u8>), Vec<u8>>;
-
-/// A small in-memory store: one sorted map for all columns.
-#[derive(Default)]
-struct MemStore {
-    rows: Mutex<Rows>,
-}
-
-impl Store for MemStore {
-    fn get(&self, col: Column, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
-        Ok(self
-            .rows
-            .lock()
-            .unwrap()
-            .get(&(col.name(), key.to_vec()))
-            .cloned())
-    }
-    fn put(&self, col: Column, key: &[u8], value: &[u8], _: Durability) -> crate::Result<()> {
-        self.rows
-            .lock()
-            .unwrap()
-            .insert((col.name(), key.to_vec()), value.to_vec());
-        Ok(())
-    }
-    fn delete(&self, col: Column, key: &[u8], _: Durability) -> crate::Result<()> {
-        self.rows
-            .lock()
-            .unwrap()
-            .remove(&(col.name(), key.to_vec()));
-        Ok(())
-    }
-    fn scan_prefix(
-        &self,
-        col: Column,
-        prefix: &[u8],
-        limit: usize,
-    ) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let rows = self.rows.lock().unwrap();
-        Ok(rows
-            .iter()
-            .filter(|((c, k), _)| *c == col.name() && k.starts_with(prefix))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
-    }
-    fn flush(&self) -> crate::Result<()> {
-        Ok(())
-    }
-}
+use crate::testing::CrashStore;
 
 #[test]
 fn a_saved_replica_loads_back_equal_and_its_clock_stays_ahead() {
-    let store = MemStore::default();
+    let store = CrashStore::new();
     let mut a = replica("a");
     a.apply_local_write(
         5_000,
@@ -117,7 +64,7 @@ fn a_saved_replica_loads_back_equal_and_its_clock_stays_ahead() {
 
 #[test]
 fn loading_more_rows_than_the_bound_is_an_error() {
-    let store = MemStore::default();
+    let store = CrashStore::new();
     let mut a = replica("a");
     for n in ["p", "q", "r"] {
         a.apply_local_write(

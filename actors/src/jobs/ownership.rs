@@ -108,6 +108,7 @@ mod tests {
                 compute_score: 1.0,
                 load: 0.0,
                 ready_replicas: vec![],
+                unhealthy: None,
             },
             state,
             last_seen_ms_ago: 0,

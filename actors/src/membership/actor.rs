@@ -29,6 +29,8 @@ pub struct State {
     detector: Detector,
     clock: MonotonicClock,
     transitions: broadcast::Sender<Transition>,
+    /// When the last tick ran: a much later tick means this process was frozen.
+    last_tick: crate::clock::Millis,
 }
 
 impl State {
@@ -60,6 +62,7 @@ impl Actor for Membership {
         myself.send_interval(tick, || Msg::Tick);
         Ok(State {
             detector: Detector::new(args.config, args.own, clock.now()),
+            last_tick: clock.now(),
             clock,
             transitions: args.transitions,
         })
@@ -85,6 +88,15 @@ impl Actor for Membership {
             }
             Msg::UpdateSelf(info) => state.detector.update_self(info, now),
             Msg::Tick => {
+                // Ticks come every `tick_interval`; a gap longer than `dead_after` means this
+                // node was frozen (SIGSTOP, a paused VM) and heard nothing: it must not bury
+                // its peers for its own silence (and take over their jobs).
+                let gap = now.since(state.last_tick);
+                state.last_tick = now;
+                if gap > state.detector.config().dead_after {
+                    warn!(?gap, "no tick for longer than dead_after: this node was frozen; peers' silence excused");
+                    state.detector.excuse(now, gap);
+                }
                 for t in state.detector.tick(now) {
                     state.publish(t);
                 }

@@ -201,6 +201,17 @@ impl Detector {
         })
     }
 
+    /// This detector did not run for `gap` (its process was frozen, its runtime stalled): the
+    /// members' silence during it is its own, not theirs. Moves every member's last-heard time
+    /// forward by `gap`, at most to `now`, so nobody is suspected or buried for it; a member
+    /// that really died meanwhile is found `dead_after` later.
+    pub fn excuse(&mut self, now: Millis, gap: std::time::Duration) {
+        for m in self.members.values_mut() {
+            let moved = m.last_heard.plus(gap);
+            m.last_heard = if moved.0 > now.0 { now } else { moved };
+        }
+    }
+
     /// Advances time: suspects and buries silent members, forgets long-gone ones.
     pub fn tick(&mut self, now: Millis) -> Vec<Transition> {
         let mut out = Vec::new();

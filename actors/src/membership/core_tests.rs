@@ -15,6 +15,7 @@ fn info(id: &str, incarnation: u64, seq: u64) -> NodeInfo {
         compute_score: 1.0,
         load: 0.0,
         ready_replicas: vec![],
+        unhealthy: None,
     }
 }
 
@@ -184,4 +185,19 @@ fn config_validation_names_the_field() {
 fn tick_interval_bounds_detection_overshoot() {
     let c = cfg();
     assert!(c.tick_interval() <= c.dead_after / 10);
+}
+
+#[test]
+fn an_excused_gap_buries_nobody_but_later_silence_still_counts() {
+    let mut d = detector();
+    d.on_heartbeat(Millis(0), info("a", 1, 1));
+    // This node was frozen from 100 ms to 5 s: a's silence over that time is excused.
+    d.excuse(Millis(5_000), Duration::from_millis(4_900));
+    assert!(d.tick(Millis(5_000)).is_empty());
+    assert_eq!(d.state_of(&"a".into()), Some(MemberState::Alive));
+    // Silent for dead_after after the freeze: dead after all.
+    d.tick(Millis(5_000 + 400));
+    assert_eq!(d.state_of(&"a".into()), Some(MemberState::Suspect));
+    d.tick(Millis(5_000 + 1_000));
+    assert_eq!(d.state_of(&"a".into()), Some(MemberState::Dead));
 }

@@ -37,6 +37,7 @@ fn member(
             compute_score: score,
             load: 0.0,
             ready_replicas: vec![],
+            unhealthy: None,
         },
         state,
         last_seen_ms_ago: 0,

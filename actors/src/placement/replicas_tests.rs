@@ -19,6 +19,7 @@ fn member(id: &str, cores: u32, ram_gib: u64, state: MemberState) -> MemberView 
             compute_score: 10.0,
             load: 0.0,
             ready_replicas: vec![],
+            unhealthy: None,
         },
         state,
         last_seen_ms_ago: 0,

@@ -1,6 +1,3 @@
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::training::{Consistency, GradPayload, WorkerId};
 use flotilla_protocol::NodeId;
@@ -10,68 +7,15 @@ use super::checkpoint::{self, Manifest};
 use super::optim::{LrPlan, SgdMomentum};
 use super::param_server::core::{Config, Shard, Snapshot};
 use crate::store::{Column, Durability, Store};
+use crate::testing::CrashStore;
 
-/// Rows by (column name, key).
-type Rows = BTreeMap<(String, Vec<u8>), Vec<u8>>;
-
-#[derive(Default)]
-pub(super) struct MemStore {
-    rows: Mutex<Rows>,
-}
-
-impl Store for MemStore {
-    fn get(&self, col: Column, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
-        Ok(self
-            .rows
-            .lock()
-            .unwrap()
-            .get(&(col.name().into(), key.to_vec()))
-            .cloned())
-    }
-    fn put(&self, col: Column, key: &[u8], value: &[u8], _: Durability) -> crate::Result<()> {
-        self.rows
-            .lock()
-            .unwrap()
-            .insert((col.name().into(), key.to_vec()), value.to_vec());
-        Ok(())
-    }
-    fn delete(&self, col: Column, key: &[u8], _: Durability) -> crate::Result<()> {
-        self.rows
-            .lock()
-            .unwrap()
-            .remove(&(col.name().into(), key.to_vec()));
-        Ok(())
-    }
-    fn scan_prefix(
-        &self,
-        col: Column,
-        prefix: &[u8],
-        limit: usize,
-    ) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self
-            .rows
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|((c, k), _)| c == col.name() && k.starts_with(prefix))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
-    }
-    fn flush(&self) -> crate::Result<()> {
-        Ok(())
-    }
-}
-
-impl MemStore {
-    /// Flips a byte of every blob of checkpoint `step` of shard `shard`.
-    fn corrupt_blob(&self, step: u64, shard: u32) {
-        let mut rows = self.rows.lock().unwrap();
-        for ((_, k), v) in rows.iter_mut() {
-            let tail = [step.to_be_bytes().as_slice(), &shard.to_be_bytes()].concat();
-            if k.windows(3).any(|w| w == b"/b/") && k.ends_with(&tail) {
-                v[5] ^= 0xff;
-            }
+/// Flips a byte of every blob of checkpoint `step` of shard `shard`.
+fn corrupt_blob(store: &CrashStore, step: u64, shard: u32) {
+    let tail = [step.to_be_bytes().as_slice(), &shard.to_be_bytes()].concat();
+    for (k, mut v) in store.rows(Column::Checkpoints) {
+        if k.windows(3).any(|w| w == b"/b/") && k.ends_with(&tail) {
+            v[5] ^= 0xff;
+            store.poke(Column::Checkpoints, &k, v);
         }
     }
 }
@@ -110,7 +54,7 @@ fn train(shards: &mut [Shard], steps: u64) {
     }
 }
 
-fn save(store: &MemStore, job: &JobId, step: u64, shards: &[Shard]) -> Manifest {
+fn save(store: &CrashStore, job: &JobId, step: u64, shards: &[Shard]) -> Manifest {
     let snaps: Vec<Snapshot> = shards.iter().map(Shard::snapshot).collect();
     let cp = Checkpoint {
         epoch: 1,
@@ -157,7 +101,7 @@ fn holders_are_two_nodes_by_rendezvous() {
 
 #[test]
 fn a_lost_shard_is_restored_from_the_latest_intact_checkpoint() {
-    let store = MemStore::default();
+    let store = CrashStore::new();
     let job = JobId("job-b".into());
     let mut shards = vec![shard(0, vec![0.0; 5]), shard(1, vec![2.0; 4])];
     train(&mut shards, 3);
@@ -183,7 +127,7 @@ fn a_lost_shard_is_restored_from_the_latest_intact_checkpoint() {
     assert_eq!(pair[0].params(), shards[1].params());
 
     // The newest checkpoint is corrupted: the one before it is used.
-    store.corrupt_blob(200, 1);
+    corrupt_blob(&store, 200, 1);
     let (m, _) = checkpoint::latest_valid(&store, &job).unwrap().unwrap();
     assert_eq!(m.step, 100);
     assert_eq!(m.assignment.pending, vec![(1, vec![3, 4])]);
@@ -220,15 +164,15 @@ fn a_lost_shard_is_restored_from_the_latest_intact_checkpoint() {
         300
     );
     // Nothing intact at all.
-    store.corrupt_blob(100, 0);
-    store.corrupt_blob(300, 0);
+    corrupt_blob(&store, 100, 0);
+    corrupt_blob(&store, 300, 0);
     assert!(checkpoint::latest_valid(&store, &job).unwrap().is_none());
     assert!(checkpoint::restore_shard(&store, &job, 0).is_err());
 }
 
 #[test]
 fn a_node_keeps_the_newest_two_checkpoints_and_a_host_one_blob_per_shard() {
-    let store = MemStore::default();
+    let store = CrashStore::new();
     let job = JobId("job-p".into());
     let mut shards = vec![shard(0, vec![0.0; 3]), shard(1, vec![1.0; 2])];
     let mut written = Vec::new();
@@ -259,7 +203,7 @@ fn a_node_keeps_the_newest_two_checkpoints_and_a_host_one_blob_per_shard() {
         40
     );
     // The newest corrupt: the one kept beside it is used.
-    store.corrupt_blob(40, 1);
+    corrupt_blob(&store, 40, 1);
     assert_eq!(
         checkpoint::latest_valid(&store, &job)
             .unwrap()
@@ -270,7 +214,7 @@ fn a_node_keeps_the_newest_two_checkpoints_and_a_host_one_blob_per_shard() {
     );
 
     // A shard host that holds no checkpoint keeps only its latest blob of each shard.
-    let host = MemStore::default();
+    let host = CrashStore::new();
     checkpoint::put_local_blob(&host, &job, 10, 0, b"ten").unwrap();
     checkpoint::put_local_blob(&host, &job, 20, 0, b"twenty").unwrap();
     checkpoint::put_local_blob(&host, &job, 20, 1, b"other shard").unwrap();
@@ -287,4 +231,85 @@ fn a_node_keeps_the_newest_two_checkpoints_and_a_host_one_blob_per_shard() {
     checkpoint::put_local_blob(&host, &job, 30, 0, &blobs[0]).unwrap();
     checkpoint::put_local_blob(&host, &job, 40, 0, b"forty").unwrap();
     checkpoint::read(&host, &job, 30).unwrap();
+}
+
+/// The steps of the checkpoints present in `store` (manifest rows).
+fn manifests_in(store: &CrashStore, job: &JobId) -> Vec<u64> {
+    let prefix = format!("ckpt/{}/m/", job.as_str()).into_bytes();
+    store
+        .rows(Column::Checkpoints)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| u64::from_be_bytes(k[prefix.len()..].try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_crash_at_any_write_leaves_only_whole_checkpoints() {
+    let job = JobId("job-c".into());
+    let mut shards = vec![shard(0, vec![0.0; 3]), shard(1, vec![1.0; 2])];
+    let mut rounds = Vec::new();
+    for step in [10, 20, 30, 40] {
+        train(&mut shards, 1);
+        let snaps: Vec<Snapshot> = shards.iter().map(Shard::snapshot).collect();
+        rounds.push(
+            checkpoint::build(&job, step, 9, Checkpoint::default(), &snaps, &nodes(3)).unwrap(),
+        );
+    }
+    // One node hosting both shards and holding every checkpoint: each round, the hosts save
+    // their blobs locally, then the holder gets the blobs and the manifest. Returns the steps
+    // whose checkpoint write was acknowledged, stopping at the first failed write.
+    let run = |store: &CrashStore| -> Vec<u64> {
+        let mut acked = Vec::new();
+        for (m, blobs) in &rounds {
+            for (e, b) in m.shards.iter().zip(blobs) {
+                if checkpoint::put_local_blob(store, &job, m.step, e.shard, b).is_err() {
+                    return acked;
+                }
+            }
+            if checkpoint::write(store, m, blobs).is_err() {
+                return acked;
+            }
+            acked.push(m.step);
+        }
+        acked
+    };
+    let clean = CrashStore::new();
+    assert_eq!(run(&clean), vec![10, 20, 30, 40]);
+    let writes = clean.writes();
+    for k in 0..=writes {
+        let store = CrashStore::dying_after(k);
+        let acked = run(&store);
+        for (n, image) in store.crash_images().iter().enumerate() {
+            let at = format!("crash after write {k} of {writes}, keeping {n} unsynced");
+            // A manifest present: every blob present and intact.
+            let present = manifests_in(image, &job);
+            for step in &present {
+                if let Err(e) = checkpoint::read(image, &job, *step) {
+                    panic!("{at}: checkpoint {step} has a manifest but {e}");
+                }
+            }
+            // The newest checkpoint is the newest manifest, never one whose blobs were lost,
+            // and no older than the last acknowledged write.
+            let latest = checkpoint::latest_valid(image, &job).unwrap();
+            assert_eq!(
+                latest.as_ref().map(|(m, _)| m.step),
+                present.last().copied(),
+                "{at}"
+            );
+            if let Some(last) = acked.last() {
+                let (m, snaps) = latest.expect("an acknowledged checkpoint");
+                assert!(
+                    m.step >= *last,
+                    "{at}: acknowledged {last}, latest {}",
+                    m.step
+                );
+                let (built, blobs) = &rounds[(m.step / 10 - 1) as usize];
+                assert_eq!(&m, built, "{at}");
+                for (s, b) in snaps.iter().zip(blobs) {
+                    assert_eq!(&checkpoint::encode_snapshot(s).unwrap(), b, "{at}");
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
-//! In-memory nodes for the data tests: a `Store`, `DataShard` actors, and `DataPeers` that
-//! route each call through the wire codec to the target node's `service::serve`.
+//! In-memory nodes for the data tests: `DataShard` actors over a `CrashStore` each, and
+//! `DataPeers` that route each call through the wire codec to the target node's
+//! `service::serve`.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,76 +12,17 @@ use flotilla_actors::data::error::{Error, Result};
 use flotilla_actors::data::peers::DataPeers;
 use flotilla_actors::data::service;
 use flotilla_actors::data::shard::{self, Handle};
-use flotilla_actors::store::{Column, Durability, Store};
+use flotilla_actors::testing::CrashStore;
 use flotilla_protocol::services::data::{self as wire, RequestBody, ResponseBody};
 use flotilla_protocol::{NodeId, RequestId};
 
 /// Every call's deadline in these tests.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Rows by (column index, key).
-type Rows = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
-
-/// An in-memory `Store`.
-#[derive(Default)]
-pub struct MemStore(Mutex<Rows>);
-
-fn col(c: Column) -> u8 {
-    Column::ALL.iter().position(|x| *x == c).unwrap() as u8
-}
-
-impl MemStore {
-    /// Rows of a column, for tests that look at or tamper with the stored bytes.
-    pub fn rows(&self, c: Column) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let m = self.0.lock().unwrap();
-        m.iter()
-            .filter(|((cc, _), _)| *cc == col(c))
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect()
-    }
-    /// Overwrites a row without going through any check.
-    pub fn poke(&self, c: Column, key: &[u8], value: Vec<u8>) {
-        self.0.lock().unwrap().insert((col(c), key.to_vec()), value);
-    }
-}
-
-impl Store for MemStore {
-    fn get(&self, c: Column, key: &[u8]) -> flotilla_actors::Result<Option<Vec<u8>>> {
-        Ok(self.0.lock().unwrap().get(&(col(c), key.to_vec())).cloned())
-    }
-    fn put(&self, c: Column, key: &[u8], v: &[u8], _: Durability) -> flotilla_actors::Result<()> {
-        self.poke(c, key, v.to_vec());
-        Ok(())
-    }
-    fn delete(&self, c: Column, key: &[u8], _: Durability) -> flotilla_actors::Result<()> {
-        self.0.lock().unwrap().remove(&(col(c), key.to_vec()));
-        Ok(())
-    }
-    fn scan_prefix(
-        &self,
-        c: Column,
-        prefix: &[u8],
-        limit: usize,
-    ) -> flotilla_actors::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|((cc, k), _)| *cc == col(c) && k.starts_with(prefix))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
-    }
-    fn flush(&self) -> flotilla_actors::Result<()> {
-        Ok(())
-    }
-}
-
 /// One simulated node: its store and its shard actor.
 pub struct Node {
     pub id: NodeId,
-    pub store: Arc<MemStore>,
+    pub store: Arc<CrashStore>,
     pub shards: Handle,
 }
 
@@ -101,7 +43,7 @@ impl Cluster {
     pub async fn start(n: usize, chunk_bytes: usize) -> Arc<Cluster> {
         let mut nodes = BTreeMap::new();
         for i in 0..n {
-            let store = Arc::new(MemStore::default());
+            let store = Arc::new(CrashStore::new());
             let config = shard::Config {
                 chunk_bytes,
                 ..shard::Config::default()

@@ -79,6 +79,12 @@ pub(crate) fn read(dir: &Path) -> Result<Manifest> {
     file.take(MAX_MANIFEST_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io(&path, e))?;
+    parse(&bytes)
+}
+
+/// Parses and validates the bytes of a `manifest.json`: at most 64 MiB, this format and
+/// version, and only valid file names.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Manifest> {
     let corrupt = |reason: String| Error::CorruptFile {
         file: MANIFEST_FILE.into(),
         reason,
@@ -86,7 +92,7 @@ pub(crate) fn read(dir: &Path) -> Result<Manifest> {
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
         return Err(corrupt(format!("larger than {MAX_MANIFEST_BYTES} bytes")));
     }
-    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     if m.format != FORMAT || m.version != VERSION {
         return Err(corrupt(format!(
             "format {} version {} is not {FORMAT} {VERSION}",

@@ -53,7 +53,9 @@ pub fn local_node_config(data_dir: PathBuf, join: Vec<String>) -> NodeConfig {
         cluster_token: Some(local_cluster_token()),
         mdns: false,
         probe_budget: Duration::from_millis(50),
-        shutdown_grace: Duration::from_secs(3),
+        shutdown: crate::config::ShutdownConfig {
+            grace: Duration::from_secs(3),
+        },
         ..NodeConfig::default()
     };
     c.membership.heartbeat_interval = Duration::from_millis(250);

@@ -69,7 +69,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node daemon until SIGINT or SIGTERM.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Show the target node's own state and a summary of its view.
     Status,
     /// List the cluster's members as the target node sees them.

@@ -88,6 +88,10 @@ pub struct UpArgs {
     /// Maximum established connections.
     #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS")]
     pub max_connections: Option<u32>,
+    /// How long a SIGTERM or SIGINT gives training runs to checkpoint and HTTP requests to
+    /// finish, e.g. `20s` (`[node.shutdown] grace`).
+    #[arg(long, env = "FLOTILLA_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<humantime::Duration>,
     /// Validate the configuration, print the effective result as TOML and exit.
     #[arg(long)]
     pub dry_run: bool,
@@ -162,6 +166,9 @@ impl UpArgs {
         if let Some(v) = self.max_connections {
             c.max_connections = v;
         }
+        if let Some(v) = self.shutdown_grace {
+            c.shutdown.grace = v.into();
+        }
         c
     }
 }
@@ -217,13 +224,17 @@ fn join_addr(node: &RunningNode) -> Option<Multiaddr> {
         .cloned()
 }
 
-/// Runs the daemon until a signal arrives, then shuts down gracefully.
+/// Runs the daemon until a signal arrives, then shuts down gracefully and exits the process
+/// (a task still running past the grace period does not keep it alive). A second signal during
+/// the shutdown exits at once.
 pub async fn run(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     let config = resolve(cli, args)?;
     if args.dry_run {
         print!("{}", dry_run(&config)?);
         return Ok(());
     }
+    // Listening before the node starts, so a signal during start-up is not lost.
+    let mut signals = Signals::new()?;
     let node = RunningNode::start(config).await?;
     // The secrets are shown once, on the start that created them; they stay in the data dir.
     if let Some(token) = &node.admission.new_cluster_token {
@@ -250,22 +261,90 @@ pub async fn run(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     for a in node.listen_addrs() {
         println!("  join: {a}");
     }
-    wait_for_signal().await?;
-    println!("shutting down: announcing leave, draining requests, flushing the store");
-    node.shutdown().await
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
+    let notifier = crate::notify::Notifier::from_env().map(std::sync::Arc::new);
+    #[cfg(unix)]
+    if let Some(n) = &notifier {
+        n.notify("READY=1");
+        if let Some(every) = crate::notify::watchdog_interval() {
+            let n = n.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    n.notify("WATCHDOG=1");
+                }
+            });
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    let first = signals.next().await;
+    tokio::spawn(async move {
+        let second = signals.next().await;
+        eprintln!("{} during shutdown: exiting at once", second.name);
+        std::process::exit(second.exit_code);
+    });
+    #[cfg(unix)]
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1");
+    }
+    println!(
+        "{}: shutting down (a second signal exits at once): no new work, training runs \
+         checkpoint, requests drain (grace {}), then the node leaves and flushes its store",
+        first.name,
+        humantime::format_duration(node.config().shutdown.grace)
+    );
+    node.shutdown().await?;
+    println!("node stopped");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(0)
+}
+
+/// A termination signal.
+#[derive(Debug, Clone, Copy)]
+struct Caught {
+    name: &'static str,
+    /// The conventional status of a process ended by it (128 + its number).
+    exit_code: i32,
+}
+
+/// SIGTERM and SIGINT, listened to from start-up on.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn next(&mut self) -> Caught {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => Caught { name: "SIGTERM", exit_code: 143 },
+                _ = self.int.recv() => Caught { name: "SIGINT", exit_code: 130 },
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Caught {
+                name: "ctrl-c",
+                exit_code: 130,
+            }
+        }
+    }
 }

@@ -8,7 +8,9 @@
 //! - `GET /api/v1/jobs/{id}/events?after_ms=T` merges the event logs of every alive node (a job
 //!   that changed owners has its history on several), oldest first.
 //! - `POST /api/v1/jobs/{id}/cancel` cancels; for a finished job it says so and changes nothing.
-//! - `GET /api/v1/executions?job=ID` lists the task executions this node started (its run log).
+//! - `GET /api/v1/executions?job=ID` lists the task executions this node started (its run log),
+//!   the tasks running here and, with `job`, this node's ledger entries of the job (epoch,
+//!   attempt, outcome).
 //!
 //! An unknown job id is `404`.
 
@@ -300,13 +302,43 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Respon
 }
 
 async fn executions(State(state): State<AppState>, Query(q): Query<ExecutionsQuery>) -> Response {
-    let runs: Result<Vec<Execution>, _> = state.executor.runs(q.job.map(JobId)).await;
-    match runs {
-        Ok(runs) => Json(serde_json::json!({
-            "node": state.mesh.local_id(),
-            "executions": runs,
-        }))
-        .into_response(),
-        Err(e) => unavailable(e),
+    let job = q.job.map(JobId);
+    let runs: Result<Vec<Execution>, _> = state.executor.runs(job.clone()).await;
+    let runs = match runs {
+        Ok(runs) => runs,
+        Err(e) => return unavailable(e),
+    };
+    let running: Vec<serde_json::Value> = state
+        .executor
+        .usage()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| job.as_ref().is_none_or(|j| *j == t.job))
+        .map(|t| serde_json::json!({ "job": t.job, "task": t.task }))
+        .collect();
+    let mut body = serde_json::json!({
+        "node": state.mesh.local_id(),
+        "executions": runs,
+        "running": running,
+    });
+    if let Some(job) = job {
+        match state.executor.survey(job).await {
+            Ok(entries) => {
+                body["ledger"] = entries
+                    .into_iter()
+                    .map(|(task, e)| {
+                        serde_json::json!({
+                            "task": task,
+                            "epoch": e.epoch,
+                            "attempt": e.attempt,
+                            "outcome": e.outcome,
+                        })
+                    })
+                    .collect();
+            }
+            Err(e) => return unavailable(e),
+        }
     }
+    Json(body).into_response()
 }

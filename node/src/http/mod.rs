@@ -2,6 +2,11 @@
 //!
 //! Bound to loopback by default. When a token is configured every route except the health
 //! probes requires `Authorization: Bearer <token>`.
+//!
+//! While the node shuts down every request but the health probes and `/metrics` is answered
+//! `503` (`shutting_down`); while its store fails writes, every request that would add work or
+//! data (any method but `GET`/`HEAD`/`OPTIONS`, inference excepted) is answered `503`
+//! (`unhealthy`) with the reason. `GET /health/status` shows both.
 
 // Handlers return `Result<T, Response>`: axum's `Response` is the natural error of a helper
 // that has already chosen the status and body, and its size does not matter per request.
@@ -55,6 +60,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set once the node listens and its actors run; cleared when shutdown starts.
     pub ready: Arc<AtomicBool>,
+    /// Whether the node takes new work (draining, store failures).
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     pub token: Option<Arc<str>>,
     /// Whether the API listens on loopback only (then `Host` and `Origin` must be loopback).
     pub loopback_api: bool,
@@ -67,8 +74,9 @@ pub struct AppState {
 }
 
 /// Builds the router. Layers, outermost first: request counting, the in-flight cap, the
-/// deadline, the loopback `Host`/`Origin` check, the token check with the rate limits, and the
-/// scrubbing of the data dir from answers.
+/// deadline, the loopback `Host`/`Origin` check, the token check with the rate limits, the
+/// refusal of new work while the node shuts down or is unhealthy, and the scrubbing of the data
+/// dir from answers.
 pub fn router(state: AppState) -> Router {
     routes::router(state.clone())
         .merge(catalog::router(state.clone()))
@@ -80,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             redact::redact_paths,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::refuse_new_work,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -67,7 +67,7 @@ pub async fn redact_paths(State(state): State<AppState>, request: Request, next:
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let size = response.body().size_hint().exact();
-    if !json || !size.is_some_and(|n| n <= MAX_REDACTED_BYTES) {
+    if !json || size.is_none_or(|n| n > MAX_REDACTED_BYTES) {
         return response;
     }
     let (mut parts, body) = response.into_parts();

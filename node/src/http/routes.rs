@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/health/status", get(status))
         .route("/api/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -71,12 +72,95 @@ async fn live() -> &'static str {
     "ok"
 }
 
+/// `200 ready` when the node serves and takes work; otherwise `503` and why not.
 async fn ready(State(state): State<AppState>) -> Response {
+    if let Some(reason) = state.lifecycle.refusal() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        )
+            .into_response();
+    }
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }
+}
+
+/// The body of `GET /health/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// `ok`, `unhealthy` (the store failed a write) or `shutting_down`.
+    pub status: String,
+    /// Whether the node takes new work.
+    pub ready: bool,
+    /// Why it is unhealthy, if it is.
+    pub unhealthy: Option<String>,
+}
+
+/// `200` with [`HealthStatus`] when the node is healthy, `503` with it otherwise.
+async fn status(State(state): State<AppState>) -> Response {
+    let unhealthy = state.lifecycle.unhealthy();
+    let status = if state.lifecycle.is_draining() {
+        "shutting_down"
+    } else if unhealthy.is_some() {
+        "unhealthy"
+    } else {
+        "ok"
+    };
+    let body = HealthStatus {
+        status: status.into(),
+        ready: state.ready.load(Ordering::Acquire) && state.lifecycle.refusal().is_none(),
+        unhealthy,
+    };
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Refuses new requests while the node shuts down, and new work while it is unhealthy (see
+/// the module's documentation).
+pub async fn refuse_new_work(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/health/") || path == "/metrics" {
+        return next.run(request).await;
+    }
+    if state.lifecycle.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_body(
+                "shutting_down",
+                "the node is shutting down and takes no new requests",
+            ),
+        )
+            .into_response();
+    }
+    if let Some(reason) = state.lifecycle.unhealthy() {
+        let reads = matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS
+        );
+        let inference = path.starts_with("/v1/") || path == "/api/v1/classify";
+        if !reads && !inference {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                error_body(
+                    "unhealthy",
+                    &format!("the node is unhealthy and takes no new work: {reason}"),
+                ),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn cluster(State(state): State<AppState>) -> Response {

@@ -56,6 +56,8 @@ pub struct TrainContext {
     pub metrics: Arc<super::metrics::TrainMetrics>,
     /// Model artifacts: where registered versions are fetched from and kept.
     pub serving: crate::serve::Serving,
+    /// Whether the node is shutting down: a run then writes a last checkpoint and stops.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// How often the coordinator publishes progress (one event per period at most, so a long run
@@ -78,6 +80,11 @@ pub async fn run(
     spec_toml: &str,
     cancelled: &AtomicBool,
 ) -> Result<String, String> {
+    // Shutdown waits (within its grace period) for this to be dropped.
+    let _running = ctx.lifecycle.run_started();
+    if let Some(reason) = ctx.lifecycle.refusal() {
+        return Err(format!("not started: {reason}"));
+    }
     let spec: TrainSpec = toml::from_str(spec_toml).map_err(|e| format!("train spec: {e}"))?;
     spec.validate().map_err(|e| format!("train spec: {e}"))?;
     let label_field = spec
@@ -845,6 +852,43 @@ enum Driven {
     ShardLost(NodeId),
 }
 
+/// The coordinating node is shutting down: a last checkpoint (see [`Saver::maybe_save`]), then
+/// the trainers stop. Returns the run's failure reason, naming the checkpoint a new attempt
+/// resumes from. The shutdown's grace period bounds all of it; a checkpoint cut short by the
+/// end of the process is never used, since its manifest is written last.
+async fn stop_for_shutdown(
+    crew: &Crew<'_>,
+    running: &BTreeMap<NodeId, WorkerId>,
+    history: &History,
+    saver: &mut Saver,
+) -> String {
+    crew.log("the coordinating node is shutting down: writing a last checkpoint".into());
+    saver
+        .maybe_save(
+            crew.ctx,
+            crew.params,
+            crew.d,
+            history,
+            |t| crew.log(t),
+            true,
+        )
+        .await;
+    stop_trainers(crew, running).await;
+    match saver.saved.last() {
+        Some(s) => format!(
+            "the coordinating node shut down; the run stopped at checkpoint {} and a new \
+             attempt resumes from it",
+            s.step
+        ),
+        None if crew.spec.args.save_every == 0 => {
+            "the coordinating node shut down; the run keeps no checkpoints \
+             (args.save_every = 0)"
+                .into()
+        }
+        None => "the coordinating node shut down before the run's first checkpoint".into(),
+    }
+}
+
 /// Stops the trainers still running (best effort: a dead node's trainer is gone already).
 async fn stop_trainers(crew: &Crew<'_>, running: &BTreeMap<NodeId, WorkerId>) {
     for (node, worker) in running {
@@ -907,7 +951,7 @@ async fn drive(
                 return Ok(Driven::ShardLost(host));
             }
             saver
-                .maybe_save(ctx, params, d, history, |t| crew.log(t))
+                .maybe_save(ctx, params, d, history, |t| crew.log(t), false)
                 .await;
             if let Some(e) = evals.as_mut() {
                 e.tick(ctx, crew.progress, params, published).await;
@@ -968,6 +1012,9 @@ async fn drive(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if cancelled.load(Ordering::Acquire) {
                     return Err("cancelled".into());
+                }
+                if ctx.lifecycle.is_draining() {
+                    return Err(stop_for_shutdown(crew, &running, history, saver).await);
                 }
             }
         }

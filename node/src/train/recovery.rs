@@ -160,6 +160,10 @@ impl Saver {
     ///   the outstanding ones are in, the shards write their state as it stands and leases
     ///   resume, so the checkpoint holds exactly the acknowledged samples. Its key is
     ///   `base` + the leases acknowledged, which grows across restores.
+    ///
+    /// `last` (the node is shutting down): an async or ssp run saves if any lease was
+    /// acknowledged since its last checkpoint; a sync run saves the newest step its shards kept,
+    /// if it was not saved yet (sync shards keep only multiples of `save_every`).
     pub async fn maybe_save(
         &mut self,
         ctx: &TrainContext,
@@ -167,6 +171,7 @@ impl Saver {
         d: &LocalDispatch,
         history: &History,
         log: impl Fn(String),
+        last: bool,
     ) {
         if self.every == 0 {
             return;
@@ -175,7 +180,7 @@ impl Saver {
         let taken = if self.sync {
             self.take_sync(params, d, history).await
         } else {
-            self.take_quiesced(params, d, history).await
+            self.take_quiesced(params, d, history, last).await
         };
         let (step, shards, assignment, (ledger, series)) = match taken {
             Ok(Some(t)) => t,
@@ -253,16 +258,22 @@ impl Saver {
     }
 
     /// An async or ssp checkpoint's parts, taken with the workers quiesced, when `every` more
-    /// leases were acknowledged since the last one.
+    /// leases were acknowledged since the last one (with `last`, when any was).
     async fn take_quiesced(
         &self,
         params: &RemoteParams,
         d: &LocalDispatch,
         history: &History,
+        last: bool,
     ) -> Result<Option<Taken>, String> {
         let e = |e: flotilla_actors::training::error::Error| e.to_string();
         let acks = d.inspect(|c| c.acks()).map_err(e)?;
-        if self.base + acks < self.last + self.every {
+        let due = if last {
+            self.base + acks > self.last
+        } else {
+            self.base + acks >= self.last + self.every
+        };
+        if !due {
             return Ok(None);
         }
         d.pause(true).map_err(e)?;

@@ -32,11 +32,27 @@ pub struct Start {
     pub resources: Resources,
 }
 
+/// Says why this node takes no new tasks now (it is shutting down, its store failed), or
+/// `None` when it takes them.
+pub type Gate = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// A cloneable handle to a running `Executor`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Handle {
     actor: ActorRef<Msg>,
     deadline: Duration,
+    /// Consulted before every start; see [`Handle::with_gate`].
+    gate: Option<Gate>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("actor", &self.actor)
+            .field("deadline", &self.deadline)
+            .field("gated", &self.gate.is_some())
+            .finish()
+    }
 }
 
 fn answer<T>(
@@ -81,14 +97,28 @@ impl Handle {
             Handle {
                 actor,
                 deadline: Duration::from_secs(10),
+                gate: None,
             },
             reports,
             join,
         ))
     }
 
-    /// Starts (or re-attaches to, or refuses) a task.
+    /// This handle, refusing every start while `gate` gives a reason (starts from the local
+    /// job manager and from peers both go through it). Running tasks are not affected.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Starts (or re-attaches to, or refuses) a task. While the gate gives a reason the start
+    /// is refused with it ([`Error::Forbidden`]) and nothing is written.
     pub async fn start(&self, start: Start) -> Result<StartAnswer> {
+        if let Some(reason) = self.gate.as_ref().and_then(|g| g()) {
+            return Err(Error::Forbidden(format!(
+                "this node takes no new tasks: {reason}"
+            )));
+        }
         let Start {
             job,
             task,

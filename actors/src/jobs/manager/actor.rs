@@ -316,7 +316,8 @@ impl State {
                     .await
                     .map_err(|e| e.to_string())?
                     .into_iter()
-                    .filter(|m| !avoid.contains(&m.info.id))
+                    // A node that reports itself unhealthy takes no new work.
+                    .filter(|m| !avoid.contains(&m.info.id) && m.info.unhealthy.is_none())
                     .collect();
                 let load = gather_usage(&view, &mesh, &executor, &me, deadline).await;
                 let placed =

@@ -8,9 +8,9 @@ use flotilla_protocol::training::{Consistency, Precision};
 use flotilla_protocol::NodeId;
 
 use super::harness::*;
+use crate::testing::CrashStore;
 use crate::training::assignment::permutation;
 use crate::training::checkpoint;
-use crate::training::checkpoint_tests::MemStore;
 use crate::training::ledger::Ledger;
 use crate::training::trainer::Outcome;
 
@@ -31,7 +31,7 @@ async fn a_job_resumed_from_a_checkpoint_ends_where_an_uninterrupted_one_does() 
     assert_eq!(versions, vec![AT; SHARDS]);
     let cp = dispatch.inspect(|c| c.checkpoint(AT)).unwrap();
     assert_eq!((cp.epoch, cp.cursor), (0, AT * u64::from(GLOBAL)));
-    let store = MemStore::default();
+    let store = CrashStore::new();
     let job_id = JobId("job-resume".into());
     let nodes: Vec<NodeId> = (0..4).map(|i| NodeId(format!("n{i}"))).collect();
     assert!(checkpoint::due(AT, AT, None));
@@ -113,7 +113,7 @@ async fn a_checkpoint_kept_while_training_runs_resumes_exactly() {
         before.record(e, &done);
     }
 
-    let store = MemStore::default();
+    let store = CrashStore::new();
     let job_id = JobId("job-live".into());
     let nodes: Vec<NodeId> = (0..3).map(|i| NodeId(format!("n{i}"))).collect();
     let (manifest, blobs) =

@@ -8,7 +8,7 @@ use flotilla_protocol::training::{Consistency, GradPayload, Precision, WorkerId,
 use super::core::{Config, Shard};
 use super::rpc::serve;
 use super::{Handle, StepNorm};
-use crate::training::checkpoint_tests::MemStore;
+use crate::testing::CrashStore;
 use crate::training::optim::{LrPlan, SgdMomentum};
 
 const W: WorkerId = WorkerId(4);
@@ -35,7 +35,7 @@ async fn server() -> Handle {
 #[tokio::test]
 async fn requests_map_to_the_shard_and_checkpoints_to_the_store() {
     let h = server().await;
-    let store = MemStore::default();
+    let store = CrashStore::new();
     let job = JobId("job-r".into());
     let call = |body| serve(&h, &store, &job, 1, body);
     assert_eq!(
