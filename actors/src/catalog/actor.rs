@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flotilla_protocol::catalog::{CatalogKey, Entry};
 use flotilla_protocol::services::catalog::Delta;
@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{Catalog as Crdt, Config, MergeReport};
 use super::msg::Msg;
-use crate::store::{Durability, Store};
+use crate::store::{Column, Durability, Store};
 
 /// Why a local write was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,9 @@ pub struct Stats {
     pub gossip_dropped: u64,
 }
 
+/// How often the replica drops the tombstones and finished jobs past the retention.
+pub const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
 /// The actor type.
 #[derive(Debug, Default)]
 pub struct CatalogActor;
@@ -121,6 +124,24 @@ fn wall_ms() -> u64 {
 }
 
 impl State {
+    /// Drops the entries past the retention from the replica, then their rows (buffered: a
+    /// row a crash keeps is dropped again by the next compaction). Returns how many.
+    fn compact(&mut self, now_ms: u64) -> usize {
+        let removed = self.crdt.compact(now_ms);
+        for key in &removed {
+            if let Err(e) =
+                self.store
+                    .delete(Column::Catalog, &key.store_key(), Durability::Buffered)
+            {
+                warn!(%key, error = %e, "compacted catalog row not deleted");
+            }
+        }
+        if !removed.is_empty() {
+            info!(removed = removed.len(), "catalog compacted");
+        }
+        removed.len()
+    }
+
     fn write(&mut self, key: CatalogKey, write: super::core::Write) -> Result<(), WriteError> {
         // Saved before it is applied: a write the store refused is not served, not gossiped
         // and not in the digests, so no peer copies what the client was told failed.
@@ -167,9 +188,14 @@ impl Actor for CatalogActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Msg>,
+        myself: ActorRef<Msg>,
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
+        // The timer ends with the actor (its sends fail once the actor has stopped).
+        myself.send_interval(COMPACT_EVERY, || Msg::Compact {
+            now_ms: None,
+            reply: None,
+        });
         let (crdt, report) =
             Crdt::load_from(args.config, args.node, args.store.as_ref(), wall_ms())?;
         for skipped in &report.skipped {
@@ -220,6 +246,12 @@ impl Actor for CatalogActor {
             }
             Msg::Merge { delta, reply } => {
                 let _ = reply.send(state.merge(delta));
+            }
+            Msg::Compact { now_ms, reply } => {
+                let removed = state.compact(now_ms.unwrap_or_else(wall_ms));
+                if let Some(reply) = reply {
+                    let _ = reply.send(removed);
+                }
             }
             Msg::Stats(reply) => {
                 let mut stats = state.stats.clone();

@@ -218,3 +218,38 @@ async fn every_acknowledged_write_survives_a_crash_at_every_point() {
         }
     }
 }
+
+#[tokio::test]
+async fn compaction_removes_old_tombstones_from_the_replica_and_the_store() {
+    let store = Arc::new(CrashStore::new());
+    let (catalog, _outbox) = spawn(&store).await;
+    let (gone, kept) = (
+        CatalogKey::dataset("gone", 1),
+        CatalogKey::dataset("kept", 1),
+    );
+    catalog.put(dataset("gone", 1, 3, 1)).await.unwrap();
+    catalog.delete(gone.clone()).await.unwrap();
+    catalog.put(dataset("kept", 1, 3, 2)).await.unwrap();
+    assert_eq!(saved(&store, &gone), Some(true));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Not yet past the retention: nothing goes.
+    assert_eq!(catalog.compact_at(now).await.unwrap(), 0);
+    let later = now + crate::catalog::core::DEFAULT_RETENTION.as_millis() as u64 + 60_000;
+    assert_eq!(catalog.compact_at(later).await.unwrap(), 1);
+    assert!(catalog.get(gone.clone()).await.unwrap().is_none());
+    assert!(catalog.get(kept.clone()).await.unwrap().is_some());
+    assert_eq!(
+        saved(&store, &gone),
+        None,
+        "the tombstone's row is deleted too"
+    );
+    assert_eq!(saved(&store, &kept), Some(true));
+    // A restart does not bring it back.
+    catalog.stop();
+    let (again, _) = spawn(&store).await;
+    assert!(again.get(gone).await.unwrap().is_none());
+    assert_eq!(again.stats().await.unwrap().entries, 1);
+}

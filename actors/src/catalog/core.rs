@@ -44,7 +44,18 @@ pub struct Config {
     pub max_clock_skew: Duration,
     /// Largest delta or sync reply this replica builds, in encoded bytes.
     pub max_message_bytes: usize,
+    /// How long a deletion (tombstone) and a finished job stay after their last change; then
+    /// [`Catalog::compact`] removes them, and a peer's copy arriving later is refused as
+    /// expired, so anti-entropy cannot bring them back. A node away for longer than this may
+    /// bring back a record deleted meanwhile: keep it well above how long nodes stay down.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
+
+/// The default [`Config::retention`]: a week.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The shortest [`Config::retention`] allowed.
+pub const MIN_RETENTION: Duration = Duration::from_secs(60);
 
 impl Default for Config {
     fn default() -> Self {
@@ -53,6 +64,7 @@ impl Default for Config {
             max_clock_skew: Duration::from_millis(flotilla_protocol::hlc::DEFAULT_MAX_SKEW_MS),
             // Leave room for the message envelope under the service cap.
             max_message_bytes: MAX_MESSAGE_BYTES - 64 * 1024,
+            retention: DEFAULT_RETENTION,
         }
     }
 }
@@ -66,6 +78,12 @@ impl Config {
         }
         if self.max_clock_skew.is_zero() {
             return bad("catalog.max_clock_skew must be positive".into());
+        }
+        if self.retention < MIN_RETENTION || self.retention < 2 * self.max_clock_skew {
+            return bad(format!(
+                "catalog.retention must be at least {}s and twice max_clock_skew",
+                MIN_RETENTION.as_secs()
+            ));
         }
         if self.max_message_bytes < 2 * MAX_ENTRY_BYTES
             || self.max_message_bytes > MAX_MESSAGE_BYTES
@@ -138,6 +156,9 @@ pub enum Rejection {
     Full,
     /// It encodes to more than the entry cap.
     TooLarge(usize),
+    /// A tombstone or finished job older than the retention, for a key this replica does not
+    /// hold (it was compacted here).
+    Expired,
 }
 
 impl Rejection {
@@ -148,6 +169,7 @@ impl Rejection {
             Rejection::Skew(_) => "clock_skew",
             Rejection::Full => "full",
             Rejection::TooLarge(_) => "too_large",
+            Rejection::Expired => "expired",
         }
     }
 }
@@ -409,12 +431,53 @@ impl Catalog {
         }
     }
 
+    /// Whether `entry` is past the retention at wall time `now_wall_ms`: a tombstone, or a
+    /// finished job, whose last change is older than [`Config::retention`].
+    pub fn is_expired(&self, entry: &Entry, now_wall_ms: u64) -> bool {
+        let last_change_ms = match entry {
+            Entry::Register(r) if r.value.is_none() => r.hlc.physical_ms,
+            Entry::Job(j) if j.record.status.is_terminal() => {
+                j.hlc.physical_ms.max(j.record.updated_at_ms)
+            }
+            _ => return false,
+        };
+        let retention = self.config.retention.as_millis() as u64;
+        last_change_ms.saturating_add(retention) < now_wall_ms
+    }
+
+    /// Removes every entry past the retention at wall time `now_wall_ms` (see
+    /// [`Catalog::is_expired`]) and returns their keys, for the caller to delete from the
+    /// store. Replicas remove the same entries give or take their clocks' skew, so their digests
+    /// agree again once all have compacted; meanwhile [`Catalog::merge_remote`] refuses the
+    /// removed entries from peers that still hold them.
+    pub fn compact(&mut self, now_wall_ms: u64) -> Vec<CatalogKey> {
+        let expired: Vec<CatalogKey> = self
+            .entries
+            .iter()
+            .filter(|(_, slot)| self.is_expired(&slot.entry, now_wall_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &expired {
+            if let Some(slot) = self.entries.remove(key) {
+                let b = &mut self.buckets[usize::from(slot.bucket)];
+                xor_into(&mut b.hash, &slot.hash);
+                b.count = b.count.saturating_sub(1);
+                self.changes.remove(&slot.seq);
+            }
+        }
+        expired
+    }
+
     /// Validates and joins entries received from a peer at local wall time `wall_ms`.
     pub fn merge_remote(&mut self, wall_ms: u64, delta: Delta) -> MergeReport {
         let mut report = MergeReport::default();
         for (key, entry) in delta.entries {
             if let Err(errors) = entry.validate(&key) {
                 report.rejected.push((key, Rejection::Invalid(errors)));
+                continue;
+            }
+            if !self.entries.contains_key(&key) && self.is_expired(&entry, wall_ms) {
+                report.rejected.push((key, Rejection::Expired));
                 continue;
             }
             let bytes = entry_len(&entry);

@@ -8,6 +8,85 @@ use crate::catalog::fixtures::{alias, dataset, deployment, job, replica, state, 
 
 // ---- Unit tests ----
 
+/// Milliseconds of the default retention.
+const RETENTION_MS: u64 = DEFAULT_RETENTION.as_millis() as u64;
+
+#[test]
+fn compaction_drops_old_tombstones_and_finished_jobs_and_refuses_them_back() {
+    let t0 = 10 * WALL;
+    let mut a = replica("a");
+    let mut b = replica("b");
+    let gone = CatalogKey::dataset("gone", 1);
+    let kept = CatalogKey::dataset("kept", 1);
+    let done = CatalogKey::job(&JobId::from("done"));
+    let busy = CatalogKey::job(&JobId::from("busy"));
+    let mut writes = Vec::new();
+    for (key, write) in [
+        (gone.clone(), Write::Put(dataset("gone", 1, 3, 1))),
+        (gone.clone(), Write::Delete),
+        (kept.clone(), Write::Put(dataset("kept", 1, 3, 2))),
+        (
+            done.clone(),
+            Write::Job(job("done", 1, "a", JobStatus::Succeeded, t0)),
+        ),
+        (
+            busy.clone(),
+            Write::Job(job("busy", 1, "a", JobStatus::Running, t0)),
+        ),
+    ] {
+        writes.push(a.apply_local_write(t0, key, write).unwrap());
+    }
+    for d in &writes {
+        b.merge_remote(t0, d.clone());
+    }
+    assert_eq!(a.digest(), b.digest());
+
+    // Within the retention nothing goes.
+    assert!(a.compact(t0 + RETENTION_MS).is_empty());
+    // Past it, the tombstone and the finished job go; live records and running jobs stay.
+    let late = t0 + RETENTION_MS + 1;
+    let mut removed = a.compact(late);
+    removed.sort();
+    let mut want = vec![gone.clone(), done.clone()];
+    want.sort();
+    assert_eq!(removed, want);
+    assert_eq!(a.len(), 2);
+    assert!(a.get(&kept).is_some() && a.get(&busy).is_some());
+    // A peer that has not compacted yet offers them back: refused as expired, by gossip or by
+    // anti-entropy, and the replica stays as it is.
+    let report = a.merge_remote(late, Delta { entries: state(&b) });
+    let mut refused: Vec<_> = report
+        .rejected
+        .iter()
+        .map(|(k, r)| (k.clone(), r.reason()))
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        vec![(gone.clone(), "expired"), (done.clone(), "expired")]
+    );
+    assert_eq!(a.len(), 2);
+    let (merged, _) = a.complete_sync(late, b.answer_sync(&a.digest()));
+    assert!(merged.applied.is_empty(), "{merged:?}");
+    // Once the peer compacts as well, the two replicas are equal again.
+    b.compact(late);
+    assert_eq!(a.digest(), b.digest());
+    assert_eq!(state(&a), state(&b));
+    // A change log walk skips what was compacted.
+    assert_eq!(a.delta_since(0).0.entries.len(), 2);
+}
+
+#[test]
+fn a_retention_shorter_than_a_minute_is_refused_by_name() {
+    let e = Config {
+        retention: Duration::from_secs(5),
+        ..Config::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(e.to_string().contains("retention"), "{e}");
+}
+
 #[test]
 fn a_local_write_returns_its_delta_and_a_peer_converges_on_it() {
     let mut a = replica("a");

@@ -114,6 +114,16 @@ impl Handle {
         self.call(|reply| Msg::Merge { delta, reply }).await
     }
 
+    /// Compacts the replica as of wall time `now_ms` (tests; the actor compacts itself every
+    /// [`super::actor::COMPACT_EVERY`] by the wall clock); how many entries went.
+    pub async fn compact_at(&self, now_ms: u64) -> Result<usize> {
+        self.call(|reply| Msg::Compact {
+            now_ms: Some(now_ms),
+            reply: Some(reply),
+        })
+        .await
+    }
+
     /// Sizes and counters.
     pub async fn stats(&self) -> Result<Stats> {
         self.call(Msg::Stats).await

@@ -46,4 +46,11 @@ pub enum Msg {
     },
     /// Counters and sizes for metrics.
     Stats(RpcReplyPort<Stats>),
+    /// Removes the tombstones and finished jobs past the retention, as of `now_ms` (the wall
+    /// clock when `None`), from the replica and the store; replies with how many, if asked.
+    /// The actor sends itself one every [`super::actor::COMPACT_EVERY`].
+    Compact {
+        now_ms: Option<u64>,
+        reply: Option<RpcReplyPort<usize>>,
+    },
 }
