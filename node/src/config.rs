@@ -525,13 +525,13 @@ mod tests {
         // An admitted node (the default) uses the admin token generated in its data dir.
         let c = NodeConfig {
             api_listen: "0.0.0.0:7080".parse().unwrap(),
-            data_dir: "/var/lib/flotilla".into(),
+            data_dir: "node-data".into(),
             ..Default::default()
         };
         c.validate().unwrap();
         assert_eq!(
             c.api_token_path(),
-            Some(PathBuf::from("/var/lib/flotilla/api-token"))
+            Some(PathBuf::from("node-data/api-token"))
         );
         // An open node has none: it must be given one.
         let c = NodeConfig { open: true, ..c };
@@ -539,11 +539,11 @@ mod tests {
         assert_eq!(e.field, "api_listen");
         assert!(e.reason.contains("--api-token-file"));
         let c = NodeConfig {
-            api_token_file: Some("/tmp/t".into()),
+            api_token_file: Some("secrets/t".into()),
             ..c
         };
         c.validate().unwrap();
-        assert_eq!(c.api_token_path(), Some(PathBuf::from("/tmp/t")));
+        assert_eq!(c.api_token_path(), Some(PathBuf::from("secrets/t")));
         // On loopback no token is required unless one is configured.
         assert_eq!(NodeConfig::default().api_token_path(), None);
     }
@@ -606,7 +606,7 @@ mod tests {
         }
         let both = NodeConfig {
             cluster_token: Some(token.clone()),
-            swarm_key: Some("/tmp/k".into()),
+            swarm_key: Some("secrets/k".into()),
             ..Default::default()
         };
         assert_eq!(both.validate().unwrap_err().field, "cluster_token");
@@ -620,7 +620,7 @@ mod tests {
         assert!(e.reason.contains("--cluster-token"), "{}", e.reason);
         let open_with_key = NodeConfig {
             open: true,
-            swarm_key: Some("/tmp/k".into()),
+            swarm_key: Some("secrets/k".into()),
             ..Default::default()
         };
         let e = open_with_key.validate().unwrap_err();
@@ -640,7 +640,7 @@ mod tests {
     #[test]
     fn swarm_key_forces_tcp() {
         let c = NodeConfig {
-            swarm_key: Some("/tmp/k".into()),
+            swarm_key: Some("secrets/k".into()),
             ..Default::default()
         };
         c.validate().unwrap();

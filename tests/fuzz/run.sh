@@ -10,7 +10,7 @@
 # Inputs found while fuzzing go to a scratch corpus under the target dir, not into the committed
 # seeds; a crashing input is kept under $FUZZ_WORK/artifacts/<target>/ and its path printed.
 #
-# Environment: FUZZ_SECONDS, FUZZ_TARGET_DIR (default /var/tmp/flotilla-fuzz-target),
+# Environment: FUZZ_SECONDS, FUZZ_TARGET_DIR (default target/fuzz in the repository),
 # FUZZ_SANITIZER (default none: the code under test is safe Rust, and without AddressSanitizer
 # both the build and the runs are about twice as fast; set `address` to use it),
 # FUZZ_JOBS (parallel fuzzing jobs per target, default 1).
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 seconds="${FUZZ_SECONDS:-10}"
-target_dir="${FUZZ_TARGET_DIR:-/var/tmp/flotilla-fuzz-target}"
+target_dir="${FUZZ_TARGET_DIR:-$PWD/target/fuzz}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 jobs="${FUZZ_JOBS:-1}"
 work="${FUZZ_WORK:-$target_dir/fuzz-work}"
