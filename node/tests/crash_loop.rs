@@ -6,92 +6,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::Daemon;
 
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-const START_DEADLINE: Duration = Duration::from_secs(60);
-
-fn flotilla() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FLOTILLA_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("FLOTILLA_LOG", "error");
-    c
-}
-
-/// A started daemon and its API address.
-struct Daemon {
-    child: Child,
-    api: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A daemon on `data_dir` with the default (admitted) configuration.
 async fn start(data_dir: &std::path::Path) -> Daemon {
-    let mut c = flotilla();
-    c.args(["up", "--data-dir", data_dir.to_str().unwrap()])
-        .args([
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--api-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--mdns", "false"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let api = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("the daemon's api line");
-            if let Some(url) = line.trim().strip_prefix("api:") {
-                // Keep draining stdout so the child never blocks on a full pipe.
-                std::thread::spawn(move || while rx.recv().is_ok() {});
-                return url.trim().to_string();
-            }
-        }
-    })
-    .await
-    .unwrap();
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + START_DEADLINE;
-    loop {
-        let ready = client
-            .get(format!("{api}/health/ready"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the daemon never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Daemon { child, api }
+    common::start(data_dir, &[], &[], &[]).await
 }
 
 fn hex(seed: u64) -> String {

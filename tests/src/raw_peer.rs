@@ -122,21 +122,7 @@ impl RawPeer {
 
     /// Connects to `addr` (which ends in `/p2p/<id>`) and waits for the connection.
     pub async fn connect(&mut self, addr: Multiaddr, peer: PeerId) -> anyhow::Result<()> {
-        self.swarm.dial(addr)?;
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match self.swarm.select_next_some().await {
-                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => {
-                        return Ok(())
-                    }
-                    SwarmEvent::OutgoingConnectionError { error, .. } => {
-                        anyhow::bail!("dial failed: {error}")
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .await?
+        dial_and_wait(&mut self.swarm, addr, peer).await
     }
 
     /// Sends `bytes` as one request and reports the outcome (within 10 s).
@@ -175,4 +161,28 @@ impl RawPeer {
         .await;
         self.swarm.is_connected(&peer)
     }
+}
+
+/// Dials `addr` (ending in `/p2p/<peer>`) and drives `swarm` until the connection to `peer` is
+/// up, at most 10 s; the test peers' `connect`.
+pub async fn dial_and_wait<B: libp2p::swarm::NetworkBehaviour>(
+    swarm: &mut libp2p::Swarm<B>,
+    addr: Multiaddr,
+    peer: PeerId,
+) -> anyhow::Result<()> {
+    swarm.dial(addr)?;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => {
+                    return Ok(())
+                }
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    anyhow::bail!("dial failed: {error}")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await?
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::pnet::PreSharedKey;
 use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 
 /// One stalled request: a length prefix announcing `announced` bytes, `send` bytes of body,
@@ -112,21 +111,7 @@ impl StallPeer {
 
     /// Connects to `addr` (ending in `/p2p/<id>`) and waits for the connection.
     pub async fn connect(&mut self, addr: Multiaddr, peer: PeerId) -> anyhow::Result<()> {
-        self.swarm.dial(addr)?;
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match self.swarm.select_next_some().await {
-                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => {
-                        return Ok(())
-                    }
-                    SwarmEvent::OutgoingConnectionError { error, .. } => {
-                        anyhow::bail!("dial failed: {error}")
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .await?
+        crate::raw_peer::dial_and_wait(&mut self.swarm, addr, peer).await
     }
 
     /// Body bytes written so far, all streams together.

@@ -1,5 +1,5 @@
 //! `flotilla up` as a child process, for the tests that signal, freeze or kill the real binary
-//! (the helpers of `crash_loop.rs`, with the node id, the join address and the exit kept).
+//! (the crash loop, lifecycle and freeze tests).
 
 #![allow(dead_code)]
 
