@@ -43,8 +43,8 @@ pub use daemon::RunningNode;
 /// Makes aws-lc-rs the process's default rustls provider, once. HTTP clients built by reqwest
 /// with rustls but no provider of their own (as in a build whose features are unified with the
 /// tests', which speak HTTPS to the API) panic without one; the server's TLS config names its
-/// provider explicitly and does not need this. Called by the binary's `main`, by
-/// [`RunningNode::start`] and before every CLI client is built; calling it again is free.
+/// provider explicitly and does not need this. Called by the binary's `main` (which covers
+/// every CLI client) and by [`RunningNode::start`]; calling it again is free.
 pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

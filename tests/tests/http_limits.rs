@@ -28,7 +28,6 @@ async fn one_node(f: impl Fn(&mut NodeConfig) + Send + Sync + 'static) -> TestCl
 }
 
 fn client() -> reqwest::Client {
-    flotilla_node::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

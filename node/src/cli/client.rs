@@ -27,7 +27,6 @@ pub struct Client {
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:7080`), sending `token` if given.
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Client> {
-        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30))

@@ -198,7 +198,6 @@ impl Api {
     fn from_cli(cli: &Cli) -> anyhow::Result<Api> {
         let cfg = cli.client_config()?;
         let token = cfg.api_token_file.as_deref().map(read_token).transpose()?;
-        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(OP_WAIT + Duration::from_secs(60))

@@ -114,7 +114,6 @@ pub async fn run(
         "how do I link my new card to the app?",
         "why was I charged extra on my statement?",
     ];
-    crate::install_crypto_provider();
     let http = reqwest::Client::new();
     let body = serde_json::json!({"model": "demo-intents", "input": queries});
     let answer: serde_json::Value = loop {

@@ -267,7 +267,6 @@ pub async fn demo_serving(
             &serde_json::json!({"name": "demo-chat", "model": "demo-gpt", "replicas": nodes.min(2)}),
         )
         .await?;
-    crate::install_crypto_provider();
     let http = reqwest::Client::new();
     let body = serde_json::json!({
         "model": "demo-chat",
