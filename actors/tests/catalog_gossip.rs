@@ -124,10 +124,13 @@ fn random_write(rng: &mut Rng, c: &mut Catalog, me: &NodeId, wall: u64) -> Delta
 fn run(seed: u64) {
     eprintln!("seed {seed}");
     let mut rng = Rng(seed);
-    let ids: Vec<NodeId> = (0..NODES).map(|i| NodeId(format!("node{i}"))).collect();
-    let mut replicas: Vec<Catalog> = ids
-        .iter()
-        .map(|id| Catalog::new(Config::default(), id.clone()))
+    let keys: Vec<flotilla_actors::catalog::Keys> = (0..NODES)
+        .map(|i| flotilla_actors::catalog::Keys::from_seed(&format!("node{i}")))
+        .collect();
+    let ids: Vec<NodeId> = keys.iter().map(|k| k.me().clone()).collect();
+    let mut replicas: Vec<Catalog> = keys
+        .into_iter()
+        .map(|k| Catalog::new(Config::default(), k))
         .collect();
     // Clock offsets within ±5 s, well inside the 60 s skew bound.
     let offsets: Vec<i64> = (0..NODES)

@@ -327,3 +327,155 @@ async fn a_replica_reservation_preempts_lower_classes_until_it_fits() {
     assert_eq!(usage[0].task, 102);
     assert!(h.preempt(job(), 102, "test over".into()).await.unwrap());
 }
+
+fn job_record(status: flotilla_protocol::JobStatus) -> flotilla_protocol::catalog::JobRecord {
+    flotilla_protocol::catalog::JobRecord {
+        id: job(),
+        spec: flotilla_protocol::JobSpec {
+            kind: kind(),
+            priority: Priority::Batch,
+            resources: Resources {
+                cores: 1,
+                ram_bytes: 1 << 20,
+                gpus: 0,
+            },
+            tasks: 1,
+            anti_affinity: flotilla_protocol::jobs::AntiAffinity::None,
+            preferred_nodes: vec![],
+            idempotency_key: None,
+        },
+        owner: NodeId::from("o"),
+        epoch: 1,
+        status,
+        submitted_at_ms: 1,
+        updated_at_ms: 1,
+    }
+}
+
+#[tokio::test]
+async fn the_ledger_forgets_a_job_only_once_it_is_over_everywhere_and_past_the_retention() {
+    use flotilla_actors::catalog;
+    use flotilla_actors::jobs::compaction::compact_ledger;
+    use flotilla_actors::store::Column;
+    use flotilla_protocol::JobStatus;
+
+    let store: Arc<CrashStore> = Arc::new(CrashStore::new());
+    let runner = Arc::new(CountingRunner::default());
+    let (outbox, _gossip) = mpsc::channel(64);
+    let (catalog, _) = catalog::Handle::spawn(
+        catalog::Config::default(),
+        catalog::Keys::from_seed("me"),
+        Arc::new(CrashStore::new()),
+        outbox,
+    )
+    .await
+    .unwrap();
+    catalog
+        .put_job(job_record(JobStatus::Running))
+        .await
+        .unwrap();
+    let retention = Duration::from_secs(3600);
+    let (h, mut reports, join) = Handle::spawn(store.clone(), runner.clone(), 16)
+        .await
+        .unwrap();
+    h.start(start(0, NodeId::from("o"), 1, 0)).await.unwrap();
+    next(&mut reports).await;
+    let ended = flotilla_actors::catalog::actor::wall_ms();
+    let rows = || store.rows(Column::Jobs).len();
+    assert_eq!(rows(), 2, "a ledger row and a run-log row");
+
+    // Within the retention, or while the catalog says the job runs, nothing is forgotten.
+    let later = ended + 2 * 3600 * 1000;
+    assert_eq!(
+        compact_ledger(&h, &catalog, retention, ended + 1000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        compact_ledger(&h, &catalog, retention, later)
+            .await
+            .unwrap(),
+        0
+    );
+    // A task of the job still running keeps it too, however old its finished ones are.
+    h.start(start(100, NodeId::from("o"), 1, 0)).await.unwrap();
+    catalog
+        .put_job(job_record(JobStatus::Cancelled))
+        .await
+        .unwrap();
+    assert_eq!(
+        compact_ledger(&h, &catalog, retention, later)
+            .await
+            .unwrap(),
+        0
+    );
+    h.cancel(job(), 100, 1).await.unwrap();
+    // Over in the catalog, every task ended, past the retention: forgotten, durably.
+    let later = flotilla_actors::catalog::actor::wall_ms() + 2 * 3600 * 1000;
+    assert_eq!(
+        compact_ledger(&h, &catalog, retention, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(h.survey(job()).await.unwrap().is_empty());
+    assert!(h.runs(Some(job())).await.unwrap().is_empty());
+    assert_eq!(rows(), 0);
+    h.stop();
+    join.await.unwrap();
+    let restarted = store.crash();
+    assert!(
+        restarted.rows(Column::Jobs).is_empty(),
+        "the deletes were synced"
+    );
+}
+
+#[tokio::test]
+async fn ledger_rows_written_before_end_times_were_recorded_still_load() {
+    use flotilla_actors::store::{Column, Durability, Store};
+    // A row as older versions wrote it: (task, holder, entry), no end time.
+    #[derive(serde::Serialize)]
+    struct Holder {
+        owner: NodeId,
+        priority: Priority,
+        resources: Resources,
+    }
+    let key = flotilla_actors::jobs::ledger::TaskKey {
+        job: job(),
+        task: 5,
+    };
+    let row = (
+        key.clone(),
+        Holder {
+            owner: NodeId::from("o"),
+            priority: Priority::Batch,
+            resources: Resources {
+                cores: 1,
+                ram_bytes: 1 << 20,
+                gpus: 0,
+            },
+        },
+        flotilla_protocol::services::jobs::LedgerEntry {
+            epoch: 2,
+            attempt: 0,
+            outcome: Some(TaskOutcome::Succeeded("{}".into())),
+        },
+    );
+    let store = Arc::new(CrashStore::new());
+    let mut row_key = b"ledger/".to_vec();
+    row_key.extend_from_slice(job().as_str().as_bytes());
+    row_key.push(b'/');
+    row_key.extend_from_slice(&5u32.to_be_bytes());
+    let bytes = flotilla_protocol::codec::encode::<_, 65536>("ledger", &row).unwrap();
+    store
+        .put(Column::Jobs, &row_key, &bytes, Durability::Sync)
+        .unwrap();
+    let (h, _reports, _) = Handle::spawn(store, Arc::new(CountingRunner::default()), 16)
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.start(start(5, NodeId::from("o"), 2, 0)).await.unwrap(),
+        StartAnswer::AlreadyFinished(_)
+    ));
+}

@@ -147,7 +147,7 @@ impl RunningNode {
         let (outbox_tx, outbox_rx) = mpsc::channel(catalog_sync::OUTBOX_CAPACITY);
         let (catalog, catalog_task) = catalog::Handle::spawn(
             config.catalog.clone(),
-            NodeId(peer_id.to_string()),
+            identity::catalog_keys(&key)?,
             Arc::new(store.clone()),
             outbox_tx,
         )
@@ -198,13 +198,6 @@ impl RunningNode {
                 store: shared_store.clone(),
             }),
         );
-        // Training checkpoints held here (see `train::checkpoints`).
-        host.register(
-            crate::train::checkpoints::CHECKPOINT_STORE,
-            Arc::new(crate::train::checkpoints::CheckpointStore {
-                store: shared_store.clone(),
-            }),
-        )?;
         host.add_role(
             crate::train::workers::TRAINER_ROLE,
             Arc::new(crate::train::workers::TrainerRole {
@@ -245,10 +238,24 @@ impl RunningNode {
                 catalog: catalog.clone(),
                 membership: membership.clone(),
                 executor: executor.clone(),
-                store: shared_store,
+                store: shared_store.clone(),
             },
         )
         .await?;
+        // Training checkpoints held here (see `train::checkpoints`); written only by the
+        // coordinator of the run, which the job's owner names.
+        host.register(
+            crate::train::checkpoints::CHECKPOINT_STORE,
+            Arc::new(crate::train::checkpoints::CheckpointStore {
+                store: shared_store.clone(),
+                writers: Arc::new(crate::train::checkpoint_writers::RunCoordinators::new(
+                    NodeId(peer_id.to_string()),
+                    catalog.clone(),
+                    jobs.clone(),
+                    Arc::new(mesh.clone()),
+                )),
+            }),
+        )?;
         let (info_tx, info_rx) = watch::channel(first);
         let (addrs_tx, addrs_rx) = watch::channel(Vec::new());
         let bridge = Bridge::new(
@@ -381,6 +388,14 @@ impl RunningNode {
             executor.clone(),
             config.membership.dead_after,
         )));
+        // The task ledger keeps finished jobs as long as the catalog does.
+        tasks.push(tokio::spawn(
+            flotilla_actors::jobs::compaction::compact_forever(
+                executor.clone(),
+                catalog.clone(),
+                config.catalog.retention,
+            ),
+        ));
 
         tasks.push(tokio::spawn(count_transitions(
             membership.subscribe(),

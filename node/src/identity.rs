@@ -44,9 +44,44 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Keypair> {
     Ok(key)
 }
 
+/// The keys the catalog seals this node's writes with: the identity's own ed25519 key, so
+/// the id peers check a seal against is this node's peer id.
+pub fn catalog_keys(key: &Keypair) -> anyhow::Result<flotilla_actors::catalog::Keys> {
+    let ed = key
+        .clone()
+        .try_into_ed25519()
+        .map_err(|_| anyhow::anyhow!("the identity key is not ed25519"))?;
+    let secret: [u8; 32] = ed
+        .secret()
+        .as_ref()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("an ed25519 secret key has 32 bytes"))?;
+    let keys = flotilla_actors::catalog::Keys::from_secret(&secret);
+    let peer_id = key.public().to_peer_id().to_string();
+    anyhow::ensure!(
+        keys.me().as_str() == peer_id,
+        "catalog keys name {} but the peer id is {peer_id}",
+        keys.me()
+    );
+    Ok(keys)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catalog_keys_write_under_the_peer_id_and_peers_verify_them() {
+        for _ in 0..8 {
+            let key = Keypair::generate_ed25519();
+            let keys = catalog_keys(&key).unwrap();
+            assert_eq!(keys.me().as_str(), key.public().to_peer_id().to_string());
+            // The catalog's decoding of a peer id gives back libp2p's public key.
+            let vk = flotilla_actors::catalog::keys::verifying_key_of(keys.me()).unwrap();
+            let libp2p_pk = key.public().try_into_ed25519().unwrap().to_bytes();
+            assert_eq!(vk.to_bytes(), libp2p_pk);
+        }
+    }
 
     #[test]
     fn key_persists_with_private_permissions() {

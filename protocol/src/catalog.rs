@@ -494,7 +494,8 @@ pub struct JobRecord {
     pub status: JobStatus,
     /// Milliseconds since the Unix epoch.
     pub submitted_at_ms: u64,
-    /// Milliseconds since the Unix epoch of the latest change known.
+    /// Milliseconds since the Unix epoch of the write that set `status` (a later write that
+    /// repeats an earlier status does not move it).
     pub updated_at_ms: u64,
 }
 

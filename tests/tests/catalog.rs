@@ -274,7 +274,14 @@ async fn a_node_down_during_writes_catches_up_by_anti_entropy() -> anyhow::Resul
         .node(1)
         .catalog
         .merge(Delta {
-            entries: vec![(key.clone(), Entry::write(hlc, Record::Model(injected)))],
+            entries: vec![(key.clone(), {
+                // Sealed with node 1's own key, as its writer would have.
+                let identity =
+                    flotilla_node::identity::load_or_create(&cluster.node(1).config().data_dir)?;
+                let mut entry = Entry::write(hlc, Record::Model(injected));
+                flotilla_node::identity::catalog_keys(&identity)?.seal(&key, &mut entry);
+                entry
+            })],
         })
         .await?;
     assert_eq!(merged.applied, 1);
@@ -410,7 +417,7 @@ async fn malformed_catalog_frames_are_counted_and_valid_syncs_answered() -> anyh
     // An empty replica's digest is answered with the one entry, under the request's id.
     let empty = flotilla_actors::catalog::Catalog::new(
         Default::default(),
-        flotilla_protocol::NodeId("empty".into()),
+        flotilla_actors::catalog::Keys::from_seed("empty"),
     );
     let frame = codec::encode_frame::<_, { catalog::MAX_MESSAGE_BYTES }>(
         catalog::SERVICE,

@@ -6,7 +6,8 @@
 //!   by every catalog), not by a blob hash of the node's identity key (only registered,
 //!   catalog-listed blobs are served), not by a path given as a hash;
 //! - a running task is neither cancelled (even at epoch `u64::MAX`) nor preempted by a peer
-//!   that does not own it or a higher-class job;
+//!   that does not own it or a higher-class job, and a finished job is not started again (even
+//!   by its owner, even after the worker's ledger forgot it);
 //! - a start asking for more memory than the node or its reservation allows is refused, and
 //!   the process's memory stays flat;
 //! - a live dataset's shards are not deleted.
@@ -268,6 +269,71 @@ async fn a_member_cannot_read_files_or_touch_work_and_data_it_does_not_own() {
     })
     .await
     .unwrap();
+
+    // A finished job never starts again, not even when its own owner asks, and not once its
+    // tasks have been compacted out of the worker's ledger.
+    let head = || async {
+        match cluster
+            .node(worker)
+            .catalog
+            .get(flotilla_protocol::catalog::CatalogKey::job(&job))
+            .await
+            .unwrap()
+        {
+            Some(flotilla_protocol::catalog::Entry::Job(e)) => Some(e.record),
+            _ => None,
+        }
+    };
+    wait_until(
+        DEADLINE,
+        "the worker's catalog to learn the cancel",
+        || async {
+            head()
+                .await
+                .is_some_and(|r| r.status == flotilla_protocol::JobStatus::Cancelled)
+        },
+    )
+    .await
+    .unwrap();
+    let record = head().await.unwrap();
+    let restart = jobs::RequestBody::StartTask {
+        job: job.clone(),
+        task,
+        owner: cluster.node(victim).node_id(),
+        epoch: record.epoch,
+        attempt: 1_000,
+        kind: record.spec.kind.clone(),
+        priority: record.spec.priority,
+        resources: record.spec.resources,
+    };
+    let owner_mesh = &cluster.node(victim).mesh;
+    let e = owner_mesh
+        .jobs(&worker_id, restart.clone(), CALL)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has finished"), "{e}");
+    let forgotten = flotilla_actors::jobs::compaction::compact_ledger(
+        &cluster.node(worker).executor,
+        &cluster.node(worker).catalog,
+        Duration::ZERO,
+        flotilla_actors::catalog::actor::wall_ms() + 1,
+    )
+    .await
+    .unwrap();
+    assert!(forgotten >= 1, "the cancelled job left the worker's ledger");
+    assert!(cluster
+        .node(worker)
+        .executor
+        .survey(job.clone())
+        .await
+        .unwrap()
+        .is_empty());
+    let e = owner_mesh
+        .jobs(&worker_id, restart, CALL)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has finished"), "{e}");
+    assert_eq!(running_on(worker).await, None, "nothing ran again");
 
     // 4. Data. A live dataset's shards are not deleted at a peer's request.
     upload_csv(&cluster, victim, "secrets", banking_subset(2, 10), "").await;

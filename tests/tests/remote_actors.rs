@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::remote::{self, spawn_remote, Endpoint, RemoteActor, Role};
+use flotilla_protocol::NodeId;
 use flotilla_tests::{wait_until, TestCluster};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -75,7 +76,7 @@ struct CounterEndpoint(ActorRef<CounterMsg>);
 
 #[async_trait::async_trait]
 impl Endpoint for CounterEndpoint {
-    async fn call(&self, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn call(&self, _from: &NodeId, payload: Vec<u8>) -> Result<Vec<u8>, String> {
         match remote::decode::<Ask>(&payload)? {
             Ask::Add(n) => {
                 let total = ractor::call_t!(self.0, CounterMsg::Add, 5_000, n)

@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flotilla_protocol::catalog::{CatalogKey, Entry};
 use flotilla_protocol::services::catalog::Delta;
-use flotilla_protocol::NodeId;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -82,7 +81,8 @@ pub struct CatalogActor;
 /// What the actor starts from.
 pub struct Args {
     pub config: Config,
-    pub node: NodeId,
+    /// This node's keys: its id and the key that seals its writes.
+    pub keys: super::Keys,
     pub store: Arc<dyn Store>,
     /// Deltas of local writes for the network to gossip. Bounded; when full the delta is
     /// dropped and counted, and anti-entropy carries the write instead.
@@ -93,7 +93,7 @@ impl std::fmt::Debug for Args {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Args")
             .field("config", &self.config)
-            .field("node", &self.node)
+            .field("node", self.keys.me())
             .finish_non_exhaustive()
     }
 }
@@ -116,7 +116,7 @@ impl std::fmt::Debug for State {
 
 /// Wall-clock milliseconds since the Unix epoch: hybrid clocks are compared across nodes, so
 /// they follow wall time. A clock before 1970 reads as 0; the HLC still moves forward.
-fn wall_ms() -> u64 {
+pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -197,7 +197,7 @@ impl Actor for CatalogActor {
             reply: None,
         });
         let (crdt, report) =
-            Crdt::load_from(args.config, args.node, args.store.as_ref(), wall_ms())?;
+            Crdt::load_from(args.config, args.keys, args.store.as_ref(), wall_ms())?;
         for skipped in &report.skipped {
             warn!(row = %skipped, "unreadable catalog row skipped");
         }

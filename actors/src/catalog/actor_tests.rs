@@ -4,11 +4,10 @@ use std::sync::Arc;
 use flotilla_protocol::catalog::{CatalogKey, Entry, Record};
 use flotilla_protocol::hlc::Hlc;
 use flotilla_protocol::services::catalog::Delta;
-use flotilla_protocol::NodeId;
 use tokio::sync::mpsc;
 
 use crate::catalog::core::Config;
-use crate::catalog::fixtures::dataset;
+use crate::catalog::fixtures::{dataset, node, sealed};
 use crate::catalog::{Error, Handle, WriteError};
 use crate::store::{Column, Store};
 use crate::testing::CrashStore;
@@ -25,9 +24,14 @@ fn saved(store: &CrashStore, key: &CatalogKey) -> Option<bool> {
 
 async fn spawn(store: &Arc<CrashStore>) -> (Handle, mpsc::Receiver<Delta>) {
     let (tx, rx) = mpsc::channel(4);
-    let (handle, _) = Handle::spawn(Config::default(), NodeId::from("n1"), store.clone(), tx)
-        .await
-        .unwrap();
+    let (handle, _) = Handle::spawn(
+        Config::default(),
+        crate::catalog::Keys::from_seed("n1"),
+        store.clone(),
+        tx,
+    )
+    .await
+    .unwrap();
     (handle, rx)
 }
 
@@ -69,34 +73,51 @@ async fn remote_entries_are_buffered_and_refusals_counted_by_reason() {
     let hlc = |ms: u64| Hlc {
         physical_ms: ms,
         logical: 0,
-        node: NodeId::from("peer"),
+        node: node("peer"),
     };
     let good = CatalogKey::dataset("good", 1);
     let ahead = CatalogKey::dataset("ahead", 1);
+    let forged = CatalogKey::dataset("forged", 1);
+    let mut unsealed = Entry::write(hlc(now), dataset("forged", 1, 3, 1));
     let summary = catalog
         .merge(Delta {
             entries: vec![
                 (
                     good.clone(),
-                    Entry::write(hlc(now), dataset("good", 1, 3, 1)),
+                    sealed(
+                        "peer",
+                        &good,
+                        Entry::write(hlc(now), dataset("good", 1, 3, 1)),
+                    ),
                 ),
                 // Ten minutes ahead of this node's clock: past the 60 s skew bound.
                 (
                     ahead.clone(),
-                    Entry::write(hlc(now + 600_000), dataset("ahead", 1, 3, 1)),
+                    sealed(
+                        "peer",
+                        &ahead,
+                        Entry::write(hlc(now + 600_000), dataset("ahead", 1, 3, 1)),
+                    ),
                 ),
+                // Written in the peer's name by someone without its key.
+                (forged.clone(), {
+                    crate::catalog::Keys::from_seed("mallory").seal(&forged, &mut unsealed);
+                    unsealed
+                }),
             ],
         })
         .await
         .unwrap();
     assert_eq!(summary.applied, 1);
-    assert_eq!(summary.rejected, vec!["clock_skew"]);
+    assert_eq!(summary.rejected, vec!["clock_skew", "bad_seal"]);
     assert_eq!(saved(&store, &good), Some(false));
     assert_eq!(saved(&store, &ahead), None);
+    assert_eq!(saved(&store, &forged), None);
     // Merged entries are not re-gossiped by this node: gossipsub already forwards them.
     assert!(outbox.try_recv().is_err());
     let stats = catalog.stats().await.unwrap();
     assert_eq!(stats.rejected.get("clock_skew"), Some(&1));
+    assert_eq!(stats.rejected.get("bad_seal"), Some(&1));
     assert_eq!(stats.entries, 1);
 
     // A local write after the merge is later than the merged entry.
@@ -105,7 +126,7 @@ async fn remote_entries_are_buffered_and_refusals_counted_by_reason() {
         panic!("no entry");
     };
     assert!(r.hlc > hlc(now));
-    assert_eq!(r.hlc.node, NodeId::from("n1"));
+    assert_eq!(r.hlc.node, node("n1"));
 }
 
 /// What a catalog holds under a key: absent, deleted (`Some(None)`) or a record.
@@ -162,10 +183,10 @@ async fn every_acknowledged_write_survives_a_crash_at_every_point() {
                     let hlc = Hlc {
                         physical_ms: now,
                         logical: 0,
-                        node: NodeId::from("peer"),
+                        node: node("peer"),
                     };
                     let delta = Delta {
-                        entries: vec![(key.clone(), Entry::write(hlc, r))],
+                        entries: vec![(key.clone(), sealed("peer", &key, Entry::write(hlc, r)))],
                     };
                     catalog.merge(delta).await.unwrap();
                     merged.push(key);

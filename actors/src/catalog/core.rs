@@ -6,9 +6,10 @@
 //!
 //! - Local writes ([`Catalog::apply_local_write`]) take a timestamp from this node's hybrid
 //!   clock and return the [`Delta`] to gossip.
-//! - Remote entries ([`Catalog::merge_remote`]) are validated, checked for clock skew and the
-//!   capacity bound, then joined; refused entries are reported with their reason so the shell
-//!   can count them.
+//! - Local writes are sealed with this node's key ([`super::keys`]); remote entries
+//!   ([`Catalog::merge_remote`]) are validated, their seals verified against their writers'
+//!   ids, checked for clock skew and the capacity bound, then joined; refused entries are
+//!   reported with their reason so the shell can count them.
 //! - Anti-entropy: [`Catalog::digest`] summarises the map in [`DIGEST_BUCKETS`] buckets (XOR of
 //!   per-entry hashes, maintained incrementally); [`Catalog::answer_sync`] and
 //!   [`Catalog::complete_sync`] make two replicas equal in one exchange each way.
@@ -29,8 +30,9 @@ use flotilla_protocol::services::catalog::{
     MAX_ENTRY_BYTES, MAX_MESSAGE_BYTES,
 };
 use flotilla_protocol::validation::FieldErrors;
-use flotilla_protocol::NodeId;
 use serde::{Deserialize, Serialize};
+
+use super::keys::{self, Keys};
 
 /// Limits of one catalog replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +161,8 @@ pub enum Rejection {
     /// A tombstone or finished job older than the retention, for a key this replica does not
     /// hold (it was compacted here).
     Expired,
+    /// A seal is missing or does not verify against the writer its part names.
+    BadSeal(String),
 }
 
 impl Rejection {
@@ -170,6 +174,7 @@ impl Rejection {
             Rejection::Full => "full",
             Rejection::TooLarge(_) => "too_large",
             Rejection::Expired => "expired",
+            Rejection::BadSeal(_) => "bad_seal",
         }
     }
 }
@@ -198,6 +203,7 @@ struct Slot {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     config: Config,
+    keys: Keys,
     clock: HlcClock,
     entries: BTreeMap<CatalogKey, Slot>,
     buckets: Vec<BucketSummary>,
@@ -207,12 +213,13 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// An empty replica on node `node`.
-    pub fn new(config: Config, node: NodeId) -> Self {
+    /// An empty replica of the node that holds `keys`.
+    pub fn new(config: Config, keys: Keys) -> Self {
         let skew = config.max_clock_skew.as_millis() as u64;
         Self {
             config,
-            clock: HlcClock::new(node, skew),
+            clock: HlcClock::new(keys.me().clone(), skew),
+            keys,
             entries: BTreeMap::new(),
             buckets: vec![BucketSummary::default(); DIGEST_BUCKETS],
             changes: BTreeMap::new(),
@@ -223,6 +230,11 @@ impl Catalog {
     /// The limits in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The keys this replica seals its writes with.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// Number of entries, tombstones included.
@@ -340,7 +352,7 @@ impl Catalog {
             }
         }
         let hlc = self.clock.now(now_wall_ms)?;
-        let entry = match write {
+        let mut entry = match write {
             Write::Put(record) => Entry::write(hlc, record),
             Write::Delete if key.kind == RecordKind::Job => return Err(Error::JobDelete(key)),
             Write::Delete => Entry::tombstone(hlc),
@@ -374,6 +386,7 @@ impl Catalog {
                 max: self.config.max_entries,
             });
         }
+        self.keys.seal(&key, &mut entry);
         let merged = match self.get(&key) {
             Some(current) => {
                 let mut merged = current.clone();
@@ -487,6 +500,20 @@ impl Catalog {
             }
             if !self.entries.contains_key(&key) && self.entries.len() >= self.config.max_entries {
                 report.rejected.push((key, Rejection::Full));
+                continue;
+            }
+            // What would not change this replica needs no signature check (anti-entropy sends
+            // many entries both sides already hold); everything else must carry its writers'
+            // seals, checked before the entry can move the clock.
+            if let Some(slot) = self.entries.get(&key) {
+                let mut merged = slot.entry.clone();
+                if !merged.merge(entry.clone()) {
+                    report.unchanged += 1;
+                    continue;
+                }
+            }
+            if let Err(why) = keys::verify(&key, &entry) {
+                report.rejected.push((key, Rejection::BadSeal(why)));
                 continue;
             }
             // Observing the timestamp both checks skew and keeps later local writes ahead of it.

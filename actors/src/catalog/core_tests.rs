@@ -4,7 +4,9 @@ use flotilla_protocol::Hlc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::catalog::fixtures::{alias, dataset, deployment, job, replica, state, WALL};
+use crate::catalog::fixtures::{
+    alias, dataset, deployment, job, node, replica, sealed, state, WALL,
+};
 
 // ---- Unit tests ----
 
@@ -160,32 +162,35 @@ fn remote_entries_too_far_ahead_invalid_or_over_capacity_are_rejected() {
             max_entries: 2,
             ..Config::default()
         },
-        "a".into(),
+        crate::catalog::Keys::from_seed("a"),
     );
-    let far = Entry::write(
-        Hlc {
-            physical_ms: WALL + 61_000,
-            logical: 0,
-            node: "b".into(),
-        },
-        dataset("d", 1, 1, 1),
+    let far = sealed(
+        "b",
+        &CatalogKey::dataset("d", 1),
+        Entry::write(
+            Hlc {
+                physical_ms: WALL + 61_000,
+                logical: 0,
+                node: node("b"),
+            },
+            dataset("d", 1, 1, 1),
+        ),
     );
     let mut bad = dataset("e", 1, 1, 1);
     if let Record::Dataset(d) = &mut bad {
         d.shard_hashes[0] = "nope".into();
     }
     let ok = |n: &str| {
-        (
-            CatalogKey::dataset(n, 1),
-            Entry::write(
-                Hlc {
-                    physical_ms: WALL,
-                    logical: 0,
-                    node: "b".into(),
-                },
-                dataset(n, 1, 1, 1),
-            ),
-        )
+        let key = CatalogKey::dataset(n, 1);
+        let entry = Entry::write(
+            Hlc {
+                physical_ms: WALL,
+                logical: 0,
+                node: node("b"),
+            },
+            dataset(n, 1, 1, 1),
+        );
+        (key.clone(), sealed("b", &key, entry))
     };
     let report = a.merge_remote(
         WALL,
@@ -198,7 +203,7 @@ fn remote_entries_too_far_ahead_invalid_or_over_capacity_are_rejected() {
                         Hlc {
                             physical_ms: WALL,
                             logical: 0,
-                            node: "b".into(),
+                            node: node("b"),
                         },
                         bad,
                     ),
@@ -293,10 +298,11 @@ fn a_fenced_owner_cannot_write_the_head_but_status_only_moves_forward() {
         Write::Job(job("j", 2, "b", JobStatus::Running, 40)),
     )
     .unwrap();
+    // The status and its time come from the write that set the winning status.
     let j = a.job(&"j".into()).unwrap();
     assert_eq!(
         (j.status, j.updated_at_ms, j.owner.as_str()),
-        (JobStatus::Succeeded, 40, "b")
+        (JobStatus::Succeeded, 30, "b")
     );
 }
 
@@ -360,7 +366,7 @@ fn hlc() -> impl Strategy<Value = Hlc> {
         .prop_map(|(physical_ms, logical, n)| Hlc {
             physical_ms: WALL - 100 + physical_ms,
             logical,
-            node: n.into(),
+            node: node(n),
         })
 }
 
@@ -409,7 +415,7 @@ fn entry_for(key: CatalogKey) -> BoxedStrategy<Entry> {
                     RecordKind::Dataset => dataset(&key.name, key.version, n, shard),
                     RecordKind::Eviction => Record::Eviction(EvictionRecord {
                         node: key.name.as_str().into(),
-                        evicted_by: if shard == 1 { "n1" } else { "n2" }.into(),
+                        evicted_by: h.node.clone(),
                         evicted_at_ms: n,
                     }),
                     RecordKind::ModelAlias => {
@@ -423,8 +429,16 @@ fn entry_for(key: CatalogKey) -> BoxedStrategy<Entry> {
     }
 }
 
+/// A valid entry for a key, sealed by whichever test node wrote each part.
 fn keyed() -> impl Strategy<Value = (CatalogKey, Entry)> {
-    key().prop_flat_map(|k| (Just(k.clone()), entry_for(k)))
+    key()
+        .prop_flat_map(|k| (Just(k.clone()), entry_for(k)))
+        .prop_map(|(k, mut e)| {
+            for n in ["n1", "n2", "n3"] {
+                crate::catalog::Keys::from_seed(n).seal(&k, &mut e);
+            }
+            (k, e)
+        })
 }
 
 fn catalog() -> impl Strategy<Value = Catalog> {

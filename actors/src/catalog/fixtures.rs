@@ -98,9 +98,20 @@ pub(crate) fn job(id: &str, epoch: u64, owner: &str, status: JobStatus, updated:
 }
 
 pub(crate) fn replica(node: &str) -> Catalog {
-    Catalog::new(Config::default(), node.into())
+    Catalog::new(Config::default(), super::Keys::from_seed(node))
 }
 
 pub(crate) fn state(c: &Catalog) -> Vec<(CatalogKey, Entry)> {
     c.entries().map(|(k, e)| (k.clone(), e.clone())).collect()
+}
+
+/// The id of the test node named `name` (a real peer id, from keys derived from the name).
+pub(crate) fn node(name: &str) -> flotilla_protocol::NodeId {
+    super::Keys::from_seed(name).me().clone()
+}
+
+/// `entry` under `key` with every part written by the test node `name` sealed by it.
+pub(crate) fn sealed(name: &str, key: &CatalogKey, mut entry: Entry) -> Entry {
+    super::Keys::from_seed(name).seal(key, &mut entry);
+    entry
 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use flotilla_protocol::catalog::{CatalogKey, Entry, JobRecord, Record, RecordKind};
 use flotilla_protocol::services::catalog::{Delta, Digest, SyncReply};
-use flotilla_protocol::NodeId;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
@@ -30,14 +29,14 @@ impl Handle {
     /// replica from `store`. Deltas of local writes are sent on `outbox`.
     pub async fn spawn(
         config: Config,
-        node: NodeId,
+        keys: super::Keys,
         store: Arc<dyn Store>,
         outbox: mpsc::Sender<Delta>,
     ) -> Result<(Handle, tokio::task::JoinHandle<()>)> {
         config.validate()?;
         let args = Args {
             config,
-            node,
+            keys,
             store,
             outbox,
         };

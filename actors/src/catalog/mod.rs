@@ -3,6 +3,8 @@
 //!
 //! - [`core`]: the state-based CRDT ([`Catalog`]): local writes, validated remote merges,
 //!   digests and one-round anti-entropy, the change log for delta gossip.
+//! - [`keys`]: seals: this node signs its writes; peers' entries are verified against the key
+//!   their writer's id names.
 //! - [`query`]: versions, latest versions, alias resolution and active jobs.
 //! - [`persist`]: saving entries to and loading them from the `Catalog` column of the
 //!   [`crate::store::Store`].
@@ -13,6 +15,7 @@
 pub mod actor;
 pub mod core;
 pub mod handle;
+pub mod keys;
 pub mod msg;
 pub mod persist;
 pub mod query;
@@ -23,4 +26,5 @@ mod fixtures;
 pub use self::core::{Catalog, Config, Error, MergeReport, Rejection, Write};
 pub use actor::{MergeSummary, Stats, WriteError};
 pub use handle::Handle;
+pub use keys::Keys;
 pub use persist::LoadReport;

@@ -6,11 +6,13 @@
 //! acknowledged; entries merged from peers can be saved buffered, since anti-entropy would bring
 //! them back after a crash.
 
-use flotilla_protocol::catalog::CatalogKey;
-use flotilla_protocol::services::catalog::{decode_entry, encode_entry};
-use flotilla_protocol::NodeId;
+use flotilla_protocol::catalog::{CatalogKey, Entry, JobRecord, Record};
+use flotilla_protocol::hlc::Hlc;
+use flotilla_protocol::services::catalog::{decode_entry, encode_entry, MAX_ENTRY_BYTES};
+use serde::Deserialize;
 
 use super::core::{Catalog, Config};
+use super::keys::Keys;
 use crate::store::{Column, Durability, Store};
 use crate::{Error, Result};
 
@@ -60,12 +62,14 @@ impl Catalog {
         self.save_keys(store, &keys, durability)
     }
 
-    /// Loads a replica for node `node` from the store at wall time `wall_ms`. Rows that cannot
-    /// be read are skipped and reported; more rows than `config.max_entries` is an error, since
-    /// loading part of a catalog would silently drop records.
+    /// Loads a replica for the node holding `keys` from the store at wall time `wall_ms`. Rows
+    /// that cannot be read are skipped and reported; more rows than `config.max_entries` is an
+    /// error, since loading part of a catalog would silently drop records. Rows written before
+    /// entries were sealed are read too: this node's own writes among them are sealed now and
+    /// saved back; others' stay unsealed here, and lose to their writers' sealed copies.
     pub fn load_from(
         config: Config,
-        node: NodeId,
+        keys: Keys,
         store: &dyn Store,
         wall_ms: u64,
     ) -> Result<(Catalog, LoadReport)> {
@@ -78,8 +82,9 @@ impl Catalog {
                 config.max_entries
             )));
         }
-        let mut catalog = Catalog::new(config, node);
+        let mut catalog = Catalog::new(config, keys);
         let mut report = LoadReport::default();
+        let mut resealed = Vec::new();
         for (raw_key, value) in rows {
             let Some(key) = CatalogKey::from_store_key(&raw_key) else {
                 report
@@ -89,11 +94,19 @@ impl Catalog {
             };
             let entry = match decode_entry(&value) {
                 Ok(e) => e,
-                Err(e) => {
-                    report.skipped.push(format!("{key}: {e}"));
-                    continue;
-                }
+                Err(e) => match decode_unsealed(&value) {
+                    Some(mut old) => {
+                        catalog.keys().seal(&key, &mut old);
+                        resealed.push(key.clone());
+                        old
+                    }
+                    None => {
+                        report.skipped.push(format!("{key}: {e}"));
+                        continue;
+                    }
+                },
             };
+
             if let Err(e) = entry.validate(&key) {
                 report.skipped.push(format!("{key}: {e}"));
                 continue;
@@ -104,8 +117,29 @@ impl Catalog {
             catalog.merge(key, entry);
             report.loaded += 1;
         }
+        catalog.save_keys(store, &resealed, Durability::Buffered)?;
         Ok((catalog, report))
     }
+}
+
+/// An entry as rows were written before seals existed.
+#[derive(Deserialize)]
+enum UnsealedEntry {
+    Register { hlc: Hlc, value: Option<Record> },
+    Job { hlc: Hlc, record: JobRecord },
+}
+
+fn decode_unsealed(bytes: &[u8]) -> Option<Entry> {
+    let old = flotilla_protocol::codec::decode::<UnsealedEntry, MAX_ENTRY_BYTES>("catalog", bytes)
+        .ok()?;
+    Some(match old {
+        UnsealedEntry::Register {
+            hlc,
+            value: Some(r),
+        } => Entry::write(hlc, r),
+        UnsealedEntry::Register { hlc, value: None } => Entry::tombstone(hlc),
+        UnsealedEntry::Job { hlc, record } => Entry::job(hlc, record),
+    })
 }
 
 #[cfg(test)]

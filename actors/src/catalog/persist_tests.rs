@@ -40,7 +40,13 @@ fn a_saved_replica_loads_back_equal_and_its_clock_stays_ahead() {
         .unwrap();
 
     // Restarted with a wall clock that went back: the write must still beat the stored entry.
-    let (mut b, report) = Catalog::load_from(Config::default(), "a".into(), &store, 10).unwrap();
+    let (mut b, report) = Catalog::load_from(
+        Config::default(),
+        crate::catalog::Keys::from_seed("a"),
+        &store,
+        10,
+    )
+    .unwrap();
     assert_eq!(report.loaded, 3);
     assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
     assert!(
@@ -80,7 +86,7 @@ fn loading_more_rows_than_the_bound_is_an_error() {
             max_entries: 2,
             ..Config::default()
         },
-        "a".into(),
+        crate::catalog::Keys::from_seed("a"),
         &store,
         1,
     )

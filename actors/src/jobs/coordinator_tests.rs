@@ -172,6 +172,7 @@ fn owner_failover_runs_every_task_exactly_once() {
             task: 0,
         },
         TaskOutcome::Succeeded("r0".into()),
+        1,
     );
 
     // The owner dies; "b" takes over at epoch 2 and surveys the ledgers.
@@ -211,6 +212,7 @@ fn owner_failover_runs_every_task_exactly_once() {
         ledgers.get_mut(&node).unwrap().on_finish(
             &TaskKey { job: job(), task },
             TaskOutcome::Succeeded(format!("r{task}")),
+            1,
         );
         new.on_task_finished(task, &node, 0, TaskOutcome::Succeeded(format!("r{task}")));
     }

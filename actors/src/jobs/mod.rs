@@ -8,7 +8,9 @@
 //! - [`ledger`]: the executing node's task ledger (re-attach, fencing, outcomes for new owners).
 //! - [`executor`]: the actor that runs tasks on a node, with the ledger kept durable.
 //! - [`manager`]: the node's `JobManager` actor that drives coordinators and takes jobs over.
+//! - [`compaction`]: forgets the ledger rows of jobs that are over, past the retention.
 
+pub mod compaction;
 pub mod coordinator;
 pub mod executor;
 pub mod ledger;

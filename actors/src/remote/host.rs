@@ -308,7 +308,7 @@ impl Host {
                         )
                     })?;
                 endpoint
-                    .call(payload)
+                    .call(from, payload)
                     .await
                     .map(ResponseBody::Reply)
                     .map_err(|e| remote(RemoteErrorKind::BadRequest, e))

@@ -31,8 +31,10 @@ pub use host::{Host, MAX_SPAWNS_PER_PEER};
 /// Delivers an encoded message to one named actor and returns its encoded reply.
 #[async_trait::async_trait]
 pub trait Endpoint: Send + Sync + 'static {
-    /// Handles one message; the error is a reason the caller sees.
-    async fn call(&self, payload: Vec<u8>) -> Result<Vec<u8>, String>;
+    /// Handles one message from `from` (the authenticated peer, or this node for a local
+    /// call), so an endpoint can refuse what that caller may not ask; the error is a reason
+    /// the caller sees.
+    async fn call(&self, from: &NodeId, payload: Vec<u8>) -> Result<Vec<u8>, String>;
 }
 
 /// A kind of actor a node can spawn on request.

@@ -12,6 +12,9 @@
 //!    once every blob it holds matches the manifest, so a checkpoint exists on a node exactly
 //!    when it is complete there.
 //!
+//! Only the run's coordinator may write blobs and manifests into a node's store
+//! ([`super::checkpoint_writers`]); any member may read them.
+//!
 //! After a shard's host is lost, [`latest`] asks every alive node for its newest complete
 //! checkpoint of the job and [`restore_shards`] starts every shard from it on the chosen hosts.
 //! A corrupt or incomplete checkpoint on a node is skipped there in favour of the one before
@@ -30,24 +33,36 @@ use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::NodeId;
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint_writers::Writers;
 use super::remote::RemoteParams;
 
 /// The endpoint name every node serves its checkpoint store under.
 pub const CHECKPOINT_STORE: &str = "train/checkpoints";
 
+/// The lineage a training job's checkpoints are kept under: the same for every attempt of
+/// the catalog job `run`.
+pub fn lineage_of(run: &JobId) -> JobId {
+    JobId(format!(
+        "train-{}",
+        &blake3::hash(run.as_str().as_bytes()).to_hex()[..16]
+    ))
+}
+
 /// A request to a node's checkpoint store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StoreAsk {
-    /// Keep one shard's blob of checkpoint `step`.
+    /// Keep one shard's blob of checkpoint `step` of lineage `job`, which belongs to the
+    /// catalog job `run` (the store checks both, and that the sender coordinates `run`).
     PutBlob {
+        run: JobId,
         job: JobId,
         step: u64,
         shard: u32,
         #[serde(with = "serde_bytes")]
         blob: Vec<u8>,
     },
-    /// Write the manifest once every blob it lists is here and intact.
-    PutManifest(Manifest),
+    /// Write the manifest once every blob it lists is here and intact; `run` as for `PutBlob`.
+    PutManifest { run: JobId, manifest: Manifest },
     /// One shard's blob, checked against `blake3`.
     GetBlob {
         job: JobId,
@@ -72,12 +87,32 @@ type Answer = std::result::Result<StoreReply, String>;
 /// The endpoint over this node's store.
 pub struct CheckpointStore {
     pub store: Arc<dyn Store>,
+    /// Who may write checkpoints of a job here.
+    pub writers: Arc<dyn Writers>,
 }
 
 #[async_trait::async_trait]
 impl Endpoint for CheckpointStore {
-    async fn call(&self, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    async fn call(&self, from: &NodeId, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
         let ask: StoreAsk = remote::decode(&payload)?;
+        let writes = match &ask {
+            StoreAsk::PutBlob { run, job, .. } => Some((run, job)),
+            StoreAsk::PutManifest { run, manifest } => Some((run, &manifest.job)),
+            StoreAsk::GetBlob { .. } | StoreAsk::Latest { .. } => None,
+        };
+        if let Some((run, lineage)) = writes {
+            let allowed = if lineage_of(run) != *lineage {
+                Err(format!(
+                    "{lineage} is not the checkpoint lineage of job {run}"
+                ))
+            } else {
+                self.writers.may_write(from, run).await
+            };
+            if let Err(why) = allowed {
+                tracing::warn!(%from, %run, %why, "checkpoint write refused");
+                return Err(format!("checkpoint write refused: {why}"));
+            }
+        }
         let store = self.store.clone();
         // rocksdb reads and the hashing of blobs block: off the async workers.
         let answer: Answer = tokio::task::spawn_blocking(move || answer(store.as_ref(), ask))
@@ -95,12 +130,13 @@ fn answer(store: &dyn Store, ask: StoreAsk) -> Answer {
             step,
             shard,
             blob,
+            ..
         } => {
             checkpoint::put_blob(store, &job, step, shard, &blob).map_err(e)?;
             Ok(StoreReply::Done)
         }
-        StoreAsk::PutManifest(m) => {
-            checkpoint::write_manifest(store, &m).map_err(e)?;
+        StoreAsk::PutManifest { manifest, .. } => {
+            checkpoint::write_manifest(store, &manifest).map_err(e)?;
             Ok(StoreReply::Done)
         }
         StoreAsk::GetBlob {
@@ -156,11 +192,13 @@ async fn get_blob(
 async fn put_blob(
     mesh: &Arc<dyn Mesh>,
     node: &NodeId,
+    run: &JobId,
     m: &Manifest,
     shard: u32,
     blob: Vec<u8>,
 ) -> Result<(), String> {
     let msg = StoreAsk::PutBlob {
+        run: run.clone(),
         job: m.job.clone(),
         step: m.step,
         shard,
@@ -171,6 +209,9 @@ async fn put_blob(
 
 /// What [`save`] needs besides the shards.
 pub struct SaveArgs<'a> {
+    /// The catalog job the run belongs to.
+    pub catalog_job: &'a JobId,
+    /// Its lineage ([`lineage_of`]).
     pub job: &'a JobId,
     pub step: u64,
     pub seed: u64,
@@ -230,11 +271,23 @@ pub async fn save(
     for (e, host) in manifest.shards.iter().zip(&hosts) {
         let blob = get_blob(mesh, host, &manifest, e).await?;
         for holder in holders.iter().filter(|h| *h != host) {
-            put_blob(mesh, holder, &manifest, e.shard, blob.clone()).await?;
+            put_blob(
+                mesh,
+                holder,
+                a.catalog_job,
+                &manifest,
+                e.shard,
+                blob.clone(),
+            )
+            .await?;
         }
     }
     for holder in &holders {
-        ask(mesh, holder, StoreAsk::PutManifest(manifest.clone())).await?;
+        let put = StoreAsk::PutManifest {
+            run: a.catalog_job.clone(),
+            manifest: manifest.clone(),
+        };
+        ask(mesh, holder, put).await?;
     }
     Ok(manifest)
 }
@@ -260,10 +313,12 @@ pub async fn latest(
     best
 }
 
-/// Copies every blob of `m` from `holder` to the node that will host its shard, so the shard
-/// can restore from its own store; the blobs, in shard order.
+/// Copies every blob of `m` (a checkpoint of catalog job `run`) from `holder` to the node
+/// that will host its shard, so the shard can restore from its own store; the blobs, in shard
+/// order.
 pub async fn stage_blobs(
     mesh: &Arc<dyn Mesh>,
+    run: &JobId,
     holder: &NodeId,
     m: &Manifest,
     hosts: &[NodeId],
@@ -272,7 +327,7 @@ pub async fn stage_blobs(
     for (e, host) in m.shards.iter().zip(hosts) {
         let blob = get_blob(mesh, holder, m, e).await?;
         if host != holder {
-            put_blob(mesh, host, m, e.shard, blob.clone()).await?;
+            put_blob(mesh, host, run, m, e.shard, blob.clone()).await?;
         }
         blobs.push(blob);
     }
@@ -297,9 +352,34 @@ mod tests {
         }
     }
 
+    /// Writes from one node only: the plumbing of the rule, not the rule itself (that is
+    /// `RunCoordinators`, exercised on a cluster by the `checkpoint_writes` test).
+    struct OnlyFrom(NodeId);
+
+    #[async_trait::async_trait]
+    impl Writers for OnlyFrom {
+        async fn may_write(&self, from: &NodeId, job: &JobId) -> Result<(), String> {
+            if *from == self.0 {
+                Ok(())
+            } else {
+                Err(format!("{from} does not coordinate {job}"))
+            }
+        }
+    }
+
+    fn coordinator() -> NodeId {
+        NodeId::from("coordinator")
+    }
+
+    async fn ask_as(store: &CheckpointStore, from: &NodeId, msg: StoreAsk) -> Answer {
+        match store.call(from, remote::encode(&msg).unwrap()).await {
+            Ok(bytes) => remote::decode(&bytes).unwrap(),
+            Err(refused) => Err(refused),
+        }
+    }
+
     async fn ask_store(store: &CheckpointStore, msg: StoreAsk) -> Answer {
-        let bytes = store.call(remote::encode(&msg).unwrap()).await.unwrap();
-        remote::decode(&bytes).unwrap()
+        ask_as(store, &coordinator(), msg).await
     }
 
     #[tokio::test]
@@ -307,8 +387,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore {
             store: Arc::new(crate::store::RocksStore::open(dir.path()).unwrap()),
+            writers: Arc::new(OnlyFrom(coordinator())),
         };
-        let job = JobId("job-ckpt".into());
+        let run = JobId("job-ckpt".into());
+        let job = lineage_of(&run);
         let nodes: Vec<NodeId> = (0..3).map(|i| NodeId(format!("n{i}"))).collect();
         let mut manifests = Vec::new();
         for step in [10u64, 20] {
@@ -323,10 +405,38 @@ mod tests {
             )
             .unwrap();
             // A manifest before its blobs is refused: a checkpoint never exists half-written.
-            let early = ask_store(&store, StoreAsk::PutManifest(m.clone())).await;
+            let manifest = |m: &Manifest| StoreAsk::PutManifest {
+                run: run.clone(),
+                manifest: m.clone(),
+            };
+            let early = ask_store(&store, manifest(&m)).await;
             assert!(early.unwrap_err().contains("missing"));
+            // Writes from anyone but the coordinator are refused before they touch the store.
+            let stranger = NodeId::from("stranger");
+            let forged = StoreAsk::PutBlob {
+                run: run.clone(),
+                job: job.clone(),
+                step,
+                shard: 0,
+                blob: blobs[0].clone(),
+            };
+            for ask in [forged, manifest(&m)] {
+                let refused = ask_as(&store, &stranger, ask).await.unwrap_err();
+                assert!(refused.contains("refused"), "{refused}");
+            }
+            // The coordinator of one job does not write into another job's lineage.
+            let elsewhere = StoreAsk::PutBlob {
+                run: JobId("job-other".into()),
+                job: job.clone(),
+                step,
+                shard: 0,
+                blob: blobs[0].clone(),
+            };
+            let refused = ask_store(&store, elsewhere).await.unwrap_err();
+            assert!(refused.contains("lineage"), "{refused}");
             for (e, b) in m.shards.iter().zip(&blobs) {
                 let put = StoreAsk::PutBlob {
+                    run: run.clone(),
                     job: job.clone(),
                     step,
                     shard: e.shard,
@@ -334,10 +444,7 @@ mod tests {
                 };
                 assert_eq!(ask_store(&store, put).await, Ok(StoreReply::Done));
             }
-            assert_eq!(
-                ask_store(&store, StoreAsk::PutManifest(m.clone())).await,
-                Ok(StoreReply::Done)
-            );
+            assert_eq!(ask_store(&store, manifest(&m)).await, Ok(StoreReply::Done));
             manifests.push(m);
         }
         let latest = StoreAsk::Latest { job: job.clone() };
@@ -351,6 +458,7 @@ mod tests {
         let mut damaged = get(&store, &manifests[1], e).await.unwrap();
         damaged[5] ^= 0xff;
         let put = StoreAsk::PutBlob {
+            run: run.clone(),
             job: job.clone(),
             step: 20,
             shard: 1,

@@ -145,10 +145,7 @@ pub async fn run(
     // The lineage is the same for every attempt of the catalog job (its checkpoints are kept
     // under it); the attempt names this coordinator's actors, so an earlier attempt's leftovers
     // never collide with them.
-    let lineage = JobId(format!(
-        "train-{}",
-        &blake3::hash(catalog_job.as_str().as_bytes()).to_hex()[..16]
-    ));
+    let lineage = super::checkpoints::lineage_of(catalog_job);
     let job = JobId(format!(
         "{lineage}-{}",
         &blake3::hash(format!("{}{}", crate::data::now_ms(), rand::random::<u64>()).as_bytes())
@@ -259,6 +256,7 @@ pub async fn run(
         every: save_every,
         seed,
         lineage: lineage.clone(),
+        catalog_job: catalog_job.clone(),
         attempt: job.clone(),
         global_batch: global,
         sync: consistency == Consistency::Sync,
@@ -296,10 +294,17 @@ pub async fn run(
                 ));
             }
             super::recovery::stop_leftovers(ctx, &manifest.run.attempt, shards, &alive).await;
-            let params =
-                super::recovery::restore_shards(ctx, &job, &template, &holder, &manifest, &hosts)
-                    .await
-                    .map_err(|e| format!("resuming from checkpoint {}: {e}", manifest.step))?;
+            let params = super::recovery::restore_shards(
+                ctx,
+                catalog_job,
+                &job,
+                &template,
+                &holder,
+                &manifest,
+                &hosts,
+            )
+            .await
+            .map_err(|e| format!("resuming from checkpoint {}: {e}", manifest.step))?;
             let d = LocalDispatch::resume(
                 dispatch_cfg.clone(),
                 records.clone(),
@@ -401,7 +406,13 @@ pub async fn run(
                 .map(|i| ranked[i % ranked.len()].clone())
                 .collect();
             let restored = super::recovery::restore_shards(
-                ctx, &job, &template, &holder, &manifest, &new_hosts,
+                ctx,
+                catalog_job,
+                &job,
+                &template,
+                &holder,
+                &manifest,
+                &new_hosts,
             )
             .await;
             params = match restored {

@@ -16,10 +16,12 @@
 //!
 //! - [`checkpoints`]: every node's checkpoint store endpoint, and how a coordinator saves a
 //!   checkpoint on its holders and restores shards from one.
+//! - [`checkpoint_writers`]: who may write a run's checkpoints into a store (its coordinator).
 //! - [`job`]: the `train` job kind's coordinator: dataset version → model → shards and trainers
 //!   on the alive nodes → a JSON summary.
 //! - [`metrics`]: the live step metrics a coordinator publishes (`/metrics`, job events).
 
+pub mod checkpoint_writers;
 pub mod checkpoints;
 pub mod evaluation;
 pub mod gradient;

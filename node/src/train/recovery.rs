@@ -130,6 +130,8 @@ pub(super) struct Saver {
     pub seed: u64,
     /// The run's lineage: what its checkpoints are kept under.
     pub lineage: JobId,
+    /// The catalog job the run belongs to (holders check its coordinator).
+    pub catalog_job: JobId,
     /// This attempt (recorded so that a later one can stop its leftovers).
     pub attempt: JobId,
     /// The run's global batch (recorded so that a resumed run keeps it).
@@ -193,6 +195,7 @@ impl Saver {
         let alive = ctx.data.alive().await;
         let job = &self.lineage;
         let args = SaveArgs {
+            catalog_job: &self.catalog_job,
             job,
             step,
             seed: self.seed,
@@ -368,13 +371,14 @@ pub(super) async fn reachable(ctx: &TrainContext) -> Vec<NodeId> {
 /// the checkpoint counted are gone: each shard's barrier waits for new ones.
 pub(super) async fn restore_shards(
     ctx: &TrainContext,
+    catalog_job: &JobId,
     attempt: &JobId,
     template: &ShardArgs,
     holder: &NodeId,
     manifest: &Manifest,
     hosts: &[NodeId],
 ) -> Result<Arc<RemoteParams>, String> {
-    let blobs = checkpoints::stage_blobs(&ctx.mesh, holder, manifest, hosts).await?;
+    let blobs = checkpoints::stage_blobs(&ctx.mesh, catalog_job, holder, manifest, hosts).await?;
     let mut args = Vec::with_capacity(blobs.len());
     let mut old_workers = BTreeSet::new();
     for (i, blob) in blobs.iter().enumerate() {

@@ -102,7 +102,7 @@ struct ShardEndpoint {
 
 #[async_trait::async_trait]
 impl Endpoint for ShardEndpoint {
-    async fn call(&self, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    async fn call(&self, _from: &NodeId, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
         let body: RequestBody = remote::decode(&payload)?;
         let reply: Reply = param_server::rpc::serve(
             &self.handle,

@@ -75,7 +75,7 @@ pub struct DispatchEndpoint(pub Arc<LocalDispatch>);
 
 #[async_trait::async_trait]
 impl Endpoint for DispatchEndpoint {
-    async fn call(&self, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    async fn call(&self, _from: &NodeId, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
         let d = &self.0;
         let answer: Answer = match remote::decode::<DispatchAsk>(&payload)? {
             DispatchAsk::NextBatch { worker, step } => {
@@ -269,7 +269,11 @@ struct NoMessages;
 
 #[async_trait::async_trait]
 impl Endpoint for NoMessages {
-    async fn call(&self, _payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    async fn call(
+        &self,
+        _from: &NodeId,
+        _payload: Vec<u8>,
+    ) -> std::result::Result<Vec<u8>, String> {
         Err("a trainer takes no messages; stop it or ask its coordinator".into())
     }
 }

@@ -12,31 +12,71 @@
 //! Each merge is the join of a semilattice (commutative, associative, idempotent); an entry of
 //! the wrong shape for its key is refused by [`Entry::validate`] before it is merged, and if two
 //! shapes ever meet, a job entry absorbs a register (an ordinal sum, still a semilattice).
+//!
+//! **Seals.** Every write carries its writer's signature ([`Seal`]): a register's by the node
+//! its timestamp names, a job's head by the node that wrote the head and its status by the node
+//! that wrote the status (`status_by`), since the two parts merge separately and may come from
+//! different writers. What each seal covers is [`Register::sealed_bytes`],
+//! [`JobEntry::head_bytes`] and [`JobEntry::status_bytes`]; replicas verify seals before they
+//! merge a peer's entry, so no node can write in another's name. Seals take part in the merge
+//! order only as the last tie-break, which keeps the merge a join.
 
 use serde::{Deserialize, Serialize};
 
 use super::{CatalogKey, JobRecord, Record, RecordKind};
 use crate::hlc::Hlc;
+use crate::ids::NodeId;
+use crate::jobs::JobStatus;
 use crate::validation::{Checker, FieldErrors};
+
+/// A writer's ed25519 signature over the bytes a write covers; empty when unsealed (an entry
+/// being built, or one read back from a store written before seals existed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Seal(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl Seal {
+    /// Whether the write carries no signature.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Domain tags, so bytes signed for one part can never pass as another.
+const REGISTER_TAG: &str = "flotilla/catalog/register/1";
+const JOB_HEAD_TAG: &str = "flotilla/catalog/job-head/1";
+const JOB_STATUS_TAG: &str = "flotilla/catalog/job-status/1";
+
+fn canonical<T: Serialize>(value: &T) -> Vec<u8> {
+    // bincode's standard configuration is canonical for these types (no maps with unordered
+    // keys, no floats); encoding plain data into a Vec cannot fail.
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
+}
 
 /// A last-writer-wins register; `value: None` is a tombstone.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Register {
     pub hlc: Hlc,
     pub value: Option<Record>,
+    /// By `hlc.node`, over [`Register::sealed_bytes`].
+    pub seal: Seal,
 }
 
 impl Register {
     /// Keeps the later of the two; returns whether `self` changed. Equal timestamps (possible
-    /// only if a node reissued one after losing its clock state) are settled by the value, so
-    /// the result still does not depend on the order of merging.
+    /// only if a node reissued one after losing its clock state) are settled by the value and
+    /// then the seal, so the result still does not depend on the order of merging.
     pub fn merge(&mut self, other: Register) -> bool {
-        if (&other.hlc, &other.value) > (&self.hlc, &self.value) {
+        if (&other.hlc, &other.value, &other.seal) > (&self.hlc, &self.value, &self.seal) {
             *self = other;
             true
         } else {
             false
         }
+    }
+
+    /// What the writer signs: the key, the timestamp and the value.
+    pub fn sealed_bytes(&self, key: &CatalogKey) -> Vec<u8> {
+        canonical(&(REGISTER_TAG, key, &self.hlc, &self.value))
     }
 }
 
@@ -46,6 +86,12 @@ pub struct JobEntry {
     /// Timestamp of the write that set the head (owner, epoch, spec).
     pub hlc: Hlc,
     pub record: JobRecord,
+    /// By `hlc.node`, over [`JobEntry::head_bytes`].
+    pub head_seal: Seal,
+    /// The node that wrote `record.status` and `record.updated_at_ms`.
+    pub status_by: NodeId,
+    /// By `status_by`, over [`JobEntry::status_bytes`].
+    pub status_seal: Seal,
 }
 
 impl JobEntry {
@@ -73,24 +119,62 @@ impl JobEntry {
         )
     }
 
+    /// The status part, with its writer and seal, as one value: statuses join by rank (a
+    /// total order), then the later update, then the writer and seal, so the part that wins is
+    /// always one a writer sealed whole.
+    fn status_stamp(&self) -> (JobStatus, u64, &NodeId, &Seal) {
+        (
+            self.record.status,
+            self.record.updated_at_ms,
+            &self.status_by,
+            &self.status_seal,
+        )
+    }
+
     /// Joins `other` into `self`; returns whether `self` changed.
     pub fn merge(&mut self, other: JobEntry) -> bool {
-        let status = self.record.status.join(other.record.status);
-        let updated = self.record.updated_at_ms.max(other.record.updated_at_ms);
-        let mut changed = false;
-        if other.head() > self.head() {
+        let status = if other.status_stamp() > self.status_stamp() {
+            (
+                other.record.status,
+                other.record.updated_at_ms,
+                other.status_by.clone(),
+                other.status_seal.clone(),
+            )
+        } else {
+            (
+                self.record.status,
+                self.record.updated_at_ms,
+                self.status_by.clone(),
+                self.status_seal.clone(),
+            )
+        };
+        let before = self.clone();
+        if (other.head(), &other.head_seal) > (self.head(), &self.head_seal) {
             *self = other;
-            changed = true;
         }
-        if self.record.status != status {
-            self.record.status = status;
-            changed = true;
-        }
-        if self.record.updated_at_ms != updated {
-            self.record.updated_at_ms = updated;
-            changed = true;
-        }
-        changed
+        (
+            self.record.status,
+            self.record.updated_at_ms,
+            self.status_by,
+            self.status_seal,
+        ) = status;
+        *self != before
+    }
+
+    /// What the head's writer signs: the key, the head timestamp and every head field.
+    pub fn head_bytes(&self, key: &CatalogKey) -> Vec<u8> {
+        canonical(&(JOB_HEAD_TAG, key, self.head()))
+    }
+
+    /// What the status's writer signs: the key, the status, the update time and the writer.
+    pub fn status_bytes(&self, key: &CatalogKey) -> Vec<u8> {
+        canonical(&(
+            JOB_STATUS_TAG,
+            key,
+            self.record.status,
+            self.record.updated_at_ms,
+            &self.status_by,
+        ))
     }
 }
 
@@ -104,22 +188,45 @@ pub enum Entry {
 }
 
 impl Entry {
-    /// A live register holding `record`, written at `hlc`.
+    /// A live register holding `record`, written at `hlc` (unsealed).
     pub fn write(hlc: Hlc, record: Record) -> Self {
         Entry::Register(Register {
             hlc,
             value: Some(record),
+            seal: Seal::default(),
         })
     }
 
-    /// A tombstone written at `hlc`.
+    /// A tombstone written at `hlc` (unsealed).
     pub fn tombstone(hlc: Hlc) -> Self {
-        Entry::Register(Register { hlc, value: None })
+        Entry::Register(Register {
+            hlc,
+            value: None,
+            seal: Seal::default(),
+        })
     }
 
-    /// A job entry written at `hlc`.
+    /// A job entry whose head and status were both written at `hlc` (unsealed).
     pub fn job(hlc: Hlc, record: JobRecord) -> Self {
-        Entry::Job(JobEntry { hlc, record })
+        let status_by = hlc.node.clone();
+        Entry::Job(JobEntry {
+            hlc,
+            record,
+            head_seal: Seal::default(),
+            status_by,
+            status_seal: Seal::default(),
+        })
+    }
+
+    /// Each part of the entry that a writer seals: the writer, the bytes it signs, its seal.
+    pub fn sealed_parts(&self, key: &CatalogKey) -> Vec<(&NodeId, Vec<u8>, &Seal)> {
+        match self {
+            Entry::Register(r) => vec![(&r.hlc.node, r.sealed_bytes(key), &r.seal)],
+            Entry::Job(j) => vec![
+                (&j.hlc.node, j.head_bytes(key), &j.head_seal),
+                (&j.status_by, j.status_bytes(key), &j.status_seal),
+            ],
+        }
     }
 
     /// The timestamp of the entry's latest winning write.
@@ -162,6 +269,13 @@ impl Entry {
             "hlc.node",
             "must name the writing node",
         );
+        if let Entry::Job(j) = self {
+            c.check(
+                !j.status_by.0.is_empty(),
+                "status_by",
+                "must name the node that wrote the status",
+            );
+        }
         let record_errors = match self {
             Entry::Register(Register {
                 value: Some(record),
@@ -172,6 +286,14 @@ impl Entry {
                     "value",
                     format!("record belongs under {}, not {key}", record.key()),
                 );
+                if let Record::Eviction(e) = record {
+                    // The seal proves who wrote it; the record must not claim someone else.
+                    c.check(
+                        e.evicted_by == self.hlc().node,
+                        "value.evicted_by",
+                        "must be the node that wrote the eviction",
+                    );
+                }
                 record.validate().err()
             }
             Entry::Register(Register { value: None, .. }) => {

@@ -288,8 +288,11 @@ fn evictions_name_a_node_and_are_never_deleted() {
         Some(key.clone())
     );
     assert_eq!(key.to_string(), "eviction/12D3KooWEvicted");
-    let e = Entry::write(at(1, "a"), Record::Eviction(record.clone()));
+    let e = Entry::write(at(1, "12D3KooWAdmin"), Record::Eviction(record.clone()));
     assert!(e.validate(&key).is_ok());
+    // An eviction claims the node that wrote it, never another.
+    let e = Entry::write(at(1, "a"), Record::Eviction(record.clone()));
+    assert!(e.validate(&key).unwrap_err().mentions("value.evicted_by"));
     // A tombstone would readmit the node wherever it is merged: refused like a job delete.
     assert!(Entry::tombstone(at(2, "a"))
         .validate(&key)

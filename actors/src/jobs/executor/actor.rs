@@ -119,15 +119,30 @@ fn bounded(outcome: TaskOutcome) -> TaskOutcome {
     }
 }
 
-/// A persisted row: the task, who holds it and its ledger entry.
-type Row = (TaskKey, Holder, LedgerEntry);
+/// A persisted row: the task, who holds it, its ledger entry and when it ended (if it did).
+type Row = (TaskKey, Holder, LedgerEntry, Option<u64>);
+/// A row as written before the end time was recorded; still read.
+type RowWithoutEnd = (TaskKey, Holder, LedgerEntry);
+
+fn decode_row(bytes: &[u8]) -> flotilla_protocol::Result<Row> {
+    codec::decode::<Row, MAX_ROW_BYTES>("ledger", bytes).or_else(|e| {
+        codec::decode::<RowWithoutEnd, MAX_ROW_BYTES>("ledger", bytes)
+            .map(|(key, holder, entry)| (key, holder, entry, None))
+            .map_err(|_| e)
+    })
+}
 
 impl State {
     fn persist(&self, key: &TaskKey) -> Result<()> {
         let (Some(entry), Some(holder)) = (self.ledger.entry(key), self.owners.get(key)) else {
             return Ok(());
         };
-        let row: Row = (key.clone(), holder.clone(), entry.clone());
+        let row: Row = (
+            key.clone(),
+            holder.clone(),
+            entry.clone(),
+            self.ledger.ended_at(key),
+        );
         let bytes = codec::encode::<_, MAX_ROW_BYTES>("ledger", &row)
             .map_err(|e| Error::Store(e.to_string()))?;
         self.store
@@ -297,10 +312,43 @@ impl State {
         Ok(running)
     }
 
+    /// Deletes every ledger and run-log row of `jobs` that still qualify as ended before
+    /// `cutoff_ms` (a job that ran again since it was listed is kept). Ledger rows go first, so
+    /// a crash in between leaves run-log rows that the next compaction removes; returns how
+    /// many jobs were forgotten.
+    fn forget(&mut self, jobs: Vec<JobId>, cutoff_ms: u64) -> Result<usize> {
+        let ended: std::collections::BTreeSet<JobId> = self
+            .ledger
+            .jobs_ended_before(cutoff_ms)
+            .into_iter()
+            .collect();
+        let mut forgotten = 0;
+        for job in jobs.into_iter().filter(|j| ended.contains(j)) {
+            for key in self.ledger.tasks_of(&job) {
+                self.store
+                    .delete(Column::Jobs, &row_key(&key), Durability::Sync)?;
+                self.owners.remove(&key);
+                self.cancel_flags.remove(&key);
+            }
+            self.ledger.forget_job(&job);
+            for (k, _) in self
+                .store
+                .scan_prefix(Column::Jobs, &run_prefix(Some(&job)), MAX_ROWS)?
+            {
+                self.store.delete(Column::Jobs, &k, Durability::Sync)?;
+            }
+            forgotten += 1;
+        }
+        if forgotten > 0 {
+            info!(jobs = forgotten, "task ledger compacted");
+        }
+        Ok(forgotten)
+    }
+
     async fn finish(&mut self, key: &TaskKey, attempt: u32, outcome: TaskOutcome) -> Result<()> {
         let outcome = bounded(outcome);
         let current = self.ledger.entry(key).map(|e| e.attempt);
-        if current != Some(attempt) || !self.ledger.on_finish(key, outcome.clone()) {
+        if current != Some(attempt) || !self.ledger.on_finish(key, outcome.clone(), now_ms()) {
             return Ok(()); // a superseded attempt, or already ended (cancelled)
         }
         self.cancel_flags.remove(key);
@@ -334,10 +382,10 @@ impl Actor for Executor {
         let mut entries = Vec::new();
         let mut owners = BTreeMap::new();
         for (k, v) in rows {
-            match codec::decode::<Row, MAX_ROW_BYTES>("ledger", &v) {
-                Ok((key, holder, entry)) => {
+            match decode_row(&v) {
+                Ok((key, holder, entry, ended_at)) => {
                     owners.insert(key.clone(), holder);
-                    entries.push((key, entry));
+                    entries.push((key, entry, ended_at));
                 }
                 Err(e) => {
                     warn!(row = %String::from_utf8_lossy(&k), error = %e, "skipping unreadable ledger row")
@@ -345,7 +393,7 @@ impl Actor for Executor {
             }
         }
         let mut state = State {
-            ledger: Ledger::from_entries(entries),
+            ledger: Ledger::from_entries(entries, now_ms()),
             owners,
             cancel_flags: BTreeMap::new(),
             reservations: BTreeMap::new(),
@@ -512,6 +560,16 @@ impl Actor for Executor {
                 attempt,
                 outcome,
             } => state.finish(&key, attempt, outcome).await?,
+            Msg::EndedBefore { cutoff_ms, reply } => {
+                let _ = reply.send(state.ledger.jobs_ended_before(cutoff_ms));
+            }
+            Msg::Forget {
+                jobs,
+                cutoff_ms,
+                reply,
+            } => {
+                let _ = reply.send(state.forget(jobs, cutoff_ms));
+            }
         }
         Ok(())
     }

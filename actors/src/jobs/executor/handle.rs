@@ -260,6 +260,35 @@ impl Handle {
         answer(r, self.deadline)
     }
 
+    /// Jobs whose every task here ended at or before `cutoff_ms`.
+    pub async fn ended_before(&self, cutoff_ms: u64) -> Result<Vec<JobId>> {
+        let r = self
+            .actor
+            .call(
+                |reply| Msg::EndedBefore { cutoff_ms, reply },
+                Some(self.deadline),
+            )
+            .await;
+        answer(r, self.deadline)
+    }
+
+    /// Forgets `jobs` that still ended at or before `cutoff_ms`: their ledger and run-log rows
+    /// are deleted. Returns how many were forgotten. See [`crate::jobs::compaction`].
+    pub async fn forget(&self, jobs: Vec<JobId>, cutoff_ms: u64) -> Result<usize> {
+        let r = self
+            .actor
+            .call(
+                |reply| Msg::Forget {
+                    jobs,
+                    cutoff_ms,
+                    reply,
+                },
+                Some(self.deadline),
+            )
+            .await;
+        answer(r, self.deadline)?
+    }
+
     /// Stops the actor.
     pub fn stop(&self) {
         self.actor.stop(None);

@@ -85,4 +85,16 @@ pub enum Msg {
         attempt: u32,
         outcome: TaskOutcome,
     },
+    /// Jobs whose every task here ended at or before `cutoff_ms` (compaction candidates).
+    EndedBefore {
+        cutoff_ms: u64,
+        reply: RpcReplyPort<Vec<JobId>>,
+    },
+    /// Forget `jobs` (ledger and run-log rows) that still ended at or before `cutoff_ms`;
+    /// replies how many were forgotten.
+    Forget {
+        jobs: Vec<JobId>,
+        cutoff_ms: u64,
+        reply: RpcReplyPort<crate::Result<usize>>,
+    },
 }

@@ -2,7 +2,7 @@
 //! executing nodes' reports to this node's job manager.
 //!
 //! `from` is the authenticated peer that sent the request: a start must come from the owner it
-//! names, a report is attributed to its sender, a cancel must come from the task's owner (or
+//! names and be for a job the catalog does not record as finished, a report is attributed to its sender, a cancel must come from the task's owner (or
 //! the job's current owner by the catalog), and a preemption from the owner of an unfinished
 //! job of a higher class — so no node can act for another.
 //!
@@ -99,6 +99,18 @@ pub async fn answer(
                 return Err(remote(
                     RemoteErrorKind::BadRequest,
                     format!("task {task} of {job} refused: {why}"),
+                ));
+            }
+            // A finished job never runs again, even once its tasks left this node's ledger
+            // (see `jobs::compaction`). A job not in the catalog yet is not refused: its owner
+            // writes the record and places tasks at once, and gossip may still be on the way.
+            if head(catalog, &job, Duration::ZERO)
+                .await
+                .is_some_and(|h| !h.unfinished)
+            {
+                return Err(remote(
+                    RemoteErrorKind::Forbidden,
+                    format!("task {task} of {job} refused: the job has finished"),
                 ));
             }
             let start = executor::handle::Start {
