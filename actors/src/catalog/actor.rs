@@ -247,6 +247,10 @@ impl Actor for CatalogActor {
             Msg::Merge { delta, reply } => {
                 let _ = reply.send(state.merge(delta));
             }
+            Msg::MergePublished { entries, reply } => {
+                let report = state.crdt.merge_published(wall_ms(), entries);
+                let _ = reply.send(state.after_merge(&report));
+            }
             Msg::Compact { now_ms, reply } => {
                 let removed = state.compact(now_ms.unwrap_or_else(wall_ms));
                 if let Some(reply) = reply {

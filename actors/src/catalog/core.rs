@@ -483,8 +483,22 @@ impl Catalog {
 
     /// Validates and joins entries received from a peer at local wall time `wall_ms`.
     pub fn merge_remote(&mut self, wall_ms: u64, delta: Delta) -> MergeReport {
+        self.merge_published(
+            wall_ms,
+            delta.entries.into_iter().map(|(k, e)| (k, e, None)),
+        )
+    }
+
+    /// [`Catalog::merge_remote`] of entries each with the node that published the message
+    /// carrying it, when the transport authenticated that node (gossipsub's strict signing):
+    /// the parts that node wrote need no seal check (see [`keys::verify_published`]).
+    pub fn merge_published(
+        &mut self,
+        wall_ms: u64,
+        entries: impl IntoIterator<Item = (CatalogKey, Entry, Option<flotilla_protocol::NodeId>)>,
+    ) -> MergeReport {
         let mut report = MergeReport::default();
-        for (key, entry) in delta.entries {
+        for (key, entry, publisher) in entries {
             if let Err(errors) = entry.validate(&key) {
                 report.rejected.push((key, Rejection::Invalid(errors)));
                 continue;
@@ -512,7 +526,7 @@ impl Catalog {
                     continue;
                 }
             }
-            if let Err(why) = keys::verify(&key, &entry) {
+            if let Err(why) = keys::verify_published(&key, &entry, publisher.as_ref()) {
                 report.rejected.push((key, Rejection::BadSeal(why)));
                 continue;
             }

@@ -113,6 +113,17 @@ impl Handle {
         self.call(|reply| Msg::Merge { delta, reply }).await
     }
 
+    /// Merges gossiped entries, each with the node that published and signed its message (as
+    /// the transport authenticated it; `None` when it did not): that node's own parts need no
+    /// seal check.
+    pub async fn merge_published(
+        &self,
+        entries: Vec<(CatalogKey, Entry, Option<flotilla_protocol::NodeId>)>,
+    ) -> Result<MergeSummary> {
+        self.call(|reply| Msg::MergePublished { entries, reply })
+            .await
+    }
+
     /// Compacts the replica as of wall time `now_ms` (tests; the actor compacts itself every
     /// [`super::actor::COMPACT_EVERY`] by the wall clock); how many entries went.
     pub async fn compact_at(&self, now_ms: u64) -> Result<usize> {

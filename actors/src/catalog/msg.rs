@@ -2,6 +2,7 @@
 
 use flotilla_protocol::catalog::{CatalogKey, Entry, RecordKind};
 use flotilla_protocol::services::catalog::{Delta, Digest, SyncReply};
+use flotilla_protocol::NodeId;
 use ractor::RpcReplyPort;
 
 use super::actor::{MergeSummary, Stats, WriteError};
@@ -42,6 +43,11 @@ pub enum Msg {
     /// Entries from a peer (gossip or a push): merged, applied entries saved buffered.
     Merge {
         delta: Delta,
+        reply: RpcReplyPort<MergeSummary>,
+    },
+    /// Gossiped entries, each with the node that published (and signed) its message.
+    MergePublished {
+        entries: Vec<(CatalogKey, Entry, Option<NodeId>)>,
         reply: RpcReplyPort<MergeSummary>,
     },
     /// Counters and sizes for metrics.

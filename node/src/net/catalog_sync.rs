@@ -43,8 +43,12 @@ pub type CatalogReply = Reply<catalog::ResponseBody>;
 /// Catalog work the bridge hands to the worker.
 #[derive(Debug)]
 pub enum InboundWork {
-    /// A validated delta from the gossip topic.
-    Gossip(Delta),
+    /// A validated delta from the gossip topic, with the node that published it when
+    /// gossipsub's strict mode verified its signature.
+    Gossip {
+        delta: Delta,
+        publisher: Option<NodeId>,
+    },
     /// An anti-entropy request to answer.
     Request {
         request: catalog::Request,
@@ -177,7 +181,10 @@ impl Bridge {
                 .wiring
                 .catalog
                 .inbox
-                .try_send(InboundWork::Gossip(delta))
+                .try_send(InboundWork::Gossip {
+                    delta,
+                    publisher: message.source.map(|p| NodeId(p.to_string())),
+                })
                 .is_err()
             {
                 debug!("catalog inbox full; gossiped delta dropped, anti-entropy repairs it");
@@ -240,13 +247,20 @@ pub async fn serve(
             },
         };
         match work {
-            InboundWork::Gossip(mut delta) => {
+            InboundWork::Gossip { delta, publisher } => {
                 // A burst of writes arrives as many one-entry deltas: merge what is already
                 // queued in one call, so the worker keeps up instead of the inbox overflowing
-                // (dropped gossip waits for anti-entropy, seconds later).
-                while delta.entries.len() < MAX_MERGE_BATCH {
+                // (dropped gossip waits for anti-entropy, seconds later). Each entry keeps the
+                // publisher of its own message.
+                let tag = |d: Delta, p: Option<NodeId>| {
+                    d.entries.into_iter().map(move |(k, e)| (k, e, p.clone()))
+                };
+                let mut entries: Vec<_> = tag(delta, publisher).collect();
+                while entries.len() < MAX_MERGE_BATCH {
                     match inbox.try_recv() {
-                        Ok(InboundWork::Gossip(more)) => delta.entries.extend(more.entries),
+                        Ok(InboundWork::Gossip { delta, publisher }) => {
+                            entries.extend(tag(delta, publisher))
+                        }
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -254,7 +268,7 @@ pub async fn serve(
                         Err(_) => break,
                     }
                 }
-                match catalog.merge(delta).await {
+                match catalog.merge_published(entries).await {
                     Ok(summary) => metrics.count_catalog_rejections(&summary.rejected),
                     Err(e) => warn!(error = %e, "gossiped catalog delta not merged"),
                 }
