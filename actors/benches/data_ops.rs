@@ -36,13 +36,15 @@ use flotilla_actors::data::record::{Record, TEXT};
 use flotilla_actors::data::shard::decode_body;
 use flotilla_actors::data::upload::ShardBuilder;
 
-/// `shared/data/<name>`: under `FLOTILLA_SHARED_DIR` when set, else beside the checkout.
+/// Data set `name` in the repository: `node/data/` for Banking77's files, `tests/data/` for
+/// the others.
 fn shared(name: &str) -> PathBuf {
-    std::env::var_os("FLOTILLA_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")))
-        .join("data")
-        .join(name)
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    if name.starts_with("banking77-") {
+        root.join("node/data").join(name)
+    } else {
+        root.join("tests/data").join(name)
+    }
 }
 
 /// Timed runs of each step: 3, or 1 in quick mode.

@@ -1,4 +1,4 @@
-//! Ingest on the real files in shared/data: Banking77 CSV (10,003 records, 77 labels, CSV round
+//! Ingest on the real data files in the repository (node/data, tests/data): Banking77 CSV (10,003 records, 77 labels, CSV round
 //! trip), the SGD JSONL pairs and Tiny Shakespeare as plain text; parsing from a stream that
 //! hands out a few bytes at a time; sharding and placement of the result.
 

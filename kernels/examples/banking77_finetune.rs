@@ -1,7 +1,7 @@
 //! Fine-tunes all-MiniLM-L6-v2 (BERT + mean pooling + a linear head) on Banking77 in one process.
 //!
 //!     cargo run --release -p flotilla-kernels --example banking77_finetune -- \
-//!         ../shared/models/all-MiniLM-L6-v2 ../shared/data [epochs] [out.f32]
+//!         tests/fixtures/models/all-MiniLM-L6-v2 node/data [epochs] [out.f32]
 //!
 //! A seeded 10 % of `banking77-train.csv` is held out for evaluation. Batches of 32 are grouped
 //! by length (less padding); AdamW with peak lr 1e-4, 6 % warmup then linear decay, weight decay
@@ -44,11 +44,11 @@ fn main() {
     let model_dir = Path::new(
         args.get(1)
             .map(String::as_str)
-            .unwrap_or("../shared/models/all-MiniLM-L6-v2"),
+            .unwrap_or("tests/fixtures/models/all-MiniLM-L6-v2"),
     )
     .to_path_buf();
     let data_dir =
-        Path::new(args.get(2).map(String::as_str).unwrap_or("../shared/data")).to_path_buf();
+        Path::new(args.get(2).map(String::as_str).unwrap_or("node/data")).to_path_buf();
     let epochs: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
     let out_path = args
         .get(4)

@@ -3,7 +3,7 @@
 //! and compares held-out accuracy and forward time with f32 on the same Banking77 split.
 //!
 //!     cargo run --release -p flotilla-kernels --example banking77_int8 -- \
-//!         ../shared/models/all-MiniLM-L6-v2 ../shared/data banking77_minilm.f32
+//!         tests/fixtures/models/all-MiniLM-L6-v2 node/data banking77_minilm.f32
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -22,11 +22,11 @@ fn main() {
     let model_dir = Path::new(
         args.get(1)
             .map(String::as_str)
-            .unwrap_or("../shared/models/all-MiniLM-L6-v2"),
+            .unwrap_or("tests/fixtures/models/all-MiniLM-L6-v2"),
     )
     .to_path_buf();
     let data_dir =
-        Path::new(args.get(2).map(String::as_str).unwrap_or("../shared/data")).to_path_buf();
+        Path::new(args.get(2).map(String::as_str).unwrap_or("node/data")).to_path_buf();
     let params_path = args
         .get(3)
         .cloned()

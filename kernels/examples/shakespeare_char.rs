@@ -4,7 +4,7 @@
 //! the first 90 % of the text for training and the last 10 % for validation.
 //!
 //!     cargo run --release -p flotilla-kernels --example shakespeare_char -- \
-//!         ../shared/data/tinyshakespeare.txt [iterations] [threads]
+//!         tests/data/tinyshakespeare.txt [iterations] [threads]
 //!
 //! Prints the loss curve (train and validation estimated on 20 random batches every 250 steps)
 //! and a final validation loss on 200 batches, with wall time.
@@ -48,7 +48,7 @@ fn main() {
     let path = args
         .get(1)
         .map(String::as_str)
-        .unwrap_or("../shared/data/tinyshakespeare.txt");
+        .unwrap_or("tests/data/tinyshakespeare.txt");
     let iters: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let threads: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2);
     rayon::ThreadPoolBuilder::new()

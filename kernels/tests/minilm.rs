@@ -2,9 +2,8 @@
 //! batch agree with Hugging Face transformers (float64) to 1e-4 relative error, and broken
 //! folders fail with errors that name the problem.
 //!
-//! The model folder is `FLOTILLA_MINILM_DIR`, or `shared/models/all-MiniLM-L6-v2` beside the
-//! repository; the
-//! reference is `fixtures/minilm_reference.json` (made by `fixtures/minilm_reference.py`).
+//! The model folder is `FLOTILLA_MINILM_DIR`, or `tests/fixtures/models/all-MiniLM-L6-v2` in
+//! the repository (fetched by `tests/fixtures/fetch.sh`); the reference is `fixtures/minilm_reference.json` (made by `fixtures/minilm_reference.py`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -15,15 +14,14 @@ use flotilla_kernels::models::{bert, Batch};
 use flotilla_kernels::tokenize::HfTokenizer;
 use flotilla_kernels::Error;
 
-/// The model folder: `FLOTILLA_MINILM_DIR`, else `shared/models/all-MiniLM-L6-v2` beside the
-/// repository. The model ships with the development data, so a missing
-/// folder is a failure, not a skip.
+/// The model folder: `FLOTILLA_MINILM_DIR`, else the one `tests/fixtures/fetch.sh` fetches. A
+/// missing folder is a failure, not a skip.
 fn model_dir() -> Option<PathBuf> {
-    let beside_repo =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/all-MiniLM-L6-v2");
+    let fetched =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/all-MiniLM-L6-v2");
     let candidates: Vec<PathBuf> = match std::env::var("FLOTILLA_MINILM_DIR") {
         Ok(dir) => vec![PathBuf::from(dir)],
-        Err(_) => vec![beside_repo],
+        Err(_) => vec![fetched],
     };
     let found = candidates
         .iter()
@@ -31,7 +29,7 @@ fn model_dir() -> Option<PathBuf> {
         .cloned();
     assert!(
         found.is_some(),
-        "no all-MiniLM-L6-v2 folder at any of {candidates:?} (set FLOTILLA_MINILM_DIR)"
+        "no all-MiniLM-L6-v2 folder at any of {candidates:?} (run tests/fixtures/fetch.sh)"
     );
     found
 }

@@ -10,11 +10,8 @@ use std::process::{Command, Output};
 use flotilla_node::cli::demo::local_node_config;
 use flotilla_node::RunningNode;
 
-/// Beside the repository, as the project ships it.
-const BANKING: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/banking77-train.csv"
-);
+/// As the binary bundles it.
+const BANKING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/banking77-train.csv");
 
 fn flotilla(peer: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));

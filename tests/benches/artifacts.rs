@@ -11,8 +11,8 @@
 //! limit here; on separate machines each holder brings its own disk and uplink.
 //!
 //! Run: `cargo bench -p flotilla-tests --bench artifacts --profile dev` (`-- quick`: one run of
-//! each instead of three). Reads all-MiniLM-L6-v2 from `shared/` beside the checkout, or under
-//! `FLOTILLA_SHARED_DIR`.
+//! each instead of three). Reads all-MiniLM-L6-v2 from `tests/fixtures/models/`, where
+//! `tests/fixtures/fetch.sh` puts it.
 
 // A benchmark reports on stdout and may panic on a broken setup.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]

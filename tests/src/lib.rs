@@ -50,17 +50,24 @@ pub fn rss_kib() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
-/// The path of `shared/<relative>` (the development data and models): under
-/// `FLOTILLA_SHARED_DIR` when set, else beside the checkout. Panics, naming the path, when it
-/// does not exist: what uses it must run on the real files, not skip them.
+/// A data set or model the tests read, inside the repository: Banking77 (`data/banking77-*`) is
+/// in `node/data/` (compiled into the binary), other `data/` files are in `tests/data/`, and
+/// `models/` are fetched into `tests/fixtures/models/` by `tests/fixtures/fetch.sh`. Panics,
+/// naming the path and the fix, when it does not exist: what uses it must run on the real
+/// files, not skip them.
 pub fn shared(relative: &str) -> PathBuf {
-    let path = std::env::var_os("FLOTILLA_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")))
-        .join(relative);
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let path = match relative {
+        r if r.starts_with("data/banking77-") => root.join("node").join(r),
+        r => match (r.strip_prefix("data/"), r.strip_prefix("models/")) {
+            (Some(data), _) => root.join("tests/data").join(data),
+            (_, Some(model)) => root.join("tests/fixtures/models").join(model),
+            _ => root.join(r),
+        },
+    };
     if !path.exists() {
         panic!(
-            "shared/{relative} not found at {} (set FLOTILLA_SHARED_DIR to the folder holding data/ and models/)",
+            "{relative} not found at {} (models are fetched by tests/fixtures/fetch.sh)",
             path.display()
         );
     }

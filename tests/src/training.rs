@@ -11,16 +11,16 @@ use serde_json::Value;
 
 use crate::{wait_until, TestCluster};
 
-/// Banking77's training split, beside the repository as the project ships it.
+/// Banking77's training split, as the binary bundles it.
 pub const BANKING77: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/banking77-train.csv"
+    "/../node/data/banking77-train.csv"
 );
 
-/// all-MiniLM-L6-v2 in Hugging Face layout, beside the repository as the project ships it.
+/// all-MiniLM-L6-v2 in Hugging Face layout, as `tests/fixtures/fetch.sh` fetches it.
 pub const MINILM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/models/all-MiniLM-L6-v2"
+    "/fixtures/models/all-MiniLM-L6-v2"
 );
 
 /// The first `labels` intents of Banking77 with `per_label` queries each, as CSV with the

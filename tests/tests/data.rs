@@ -19,10 +19,10 @@ use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(120);
-/// Beside the repository, as the project ships it.
+/// As the binary bundles it.
 const BANKING: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/banking77-train.csv"
+    "/../node/data/banking77-train.csv"
 );
 
 async fn started_cluster(n: usize) -> TestCluster {
@@ -574,7 +574,7 @@ async fn near_dedup_with_thousands_of_clusters_finishes_and_matches_one_call() {
     let cluster = started_cluster(3).await;
     let raw = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/sgd-service-pairs.jsonl"
+        "/data/sgd-service-pairs.jsonl"
     ))
     .unwrap();
     let mut o = Options::new(Format::Jsonl);

@@ -10,10 +10,10 @@ use std::time::Duration;
 use flotilla_node::data::reader::VersionReader;
 use flotilla_tests::{wait_until, TestCluster};
 
-/// Beside the repository, as the project ships it.
+/// As the binary bundles it.
 const BANKING: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/banking77-train.csv"
+    "/../node/data/banking77-train.csv"
 );
 
 async fn read_all(r: &mut VersionReader) -> Vec<u64> {

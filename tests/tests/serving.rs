@@ -16,10 +16,10 @@ use flotilla_tests::{rss_kib, wait_until, TestCluster};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(120);
-/// Beside the repository, as the project ships it.
+/// As `tests/fixtures/fetch.sh` fetches it.
 const MINILM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/models/all-MiniLM-L6-v2"
+    "/fixtures/models/all-MiniLM-L6-v2"
 );
 const CORPUS: &str = "the quick brown fox jumps over the lazy dog. a cat sat on the mat. \
     flotilla serves models on every node of the mesh, and every node answers. ";

@@ -11,18 +11,20 @@ use std::path::PathBuf;
 use flotilla_actors::data::ingest::{parse_all, Format, Options};
 use flotilla_actors::data::record::Record;
 
-/// The path of `shared/data/<name>`: under `FLOTILLA_SHARED_DIR` when set, else beside the
-/// checkout. Fails (not skips) when it does not exist: these tests must run on the real data.
+/// The path of data set `name` in the repository (`node/data/` for Banking77's files,
+/// `tests/data/` for the others). Fails (not skips) when it does not exist: these tests
+/// must run on the real data.
 #[allow(dead_code)]
 pub fn shared(name: &str) -> PathBuf {
-    let path = std::env::var_os("FLOTILLA_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")))
-        .join("data")
-        .join(name);
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let path = if name.starts_with("banking77-") {
+        root.join("node/data").join(name)
+    } else {
+        root.join("tests/data").join(name)
+    };
     assert!(
         path.exists(),
-        "{name} not found at {} (set FLOTILLA_SHARED_DIR)",
+        "{name} not found at {}",
         path.display()
     );
     path

@@ -3,17 +3,23 @@
 
 use std::path::PathBuf;
 
-/// A file under the shared data folder (`../../shared` from this crate, or `$FLOTILLA_SHARED`).
-/// The data sets sit beside the repository wherever it is developed or tested, so a missing
-/// file fails the test with a clear message rather than letting it pass without running.
+/// A data set or model in the repository: `data/<name>` under `tests/data/` (Banking77's
+/// files under `node/data/`), `models/<name>` under `tests/fixtures/models/`, where
+/// `tests/fixtures/fetch.sh` puts it. A missing file fails the test with a clear message rather
+/// than letting it pass without running.
 pub fn shared(rel: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("FLOTILLA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let p = root.join(rel);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let p = match rel {
+        r if r.starts_with("data/banking77-") => root.join("node").join(r),
+        r => match (r.strip_prefix("data/"), r.strip_prefix("models/")) {
+            (Some(data), _) => root.join("tests/data").join(data),
+            (_, Some(model)) => root.join("tests/fixtures/models").join(model),
+            _ => root.join(r),
+        },
+    };
     assert!(
         p.exists(),
-        "{} not found: lay the shared data beside the repository or set FLOTILLA_SHARED",
+        "{} not found (models are fetched by tests/fixtures/fetch.sh)",
         p.display()
     );
     Some(p)

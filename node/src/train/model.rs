@@ -299,10 +299,10 @@ mod tests {
             .contains("num_labels"));
     }
 
-    /// all-MiniLM-L6-v2 beside the repository.
+    /// all-MiniLM-L6-v2 as `tests/fixtures/fetch.sh` fetches it.
     const MINILM: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/models/all-MiniLM-L6-v2"
+        "/../tests/fixtures/models/all-MiniLM-L6-v2"
     );
 
     #[test]
