@@ -227,7 +227,7 @@ fn minilm_classifier_fine_tunes_and_quantises() {
     use flotilla_kernels::infer::{engine, F32Linears, Int8Linears};
     use flotilla_kernels::optim::{AdamW, AdamWConfig, Optimizer};
     let Some(dir) = model_dir() else { return };
-    let csv = dir.join("../../data/banking77-train.csv");
+    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/data/banking77-train.csv");
     let text = std::fs::read_to_string(&csv).unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
     let intents = ["card_arrival", "exchange_rate", "lost_or_stolen_card"];
     let tok = HfTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
