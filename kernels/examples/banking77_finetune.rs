@@ -47,8 +47,7 @@ fn main() {
             .unwrap_or("tests/fixtures/models/all-MiniLM-L6-v2"),
     )
     .to_path_buf();
-    let data_dir =
-        Path::new(args.get(2).map(String::as_str).unwrap_or("node/data")).to_path_buf();
+    let data_dir = Path::new(args.get(2).map(String::as_str).unwrap_or("node/data")).to_path_buf();
     let epochs: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
     let out_path = args
         .get(4)

@@ -25,8 +25,7 @@ fn main() {
             .unwrap_or("tests/fixtures/models/all-MiniLM-L6-v2"),
     )
     .to_path_buf();
-    let data_dir =
-        Path::new(args.get(2).map(String::as_str).unwrap_or("node/data")).to_path_buf();
+    let data_dir = Path::new(args.get(2).map(String::as_str).unwrap_or("node/data")).to_path_buf();
     let params_path = args
         .get(3)
         .cloned()

@@ -49,8 +49,7 @@ const SEED: u64 = 7;
 
 /// The first `PER_CLASS` records of each of the first `CLASSES` labels of Banking77's training set.
 fn records() -> Vec<Record> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/banking77-train.csv");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/banking77-train.csv");
     let mut reader =
         csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut per_label: BTreeMap<String, usize> = BTreeMap::new();

@@ -51,7 +51,7 @@ async fn only_the_runs_coordinator_writes_its_checkpoints() {
         &cluster,
         0,
         "bank5",
-        banking_subset(5, 60),
+        banking_subset(5, 100),
         "&records_per_shard=100",
     )
     .await;
@@ -59,13 +59,13 @@ async fn only_the_runs_coordinator_writes_its_checkpoints() {
         "kind": "train",
         "train": {
             "model": { "new": {
-                "architecture": "classifier", "vocab_size": 128, "hidden_size": 32,
-                "layers": 1, "heads": 2, "max_seq_len": 32, "num_labels": 5
+                "architecture": "classifier", "vocab_size": 128, "hidden_size": 64,
+                "layers": 2, "heads": 4, "max_seq_len": 64, "num_labels": 5
             }},
             "dataset": { "name": "bank5@1", "text_field": "text", "label_field": "label" },
             "args": {
-                "per_device_batch": 4, "epochs": 3, "learning_rate": 0.002, "seed": 3,
-                "save_every": 10
+                "per_device_batch": 4, "epochs": 3, "learning_rate": 0.002,
+                "warmup_steps": 5, "schedule": "cosine", "seed": 11, "save_every": 15
             },
             "cluster": { "workers_min": 1, "workers_max": 3, "ps_shards": 1, "mode": "sync" }
         }

@@ -22,11 +22,7 @@ pub fn shared(name: &str) -> PathBuf {
     } else {
         root.join("tests/data").join(name)
     };
-    assert!(
-        path.exists(),
-        "{name} not found at {}",
-        path.display()
-    );
+    assert!(path.exists(), "{name} not found at {}", path.display());
     path
 }
 
