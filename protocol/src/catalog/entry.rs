@@ -131,34 +131,34 @@ impl JobEntry {
         )
     }
 
-    /// Joins `other` into `self`; returns whether `self` changed.
+    /// Joins `other` into `self`; returns whether `self` changed (a part is taken only when it
+    /// is strictly greater, so taking one is a change).
     pub fn merge(&mut self, other: JobEntry) -> bool {
-        let status = if other.status_stamp() > self.status_stamp() {
-            (
-                other.record.status,
-                other.record.updated_at_ms,
-                other.status_by.clone(),
-                other.status_seal.clone(),
-            )
-        } else {
-            (
-                self.record.status,
-                self.record.updated_at_ms,
-                self.status_by.clone(),
-                self.status_seal.clone(),
-            )
-        };
-        let before = self.clone();
-        if (other.head(), &other.head_seal) > (self.head(), &self.head_seal) {
-            *self = other;
+        let take_status = other.status_stamp() > self.status_stamp();
+        let take_head = (other.head(), &other.head_seal) > (self.head(), &self.head_seal);
+        let JobEntry {
+            hlc,
+            record,
+            head_seal,
+            status_by,
+            status_seal,
+        } = other;
+        if take_status {
+            self.record.status = record.status;
+            self.record.updated_at_ms = record.updated_at_ms;
+            self.status_by = status_by;
+            self.status_seal = status_seal;
         }
-        (
-            self.record.status,
-            self.record.updated_at_ms,
-            self.status_by,
-            self.status_seal,
-        ) = status;
-        *self != before
+        if take_head {
+            self.hlc = hlc;
+            self.head_seal = head_seal;
+            self.record.id = record.id;
+            self.record.spec = record.spec;
+            self.record.owner = record.owner;
+            self.record.epoch = record.epoch;
+            self.record.submitted_at_ms = record.submitted_at_ms;
+        }
+        take_status || take_head
     }
 
     /// What the head's writer signs: the key, the head timestamp and every head field.
