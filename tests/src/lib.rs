@@ -5,6 +5,7 @@
 //! with deadlines ([`wait_until`]) instead of sleeping.
 
 pub mod raw_peer;
+pub mod serving;
 pub mod stall_peer;
 pub mod training;
 

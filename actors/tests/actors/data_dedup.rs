@@ -6,8 +6,6 @@
 // The test prints its seed and the measured precision and recall.
 #![allow(clippy::print_stdout)]
 
-mod data_common;
-
 use std::collections::BTreeSet;
 
 use flotilla_actors::data::ops::dedup::{
@@ -17,7 +15,7 @@ use flotilla_actors::data::record::{Record, TEXT};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use data_common::corpus::corpus;
+use crate::data_common::corpus::corpus;
 
 /// Splits records into `n` shards by a seeded random assignment.
 fn split(records: &[Record], n: usize, seed: u64) -> Vec<Vec<Record>> {

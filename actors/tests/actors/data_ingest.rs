@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod data_common;
-
 use std::collections::BTreeSet;
 use std::io::Read;
 
@@ -25,12 +23,12 @@ impl<R: Read> Read for Trickle<R> {
 
 #[test]
 fn banking77_has_10003_records_77_labels_and_round_trips_through_csv() {
-    let records = data_common::banking77();
+    let records = crate::data_common::banking77();
     assert_eq!(records.len(), 10_003);
     let labels: BTreeSet<&str> = records.iter().map(|r| r.fields[LABEL].as_str()).collect();
     assert_eq!(labels.len(), 77);
     let categories: Vec<String> = serde_json::from_str(
-        &std::fs::read_to_string(data_common::shared("banking77-categories.json")).unwrap(),
+        &std::fs::read_to_string(crate::data_common::shared("banking77-categories.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(labels, categories.iter().map(String::as_str).collect());
@@ -48,14 +46,14 @@ fn banking77_has_10003_records_77_labels_and_round_trips_through_csv() {
 
 #[test]
 fn parsing_does_not_depend_on_read_sizes() {
-    let path = data_common::shared("banking77-train.csv");
+    let path = crate::data_common::shared("banking77-train.csv");
     let mut o = Options::new(Format::Csv);
     o.label_field = Some("category".into());
     let trickled: Vec<_> = Ingest::new(Trickle(std::fs::File::open(&path).unwrap()), o)
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(trickled, data_common::banking77());
+    assert_eq!(trickled, crate::data_common::banking77());
 }
 
 #[test]
@@ -63,7 +61,7 @@ fn sgd_jsonl_and_shakespeare_text() {
     let mut o = Options::new(Format::Jsonl);
     o.text_field = "prompt".into();
     o.label_field = Some("service".into());
-    let f = std::fs::File::open(data_common::shared("sgd-service-pairs.jsonl")).unwrap();
+    let f = std::fs::File::open(crate::data_common::shared("sgd-service-pairs.jsonl")).unwrap();
     let (rs, rep) = parse_all(f, o).unwrap();
     assert_eq!((rs.len(), rep.malformed), (11_215, 0));
     let services: BTreeSet<&str> = rs.iter().map(|r| r.fields[LABEL].as_str()).collect();
@@ -80,7 +78,7 @@ fn sgd_jsonl_and_shakespeare_text() {
         .into()
     );
 
-    let raw = std::fs::read_to_string(data_common::shared("tinyshakespeare.txt")).unwrap();
+    let raw = std::fs::read_to_string(crate::data_common::shared("tinyshakespeare.txt")).unwrap();
     let non_empty = raw.lines().filter(|l| !l.trim().is_empty()).count();
     let (rs, _) = parse_all(raw.as_bytes(), Options::new(Format::Text)).unwrap();
     assert_eq!(rs.len(), non_empty);
@@ -89,7 +87,7 @@ fn sgd_jsonl_and_shakespeare_text() {
 
 #[test]
 fn banking77_shards_hash_and_place() {
-    let records = data_common::banking77();
+    let records = crate::data_common::banking77();
     let shards = shard_records(records.clone(), 1000).unwrap();
     assert_eq!(shards.len(), 11);
     assert_eq!(shards[10].records.len(), 3);

@@ -1,33 +1,28 @@
 //! Serving on real in-process clusters: models registered from folders, deployments placed on
 //! nodes, a router on every node, and the OpenAI-compatible API driven by the official `openai`
 //! Python client; identical requests run once; the cache follows model versions; a replica's
-//! death under load costs (almost) no requests and no stream hangs; overload is refused with
-//! 429 and recovers within bounded memory. The router's counters are checked per deployment
-//! and per replica, in `/api/v1/serving` and in Prometheus text.
+//! death under load costs (almost) no requests and no stream hangs. The router's counters are
+//! checked per deployment and per replica, in `/api/v1/serving` and in Prometheus text.
+//! (Overload measures the process's memory, so it is `tests/tests/overload.rs`, a process of
+//! its own.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_tests::{rss_kib, wait_until, TestCluster};
+use flotilla_tests::serving::{
+    cluster3, deploy, get, post, post_raw, register, replicas, tiny_gpt, url, wait_ready, CORPUS,
+    DEADLINE,
+};
+use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
-const DEADLINE: Duration = Duration::from_secs(120);
 /// As `tests/fixtures/fetch.sh` fetches it.
 const MINILM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/fixtures/models/all-MiniLM-L6-v2"
 );
-const CORPUS: &str = "the quick brown fox jumps over the lazy dog. a cat sat on the mat. \
-    flotilla serves models on every node of the mesh, and every node answers. ";
-
-/// The tests of this file share one process (the nodes run in it). Each holds this lock for
-/// reading; the overload test, which measures the process's resident memory, holds it for
-/// writing so that no other cluster grows the process while it measures.
-static PROCESS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The sum of the values of metric `name`'s series whose labels include every `k="v"` of
 /// `labels`, in Prometheus text; `None` if there is no such series.
@@ -49,109 +44,6 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         }
     }
     found
-}
-
-fn url(cluster: &TestCluster, i: usize, path: &str) -> String {
-    format!("{}{path}", cluster.node(i).api_url())
-}
-
-async fn get(cluster: &TestCluster, i: usize, path: &str) -> (u16, Value) {
-    let resp = reqwest::get(url(cluster, i, path)).await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn post_raw(cluster: &TestCluster, i: usize, path: &str, body: Vec<u8>) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(url(cluster, i, path))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(cluster: &TestCluster, i: usize, path: &str, body: &Value) -> (u16, Value) {
-    post_raw(cluster, i, path, serde_json::to_vec(body).unwrap()).await
-}
-
-/// Writes a trained tiny character GPT checkpoint into `dir`.
-fn tiny_gpt(dir: &Path, seed: u64) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    flotilla_node::serve::gpt::create_char_gpt(dir, &CORPUS.repeat(4), 20, seed).unwrap();
-    dir.to_path_buf()
-}
-
-/// Registers a model folder through node 0; returns its version hash.
-async fn register(cluster: &TestCluster, name: &str, path: &Path) -> String {
-    let (code, v) = post(
-        cluster,
-        0,
-        "/api/v1/models",
-        &json!({"name": name, "path": path}),
-    )
-    .await;
-    assert_eq!(code, 201, "{v}");
-    v["hash"].as_str().unwrap().to_string()
-}
-
-async fn deploy(cluster: &TestCluster, body: Value) {
-    let (code, v) = post(cluster, 0, "/api/v1/deployments", &body).await;
-    assert_eq!(code, 201, "{v}");
-}
-
-/// Replicas of `deployment` running `hash`, over every running node, and the sum of their
-/// model executions.
-async fn replicas(cluster: &TestCluster, deployment: &str, hash: &str) -> (usize, u64) {
-    let (mut n, mut executions) = (0, 0);
-    for i in cluster.running() {
-        let (_, v) = get(cluster, i, "/api/v1/serving").await;
-        for r in v["replicas"].as_array().cloned().unwrap_or_default() {
-            if r["deployment"] == deployment && r["model_hash"] == hash {
-                n += 1;
-                executions += r["executions"].as_u64().unwrap();
-            }
-        }
-    }
-    (n, executions)
-}
-
-/// Waits until `want` replicas run `hash` and every running node routes `deployment` to it.
-async fn wait_ready(cluster: &TestCluster, deployment: &str, hash: &str, want: usize) {
-    wait_until(
-        DEADLINE,
-        &format!("{want} replicas of {deployment}"),
-        || async {
-            if replicas(cluster, deployment, hash).await.0 != want {
-                return false;
-            }
-            for i in cluster.running() {
-                let (_, v) = get(cluster, i, "/api/v1/deployments").await;
-                let routed = v.as_array().cloned().unwrap_or_default().iter().any(|d| {
-                    d["name"] == deployment
-                        && d["serving_hash"] == hash
-                        && d["placed_on"].as_array().map_or(0, Vec::len) == want
-                        && d["ready_on"].as_array().map_or(0, Vec::len) == want
-                });
-                if !routed {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await
-    .unwrap();
-}
-
-async fn cluster3() -> TestCluster {
-    let cluster = TestCluster::start(3).await.unwrap();
-    wait_until(DEADLINE, "3 nodes see each other", || cluster.converged())
-        .await
-        .unwrap();
-    cluster
 }
 
 /// A virtual environment with the official `openai` package from PyPI.
@@ -177,7 +69,6 @@ fn openai_venv(root: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn openai_client_drives_a_three_node_cluster() {
-    let _process = PROCESS.read().await;
     let dir = tempfile::tempdir().unwrap();
     let python = openai_venv(dir.path());
     let cluster = cluster3().await;
@@ -243,7 +134,6 @@ async fn openai_client_drives_a_three_node_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn identical_requests_run_once_and_the_cache_follows_the_version() {
-    let _process = PROCESS.read().await;
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster3().await;
     let v1 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v1"), 1)).await;
@@ -456,7 +346,6 @@ async fn outstanding(cluster: &TestCluster, i: usize, deployment: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_dies_under_steady_load() {
-    let _process = PROCESS.read().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = cluster3().await;
     // A larger model with a long context, so that long streams are still generating when the
@@ -555,112 +444,7 @@ async fn a_replica_dies_under_steady_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn overload_is_refused_and_recovers() {
-    let _alone = PROCESS.write().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = cluster3().await;
-    let v1 = register(&cluster, "tiny-gpt", &tiny_gpt(&dir.path().join("v1"), 1)).await;
-    deploy(
-        &cluster,
-        json!({"name": "small", "model": "tiny-gpt", "replicas": 1, "max_batch": 1}),
-    )
-    .await;
-    wait_ready(&cluster, "small", &v1, 1).await;
-
-    // Resident memory before, at the peak of (sampled every 100 ms) and after the overload.
-    let before = rss_kib();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut peak = rss_kib();
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                peak = peak.max(rss_kib());
-            }
-            peak
-        })
-    };
-
-    // One replica takes 4 requests at once; send 40 times that.
-    let client = reqwest::Client::new();
-    let api = cluster.node(1).api_url();
-    let calls = (0..160).map(|i| {
-        client
-            .post(format!("{api}/v1/completions"))
-            .json(&json!({"model": "small", "prompt": format!("p{i}"), "max_tokens": 50}))
-            .send()
-    });
-    let mut ok = 0;
-    let mut refused = 0;
-    for r in futures::future::join_all(calls).await {
-        let r = r.unwrap();
-        match r.status().as_u16() {
-            200 => ok += 1,
-            429 => {
-                assert!(r.headers().contains_key("retry-after"));
-                let v: Value = r.json().await.unwrap();
-                assert!(v["error"]["message"].is_string());
-                refused += 1;
-            }
-            other => panic!("unexpected status {other}: {}", r.text().await.unwrap()),
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    let peak = sampler.await.unwrap().max(rss_kib());
-    println!("{ok} answered, {refused} refused");
-    assert!(refused > 0 && ok > 0);
-    // Node 1's router counted the refusals under the deployment.
-    let (_, stats) = get(&cluster, 1, "/api/v1/serving").await;
-    assert_eq!(
-        stats["by_deployment"]["small"]["rejected"].as_u64(),
-        Some(refused),
-        "{stats}"
-    );
-    // Load stopped: answered again within 5 s.
-    wait_until(
-        Duration::from_secs(5),
-        "recovery after overload",
-        || async {
-            let (code, _) = post(
-                &cluster,
-                1,
-                "/v1/completions",
-                &json!({"model": "small", "prompt": "again", "max_tokens": 5}),
-            )
-            .await;
-            code == 200
-        },
-    )
-    .await
-    .unwrap();
-    let after = rss_kib();
-    eprintln!(
-        "resident memory: {} MiB before the overload, {} MiB at its peak, {} MiB after recovery",
-        before / 1024,
-        peak / 1024,
-        after / 1024
-    );
-    // What the overload may hold at once: 160 requests of ~100 bytes and their 50-token
-    // answers; refused ones are answered at once, and the rest wait in bounded queues (the
-    // replica's 4 places, the router's max_outstanding) rather than piling up. Per connection,
-    // hyper's and reqwest's buffers and the tasks' futures are tens of KiB on each side, so
-    // 160 connections cost a few tens of MiB at most; the allocator's per-thread arenas add
-    // some more. 256 MiB is several times all of that, and far below what an unbounded queue
-    // of copies would take under sustained load.
-    let growth_mib = peak.saturating_sub(before) / 1024;
-    assert!(
-        growth_mib < 256,
-        "resident memory grew by {growth_mib} MiB during the overload ({} → {} MiB)",
-        before / 1024,
-        peak / 1024
-    );
-    cluster.shutdown().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_goes_away_frees_its_sequence() {
-    let _process = PROCESS.read().await;
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster3().await;
     let path = dir.path().join("big");
@@ -755,7 +539,6 @@ async fn fetch_blob_from(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn model_files_outlive_their_registering_node_and_a_damaged_copy_is_never_served() {
-    let _process = PROCESS.read().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = cluster3().await;
     // Registration answers once the files are on two nodes.

@@ -2,8 +2,6 @@
 //! (`fixtures/make_metric_fixtures.py`), to 1e-6, plus hand-checked classification metrics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod common;
-
 use flotilla_kernels::metrics::{
     accuracy, corpus_bleu, macro_f1, percentile_sorted, perplexity, perplexity_from_sum,
     porter_stem, tokenize_13a, Confusion, LatencySummary, RougeScorer,
@@ -12,7 +10,7 @@ use flotilla_kernels::Error;
 use serde_json::Value;
 
 fn fixtures() -> Value {
-    let text = std::fs::read_to_string(common::fixture("metric_fixtures.json")).unwrap();
+    let text = std::fs::read_to_string(crate::common::fixture("metric_fixtures.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod data_common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -2,8 +2,6 @@
 //! update rules, on random inputs at several sizes, plus hand-computed PyTorch values.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod common;
-
 use flotilla_kernels::optim::{
     global_norm, precision, AdamW, AdamWConfig, ClipConfig, GradClipper, LossScaler, Optimizer,
     OptimizerConfig, OptimizerState, ScalerConfig, ScalerStep, Schedule, Sgd, SgdConfig,
@@ -15,7 +13,7 @@ use rand::Rng;
 const SIZES: [usize; 5] = [1, 7, 64, 1000, 4099];
 
 fn seeded(name: &str) -> StdRng {
-    common::seeded(name)
+    crate::common::seeded(name)
 }
 
 fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {

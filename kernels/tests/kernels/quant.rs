@@ -2,8 +2,6 @@
 //! reference with a rigorous error bound.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod common;
-
 use flotilla_kernels::quant::{
     gemm_i8_parallel, gemm_i8_with, quantize_rows, Int8Kernel, Int8Matrix, QuantizedLinear,
 };
@@ -12,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 fn seeded(name: &str) -> StdRng {
-    common::seeded(name)
+    crate::common::seeded(name)
 }
 
 /// (m, n, k): odd sizes, sizes below and just above the vector widths (16, 64), realistic ones.

@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
@@ -13,7 +11,7 @@ use flotilla_actors::training::checkpoint;
 use flotilla_protocol::jobs::JobId;
 use serde_json::json;
 
-use common::{event_texts, eventually, start, submit, tiny_csv, upload};
+use crate::common::{event_texts, eventually, start, submit, tiny_csv, upload};
 
 /// The grace period the tests give; the process must be gone within it plus [`MARGIN`]
 /// (the leave announcement, the store flush).
@@ -75,7 +73,8 @@ async fn sigterm_checkpoints_the_training_run_and_exits_zero() {
     let formed = eventually(Duration::from_secs(60), || {
         let api = first.api.clone();
         async move {
-            common::get_json(&api, "/api/v1/cluster").await["counts"]["Alive"].as_u64() == Some(2)
+            crate::common::get_json(&api, "/api/v1/cluster").await["counts"]["Alive"].as_u64()
+                == Some(2)
         }
     })
     .await;
@@ -102,7 +101,7 @@ async fn sigterm_checkpoints_the_training_run_and_exits_zero() {
     );
     // The node whose executor runs the job's task coordinates the run: that one is stopped.
     let runs_it = |api: String, id: String| async move {
-        common::get_json(&api, &format!("/api/v1/executions?job={id}")).await["running"]
+        crate::common::get_json(&api, &format!("/api/v1/executions?job={id}")).await["running"]
             .as_array()
             .is_some_and(|r| !r.is_empty())
     };

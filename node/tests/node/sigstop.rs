@@ -5,13 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::{eventually, get_json, start, submit};
+use crate::common::{eventually, get_json, start, submit};
 
 const DEAD_AFTER: &str = "3s";
 const DEADLINE: Duration = Duration::from_secs(240);

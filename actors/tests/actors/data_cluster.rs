@@ -5,11 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod data_common;
-
 use std::collections::BTreeMap;
 
-use data_common::mem::{Cluster, DEADLINE};
+use crate::data_common::mem::{Cluster, DEADLINE};
 use flotilla_actors::data::error::Error;
 use flotilla_actors::data::export::export_all;
 use flotilla_actors::data::ingest::{parse_all, write_csv, Format, OnError, Options};
@@ -84,7 +82,7 @@ fn the_builder_cuts_by_records_and_by_bytes() {
 async fn banking77_round_trips_through_three_holders_in_upload_order() {
     let cluster = Cluster::start(3, 16 * 1024).await;
     let alive = cluster.alive();
-    let file = std::fs::read(data_common::shared("banking77-train.csv")).unwrap();
+    let file = std::fs::read(crate::data_common::shared("banking77-train.csv")).unwrap();
     let (want, _) = parse_all(&file[..], banking_opts()).unwrap();
     assert_eq!(want.len(), 10_003);
 

@@ -2,8 +2,6 @@
 //! driver, the parity tests print why and skip; the entry points must still answer with an error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod common;
-
 use flotilla_kernels::gpu::{self, GpuKernels};
 use flotilla_kernels::optim::{AdamW, AdamWConfig, Optimizer, OptimizerState};
 use flotilla_kernels::quant::{gemm_i8_with, Int8Kernel, Int8Matrix};
@@ -22,7 +20,7 @@ fn gpu_or_skip() -> Option<GpuKernels> {
 }
 
 fn seeded(name: &str) -> StdRng {
-    common::seeded(name)
+    crate::common::seeded(name)
 }
 
 #[test]

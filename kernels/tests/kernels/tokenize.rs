@@ -1,8 +1,6 @@
 //! Tokenisers: ids against the Python `tokenizers` library, BPE round trips, char vocabulary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod common;
-
 use flotilla_kernels::tokenize::{
     train_byte_level_bpe, BpeTrainConfig, CharTokenizer, HfTokenizer,
 };
@@ -11,13 +9,13 @@ use serde_json::Value;
 
 #[test]
 fn minilm_ids_match_python_tokenizers() {
-    let Some(path) = common::shared("models/all-MiniLM-L6-v2/tokenizer.json") else {
+    let Some(path) = crate::common::shared("models/all-MiniLM-L6-v2/tokenizer.json") else {
         return;
     };
     let tok = HfTokenizer::from_file(&path).unwrap();
     assert_eq!(tok.vocab_size(), 30522);
     let fx: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixture("minilm_tokenizer.json")).unwrap(),
+        &std::fs::read_to_string(crate::common::fixture("minilm_tokenizer.json")).unwrap(),
     )
     .unwrap();
     let cases = fx["cases"].as_array().unwrap();
@@ -99,7 +97,7 @@ fn loading_bad_tokenizer_files_is_an_error() {
 
 #[test]
 fn byte_level_bpe_trains_and_round_trips_on_shakespeare() {
-    let Some(path) = common::shared("data/tinyshakespeare.txt") else {
+    let Some(path) = crate::common::shared("data/tinyshakespeare.txt") else {
         return;
     };
     let text = std::fs::read_to_string(path).unwrap();

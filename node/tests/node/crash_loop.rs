@@ -6,18 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use crate::common::Daemon;
 
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 /// A daemon on `data_dir` with the default (admitted) configuration.
 async fn start(data_dir: &std::path::Path) -> Daemon {
-    common::start(data_dir, &[], &[], &[]).await
+    crate::common::start(data_dir, &[], &[], &[]).await
 }
 
 fn hex(seed: u64) -> String {

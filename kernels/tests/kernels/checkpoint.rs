@@ -2,8 +2,6 @@
 //! mismatches naming the tensor, and crash safety of rewrites.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod common;
-
 use flotilla_kernels::checkpoint::{self, Checkpoint, DType, Tensor, TensorSpec, MANIFEST_FILE};
 use flotilla_kernels::optim::{AdamW, AdamWConfig, Optimizer, OptimizerState, Sgd, SgdConfig};
 use flotilla_kernels::Error;
@@ -258,7 +256,7 @@ fn tensor_constructors_check_lengths() {
 #[test]
 fn random_checkpoints_round_trip_and_any_flipped_byte_is_caught() {
     use rand::Rng;
-    let mut rng = common::seeded("checkpoint property");
+    let mut rng = crate::common::seeded("checkpoint property");
     for round in 0..12 {
         let mut ck = Checkpoint::new(rng.gen(), json!({"round": round}));
         for t in 0..rng.gen_range(1..6) {

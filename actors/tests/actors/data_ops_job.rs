@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod data_common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use data_common::corpus::corpus;
-use data_common::mem::{Cluster, DEADLINE};
+use crate::data_common::corpus::corpus;
+use crate::data_common::mem::{Cluster, DEADLINE};
 use flotilla_actors::data::export::export_all;
 use flotilla_actors::data::job::coordinator::{run, Outcome, Spec};
 use flotilla_actors::data::ops::dedup::{dedup_key_text, jaccard, shingle_hashes, NearParams};
