@@ -3,7 +3,7 @@
 //! Cores take `now` as a [`Millis`] argument instead of reading a clock, so tests and the
 //! simulator drive them with virtual time; actor shells pass a [`MonotonicClock`] reading.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since an arbitrary, fixed origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -40,4 +40,14 @@ impl MonotonicClock {
     pub fn now(&self) -> Millis {
         Millis(self.origin.elapsed().as_millis() as u64)
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch: the one wall clock of the project, for what is
+/// compared across nodes or shown to people (hybrid logical clocks, record timestamps). A
+/// clock before 1970 reads as 0.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

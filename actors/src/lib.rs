@@ -21,6 +21,7 @@
 //! - [`clock`]: the injected clock the cores are driven by.
 //! - [`error`]: this crate's errors.
 
+pub mod call;
 pub mod catalog;
 pub mod clock;
 pub mod data;

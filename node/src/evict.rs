@@ -9,7 +9,7 @@
 //! ignored, and it is shown as left in the membership view. Evictions are never deleted.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use flotilla_actors::{catalog, membership};
 use flotilla_protocol::catalog::{CatalogKey, Entry, EvictionRecord, Record, RecordKind, Register};
@@ -95,10 +95,7 @@ pub async fn evict(
     let record = EvictionRecord {
         node: node.clone(),
         evicted_by: me,
-        evicted_at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        evicted_at_ms: flotilla_actors::clock::wall_ms(),
     };
     catalog
         .put(Record::Eviction(record.clone()))

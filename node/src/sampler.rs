@@ -1,7 +1,7 @@
 //! Builds this node's [`NodeInfo`] heartbeat: fixed facts measured once at start (cores, RAM,
 //! GPUs, compute score) and the current load, sampled at each beat.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use flotilla_kernels::devices::{self, GpuDiscovery};
 use flotilla_protocol::{GpuState, GpuSummary, NodeId, NodeInfo};
@@ -37,10 +37,7 @@ impl Sampler {
             .map(|n| n.get() as u32)
             .unwrap_or(1);
         let probe = flotilla_kernels::probe::run_cpu_probe(256, probe_budget);
-        let incarnation = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let incarnation = flotilla_actors::clock::wall_ms();
         Sampler {
             template: NodeInfo {
                 id,

@@ -14,7 +14,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use flotilla_node::config::NodeConfig;
 use flotilla_protocol::catalog::{CatalogKey, Entry, Lineage, ModelVersion, Record};
@@ -165,10 +165,7 @@ async fn bench_failover(rounds: usize) -> anyhow::Result<()> {
 }
 
 fn model(name: &str, version: u64) -> Record {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now = flotilla_actors::clock::wall_ms();
     Record::Model(ModelVersion {
         name: name.into(),
         version,

@@ -336,7 +336,7 @@ async fn node_added(scale: Scale) {
     })
     .await
     .unwrap();
-    let joined_ms = now_ms();
+    let joined_ms = flotilla_actors::clock::wall_ms();
     cluster.add_node().await.unwrap();
     let owner = training::coordinator_index(&cluster, &id).await;
     let r = training::job_result(&cluster, owner, &id, DEADLINE).await;
@@ -404,7 +404,7 @@ async fn checkpoints_and_recovery(scale: Scale) {
     .unwrap();
     let owner = training::coordinator_index(&cluster, &id).await;
     let victim = (1..3).find(|i| *i != owner).unwrap();
-    let killed_ms = now_ms();
+    let killed_ms = flotilla_actors::clock::wall_ms();
     cluster.kill(victim).await;
     let r = training::job_result(&cluster, owner, &id, DEADLINE).await;
     let restored_ms = training::events(&cluster, owner, &id)
@@ -422,10 +422,4 @@ async fn checkpoints_and_recovery(scale: Scale) {
         r["ledger"]
     );
     cluster.shutdown().await.unwrap();
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

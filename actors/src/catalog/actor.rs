@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::wall_ms;
 
 use flotilla_protocol::catalog::{CatalogKey, Entry};
 use flotilla_protocol::services::catalog::Delta;
@@ -112,15 +114,6 @@ impl std::fmt::Debug for State {
             .field("entries", &self.crdt.len())
             .finish_non_exhaustive()
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch: hybrid clocks are compared across nodes, so
-/// they follow wall time. A clock before 1970 reads as 0; the HLC still moves forward.
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl State {

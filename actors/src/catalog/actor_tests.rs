@@ -66,10 +66,7 @@ async fn local_writes_are_synced_gossiped_and_reloaded() {
 async fn remote_entries_are_buffered_and_refusals_counted_by_reason() {
     let store = Arc::new(CrashStore::new());
     let (catalog, mut outbox) = spawn(&store).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = crate::clock::wall_ms();
     let hlc = |ms: u64| Hlc {
         physical_ms: ms,
         logical: 0,
@@ -148,10 +145,7 @@ enum Step {
 
 #[tokio::test]
 async fn every_acknowledged_write_survives_a_crash_at_every_point() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = crate::clock::wall_ms();
     let script = || {
         vec![
             Step::Put(dataset("a", 1, 3, 1)),
@@ -252,10 +246,7 @@ async fn compaction_removes_old_tombstones_from_the_replica_and_the_store() {
     catalog.delete(gone.clone()).await.unwrap();
     catalog.put(dataset("kept", 1, 3, 2)).await.unwrap();
     assert_eq!(saved(&store, &gone), Some(true));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = crate::clock::wall_ms();
     // Not yet past the retention: nothing goes.
     assert_eq!(catalog.compact_at(now).await.unwrap(), 0);
     let later = now + crate::catalog::core::DEFAULT_RETENTION.as_millis() as u64 + 60_000;

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use flotilla_protocol::catalog::{CatalogKey, Entry, JobRecord, Record, RecordKind};
 use flotilla_protocol::services::catalog::{Delta, Digest, SyncReply};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
@@ -53,14 +52,7 @@ impl Handle {
     }
 
     async fn call<T: Send + 'static>(&self, msg: impl FnOnce(RpcReplyPort<T>) -> Msg) -> Result<T> {
-        match self.actor.call(msg, Some(self.call_deadline)).await {
-            Ok(CallResult::Success(v)) => Ok(v),
-            Ok(CallResult::Timeout) => Err(Error::Timeout {
-                actor: ACTOR,
-                deadline: self.call_deadline,
-            }),
-            Ok(CallResult::SenderError) | Err(_) => Err(Error::ActorGone { actor: ACTOR }),
-        }
+        crate::call::call(&self.actor, ACTOR, self.call_deadline, msg).await
     }
 
     async fn write(&self, key: CatalogKey, write: Write) -> std::result::Result<(), WriteError> {

@@ -59,14 +59,7 @@ pub async fn compact_forever(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match compact_ledger(
-            &executor,
-            &catalog,
-            retention,
-            crate::catalog::actor::wall_ms(),
-        )
-        .await
-        {
+        match compact_ledger(&executor, &catalog, retention, crate::clock::wall_ms()).await {
             Ok(_) => {}
             Err(crate::Error::ActorGone { .. }) => return,
             Err(e) => tracing::warn!(error = %e, "task ledger not compacted"),

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use flotilla_protocol::{MemberView, NodeId, NodeInfo};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::sync::broadcast;
 
@@ -70,14 +69,7 @@ impl Handle {
 
     /// The current view, in id order.
     pub async fn view(&self) -> Result<Vec<MemberView>> {
-        match self.actor.call(Msg::View, Some(self.call_deadline)).await {
-            Ok(CallResult::Success(v)) => Ok(v),
-            Ok(CallResult::Timeout) => Err(Error::Timeout {
-                actor: ACTOR,
-                deadline: self.call_deadline,
-            }),
-            Ok(CallResult::SenderError) | Err(_) => Err(Error::ActorGone { actor: ACTOR }),
-        }
+        crate::call::call(&self.actor, ACTOR, self.call_deadline, Msg::View).await
     }
 
     /// A stream of state transitions from now on.

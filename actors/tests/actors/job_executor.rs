@@ -380,7 +380,7 @@ async fn the_ledger_forgets_a_job_only_once_it_is_over_everywhere_and_past_the_r
         .unwrap();
     h.start(start(0, NodeId::from("o"), 1, 0)).await.unwrap();
     next(&mut reports).await;
-    let ended = flotilla_actors::catalog::actor::wall_ms();
+    let ended = flotilla_actors::clock::wall_ms();
     let rows = || store.rows(Column::Jobs).len();
     assert_eq!(rows(), 2, "a ledger row and a run-log row");
 
@@ -412,7 +412,7 @@ async fn the_ledger_forgets_a_job_only_once_it_is_over_everywhere_and_past_the_r
     );
     h.cancel(job(), 100, 1).await.unwrap();
     // Over in the catalog, every task ended, past the retention: forgotten, durably.
-    let later = flotilla_actors::catalog::actor::wall_ms() + 2 * 3600 * 1000;
+    let later = flotilla_actors::clock::wall_ms() + 2 * 3600 * 1000;
     assert_eq!(
         compact_ledger(&h, &catalog, retention, later)
             .await

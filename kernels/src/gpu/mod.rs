@@ -5,7 +5,7 @@
 //! feature, the CUDA driver and NVRTC are loaded dynamically, so building never needs a CUDA
 //! toolkit, and a machine without a GPU or driver gets an [`Error::Cuda`] at run time, never a
 //! panic. Each kernel has a CPU reference ([`crate::quant::gemm_i8`], [`crate::optim::AdamW`])
-//! and a parity test in `tests/gpu.rs`.
+//! and a parity test in `tests/kernels/gpu.rs`.
 //!
 //! ```
 //! use flotilla_kernels::gpu::GpuKernels;

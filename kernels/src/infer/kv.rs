@@ -3,7 +3,7 @@
 //! The cache holds every layer's keys and values for the positions seen so far
 //! (`[batch, context, width]` each). Feeding `t` new tokens per sequence runs the blocks on those
 //! `t` rows only; their queries attend to all cached keys up to and including their own position.
-//! The result equals recomputing the whole prefix (checked in `tests/infer.rs`).
+//! The result equals recomputing the whole prefix (checked in `tests/kernels/infer.rs`).
 
 use crate::error::{Error, Result};
 use crate::models::config::{Head, NormPlacement};

@@ -1,6 +1,6 @@
 //! The same transformer written with dfdx tensor operations, differentiated by dfdx's autodiff.
 //!
-//! This is the reference the hand-written backward is checked against (`tests/models_grad.rs`)
+//! This is the reference the hand-written backward is checked against (`tests/kernels/models_grad.rs`)
 //! and the "dfdx step" of the training-step benchmark. It reads the same flat parameter vector
 //! (traced once, then sliced), so its gradient comes back in the same layout. It favours
 //! plain, obviously-correct operations (a loop over heads, masks as constant tensors) over speed.
@@ -193,7 +193,7 @@ pub fn loss_and_grads(model: &Transformer, batch: &Batch) -> Result<(f32, Vec<f3
                 (false, Some(w)) => top.matmul(p.mat(w, d, c.vocab)),
                 // Tied: the forward is right, but dfdx 0.13's gradient through this transposed
                 // operand disagrees with finite differences, so tests check tied models by finite
-                // differences (`tests/models_grad.rs`).
+                // differences (`tests/kernels/models_grad.rs`).
                 _ => {
                     let idx: Vec<usize> = (0..d * c.vocab)
                         .map(|k| lay.tok + (k % c.vocab) * d + k / c.vocab)

@@ -1,5 +1,5 @@
 //! Hand-written CPU kernels for transformer training: each has a forward and a backward, works on
-//! row-major `f32` slices, and is checked against a float64 reference in `tests/ops.rs`.
+//! row-major `f32` slices, and is checked against a float64 reference in `tests/kernels/ops_kernels.rs`.
 //!
 //! - [`matmul`]: strided GEMM on top of the `gemm` crate (the one dfdx uses), with thread control.
 //! - [`layer_norm`]: layer normalisation over the last axis.

@@ -15,7 +15,9 @@ use flotilla_protocol::jobs::{AntiAffinity, DataOpsJob, JobKind, JobSpec, Priori
 use flotilla_protocol::NodeId;
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, DataNode, Error, Result};
+use flotilla_actors::clock::wall_ms;
+
+use super::{DataNode, Error, Result};
 
 /// Quarter-seconds a job waits for its parent to reach this node's catalog replica.
 const PARENT_WAIT_TRIES: u32 = 40;
@@ -156,7 +158,7 @@ impl DataNode {
             replication: self.settings.replication,
             call_deadline: self.settings.call_deadline,
             max_in_flight: self.settings.max_in_flight,
-            created_at_ms: now_ms(),
+            created_at_ms: wall_ms(),
         };
         let outcome = coordinator::run(&*self.peers, &spec)
             .await

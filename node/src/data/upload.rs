@@ -13,7 +13,9 @@ use flotilla_protocol::catalog::{CatalogKey, DatasetRecord, Record};
 use flotilla_protocol::NodeId;
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, DataNode, Error, Result};
+use flotilla_actors::clock::wall_ms;
+
+use super::{DataNode, Error, Result};
 
 /// What an upload produced, as the API answers it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,7 +58,7 @@ impl DataNode {
             chunk_bytes: self.peers.shards.chunk_bytes(),
             call_deadline: self.settings.call_deadline,
             source,
-            created_at_ms: now_ms(),
+            created_at_ms: wall_ms(),
         };
         let peers = self.peers.clone();
         let runtime = self.runtime.clone();

@@ -6,7 +6,6 @@
 //! `{"error":{"code":"invalid","message":..,"fields":[{"field":..,"message":..}]}}`.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -190,13 +189,6 @@ fn live(key: CatalogKey, entry: Entry) -> Option<LiveEntry> {
     Some(LiveEntry { key, hlc, value })
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
     let kind = match q.kind.as_deref().map(|k| (k, parse_kind(k))) {
         None => None,
@@ -246,7 +238,9 @@ async fn put_model(
             operation: body.lineage.operation,
             parameters: body.lineage.parameters,
         },
-        created_at_ms: body.created_at_ms.unwrap_or_else(now_ms),
+        created_at_ms: body
+            .created_at_ms
+            .unwrap_or_else(flotilla_actors::clock::wall_ms),
     };
     // Report every bad field of the record at once, before the catalog checks the key.
     if let Err(errors) = record.validate() {

@@ -370,7 +370,7 @@ fn sse(
     timing: Timing,
 ) -> Response {
     let id = format!("{:016x}", rand::random::<u64>());
-    let created = crate::serve::now_ms() / 1000;
+    let created = flotilla_actors::clock::wall_ms() / 1000;
     let state = Sse {
         stream,
         chat: chat

@@ -232,7 +232,7 @@ pub fn register_folder(
             operation: "upload".to_string(),
             parameters: BTreeMap::new(),
         },
-        created_at_ms: crate::serve::now_ms(),
+        created_at_ms: flotilla_actors::clock::wall_ms(),
     };
     record
         .validate()

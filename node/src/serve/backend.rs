@@ -605,7 +605,7 @@ impl Backend for LocalBackend {
                 let (text, end) = collect(rx).await?;
                 let usage = Usage::new(prompt_tokens, end.completion_tokens);
                 let id = format!("{:016x}", rand::random::<u64>());
-                let now = super::now_ms() / 1000;
+                let now = flotilla_actors::clock::wall_ms() / 1000;
                 let fp = Some(format!("fp_{}", &r.model.hash[..12]));
                 if endpoint == Endpoint::ChatCompletions {
                     let mut c = ChatCompletion::new(

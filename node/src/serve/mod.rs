@@ -48,14 +48,6 @@ pub use artifacts::ServedModel;
 pub use backend::LocalBackend;
 pub use reconcile::DeploymentView;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// A replica's id: `<node id>/<deployment>` (a node runs at most one replica of a deployment).
 pub fn replica_id(node: &str, deployment: &str) -> ReplicaId {
     ReplicaId(format!("{node}/{deployment}"))

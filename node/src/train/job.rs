@@ -148,8 +148,15 @@ pub async fn run(
     let lineage = super::checkpoints::lineage_of(catalog_job);
     let job = JobId(format!(
         "{lineage}-{}",
-        &blake3::hash(format!("{}{}", crate::data::now_ms(), rand::random::<u64>()).as_bytes())
-            .to_hex()[..6]
+        &blake3::hash(
+            format!(
+                "{}{}",
+                flotilla_actors::clock::wall_ms(),
+                rand::random::<u64>()
+            )
+            .as_bytes()
+        )
+        .to_hex()[..6]
     ));
     // Nodes: every reachable one, in a fixed order; shards round-robin, one trainer per node.
     let alive = super::recovery::reachable(ctx).await;
@@ -575,7 +582,7 @@ impl Progress {
     /// Appends `text` to the job's events on this node.
     pub(super) fn log(&self, ctx: &TrainContext, text: String) {
         let event = flotilla_protocol::services::jobs::JobEvent {
-            at_ms: crate::data::now_ms(),
+            at_ms: flotilla_actors::clock::wall_ms(),
             node: ctx.data.me.clone(),
             text,
         };
@@ -597,7 +604,7 @@ impl Progress {
         };
         ctx.metrics.observe(self.job.as_str(), last, self.total);
         let event = flotilla_protocol::services::jobs::JobEvent {
-            at_ms: crate::data::now_ms(),
+            at_ms: flotilla_actors::clock::wall_ms(),
             node: ctx.data.me.clone(),
             text: super::metrics::event_text(last, self.total),
         };

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use flotilla_node::config::NodeConfig;
 use flotilla_protocol::catalog::{CatalogKey, Entry, Lineage, ModelVersion, Record};
@@ -251,7 +251,7 @@ async fn a_node_down_during_writes_catches_up_by_anti_entropy() -> anyhow::Resul
     }
     // Entries merged at node 1 as if from a peer are never gossiped by it: only anti-entropy
     // can carry them to the others.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let now = flotilla_actors::clock::wall_ms();
     let injected = ModelVersion {
         name: "repaired".into(),
         version: 1,

@@ -316,7 +316,7 @@ async fn a_member_cannot_read_files_or_touch_work_and_data_it_does_not_own() {
         &cluster.node(worker).executor,
         &cluster.node(worker).catalog,
         Duration::ZERO,
-        flotilla_actors::catalog::actor::wall_ms() + 1,
+        flotilla_actors::clock::wall_ms() + 1,
     )
     .await
     .unwrap();

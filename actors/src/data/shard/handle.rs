@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_protocol::services::data::{Decision, ShardId, ShardMeta, Summary};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 
 use super::actor::{Args, DataShard};
@@ -24,22 +23,6 @@ pub struct Handle {
     actor: ActorRef<Msg>,
     deadline: Duration,
     chunk_bytes: usize,
-}
-
-fn answer<T>(
-    r: std::result::Result<CallResult<Result<T>>, ractor::MessagingErr<Msg>>,
-    deadline: Duration,
-) -> Result<T> {
-    match r {
-        Ok(CallResult::Success(v)) => v,
-        Ok(CallResult::Timeout) => Err(Error::Node(crate::Error::Timeout {
-            actor: ACTOR,
-            deadline,
-        })),
-        Ok(CallResult::SenderError) | Err(_) => {
-            Err(Error::Node(crate::Error::ActorGone { actor: ACTOR }))
-        }
-    }
 }
 
 impl Handle {
@@ -77,8 +60,9 @@ impl Handle {
         &self,
         f: impl FnOnce(ractor::RpcReplyPort<Result<T>>) -> Msg,
     ) -> Result<T> {
-        let r = self.actor.call(f, Some(self.deadline)).await;
-        answer(r, self.deadline)
+        crate::call::call(&self.actor, ACTOR, self.deadline, f)
+            .await
+            .map_err(Error::Node)?
     }
 
     /// Stores a whole shard; refused if `body` does not hash to `meta.hash`.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::clock::wall_ms;
 
 use flotilla_protocol::codec;
 use flotilla_protocol::jobs::{JobId, Priority, Resources, RunningTask};
@@ -89,13 +89,6 @@ fn run_key(key: &TaskKey, attempt: u32) -> Vec<u8> {
     k
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Largest task result or failure reason kept. A result travels to the owner in one jobs frame
 /// (1 MiB) and again in surveys; a larger one would never arrive and leave its job running.
 pub const MAX_RESULT_BYTES: usize = 256 * 1024;
@@ -157,7 +150,7 @@ impl State {
             attempt,
             epoch,
             owner: owner.clone(),
-            started_at_ms: now_ms(),
+            started_at_ms: wall_ms(),
         };
         let bytes = codec::encode::<_, MAX_ROW_BYTES>("run log", &run)
             .map_err(|e| Error::Store(e.to_string()))?;
@@ -348,7 +341,7 @@ impl State {
     async fn finish(&mut self, key: &TaskKey, attempt: u32, outcome: TaskOutcome) -> Result<()> {
         let outcome = bounded(outcome);
         let current = self.ledger.entry(key).map(|e| e.attempt);
-        if current != Some(attempt) || !self.ledger.on_finish(key, outcome.clone(), now_ms()) {
+        if current != Some(attempt) || !self.ledger.on_finish(key, outcome.clone(), wall_ms()) {
             return Ok(()); // a superseded attempt, or already ended (cancelled)
         }
         self.cancel_flags.remove(key);
@@ -393,7 +386,7 @@ impl Actor for Executor {
             }
         }
         let mut state = State {
-            ledger: Ledger::from_entries(entries, now_ms()),
+            ledger: Ledger::from_entries(entries, wall_ms()),
             owners,
             cancel_flags: BTreeMap::new(),
             reservations: BTreeMap::new(),

@@ -6,7 +6,6 @@ use std::time::Duration;
 use flotilla_protocol::jobs::{JobId, JobKind, Priority, Resources, RunningTask};
 use flotilla_protocol::services::jobs::{LedgerEntry, StartAnswer};
 use flotilla_protocol::NodeId;
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc;
 
@@ -52,20 +51,6 @@ impl std::fmt::Debug for Handle {
             .field("deadline", &self.deadline)
             .field("gated", &self.gate.is_some())
             .finish()
-    }
-}
-
-fn answer<T>(
-    r: std::result::Result<CallResult<T>, ractor::MessagingErr<Msg>>,
-    deadline: Duration,
-) -> Result<T> {
-    match r {
-        Ok(CallResult::Success(v)) => Ok(v),
-        Ok(CallResult::Timeout) => Err(Error::Timeout {
-            actor: ACTOR,
-            deadline,
-        }),
-        Ok(CallResult::SenderError) | Err(_) => Err(Error::ActorGone { actor: ACTOR }),
     }
 }
 
@@ -130,23 +115,17 @@ impl Handle {
             resources,
         } = start;
         let key = TaskKey { job, task };
-        let r = self
-            .actor
-            .call(
-                |reply| Msg::Start {
-                    key,
-                    owner,
-                    epoch,
-                    attempt,
-                    kind,
-                    priority,
-                    resources,
-                    reply,
-                },
-                Some(self.deadline),
-            )
-            .await;
-        answer(r, self.deadline)?
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Start {
+            key,
+            owner,
+            epoch,
+            attempt,
+            kind,
+            priority,
+            resources,
+            reply,
+        })
+        .await?
     }
 
     /// Stops a running task for a higher priority class; whether it was running.
@@ -164,19 +143,13 @@ impl Handle {
         remote: Option<RemoteCaller>,
     ) -> Result<bool> {
         let key = TaskKey { job, task };
-        let r = self
-            .actor
-            .call(
-                |reply| Msg::Preempt {
-                    key,
-                    reason,
-                    remote,
-                    reply,
-                },
-                Some(self.deadline),
-            )
-            .await;
-        answer(r, self.deadline)?
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Preempt {
+            key,
+            reason,
+            remote,
+            reply,
+        })
+        .await?
     }
 
     /// Reserves `resources` for `holder` (a serving replica) in the inference class, or
@@ -188,37 +161,30 @@ impl Handle {
         resources: Option<Resources>,
         capacity: Resources,
     ) -> Result<Vec<RunningTask>> {
-        let r = self
-            .actor
-            .call(
-                |reply| Msg::Reserve {
-                    holder,
-                    resources,
-                    capacity,
-                    reply,
-                },
-                Some(self.deadline),
-            )
-            .await;
-        answer(r, self.deadline)?
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Reserve {
+            holder,
+            resources,
+            capacity,
+            reply,
+        })
+        .await?
     }
 
     /// The tasks running on this node and the reservations.
     pub async fn usage(&self) -> Result<Vec<RunningTask>> {
-        let r = self
-            .actor
-            .call(|reply| Msg::Usage { reply }, Some(self.deadline))
-            .await;
-        answer(r, self.deadline)
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Usage {
+            reply,
+        })
+        .await
     }
 
     /// Every execution this node started (of `job`, if given).
     pub async fn runs(&self, job: Option<JobId>) -> Result<Vec<Execution>> {
-        let r = self
-            .actor
-            .call(|reply| Msg::Runs { job, reply }, Some(self.deadline))
-            .await;
-        answer(r, self.deadline)?
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Runs {
+            job,
+            reply,
+        })
+        .await?
     }
 
     /// Cancels a task; whether it was running.
@@ -236,57 +202,41 @@ impl Handle {
         remote: Option<RemoteCaller>,
     ) -> Result<bool> {
         let key = TaskKey { job, task };
-        let r = self
-            .actor
-            .call(
-                |reply| Msg::Cancel {
-                    key,
-                    epoch,
-                    remote,
-                    reply,
-                },
-                Some(self.deadline),
-            )
-            .await;
-        answer(r, self.deadline)?
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Cancel {
+            key,
+            epoch,
+            remote,
+            reply,
+        })
+        .await?
     }
 
     /// The ledger entries of `job` on this node.
     pub async fn survey(&self, job: JobId) -> Result<Vec<(u32, LedgerEntry)>> {
-        let r = self
-            .actor
-            .call(|reply| Msg::Survey { job, reply }, Some(self.deadline))
-            .await;
-        answer(r, self.deadline)
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Survey {
+            job,
+            reply,
+        })
+        .await
     }
 
     /// Jobs whose every task here ended at or before `cutoff_ms`.
     pub async fn ended_before(&self, cutoff_ms: u64) -> Result<Vec<JobId>> {
-        let r = self
-            .actor
-            .call(
-                |reply| Msg::EndedBefore { cutoff_ms, reply },
-                Some(self.deadline),
-            )
-            .await;
-        answer(r, self.deadline)
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| {
+            Msg::EndedBefore { cutoff_ms, reply }
+        })
+        .await
     }
 
     /// Forgets `jobs` that still ended at or before `cutoff_ms`: their ledger and run-log rows
     /// are deleted. Returns how many were forgotten. See [`crate::jobs::compaction`].
     pub async fn forget(&self, jobs: Vec<JobId>, cutoff_ms: u64) -> Result<usize> {
-        let r = self
-            .actor
-            .call(
-                |reply| Msg::Forget {
-                    jobs,
-                    cutoff_ms,
-                    reply,
-                },
-                Some(self.deadline),
-            )
-            .await;
-        answer(r, self.deadline)?
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Forget {
+            jobs,
+            cutoff_ms,
+            reply,
+        })
+        .await?
     }
 
     /// Stops the actor.

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use crate::clock::wall_ms;
 
 use flotilla_protocol::catalog::{Entry, JobRecord, RecordKind};
 use flotilla_protocol::jobs::{JobId, JobSpec, JobStatus};
@@ -91,13 +93,6 @@ impl PreemptionHook for StopHook {
     }
 }
 
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// A fresh job id for a submission without an idempotency key.
 fn random_job_id() -> JobId {
     let bytes: [u8; 16] = rand::random();
@@ -121,7 +116,7 @@ impl State {
     fn log(&self, job: &JobId, text: String) {
         debug!(job = %job, "{text}");
         let event = JobEvent {
-            at_ms: now_ms(),
+            at_ms: wall_ms(),
             node: self.me.clone(),
             text,
         };
@@ -213,7 +208,7 @@ impl State {
             return;
         };
         d.record.status = d.record.status.join(status);
-        d.record.updated_at_ms = d.record.updated_at_ms.max(now_ms());
+        d.record.updated_at_ms = d.record.updated_at_ms.max(wall_ms());
         let record = d.record.clone();
         let tasks = d.coord.tasks_view();
         if status.is_terminal() {
@@ -402,7 +397,7 @@ impl State {
                 created: false,
             });
         }
-        let now = now_ms();
+        let now = wall_ms();
         let record = JobRecord {
             id: id.clone(),
             spec: spec.clone(),
@@ -440,7 +435,7 @@ impl State {
         // Recorded in the catalog, the cancel reaches the owner wherever it is (and a future
         // owner after a takeover); the status lattice makes it final.
         record.status = JobStatus::Cancelled;
-        record.updated_at_ms = record.updated_at_ms.max(now_ms());
+        record.updated_at_ms = record.updated_at_ms.max(wall_ms());
         self.write(record).await?;
         if let Some(d) = self.driven.get_mut(&job) {
             if let Some(fx) = d.coord.on_cancel() {
@@ -468,7 +463,7 @@ impl State {
         let quorum = has_quorum(&view);
         let settled = self.started.elapsed() >= self.config.settle;
         let jobs = self.catalog.list(Some(RecordKind::Job)).await?;
-        let now = now_ms();
+        let now = wall_ms();
         for (_, entry) in jobs {
             let Entry::Job(entry) = entry else { continue };
             let record = entry.record;
@@ -698,7 +693,7 @@ impl Actor for JobManager {
                 let fx = match result {
                     Ok(nodes) => {
                         let pairs: Vec<(u32, NodeId)> = tasks.into_iter().zip(nodes).collect();
-                        d.coord.on_placed(now_ms(), &pairs)
+                        d.coord.on_placed(wall_ms(), &pairs)
                     }
                     Err(reason) => d.coord.on_placement_failed(&reason),
                 };
@@ -711,7 +706,7 @@ impl Actor for JobManager {
                 if d.coord.epoch() != epoch {
                     return Ok(());
                 }
-                let fx = d.coord.on_survey(now_ms(), &found);
+                let fx = d.coord.on_survey(wall_ms(), &found);
                 state.apply(&myself, &job, fx).await;
             }
             Msg::Tick => {

@@ -6,7 +6,6 @@ use std::time::Duration;
 use flotilla_protocol::jobs::{JobId, JobSpec};
 use flotilla_protocol::services::jobs::{JobDetail, TaskOutcome};
 use flotilla_protocol::NodeId;
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 
 use super::actor::{Args, JobManager, StopHook};
@@ -24,20 +23,6 @@ const ACTOR: &str = "job manager";
 pub struct Handle {
     actor: ActorRef<Msg>,
     deadline: Duration,
-}
-
-fn answer<T>(
-    r: std::result::Result<CallResult<T>, ractor::MessagingErr<Msg>>,
-    deadline: Duration,
-) -> Result<T> {
-    match r {
-        Ok(CallResult::Success(v)) => Ok(v),
-        Ok(CallResult::Timeout) => Err(Error::Timeout {
-            actor: ACTOR,
-            deadline,
-        }),
-        Ok(CallResult::SenderError) | Err(_) => Err(Error::ActorGone { actor: ACTOR }),
-    }
 }
 
 /// What the manager works with.
@@ -81,29 +66,30 @@ impl Handle {
 
     /// Validates, records and starts a job; returns once it is on disk here.
     pub async fn submit(&self, spec: JobSpec) -> std::result::Result<Submitted, SubmitError> {
-        let r = self
-            .actor
-            .call(|reply| Msg::Submit { spec, reply }, Some(self.deadline))
-            .await;
-        answer(r, self.deadline).map_err(|e| SubmitError::Internal(e.to_string()))?
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Submit {
+            spec,
+            reply,
+        })
+        .await
+        .map_err(|e| SubmitError::Internal(e.to_string()))?
     }
 
     /// Cancels a job (a no-op for a finished one).
     pub async fn cancel(&self, job: JobId) -> Result<CancelOutcome> {
-        let r = self
-            .actor
-            .call(|reply| Msg::Cancel { job, reply }, Some(self.deadline))
-            .await;
-        answer(r, self.deadline)?
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Cancel {
+            job,
+            reply,
+        })
+        .await?
     }
 
     /// What this node knows of a job.
     pub async fn detail(&self, job: JobId) -> Result<JobDetail> {
-        let r = self
-            .actor
-            .call(|reply| Msg::Detail { job, reply }, Some(self.deadline))
-            .await;
-        answer(r, self.deadline)?
+        crate::call::call(&self.actor, ACTOR, self.deadline, |reply| Msg::Detail {
+            job,
+            reply,
+        })
+        .await?
     }
 
     /// Delivers an executing node's report of a finished task.

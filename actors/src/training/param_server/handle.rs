@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use flotilla_protocol::services::training::PushOutcome;
 use flotilla_protocol::training::{GradPayload, WorkerId};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 
 use super::actor::ParamServer;
@@ -20,23 +19,6 @@ const ACTOR: &str = "param_server";
 pub struct Handle {
     actor: ActorRef<Msg>,
     cfg: Config,
-}
-
-fn answer<T>(
-    r: std::result::Result<CallResult<T>, ractor::MessagingErr<Msg>>,
-    deadline: Duration,
-) -> Result<T> {
-    match r {
-        Ok(CallResult::Success(v)) => Ok(v),
-        Ok(CallResult::Timeout) => Err(crate::Error::Timeout {
-            actor: ACTOR,
-            deadline,
-        }
-        .into()),
-        Ok(CallResult::SenderError) | Err(_) => {
-            Err(Error::Unavailable(crate::Error::ActorGone { actor: ACTOR }))
-        }
-    }
 }
 
 impl Handle {
@@ -71,7 +53,9 @@ impl Handle {
         deadline: Duration,
         f: impl FnOnce(ractor::RpcReplyPort<T>) -> Msg,
     ) -> Result<T> {
-        answer(self.actor.call(f, Some(deadline)).await, deadline)
+        crate::call::call(&self.actor, ACTOR, deadline, f)
+            .await
+            .map_err(Error::Unavailable)
     }
 
     /// Counts `worker` among the active workers.

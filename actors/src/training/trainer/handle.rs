@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
@@ -81,19 +80,14 @@ impl Handle {
 
     /// Asks the trainer to leave after its current step, waiting at most `deadline`.
     pub async fn drain(&self, deadline: Duration) -> Result<()> {
-        match self
-            .actor
-            .call(|reply| Msg::Drain { reply }, Some(deadline))
-            .await
+        match crate::call::call(&self.actor, "trainer", deadline, |reply| Msg::Drain {
+            reply,
+        })
+        .await
         {
-            Ok(CallResult::Success(())) => Ok(()),
-            Ok(CallResult::Timeout) => Err(crate::Error::Timeout {
-                actor: "trainer",
-                deadline,
-            }
-            .into()),
             // Already stopped: nothing left to drain.
-            Ok(CallResult::SenderError) | Err(_) => Ok(()),
+            Err(crate::Error::ActorGone { .. }) => Ok(()),
+            r => Ok(r?),
         }
     }
 
