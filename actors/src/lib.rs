@@ -35,6 +35,8 @@ pub mod rendezvous;
 pub mod serving;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
+pub mod store_conformance;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod training;
 

@@ -165,3 +165,9 @@ fn scans_and_columns() {
     s.poke(Column::Jobs, b"k0", b"bad".to_vec());
     assert_eq!(s.crash().rows(Column::Jobs)[0].1, b"bad");
 }
+
+#[test]
+fn passes_the_store_conformance_suite() {
+    crate::store_conformance::check_all(&CrashStore::new());
+    crate::store_conformance::check_sync_writes_survive_reopen(CrashStore::new(), |s| s.crash());
+}

@@ -169,29 +169,18 @@ impl Store for RocksStore {
 mod tests {
     use super::*;
 
+    /// The suite every store passes (the in-memory test store runs it too).
     #[test]
-    fn values_survive_reopen_and_columns_are_separate() {
+    fn passes_the_store_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let s = RocksStore::open(dir.path()).unwrap();
-            s.put(Column::Catalog, b"k1", b"v1", Durability::Sync)
-                .unwrap();
-            s.put(Column::Jobs, b"k1", b"other", Durability::Buffered)
-                .unwrap();
-            s.put(Column::Catalog, b"k2", b"v2", Durability::Sync)
-                .unwrap();
-            s.put(Column::Catalog, b"z", b"v3", Durability::Sync)
-                .unwrap();
-            s.flush().unwrap();
-        }
-        let s = RocksStore::open(dir.path()).unwrap();
-        assert_eq!(s.get(Column::Catalog, b"k1").unwrap().unwrap(), b"v1");
-        assert_eq!(s.get(Column::Jobs, b"k1").unwrap().unwrap(), b"other");
-        let scan = s.scan_prefix(Column::Catalog, b"k", 10).unwrap();
-        assert_eq!(scan.len(), 2);
-        assert_eq!(s.scan_prefix(Column::Catalog, b"k", 1).unwrap().len(), 1);
-        s.delete(Column::Catalog, b"k1", Durability::Sync).unwrap();
-        assert!(s.get(Column::Catalog, b"k1").unwrap().is_none());
+        let s = RocksStore::open(&dir.path().join("a")).unwrap();
+        flotilla_actors::store_conformance::check_all(&s);
+        let path = dir.path().join("b");
+        let s = RocksStore::open(&path).unwrap();
+        flotilla_actors::store_conformance::check_sync_writes_survive_reopen(s, |s| {
+            drop(s);
+            RocksStore::open(&path).unwrap()
+        });
     }
 
     #[test]
