@@ -36,6 +36,7 @@ pub mod serving;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod store_conformance;
+pub mod task;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod training;

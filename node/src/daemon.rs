@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use flotilla_actors::jobs::{executor, manager};
 use flotilla_actors::mesh::Mesh;
@@ -92,8 +93,14 @@ impl std::fmt::Debug for RunningNode {
 }
 
 impl RunningNode {
-    /// Starts a node: validates the config, then brings every part up in order.
+    /// Starts a node: validates the config, then brings every part up in order. Everything the
+    /// node runs (its tasks, actors and HTTP requests) runs inside a `node{node=<peer id>}` span.
     pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+        let span = tracing::info_span!("node", node = tracing::field::Empty);
+        Self::start_in_span(config).instrument(span).await
+    }
+
+    async fn start_in_span(config: NodeConfig) -> anyhow::Result<RunningNode> {
         config.validate()?;
         crate::install_crypto_provider();
         // A bad certificate or key stops the start before anything is bound.
@@ -104,6 +111,7 @@ impl RunningNode {
         let key = identity::load_or_create(&config.data_dir)?;
         let spool_dir = http::prepare_spool(&config.data_dir)?;
         let peer_id = key.public().to_peer_id();
+        tracing::Span::current().record("node", tracing::field::display(&peer_id));
         let store = RocksStore::open(&config.data_dir.join("db"))?;
         check_data_dir_owner(&store, &peer_id)?;
         let lifecycle = Lifecycle::new(store.clone());
@@ -279,14 +287,14 @@ impl RunningNode {
             },
         )?;
         let mut tasks = vec![
-            tokio::spawn(bridge.run()),
-            tokio::spawn(catalog_sync::serve(
+            flotilla_actors::task::spawn(bridge.run()),
+            flotilla_actors::task::spawn(catalog_sync::serve(
                 inbox_rx,
                 catalog.clone(),
                 cmd_tx.clone(),
                 metrics.clone(),
             )),
-            tokio::spawn(
+            flotilla_actors::task::spawn(
                 AntiEntropy {
                     me: NodeId(peer_id.to_string()),
                     every: config.catalog_sync_interval,
@@ -298,7 +306,7 @@ impl RunningNode {
                 }
                 .run(),
             ),
-            tokio::spawn(jobs_net::serve(
+            flotilla_actors::task::spawn(jobs_net::serve(
                 jobs_inbox_rx,
                 executor.clone(),
                 jobs.clone(),
@@ -306,20 +314,20 @@ impl RunningNode {
                 Arc::new(limits),
                 cmd_tx.clone(),
             )),
-            tokio::spawn(actors_net::serve(
+            flotilla_actors::task::spawn(actors_net::serve(
                 actors_inbox_rx,
                 host.clone(),
                 cmd_tx.clone(),
             )),
-            tokio::spawn(data_net::serve(
+            flotilla_actors::task::spawn(data_net::serve(
                 data_inbox_rx,
                 data.peers.clone(),
                 catalog.clone(),
                 cmd_tx.clone(),
                 data.settings.call_deadline,
             )),
-            tokio::spawn(crate::data::replicate::run(data.clone())),
-            tokio::spawn(manager::forward::run(
+            flotilla_actors::task::spawn(crate::data::replicate::run(data.clone())),
+            flotilla_actors::task::spawn(manager::forward::run(
                 reports,
                 Arc::new(mesh.clone()),
                 jobs.clone(),
@@ -332,18 +340,18 @@ impl RunningNode {
             Relay::new(flotilla_actors::serving::relay::Limits::default()),
         );
         tasks.push(replica_service.relay().spawn_sweeper(RELAY_SWEEP));
-        tasks.push(tokio::spawn(serving_net::serve(
+        tasks.push(flotilla_actors::task::spawn(serving_net::serve(
             serving_inbox_rx,
             replica_service,
             cmd_tx.clone(),
         )));
-        tasks.push(tokio::spawn(crate::evict::enforce(
+        tasks.push(flotilla_actors::task::spawn(crate::evict::enforce(
             catalog.clone(),
             membership.clone(),
             mesh.clone(),
             crate::evict::ENFORCE_EVERY,
         )));
-        tasks.push(tokio::spawn(
+        tasks.push(flotilla_actors::task::spawn(
             crate::serve::reconcile::Reconciler {
                 serving: serving.clone(),
                 catalog: catalog.clone(),
@@ -354,7 +362,7 @@ impl RunningNode {
             }
             .run(),
         ));
-        tasks.push(tokio::spawn(
+        tasks.push(flotilla_actors::task::spawn(
             crate::serve::replicate::ModelReplicator {
                 serving: serving.clone(),
                 catalog: catalog.clone(),
@@ -373,7 +381,7 @@ impl RunningNode {
                 anyhow::anyhow!("the swarm reported no listen address within {LISTEN_DEADLINE:?}")
             })??;
 
-        tasks.push(tokio::spawn(heartbeat_loop(
+        tasks.push(flotilla_actors::task::spawn(heartbeat_loop(
             sampler,
             config.membership.heartbeat_interval,
             addrs_rx.clone(),
@@ -384,12 +392,12 @@ impl RunningNode {
             cmd_tx.clone(),
             lifecycle.clone(),
         )));
-        tasks.push(tokio::spawn(fence_after_pause(
+        tasks.push(flotilla_actors::task::spawn(fence_after_pause(
             executor.clone(),
             config.membership.dead_after,
         )));
         // The task ledger keeps finished jobs as long as the catalog does.
-        tasks.push(tokio::spawn(
+        tasks.push(flotilla_actors::task::spawn(
             flotilla_actors::jobs::compaction::compact_forever(
                 executor.clone(),
                 catalog.clone(),
@@ -397,7 +405,7 @@ impl RunningNode {
             ),
         ));
 
-        tasks.push(tokio::spawn(count_transitions(
+        tasks.push(flotilla_actors::task::spawn(count_transitions(
             membership.subscribe(),
             metrics.clone(),
         )));
@@ -426,7 +434,7 @@ impl RunningNode {
         // Client addresses reach the handlers (the rate limits key on them).
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let http_task = match tls {
-            None => tokio::spawn(async move {
+            None => flotilla_actors::task::spawn(async move {
                 let served = axum::serve(listener, app).with_graceful_shutdown(async move {
                     let _ = stop_rx.await;
                 });
@@ -442,8 +450,8 @@ impl RunningNode {
                 )?
                 .handle(handle.clone());
                 let grace = config.shutdown.grace;
-                tokio::spawn(async move {
-                    tokio::spawn(async move {
+                flotilla_actors::task::spawn(async move {
+                    flotilla_actors::task::spawn(async move {
                         let _ = stop_rx.await;
                         handle.graceful_shutdown(Some(grace));
                     });

@@ -113,7 +113,9 @@ mod tests {
         assert_eq!(l.refusal().as_deref(), Some("the node is shutting down"));
         let waiter = {
             let l = l.clone();
-            tokio::spawn(async move { l.runs_finished(Duration::from_secs(10)).await })
+            flotilla_actors::task::spawn(
+                async move { l.runs_finished(Duration::from_secs(10)).await },
+            )
         };
         drop(guard);
         assert!(waiter.await.unwrap());

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use crate::clock::wall_ms;
 
@@ -77,8 +78,11 @@ pub struct Stats {
 pub const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
 /// The actor type.
-#[derive(Debug, Default)]
-pub struct CatalogActor;
+#[derive(Debug)]
+pub struct CatalogActor {
+    /// The span its messages are handled in ([`crate::task::actor_span`]).
+    pub(crate) span: tracing::Span,
+}
 
 /// What the actor starts from.
 pub struct Args {
@@ -204,6 +208,21 @@ impl Actor for CatalogActor {
     }
 
     async fn handle(
+        &self,
+        myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = self.span.clone();
+        self.handle_message(myself, msg, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl CatalogActor {
+    /// What [`Actor::handle`] does, inside the actor's span.
+    async fn handle_message(
         &self,
         _myself: ActorRef<Msg>,
         msg: Msg,

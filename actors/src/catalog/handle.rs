@@ -39,9 +39,15 @@ impl Handle {
             store,
             outbox,
         };
-        let (actor, join) = Actor::spawn(None, CatalogActor, args)
-            .await
-            .map_err(|e| Error::Store(format!("catalog failed to start: {e}")))?;
+        let (actor, join) = Actor::spawn(
+            None,
+            CatalogActor {
+                span: crate::task::actor_span("catalog", None),
+            },
+            args,
+        )
+        .await
+        .map_err(|e| Error::Store(format!("catalog failed to start: {e}")))?;
         Ok((
             Handle {
                 actor,

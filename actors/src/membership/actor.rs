@@ -4,6 +4,7 @@
 use flotilla_protocol::NodeInfo;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast;
+use tracing::Instrument;
 use tracing::{info, warn};
 
 use super::core::{Config, Detector, Transition};
@@ -11,8 +12,11 @@ use super::msg::Msg;
 use crate::clock::MonotonicClock;
 
 /// The actor type.
-#[derive(Debug, Default)]
-pub struct Membership;
+#[derive(Debug)]
+pub struct Membership {
+    /// The span its messages are handled in ([`crate::task::actor_span`]).
+    pub(crate) span: tracing::Span,
+}
 
 /// What the actor starts from.
 #[derive(Debug)]
@@ -69,6 +73,21 @@ impl Actor for Membership {
     }
 
     async fn handle(
+        &self,
+        myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = self.span.clone();
+        self.handle_message(myself, msg, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl Membership {
+    /// What [`Actor::handle`] does, inside the actor's span.
+    async fn handle_message(
         &self,
         _myself: ActorRef<Msg>,
         msg: Msg,

@@ -33,9 +33,15 @@ impl Handle {
             own,
             transitions: transitions.clone(),
         };
-        let (actor, join) = Actor::spawn(None, Membership, args)
-            .await
-            .map_err(|e| Error::InvalidConfig(format!("membership failed to start: {e}")))?;
+        let (actor, join) = Actor::spawn(
+            None,
+            Membership {
+                span: crate::task::actor_span("membership", None),
+            },
+            args,
+        )
+        .await
+        .map_err(|e| Error::InvalidConfig(format!("membership failed to start: {e}")))?;
         Ok((
             Handle {
                 actor,

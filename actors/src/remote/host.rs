@@ -121,7 +121,7 @@ impl Actor for Supervisor {
                 actor: name.clone(),
                 reason: reason.clone(),
             };
-            tokio::spawn(async move {
+            crate::task::spawn(async move {
                 if let Err(e) = mesh.actors(&node, body, deadline).await {
                     warn!(%node, error = %e, "down notice not delivered");
                 }
@@ -421,7 +421,7 @@ impl Host {
         }
         let host = self.clone();
         let (peer, actor) = (peer.clone(), actor.to_string());
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 tokio::select! {

@@ -268,7 +268,7 @@ pub async fn run(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
         n.notify("READY=1");
         if let Some(every) = crate::notify::watchdog_interval() {
             let n = n.clone();
-            tokio::spawn(async move {
+            flotilla_actors::task::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
@@ -278,7 +278,7 @@ pub async fn run(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
         }
     }
     let first = signals.next().await;
-    tokio::spawn(async move {
+    flotilla_actors::task::spawn(async move {
         let second = signals.next().await;
         eprintln!("{} during shutdown: exiting at once", second.name);
         std::process::exit(second.exit_code);

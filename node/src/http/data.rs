@@ -416,7 +416,7 @@ async fn export(
     }
     let with_label = record.schema.iter().any(|f| f.name == "label");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
-    tokio::spawn(async move {
+    flotilla_actors::task::spawn(async move {
         for i in 0..record.shard_hashes.len() as u32 {
             let chunk = match data.read_shard(&record, i, &holders).await {
                 Ok(rows) => encode(&rows, csv, with_label, i == 0).map(Bytes::from),

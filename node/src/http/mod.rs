@@ -78,6 +78,18 @@ pub struct AppState {
 /// refusal of new work while the node shuts down or is unhealthy, and the scrubbing of the data
 /// dir from answers.
 pub fn router(state: AppState) -> Router {
+    // axum starts each connection in a task of its own, outside the node's span: every request
+    // is handled in a `request` span under the span the router was built in (the node's).
+    let node_span = tracing::Span::current();
+    let in_node_span = move |req: axum::extract::Request, next: axum::middleware::Next| {
+        let span = tracing::info_span!(
+            parent: &node_span,
+            "request",
+            method = %req.method(),
+            path = %req.uri().path()
+        );
+        tracing::Instrument::instrument(next.run(req), span)
+    };
     routes::router(state.clone())
         .merge(catalog::router(state.clone()))
         .merge(jobs::router(state.clone()))
@@ -114,6 +126,7 @@ pub fn router(state: AppState) -> Router {
             routes::count_requests,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(in_node_span))
 }
 
 /// Empties `<data dir>/spool` (uploads a crash left behind) and returns it.

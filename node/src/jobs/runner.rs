@@ -10,6 +10,9 @@ use flotilla_protocol::NodeId;
 #[derive(Debug, Clone)]
 pub struct KernelRunner {
     node: NodeId,
+    /// The span it was made in (the node's): tasks run on blocking threads, outside any span,
+    /// so each runs in a `job` span under this one.
+    span: tracing::Span,
     /// The data stage, for `DataOps` jobs; without it they fail with a reason.
     data: Option<crate::data::DataNode>,
     /// What a `train` job's coordinator needs; without it they fail with a reason.
@@ -27,6 +30,7 @@ impl KernelRunner {
     pub fn new(node: NodeId) -> Self {
         Self {
             node,
+            span: tracing::Span::current(),
             data: None,
             training: None,
         }
@@ -53,6 +57,8 @@ impl TaskRunner for KernelRunner {
         task: u32,
         cancelled: &AtomicBool,
     ) -> Result<String, String> {
+        let span = tracing::info_span!(parent: &self.span, "job", job = %job, task);
+        let _in_job = span.enter();
         match kind {
             JobKind::Benchmark {
                 matrix_size,
@@ -83,22 +89,31 @@ impl TaskRunner for KernelRunner {
                     .ok_or_else(|| "this node runs no data stage".to_string())?;
                 // Tasks run on a blocking thread (see `TaskRunner`), so driving the async
                 // coordinator to completion here blocks no runtime worker.
-                data.runtime.block_on(data.run_ops(
-                    &job.dataset,
-                    job.parent_version,
-                    job.output_version,
-                    &job.ops_json,
-                    cancelled,
-                ))
+                data.runtime
+                    .block_on(tracing::Instrument::in_current_span(data.run_ops(
+                        &job.dataset,
+                        job.parent_version,
+                        job.output_version,
+                        &job.ops_json,
+                        cancelled,
+                    )))
             }
             JobKind::Train { spec_toml } => {
                 let ctx = self
                     .training
                     .as_ref()
                     .ok_or_else(|| "this node cannot coordinate training".to_string())?;
-                ctx.data
-                    .runtime
-                    .block_on(crate::train::job::run(ctx, job, spec_toml, cancelled))
+                // The coordinator's tasks and the actors it spawns here inherit this span.
+                let coordinator = tracing::info_span!(
+                    "actor",
+                    role = "coordinator",
+                    run = tracing::field::Empty,
+                    lineage = tracing::field::Empty
+                );
+                ctx.data.runtime.block_on(tracing::Instrument::instrument(
+                    crate::train::job::run(ctx, job, spec_toml, cancelled),
+                    coordinator,
+                ))
             }
         }
     }

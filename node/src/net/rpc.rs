@@ -275,7 +275,7 @@ pub async fn serve_inbox<Req, Resp, F, Fut>(
             break;
         };
         let (answer, commands) = (answer.clone(), commands.clone());
-        tokio::spawn(async move {
+        flotilla_actors::task::spawn(async move {
             let response = answer(work.peer, work.request).await;
             let _ = commands.send(respond(work.channel, response)).await;
             drop(permit);

@@ -141,7 +141,7 @@ pub async fn serve(
             break;
         };
         let (service, commands) = (service.clone(), commands.clone());
-        tokio::spawn(async move {
+        flotilla_actors::task::spawn(async move {
             let response = service.handle(work.request).await;
             let _ = commands
                 .send(Command::ServingRespond {

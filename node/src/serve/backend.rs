@@ -116,32 +116,36 @@ impl LocalReplica {
             max_wait: settings.max_wait,
             max_queue: (settings.max_inflight as usize).max(settings.max_batch) * 4,
         };
-        let (engine, task) = match loaded {
-            Loaded::Embed(model) => {
-                let (batcher, task) =
-                    batcher::Handle::spawn(model.clone(), batching, ENGINE_DEADLINE)?;
-                (Engine::Embed { batcher, model }, task)
-            }
-            Loaded::Classify(model) => {
-                let (batcher, task) =
-                    batcher::Handle::spawn(model.clone(), batching, ENGINE_DEADLINE)?;
-                (Engine::Classify { batcher, model }, task)
-            }
-            Loaded::Gen(gpt) => {
-                let config = scheduler::Config {
-                    max_running: settings.max_batch,
-                    token_budget: (settings.max_batch * gpt.context()) as u32,
-                    max_waiting: (settings.max_inflight as usize).max(1) * 2,
-                    stream_capacity: PIECE_BUFFER,
-                };
-                let (engine, task) = scheduler::Handle::spawn(
-                    GptGenerator::new(gpt.clone()),
-                    config,
-                    ENGINE_DEADLINE,
-                )?;
-                (Engine::Gen { engine, gpt }, task)
-            }
-        };
+        // The engine's span (its role) sits under the deployment's, under the node's.
+        let span = tracing::info_span!("deployment", deployment, model = %model.hash);
+        let (engine, task) = span.in_scope(|| -> anyhow::Result<_> {
+            Ok(match loaded {
+                Loaded::Embed(model) => {
+                    let (batcher, task) =
+                        batcher::Handle::spawn(model.clone(), batching, ENGINE_DEADLINE)?;
+                    (Engine::Embed { batcher, model }, task)
+                }
+                Loaded::Classify(model) => {
+                    let (batcher, task) =
+                        batcher::Handle::spawn(model.clone(), batching, ENGINE_DEADLINE)?;
+                    (Engine::Classify { batcher, model }, task)
+                }
+                Loaded::Gen(gpt) => {
+                    let config = scheduler::Config {
+                        max_running: settings.max_batch,
+                        token_budget: (settings.max_batch * gpt.context()) as u32,
+                        max_waiting: (settings.max_inflight as usize).max(1) * 2,
+                        stream_capacity: PIECE_BUFFER,
+                    };
+                    let (engine, task) = scheduler::Handle::spawn(
+                        GptGenerator::new(gpt.clone()),
+                        config,
+                        ENGINE_DEADLINE,
+                    )?;
+                    (Engine::Gen { engine, gpt }, task)
+                }
+            })
+        })?;
         Ok(LocalReplica {
             deployment: deployment.to_string(),
             model,
@@ -490,7 +494,7 @@ impl LocalBackend {
             .await
             .map_err(serve_err)?;
         let (tx, rx) = mpsc::channel(PIECE_BUFFER);
-        tokio::spawn(pump(
+        flotilla_actors::task::spawn(pump(
             seq,
             gpt.clone(),
             params.stop,

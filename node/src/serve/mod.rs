@@ -81,7 +81,7 @@ fn timed(
     replica: String,
 ) -> PieceStream {
     let (tx, out) = tokio::sync::mpsc::channel(TIMED_BUFFER);
-    tokio::spawn(async move {
+    flotilla_actors::task::spawn(async move {
         let mut first = true;
         loop {
             tokio::select! {

@@ -180,7 +180,7 @@ impl Reconciler {
         }
         let (serving, starting) = (self.serving.clone(), self.starting.clone());
         let (name, model) = (name.to_string(), v.model.clone());
-        tokio::spawn(async move {
+        flotilla_actors::task::spawn(async move {
             let fetched =
                 super::fetch::ensure_local(&model, &serving.blobs, &serving.transport, &peers)
                     .await;

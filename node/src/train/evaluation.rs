@@ -114,7 +114,7 @@ impl Periodic {
             self.held_out.clone(),
             self.sync,
         );
-        self.running = Some(tokio::spawn(async move {
+        self.running = Some(flotilla_actors::task::spawn(async move {
             let (versions, values) = match params.peek_all(sync).await {
                 Ok(read) => read,
                 Err(e) => {

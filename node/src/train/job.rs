@@ -158,6 +158,11 @@ pub async fn run(
         )
         .to_hex()[..6]
     ));
+    // The coordinator's span names the run and its lineage, which its trainers' and shards'
+    // spans carry too.
+    tracing::Span::current()
+        .record("run", tracing::field::display(&job))
+        .record("lineage", tracing::field::display(&lineage));
     // Nodes: every reachable one, in a fixed order; shards round-robin, one trainer per node.
     let alive = super::recovery::reachable(ctx).await;
     let nodes = flotilla_actors::rendezvous::rank(job.as_str().as_bytes(), &alive);
@@ -853,7 +858,7 @@ impl Crew<'_> {
             .await
             .map_err(err)?;
         let tx = downs.clone();
-        tokio::spawn(async move {
+        flotilla_actors::task::spawn(async move {
             if let Some(down) = rx.recv().await {
                 let _ = tx.send((worker, down.reason)).await;
             }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::remote::{self, Endpoint, RemoteActor, Role};
@@ -142,6 +143,8 @@ impl Role for ParamServerRole {
         );
         let handle =
             param_server::Handle::spawn_linked(shard, param_server::Config::default(), supervisor)
+                // The server's span (with its shard) sits under its run's lineage, under the node's.
+                .instrument(tracing::info_span!("job", lineage = %a.job))
                 .await
                 .map_err(|e| e.to_string())?;
         let endpoint = ShardEndpoint {

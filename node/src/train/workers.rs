@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use flotilla_actors::data::record::Record;
 use flotilla_actors::mesh::Mesh;
@@ -257,6 +258,8 @@ impl Role for TrainerRole {
             Arc::new(dispatch) as Arc<dyn Dispatch>,
             supervisor,
         )
+        // The trainer's span sits under its run's (with its worker id), under the node's.
+        .instrument(tracing::info_span!("job", run = %a.job, worker = ?a.worker))
         .await
         .map_err(|e| e.to_string())?;
         // A trainer takes no messages from the mesh yet; its coordinator drives it.

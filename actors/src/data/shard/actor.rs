@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use flotilla_protocol::services::data::{ShardId, ShardMeta};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -20,8 +21,11 @@ use crate::data::record::Record;
 use crate::store::Store;
 
 /// The actor type.
-#[derive(Debug, Default)]
-pub struct DataShard;
+#[derive(Debug)]
+pub struct DataShard {
+    /// The span its messages are handled in ([`crate::task::actor_span`]).
+    pub(crate) span: tracing::Span,
+}
 
 /// What the actor starts from.
 pub struct Args {
@@ -202,6 +206,21 @@ impl Actor for DataShard {
     }
 
     async fn handle(
+        &self,
+        myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        let span = self.span.clone();
+        self.handle_message(myself, msg, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl DataShard {
+    /// What [`Actor::handle`] does, inside the actor's span.
+    async fn handle_message(
         &self,
         _myself: ActorRef<Msg>,
         msg: Msg,

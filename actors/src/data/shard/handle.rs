@@ -34,13 +34,19 @@ impl Handle {
         config.validate()?;
         let deadline = config.call_timeout;
         let chunk_bytes = config.chunk_bytes;
-        let (actor, join) = Actor::spawn(None, DataShard, Args { store, config })
-            .await
-            .map_err(|e| {
-                Error::Node(crate::Error::Store(format!(
-                    "data shard actor failed to start: {e}"
-                )))
-            })?;
+        let (actor, join) = Actor::spawn(
+            None,
+            DataShard {
+                span: crate::task::actor_span("data_shard", None),
+            },
+            Args { store, config },
+        )
+        .await
+        .map_err(|e| {
+            Error::Node(crate::Error::Store(format!(
+                "data shard actor failed to start: {e}"
+            )))
+        })?;
         Ok((
             Handle {
                 actor,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use crate::clock::wall_ms;
 
@@ -32,8 +33,11 @@ const MAX_ROW_BYTES: usize = 64 * 1024;
 const MAX_ROWS: usize = 1_000_000;
 
 /// The actor type.
-#[derive(Debug, Default)]
-pub struct Executor;
+#[derive(Debug)]
+pub struct Executor {
+    /// The span its messages are handled in ([`crate::task::actor_span`]).
+    pub(crate) span: tracing::Span,
+}
 
 /// What the executor starts from.
 pub struct Args {
@@ -425,6 +429,21 @@ impl Actor for Executor {
         msg: Msg,
         state: &mut State,
     ) -> std::result::Result<(), ActorProcessingErr> {
+        let span = self.span.clone();
+        self.handle_message(myself, msg, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl Executor {
+    /// What [`Actor::handle`] does, inside the actor's span.
+    async fn handle_message(
+        &self,
+        myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
         match msg {
             Msg::Start {
                 key,
@@ -462,7 +481,7 @@ impl Actor for Executor {
                     state.cancel_flags.insert(key.clone(), cancelled.clone());
                     let runner = state.runner.clone();
                     let me = myself.clone();
-                    tokio::spawn(async move {
+                    crate::task::spawn(async move {
                         let task = key.task;
                         let job = key.job.clone();
                         let work = move || {

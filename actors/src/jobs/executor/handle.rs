@@ -69,7 +69,9 @@ impl Handle {
         let (finished, reports) = mpsc::channel(report_capacity.max(1));
         let (actor, join) = Actor::spawn(
             None,
-            Executor,
+            Executor {
+                span: crate::task::actor_span("executor", None),
+            },
             Args {
                 store,
                 runner,

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 use crate::clock::wall_ms;
 
@@ -28,8 +29,11 @@ use crate::store::Store;
 use crate::{Error, Result};
 
 /// The actor type.
-#[derive(Debug, Default)]
-pub struct JobManager;
+#[derive(Debug)]
+pub struct JobManager {
+    /// The span its messages are handled in ([`crate::task::actor_span`]).
+    pub(crate) span: tracing::Span,
+}
 
 /// What the manager starts from.
 pub struct Args {
@@ -178,7 +182,7 @@ impl State {
                     };
                     let (mesh, executor, me, deadline) = self.io();
                     let job = job.clone();
-                    tokio::spawn(async move {
+                    crate::task::spawn(async move {
                         let r = if node == me {
                             executor.cancel(job.clone(), task, epoch).await.map(|_| ())
                         } else {
@@ -247,7 +251,7 @@ impl State {
         };
         let (mesh, executor, me, deadline) = self.io();
         let myself = myself.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let job = start.job.clone();
             let answer = if node == me {
                 executor.start(start).await.map_err(|e| e.to_string())
@@ -304,7 +308,7 @@ impl State {
         let hook = self.hook.clone();
         let myself = myself.clone();
         let job = job.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let result = async {
                 let view: Vec<MemberView> = membership
                     .view()
@@ -339,7 +343,7 @@ impl State {
         let membership = self.membership.clone();
         let myself = myself.clone();
         let job = job.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let view = membership.view().await.unwrap_or_default();
             let asks = view
                 .iter()
@@ -628,6 +632,21 @@ impl Actor for JobManager {
     }
 
     async fn handle(
+        &self,
+        myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        let span = self.span.clone();
+        self.handle_message(myself, msg, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl JobManager {
+    /// What [`Actor::handle`] does, inside the actor's span.
+    async fn handle_message(
         &self,
         myself: ActorRef<Msg>,
         msg: Msg,

@@ -38,7 +38,7 @@ pub async fn run(
             continue;
         }
         let mesh = mesh.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let body = RequestBody::TaskFinished {
                 job: report.job.clone(),
                 task: report.task,

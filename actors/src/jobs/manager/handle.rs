@@ -48,7 +48,9 @@ impl Handle {
         let deadline = config.rpc_deadline + Duration::from_secs(5);
         let (actor, join) = Actor::spawn(
             None,
-            JobManager,
+            JobManager {
+                span: crate::task::actor_span("job_manager", None),
+            },
             Args {
                 config,
                 mesh: parts.mesh,

@@ -67,7 +67,10 @@ impl<M: BatchModel> Handle<M> {
         config.validate()?;
         let (tx, rx) = mpsc::channel(config.max_queue);
         let stats = Arc::new(BatchStats::new(config.max_batch));
-        let join = tokio::spawn(run(model, config, rx, stats.clone()));
+        let join = crate::task::spawn(tracing::Instrument::instrument(
+            run(model, config, rx, stats.clone()),
+            crate::task::actor_span("batcher", None),
+        ));
         Ok((
             Self {
                 tx,

@@ -57,7 +57,7 @@ fn is_lost(e: &ServingError) -> bool {
 /// Starts pulling `stream` through `rpc`; its pieces arrive on the returned channel.
 pub fn pull<R: StreamRpc>(rpc: Arc<R>, stream: StreamId, config: PullConfig) -> PieceStream {
     let (tx, rx) = mpsc::channel(config.capacity.max(1));
-    tokio::spawn(async move {
+    crate::task::spawn(async move {
         let mut from = 0u32;
         let mut lost = 0u32;
         loop {

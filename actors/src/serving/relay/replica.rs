@@ -80,7 +80,7 @@ impl Relay {
         };
         let data = Arc::new(Notify::new());
         let room = Arc::new(Notify::new());
-        let pump = tokio::spawn(pump(
+        let pump = crate::task::spawn(pump(
             Arc::downgrade(&self.inner),
             id,
             source,
@@ -182,7 +182,7 @@ impl Relay {
     /// Sweeps every `interval` until the relay is dropped.
     pub fn spawn_sweeper(&self, interval: Duration) -> JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(inner) = weak.upgrade() else {

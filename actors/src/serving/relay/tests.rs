@@ -91,7 +91,7 @@ fn source(
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::channel(2);
-    let feeder = tokio::spawn(async move {
+    let feeder = crate::task::spawn(async move {
         for i in 0..n {
             if tx
                 .send(Ok(StreamItem::Piece(format!("p{i}"))))

@@ -279,7 +279,7 @@ impl<C: ReplicaClient> Router<C> {
             // does not take the answer away from those who joined it.
             let inner = inner.clone();
             let tally = tally.clone();
-            tokio::spawn(async move {
+            crate::task::spawn(async move {
                 let result = tokio::time::timeout(deadline, inner.clone().execute(req, tally))
                     .await
                     .unwrap_or(Err(ServeError::DeadlineExceeded { deadline }));

@@ -149,7 +149,10 @@ impl Handle {
             deadline,
             stats: stats.clone(),
         };
-        let join = tokio::spawn(run(generator, config, rx, stats));
+        let join = crate::task::spawn(tracing::Instrument::instrument(
+            run(generator, config, rx, stats),
+            crate::task::actor_span("generator", None),
+        ));
         Ok((handle, join))
     }
 

@@ -3,6 +3,7 @@
 
 use flotilla_protocol::training::WorkerId;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::Instrument;
 use tracing::{error, warn};
 
 use super::core::{Readiness, Shard};
@@ -11,8 +12,11 @@ use super::{Config, Pulled, StepNorm};
 use crate::training::error::{Error, Result};
 
 /// The actor type.
-#[derive(Debug, Default)]
-pub struct ParamServer;
+#[derive(Debug)]
+pub struct ParamServer {
+    /// The span its messages are handled in ([`crate::task::actor_span`]).
+    pub(crate) span: tracing::Span,
+}
 
 /// A pull waiting for the shard.
 struct HeldPull {
@@ -92,6 +96,28 @@ impl Actor for ParamServer {
     }
 
     async fn handle(
+        &self,
+        myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        let span = self.span.clone();
+        self.handle_message(myself, msg, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl ParamServer {
+    /// A server for `shard` whose span is a child of the current one (the job's).
+    pub(crate) fn new(shard: &Shard) -> Self {
+        Self {
+            span: crate::task::actor_span("param_server", Some(u64::from(shard.index()))),
+        }
+    }
+
+    /// What [`Actor::handle`] does, inside the actor's span.
+    async fn handle_message(
         &self,
         _myself: ActorRef<Msg>,
         msg: Msg,

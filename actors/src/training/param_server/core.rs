@@ -294,6 +294,11 @@ impl Shard {
         Ok(())
     }
 
+    /// Which shard of the job's parameters this is.
+    pub fn index(&self) -> u32 {
+        self.cfg.shard
+    }
+
     /// Values `offset..offset + len` of the range.
     pub fn range(&self, offset: u64, len: u64) -> Result<&[f32]> {
         let bad = || Error::Range {

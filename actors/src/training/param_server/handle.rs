@@ -24,7 +24,7 @@ pub struct Handle {
 impl Handle {
     /// Spawns a server for `shard`.
     pub async fn spawn(shard: Shard, cfg: Config) -> Result<(Handle, tokio::task::JoinHandle<()>)> {
-        let (actor, join) = Actor::spawn(None, ParamServer, (shard, cfg))
+        let (actor, join) = Actor::spawn(None, ParamServer::new(&shard), (shard, cfg))
             .await
             .map_err(|e| Error::Failed(format!("parameter server failed to start: {e}")))?;
         Ok((Handle { actor, cfg }, join))
@@ -37,9 +37,10 @@ impl Handle {
         cfg: Config,
         supervisor: ractor::ActorCell,
     ) -> Result<Handle> {
-        let (actor, _) = Actor::spawn_linked(None, ParamServer, (shard, cfg), supervisor)
-            .await
-            .map_err(|e| Error::Failed(format!("parameter server failed to start: {e}")))?;
+        let (actor, _) =
+            Actor::spawn_linked(None, ParamServer::new(&shard), (shard, cfg), supervisor)
+                .await
+                .map_err(|e| Error::Failed(format!("parameter server failed to start: {e}")))?;
         Ok(Handle { actor, cfg })
     }
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 use flotilla_protocol::services::training::PushOutcome;
 use flotilla_protocol::training::{GradPayload, WorkerReport};
@@ -17,8 +18,11 @@ use crate::training::dispatch::{Dispatch, Work};
 use crate::training::error::{Error, Result};
 
 /// The actor type.
-#[derive(Debug, Default)]
-pub struct Trainer;
+#[derive(Debug)]
+pub struct Trainer {
+    /// The span its messages are handled in ([`crate::task::actor_span`]).
+    pub(crate) span: tracing::Span,
+}
 
 /// What a trainer starts from.
 pub struct Args {
@@ -208,6 +212,28 @@ impl Actor for Trainer {
     }
 
     async fn handle(
+        &self,
+        myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        let span = self.span.clone();
+        self.handle_message(myself, msg, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl Trainer {
+    /// A trainer whose span is a child of the current one (the job's).
+    pub(crate) fn new() -> Self {
+        Self {
+            span: crate::task::actor_span("trainer", None),
+        }
+    }
+
+    /// What [`Actor::handle`] does, inside the actor's span.
+    async fn handle_message(
         &self,
         myself: ActorRef<Msg>,
         msg: Msg,

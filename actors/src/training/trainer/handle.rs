@@ -36,7 +36,7 @@ impl Handle {
         let (done, outcome) = oneshot::channel();
         let (actor, join) = Actor::spawn(
             None,
-            Trainer,
+            Trainer::new(),
             Args {
                 cfg,
                 source,
@@ -67,7 +67,7 @@ impl Handle {
             dispatch,
             done,
         };
-        let (actor, _) = Actor::spawn_linked(None, Trainer, args, supervisor)
+        let (actor, _) = Actor::spawn_linked(None, Trainer::new(), args, supervisor)
             .await
             .map_err(|e| Error::Failed(format!("trainer failed to start: {e}")))?;
         Ok((Handle { actor }, outcome))
