@@ -219,6 +219,37 @@ impl TestCluster {
             .collect()
     }
 
+    /// Splits the nodes into `groups` that cannot reach each other: every link between nodes of
+    /// different groups is cut both ways (each side blocks the other's peer id), and stays cut
+    /// until [`TestCluster::heal`]. Links inside a group, and those of nodes named in no group,
+    /// are kept.
+    pub async fn partition(&self, groups: &[&[usize]]) -> anyhow::Result<()> {
+        for (g, side) in groups.iter().enumerate() {
+            for other in &groups[g + 1..] {
+                for &a in *side {
+                    for &b in *other {
+                        self.node(a).block_peer(&self.node(b).node_id()).await?;
+                        self.node(b).block_peer(&self.node(a).node_id()).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores every link between running nodes that [`TestCluster::partition`] cut.
+    pub async fn heal(&self) -> anyhow::Result<()> {
+        let running = self.running();
+        for &a in &running {
+            for &b in &running {
+                if a != b {
+                    self.node(a).unblock_peer(&self.node(b).node_id()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Kills node `i` abruptly: no leave notice, no flush.
     pub async fn kill(&mut self, i: usize) {
         if let Some(n) = self.nodes[i].take() {

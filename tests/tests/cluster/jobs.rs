@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use flotilla_protocol::NodeId;
 use flotilla_tests::{wait_until, TestCluster};
 use serde_json::{json, Value};
 
@@ -393,11 +392,7 @@ async fn a_partitioned_owner_is_fenced_and_every_node_ends_with_the_same_status(
     .unwrap();
 
     // Cut node 2 off from everyone, both ways.
-    let all: Vec<NodeId> = (0..4).map(|i| cluster.node(i).node_id()).collect();
-    for i in [0, 1, 3] {
-        cluster.node(i).block_peer(&old_owner).await.unwrap();
-        cluster.node(2).block_peer(&all[i]).await.unwrap();
-    }
+    cluster.partition(&[&[2], &[0, 1, 3]]).await.unwrap();
     wait_until(
         DEADLINE,
         "the majority to take the job over and finish it",
@@ -412,10 +407,7 @@ async fn a_partitioned_owner_is_fenced_and_every_node_ends_with_the_same_status(
     // Cut off, the old owner saw no majority: it never re-placed the tasks on itself.
     assert_ne!(status_at(&cluster, 2, &id).await, "succeeded");
 
-    for i in [0, 1, 3] {
-        cluster.node(i).unblock_peer(&old_owner).await.unwrap();
-        cluster.node(2).unblock_peer(&all[i]).await.unwrap();
-    }
+    cluster.heal().await.unwrap();
     wait_until(
         DEADLINE,
         "every node to agree on the final record",
