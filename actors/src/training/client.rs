@@ -1,6 +1,6 @@
 //! How a trainer reaches the parameter shards: the [`ParamClient`] trait. In one process
 //! [`LocalParams`] calls the `ParamServer` actors directly; the node implements the trait over
-//! `/flotilla/training/1` requests to the nodes that host the shards.
+//! training requests (`protocol::services::training`, carried by `/flotilla/actors/1` calls) to the nodes that host the shards.
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! (assignment + batch shares), who is a worker (elasticity), and the live metrics.
 //!
 //! [`Core`] is pure; [`LocalDispatch`] wraps it for one process and implements [`Dispatch`],
-//! the trait a trainer talks to (the node implements it over `/flotilla/training/1` too).
+//! the trait a trainer talks to (the node implements it over `/flotilla/actors/1` calls too).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

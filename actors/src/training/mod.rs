@@ -19,7 +19,7 @@
 //!
 //! Actors:
 //! - [`param_server`]: the `ParamServer` actor around a shard, and `param_server::rpc`, its
-//!   answers to `/flotilla/training/1` requests.
+//!   answers to training requests (carried by `/flotilla/actors/1` calls).
 //! - [`trainer`]: the `Trainer` actor, driven by a [`trainer::GradientSource`], talking to
 //!   the shards through [`client::ParamClient`] and to the coordinator through
 //!   [`dispatch::Dispatch`], so the node can put the mesh in between.

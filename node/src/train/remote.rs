@@ -1,6 +1,6 @@
 //! Parameter-server shards on other nodes: the `param_server` role a node's remote-actor host
 //! spawns, and [`RemoteParams`], the trainers' `ParamClient` that reaches those shards through
-//! the mesh with the `/flotilla/training/1` messages as payloads.
+//! the mesh with the training messages (`protocol::services::training`) as payloads.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,6 +5,9 @@
 //! One frame carries at most [`MAX_RANGE_VALUES`] parameters or gradient values (64 MiB of f32):
 //! pulls ask for a range of a shard; a push carries one shard's whole range, so a job needs at
 //! least `parameters / MAX_RANGE_VALUES` shards.
+//!
+//! These messages are tunnelled: each is the payload of a `/flotilla/actors/1` call to the actor
+//! that hosts the shard, so they are authenticated and capped as actor calls are.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +16,9 @@ use crate::jobs::JobId;
 use crate::services::control::RemoteError;
 use crate::training::{GradPayload, WorkerId, WorkerReport};
 
-/// Stream protocol name.
-pub const PROTOCOL: &str = "/flotilla/training/1";
-/// Name used in errors and metrics.
+/// Name used in errors and metrics. The training service has no libp2p protocol of its own:
+/// its messages travel as the payloads of `/flotilla/actors/1` calls to the hosted shard or
+/// coordinator actor ([`crate::services::actors`]), whose frame cap is this service's.
 pub const SERVICE: &str = "training";
 /// Most parameter or gradient values in one message.
 pub const MAX_RANGE_VALUES: usize = 16 * 1024 * 1024;

@@ -1,4 +1,4 @@
-//! Answers `/flotilla/training/1` requests addressed to a shard hosted here: the node's bridge
+//! Answers training requests (`protocol::services::training`, the payloads of `/flotilla/actors/1` calls) addressed to a shard hosted here: the node's bridge
 //! decodes a request, calls [`serve`] with the shard's handle, and sends the answer back.
 //!
 //! Checkpoint commands use this node's store: `Save` snapshots the shard and stores its blob
