@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod node_info;
 pub mod openai;
 pub mod services;
+pub mod toml_text;
 pub mod training;
 pub mod validation;
 

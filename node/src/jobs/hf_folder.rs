@@ -119,6 +119,10 @@ pub async fn resolve(
         }
     };
     train.model = ModelSource::Registered(format!("{name}@{version}"));
+    // The spec holds names the client chose: refuse what the TOML writer cannot write.
+    let as_json = serde_json::to_value(&train).map_err(|e| Err(anyhow::anyhow!(e)))?;
+    flotilla_protocol::toml_text::check_quote_runs(&as_json)
+        .map_err(|e| Err(anyhow::anyhow!(e)))?;
     let spec_toml = toml::to_string(&train).map_err(|e| Err(anyhow::anyhow!(e)))?;
     spec.kind = JobKind::Train { spec_toml };
     Ok(spec)

@@ -131,7 +131,9 @@ impl SpecDoc {
                     );
                     (None, 1, AntiAffinity::None)
                 }
-                Some(section) => match toml::to_string(section) {
+                Some(section) => match flotilla_protocol::toml_text::check_quote_runs(section)
+                    .and_then(|()| toml::to_string(section).map_err(|e| e.to_string()))
+                {
                     Ok(spec_toml) => (Some(JobKind::Train { spec_toml }), 1, AntiAffinity::None),
                     Err(e) => {
                         push(
@@ -235,6 +237,17 @@ impl SpecDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A string the TOML writer cannot write back (a run of 266 quotes: the writer counts runs
+    /// in a `u8`) is refused with the field named, not a panic.
+    #[test]
+    fn a_train_section_the_toml_writer_cannot_write_is_refused() {
+        let text = format!("kind = \"train\"\n[train]\nel = '{}'\n", "\"".repeat(266));
+        let doc = SpecDoc::from_toml(&text).unwrap();
+        let e = doc.to_spec().unwrap_err();
+        let shown = format!("{e:?}");
+        assert!(shown.contains("train") && shown.contains("quote characters"), "{shown}");
+    }
 
     #[test]
     fn a_minimal_benchmark_file_gets_defaults() {

@@ -19,6 +19,10 @@ fuzz_target!(|data: &[u8]| {
     // node/src/jobs/spec.rs: the `[train]` section is held as JSON, written back as TOML, and
     // that text is what a train job carries.
     if let Ok(section) = toml::from_str::<serde_json::Value>(text) {
+        // The node refuses what the TOML writer cannot write before it writes it.
+        if flotilla_protocol::toml_text::check_quote_runs(&section).is_err() {
+            return;
+        }
         if let Ok(spec_toml) = toml::to_string(&section) {
             if let Ok(spec) = toml::from_str::<TrainSpec>(&spec_toml) {
                 check(&spec);
@@ -32,6 +36,12 @@ fn check(spec: &TrainSpec) {
     let _ = spec.cluster.consistency();
     if valid {
         let _ = spec.output_model();
+    }
+    // Written back only when the node would write it (see `protocol::toml_text`).
+    let writable = serde_json::to_value(spec)
+        .is_ok_and(|v| flotilla_protocol::toml_text::check_quote_runs(&v).is_ok());
+    if !writable {
+        return;
     }
     if let Ok(written) = toml::to_string(spec) {
         let back: TrainSpec = toml::from_str(&written)
