@@ -246,7 +246,10 @@ mod tests {
         let doc = SpecDoc::from_toml(&text).unwrap();
         let e = doc.to_spec().unwrap_err();
         let shown = format!("{e:?}");
-        assert!(shown.contains("train") && shown.contains("quote characters"), "{shown}");
+        assert!(
+            shown.contains("train") && shown.contains("quote characters"),
+            "{shown}"
+        );
     }
 
     #[test]
