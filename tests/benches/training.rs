@@ -75,7 +75,8 @@ const QUICK: Scale = Scale {
     per_label: 40,
     epochs: 1,
     rounds: 5,
-    checkpoint_epochs: (1, 3),
+    // Long enough (about 2 s and 5 s here) for the once-a-second checkpoint tick to fire.
+    checkpoint_epochs: (3, 8),
     join_epochs: 5,
     join_after_step: 15,
 };
@@ -223,6 +224,7 @@ async fn raw_tcp(rounds: usize) -> f64 {
 async fn main() {
     // `-- push-pull` measures only the parameter push + pull path (for profiling it).
     // `-- join` measures only the throughput before and after a node joins a running job.
+    // `-- checkpoints` measures only checkpoint time and recovery from a killed shard node.
     let scale = if std::env::args().any(|a| a == "quick") {
         QUICK
     } else {
@@ -231,6 +233,10 @@ async fn main() {
     let rounds = scale.rounds;
     if std::env::args().any(|a| a == "join") {
         node_added(scale).await;
+        return;
+    }
+    if std::env::args().any(|a| a == "checkpoints") {
+        checkpoints_and_recovery(scale).await;
         return;
     }
     if std::env::args().any(|a| a == "push-pull") {
@@ -394,14 +400,26 @@ async fn checkpoints_and_recovery(scale: Scale) {
     // coordinator) is killed.
     spec["train"]["args"]["epochs"] = json!(scale.checkpoint_epochs.1);
     let id = training::submit_job(&cluster, 0, &spec).await;
-    wait_until(DEADLINE, "a checkpoint", || async {
-        training::events(&cluster, 0, &id)
-            .await
-            .iter()
-            .any(|e| e.1.contains(" saved on "))
+    // Checkpoints are taken on the coordinator's once-a-second progress tick, so a run that
+    // ends within its first second may take none: stop waiting when the job ends, and say so.
+    let saved = |events: &[(u64, String)]| events.iter().any(|e| e.1.contains(" saved on "));
+    let ended = |events: &[(u64, String)]| {
+        events.iter().any(|e| {
+            e.1.starts_with("task ")
+                && (e.1.contains(" succeeded on ") || e.1.contains(" attempts: "))
+        })
+    };
+    wait_until(DEADLINE, "a checkpoint or the job's end", || async {
+        let events = training::events(&cluster, 0, &id).await;
+        saved(&events) || ended(&events)
     })
     .await
     .unwrap();
+    let events = training::events(&cluster, 0, &id).await;
+    assert!(
+        saved(&events),
+        "the run ended before its first checkpoint (make checkpoint_epochs.1 longer): {events:?}"
+    );
     let owner = training::coordinator_index(&cluster, &id).await;
     let victim = (1..3).find(|i| *i != owner).unwrap();
     let killed_ms = flotilla_actors::clock::wall_ms();
