@@ -2,35 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flotilla_node::cli::demo::local_node_config;
 use flotilla_node::RunningNode;
 
-fn flotilla() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    // Tests must not pick up a developer's environment.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FLOTILLA_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("FLOTILLA_LOG", "warn");
-    c
-}
-
-fn run(mut c: Command) -> Output {
-    c.output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-async fn run_async(c: Command) -> Output {
-    tokio::task::spawn_blocking(move || run(c)).await.unwrap()
-}
+use crate::common::{flotilla, run, text, NO_ARGS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_json_lists_the_members_of_a_running_cluster() {
@@ -51,7 +29,7 @@ async fn nodes_json_lists_the_members_of_a_running_cluster() {
     loop {
         let mut c = flotilla();
         c.args(["nodes", "--output", "json", "--peer", &b.api_url()]);
-        let out = run_async(c).await;
+        let out = run(c, NO_ARGS).await;
         assert!(out.status.success(), "{}", text(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let members = v["members"].as_array().unwrap();
@@ -74,7 +52,7 @@ async fn nodes_json_lists_the_members_of_a_running_cluster() {
     // The table and the status command work against the same node.
     let mut c = flotilla();
     c.args(["nodes", "--peer", &a.api_url()]);
-    let out = run_async(c).await;
+    let out = run(c, NO_ARGS).await;
     let table = text(&out.stdout);
     assert!(table.starts_with("ID"), "{table}");
     assert!(
@@ -83,7 +61,7 @@ async fn nodes_json_lists_the_members_of_a_running_cluster() {
     );
     let mut c = flotilla();
     c.env("FLOTILLA_PEER", a.api_url()).arg("status");
-    let out = run_async(c).await;
+    let out = run(c, NO_ARGS).await;
     assert!(
         text(&out.stdout).contains(&a.peer_id.to_string()),
         "{}",
@@ -102,7 +80,7 @@ fn no_reachable_node_exits_with_code_3() {
         .port();
     let mut c = flotilla();
     c.args(["nodes", "--peer", &format!("http://127.0.0.1:{port}")]);
-    let out = run(c);
+    let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(
         text(&out.stderr).contains("no Flotilla node is reachable"),
@@ -115,14 +93,14 @@ fn no_reachable_node_exits_with_code_3() {
 fn usage_errors_exit_with_code_2() {
     let mut c = flotilla();
     c.arg("no-such-command");
-    assert_eq!(run(c).status.code(), Some(2));
+    assert_eq!(c.output().unwrap().status.code(), Some(2));
 }
 
 #[test]
 fn completions_are_generated() {
     let mut c = flotilla();
     c.args(["completions", "bash"]);
-    let out = run(c);
+    let out = c.output().unwrap();
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("flotilla"));
 }
@@ -143,7 +121,7 @@ fn precedence_is_defaults_then_file_then_env_then_flags() {
     ])
     .env("FLOTILLA_MAX_CONNECTIONS", "20")
     .env("FLOTILLA_DEAD_AFTER", "25s");
-    let out = run(c);
+    let out = c.output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let cfg: toml::Value = toml::from_str(&text(&out.stdout)).unwrap();
     assert_eq!(
@@ -176,7 +154,7 @@ fn invalid_config_names_the_field() {
     std::fs::write(&file, "[node]\nmax_conections = 10\n").unwrap();
     let mut c = flotilla();
     c.args(["--config", file.to_str().unwrap(), "up", "--dry-run"]);
-    let out = run(c);
+    let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("max_conections"),
@@ -186,7 +164,7 @@ fn invalid_config_names_the_field() {
 
     let mut c = flotilla();
     c.args(["up", "--dry-run", "--join", "not-a-multiaddr"]);
-    let out = run(c);
+    let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("join"), "{}", text(&out.stderr));
 }
@@ -205,7 +183,7 @@ fn api_limits_and_tls_flags_reach_the_configuration() {
             "/etc/flotilla/key.pem",
         ])
         .env("FLOTILLA_API_RATE", "20");
-    let out = run(c);
+    let out = c.output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let cfg: toml::Value = toml::from_str(&text(&out.stdout)).unwrap();
     assert_eq!(cfg["api"]["request_timeout"].as_str(), Some("5s"));
@@ -217,7 +195,7 @@ fn api_limits_and_tls_flags_reach_the_configuration() {
     let mut c = flotilla();
     c.args(["up", "--dry-run", "--data-dir", data.to_str().unwrap()])
         .args(["--tls-cert", "/etc/flotilla/cert.pem"]);
-    let out = run(c);
+    let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -241,7 +219,7 @@ fn binding_the_api_beyond_loopback_needs_a_token() {
         "--listen",
         "/ip4/127.0.0.1/tcp/0",
     ]);
-    let out = run(c);
+    let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -267,7 +245,7 @@ fn a_port_in_use_is_a_clear_error() {
         "--mdns",
         "false",
     ]);
-    let out = run(c);
+    let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("already in use"),
@@ -287,7 +265,7 @@ fn a_port_in_use_is_a_clear_error() {
         "--mdns",
         "false",
     ]);
-    let out = run(c);
+    let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains(&format!("cannot listen on /ip4/127.0.0.1/tcp/{port}")),
@@ -384,7 +362,7 @@ fn sigterm_shuts_down_gracefully_and_the_api_requires_its_token() {
         "--api-token-file",
         token.to_str().unwrap(),
     ]);
-    assert!(run(c).status.success());
+    assert!(c.output().unwrap().status.success());
 
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -479,7 +457,7 @@ fn a_fresh_data_dir_creates_a_cluster_and_prints_its_token_once() {
     // A dry run shows what would happen and writes nothing.
     let mut c = flotilla();
     c.args(["up", "--dry-run", "--data-dir", data.to_str().unwrap()]);
-    let out = run(c);
+    let out = c.output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(shown.contains("(new cluster)"), "{shown}");
@@ -542,7 +520,7 @@ fn a_fresh_data_dir_creates_a_cluster_and_prints_its_token_once() {
     let mut c = flotilla();
     c.args(["up", "--dry-run", "--data-dir", data.to_str().unwrap()])
         .args(["--cluster-token", &"ab".repeat(32)]);
-    let out = run(c);
+    let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -564,7 +542,7 @@ fn bad_admission_flags_are_config_errors_naming_the_field() {
     ] {
         let mut c = flotilla();
         c.args(["up", "--dry-run"]).args(&args);
-        let out = run(c);
+        let out = c.output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = text(&out.stderr);
         assert!(err.contains(&format!("{field}:")), "{args:?}: {err}");
@@ -593,14 +571,14 @@ async fn node_evict_removes_a_member_and_nodes_shows_it() {
     };
 
     // Its own id and an id it does not know are refused with the node's reason.
-    let out = run_async(evict(a.peer_id.to_string())).await;
+    let out = run(evict(a.peer_id.to_string()), NO_ARGS).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("cannot evict itself"),
         "{}",
         text(&out.stderr)
     );
-    let out = run_async(evict(libp2p::PeerId::random().to_string())).await;
+    let out = run(evict(libp2p::PeerId::random().to_string()), NO_ARGS).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("not a member"),
@@ -608,7 +586,7 @@ async fn node_evict_removes_a_member_and_nodes_shows_it() {
         text(&out.stderr)
     );
 
-    let out = run_async(evict(b.peer_id.to_string())).await;
+    let out = run(evict(b.peer_id.to_string()), NO_ARGS).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains(&format!("evicted node {}", b.peer_id)),
@@ -617,7 +595,7 @@ async fn node_evict_removes_a_member_and_nodes_shows_it() {
     );
     let mut c = flotilla();
     c.args(["nodes", "--peer", &a.api_url()]);
-    let table = text(&run_async(c).await.stdout);
+    let table = text(&run(c, NO_ARGS).await.stdout);
     let row = table
         .lines()
         .find(|l| l.starts_with(&b.peer_id.to_string()))

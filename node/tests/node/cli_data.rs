@@ -2,45 +2,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
-
-use flotilla_node::cli::demo::local_node_config;
-use flotilla_node::RunningNode;
+use crate::common::{flotilla_at, one_node, run, text};
 
 /// As the binary bundles it.
 const BANKING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/banking77-train.csv");
 
-fn flotilla(peer: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FLOTILLA_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("FLOTILLA_LOG", "warn").env("FLOTILLA_PEER", peer);
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-async fn run(mut c: Command, args: &[&str]) -> Output {
-    c.args(args);
-    tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_list_show_export_dedup_and_rm_a_dataset() {
     let dir = tempfile::tempdir().unwrap();
-    let node = RunningNode::start(local_node_config(dir.path().join("a"), vec![]))
-        .await
-        .unwrap();
+    let node = one_node(dir.path()).await;
     let url = node.api_url();
 
-    let mut up = flotilla(&url);
+    let mut up = flotilla_at(&url);
     up.env("FLOTILLA_PROGRESS", "1");
     let out = run(
         up,
@@ -73,7 +46,7 @@ async fn upload_list_show_export_dedup_and_rm_a_dataset() {
 
     // The same name again is refused with the node's reason and exit code 1.
     let out = run(
-        flotilla(&url),
+        flotilla_at(&url),
         &["data", "upload", BANKING, "--name", "banking"],
     )
     .await;
@@ -84,7 +57,7 @@ async fn upload_list_show_export_dedup_and_rm_a_dataset() {
         text(&out.stderr)
     );
 
-    let out = run(flotilla(&url), &["data", "list"]).await;
+    let out = run(flotilla_at(&url), &["data", "list"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("banking"),
@@ -93,7 +66,7 @@ async fn upload_list_show_export_dedup_and_rm_a_dataset() {
     );
 
     let out = run(
-        flotilla(&url),
+        flotilla_at(&url),
         &["--output", "json", "data", "show", "banking@1"],
     )
     .await;
@@ -105,7 +78,7 @@ async fn upload_list_show_export_dedup_and_rm_a_dataset() {
 
     let csv = dir.path().join("out.csv");
     let out = run(
-        flotilla(&url),
+        flotilla_at(&url),
         &[
             "data",
             "export",
@@ -124,14 +97,14 @@ async fn upload_list_show_export_dedup_and_rm_a_dataset() {
     assert_eq!(exported.lines().next(), Some("text,label"));
     assert_eq!(body(&exported), body(&original));
 
-    let out = run(flotilla(&url), &["data", "dedup", "banking", "--exact"]).await;
+    let out = run(flotilla_at(&url), &["data", "dedup", "banking", "--exact"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("banking@2 written from banking@1"),
         "{}",
         text(&out.stdout)
     );
-    let out = run(flotilla(&url), &["data", "show", "banking@2"]).await;
+    let out = run(flotilla_at(&url), &["data", "show", "banking@2"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(
@@ -186,7 +159,7 @@ async fn upload_list_show_export_dedup_and_rm_a_dataset() {
         ],
     ];
     for (k, args) in steps.iter().enumerate() {
-        let out = run(flotilla(&url), args).await;
+        let out = run(flotilla_at(&url), *args).await;
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         let want = format!("banking@{} written", k + 3);
         assert!(
@@ -196,7 +169,7 @@ async fn upload_list_show_export_dedup_and_rm_a_dataset() {
         );
     }
     let out = run(
-        flotilla(&url),
+        flotilla_at(&url),
         &["--output", "json", "data", "show", "banking@7"],
     )
     .await;
@@ -231,13 +204,13 @@ async fn upload_list_show_export_dedup_and_rm_a_dataset() {
         "{fields:?}"
     );
 
-    let out = run(flotilla(&url), &["data", "show", "banking@9"]).await;
+    let out = run(flotilla_at(&url), &["data", "show", "banking@9"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
 
-    let out = run(flotilla(&url), &["data", "rm", "banking"]).await;
+    let out = run(flotilla_at(&url), &["data", "rm", "banking"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = run(flotilla(&url), &["data", "show", "banking"]).await;
+    let out = run(flotilla_at(&url), &["data", "show", "banking"]).await;
     assert_eq!(out.status.code(), Some(1));
     node.shutdown().await.unwrap();
 }

@@ -2,40 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use flotilla_node::cli::demo::local_node_config;
-use flotilla_node::RunningNode;
-
-fn flotilla(peer: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FLOTILLA_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("FLOTILLA_LOG", "warn").env("FLOTILLA_PEER", peer);
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-async fn run(mut c: Command, args: &[&str]) -> Output {
-    c.args(args);
-    tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap()
-}
+use crate::common::{flotilla_at, one_node, run, text, NO_ARGS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_follow_show_list_and_cancel_a_job() {
     let dir = tempfile::tempdir().unwrap();
-    let node = RunningNode::start(local_node_config(dir.path().join("a"), vec![]))
-        .await
-        .unwrap();
+    let node = one_node(dir.path()).await;
     let url = node.api_url();
 
     // A spec with mistakes is refused, every field named, exit code 1.
@@ -45,7 +19,7 @@ async fn submit_follow_show_list_and_cancel_a_job() {
         "kind = \"benchmark\"\npriority = \"asap\"\n[benchmark]\npeers = 0\n",
     )
     .unwrap();
-    let out = run(flotilla(&url), &["job", "submit", bad.to_str().unwrap()]).await;
+    let out = run(flotilla_at(&url), &["job", "submit", bad.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -60,7 +34,7 @@ async fn submit_follow_show_list_and_cancel_a_job() {
     )
     .unwrap();
     let out = run(
-        flotilla(&url),
+        flotilla_at(&url),
         &["--output", "json", "job", "submit", good.to_str().unwrap()],
     )
     .await;
@@ -71,7 +45,7 @@ async fn submit_follow_show_list_and_cancel_a_job() {
     // `logs --follow` returns once the job has finished, having printed its events.
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        run(flotilla(&url), &["job", "logs", &id, "--follow"]),
+        run(flotilla_at(&url), &["job", "logs", &id, "--follow"]),
     )
     .await
     .expect("logs --follow ends when the job does");
@@ -84,21 +58,21 @@ async fn submit_follow_show_list_and_cancel_a_job() {
         "{logs}"
     );
 
-    let out = run(flotilla(&url), &["jobs"]).await;
+    let out = run(flotilla_at(&url), &["jobs"]).await;
     let table = text(&out.stdout);
     assert!(
         table.starts_with("ID") && table.contains(&id) && table.contains("succeeded"),
         "{table}"
     );
 
-    let out = run(flotilla(&url), &["job", "show", &id]).await;
+    let out = run(flotilla_at(&url), &["job", "show", &id]).await;
     let shown = text(&out.stdout);
     assert!(
         shown.contains("TASK") && shown.contains("gflops"),
         "{shown}"
     );
 
-    let out = run(flotilla(&url), &["job", "cancel", &id]).await;
+    let out = run(flotilla_at(&url), &["job", "cancel", &id]).await;
     assert!(out.status.success());
     assert!(
         text(&out.stdout).contains("already finished"),
@@ -107,7 +81,7 @@ async fn submit_follow_show_list_and_cancel_a_job() {
     );
 
     let started = Instant::now();
-    let out = run(flotilla(&url), &["job", "show", "job-unknown"]).await;
+    let out = run(flotilla_at(&url), &["job", "show", "job-unknown"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -117,10 +91,10 @@ async fn submit_follow_show_list_and_cancel_a_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_converges_and_runs_a_benchmark_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = flotilla("http://127.0.0.1:1");
+    let mut c = flotilla_at("http://127.0.0.1:1");
     c.args(["demo", "--output", "json", "--dir"])
         .arg(dir.path());
-    let out = tokio::time::timeout(Duration::from_secs(300), run(c, &[]))
+    let out = tokio::time::timeout(Duration::from_secs(300), run(c, NO_ARGS))
         .await
         .expect("the demo finishes");
     assert!(out.status.success(), "{}", text(&out.stderr));

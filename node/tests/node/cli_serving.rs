@@ -3,47 +3,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use flotilla_node::cli::demo::local_node_config;
 use flotilla_node::RunningNode;
 
-fn flotilla(peer: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FLOTILLA_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("FLOTILLA_LOG", "warn").env("FLOTILLA_PEER", peer);
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-async fn run(peer: &str, args: &[&str]) -> Output {
-    let mut c = flotilla(peer);
-    c.args(args);
-    tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap()
-}
+use crate::common::{one_node, run_at, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_deploy_answer_and_undeploy() {
     let dir = tempfile::tempdir().unwrap();
-    let node = RunningNode::start(local_node_config(dir.path().join("a"), vec![]))
-        .await
-        .unwrap();
+    let node = one_node(dir.path()).await;
     let url = node.api_url();
     let ck = dir.path().join("gpt");
     let corpus = "hello world, the mesh answers every node. ".repeat(8);
     flotilla_node::serve::gpt::create_char_gpt(&ck, &corpus, 10, 3).unwrap();
 
-    let out = run(
+    let out = run_at(
         &url,
         &["models", "register", "--name", "tiny", ck.to_str().unwrap()],
     )
@@ -54,13 +30,13 @@ async fn register_deploy_answer_and_undeploy() {
         "{}",
         text(&out.stdout)
     );
-    let out = run(&url, &["--output", "json", "models"]).await;
+    let out = run_at(&url, &["--output", "json", "models"]).await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["kind"], "generation");
 
-    let out = run(&url, &["deploy", "tiny@7", "--name", "t"]).await;
+    let out = run_at(&url, &["deploy", "tiny@7", "--name", "t"]).await;
     assert_eq!(out.status.code(), Some(1), "an unknown version is refused");
-    let out = run(
+    let out = run_at(
         &url,
         &[
             "deploy",
@@ -102,16 +78,16 @@ async fn register_deploy_answer_and_undeploy() {
     };
     assert_eq!(answer["usage"]["completion_tokens"], 5);
 
-    let out = run(&url, &["--output", "json", "deployments"]).await;
+    let out = run_at(&url, &["--output", "json", "deployments"]).await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["name"], "t");
     assert_eq!(v[0]["max_wait_ms"], 2);
     assert_eq!(v[0]["cache"], false);
     assert_eq!(v[0]["max_inflight"], 3);
 
-    let out = run(&url, &["undeploy", "t"]).await;
+    let out = run_at(&url, &["undeploy", "t"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = run(&url, &["undeploy", "t"]).await;
+    let out = run_at(&url, &["undeploy", "t"]).await;
     assert_eq!(out.status.code(), Some(1), "undeploying twice is an error");
     node.shutdown().await.unwrap();
 }

@@ -5,36 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
 
-use flotilla_node::cli::demo::local_node_config;
-use flotilla_node::RunningNode;
+use crate::common::{one_node, run_at, text};
 
 /// As the binary bundles it.
 const BANKING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/banking77-train.csv");
-
-fn flotilla(peer: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FLOTILLA_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("FLOTILLA_LOG", "warn").env("FLOTILLA_PEER", peer);
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-async fn run(peer: &str, args: Vec<String>) -> Output {
-    let mut c = flotilla(peer);
-    c.args(args);
-    tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap()
-}
 
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
@@ -100,12 +75,10 @@ fn spec(dir: &std::path::Path, name: &str, dataset: &str, lr: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn train_a_classifier_from_a_spec_file() {
     let dir = tempfile::tempdir().unwrap();
-    let node = RunningNode::start(local_node_config(dir.path().join("a"), vec![]))
-        .await
-        .unwrap();
+    let node = one_node(dir.path()).await;
     let url = node.api_url();
     let data = sample(dir.path());
-    let out = run(
+    let out = run_at(
         &url,
         args(&[
             "data",
@@ -123,7 +96,7 @@ async fn train_a_classifier_from_a_spec_file() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let good = spec(dir.path(), "good.toml", "bank3@1", "0.003");
-    let out = run(&url, args(&["train", &good])).await;
+    let out = run_at(&url, args(&["train", &good])).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
     assert!(stdout.contains("training job job-"), "{stdout}");
@@ -136,7 +109,7 @@ async fn train_a_classifier_from_a_spec_file() {
     assert!(stdout.contains("registered intents@1"), "{stdout}");
     assert!(stdout.contains("held-out accuracy"), "{stdout}");
 
-    let out = run(&url, args(&["--output", "json", "models"])).await;
+    let out = run_at(&url, args(&["--output", "json", "models"])).await;
     let models: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         models
@@ -149,7 +122,7 @@ async fn train_a_classifier_from_a_spec_file() {
 
     // A mistake the spec shows by itself: refused locally, naming the field.
     let bad = spec(dir.path(), "bad-lr.toml", "bank3@1", "-1.0");
-    let out = run(&url, args(&["train", &bad])).await;
+    let out = run_at(&url, args(&["train", &bad])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("args.learning_rate"),
@@ -159,7 +132,7 @@ async fn train_a_classifier_from_a_spec_file() {
 
     // A dataset the cluster does not have: refused by the node, naming it.
     let missing = spec(dir.path(), "missing.toml", "bank9@1", "0.003");
-    let out = run(&url, args(&["train", &missing])).await;
+    let out = run_at(&url, args(&["train", &missing])).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(

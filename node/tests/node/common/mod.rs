@@ -1,9 +1,11 @@
-//! `flotilla up` as a child process, for the tests that signal, freeze or kill the real binary
-//! (the crash loop, lifecycle and freeze tests).
+//! The `flotilla` binary as the tests run it: one command against a node's API (the CLI
+//! tests), or `flotilla up` as a child process for the tests that signal, freeze or kill the
+//! real binary (the crash loop, lifecycle and freeze tests).
 
 #![allow(dead_code)]
 
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::ffi::OsStr;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -18,6 +20,51 @@ pub fn flotilla() -> Command {
     }
     c.env("FLOTILLA_LOG", "warn");
     c
+}
+
+/// The binary talking to the node API at `peer`.
+pub fn flotilla_at(peer: &str) -> Command {
+    let mut c = flotilla();
+    c.env("FLOTILLA_PEER", peer);
+    c
+}
+
+/// For [`run`] when the command already holds its arguments.
+pub const NO_ARGS: [&str; 0] = [];
+
+/// Runs `c` with `args` to its end on a blocking thread, so that the test's runtime (and the
+/// nodes it hosts) keep running meanwhile.
+pub async fn run<I, S>(mut c: Command, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    c.args(args);
+    tokio::task::spawn_blocking(move || c.output().expect("the binary runs"))
+        .await
+        .expect("the blocking thread finishes")
+}
+
+/// `flotilla ARGS` against the node API at `peer`.
+pub async fn run_at<I, S>(peer: &str, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run(flotilla_at(peer), args).await
+}
+
+/// A one-node cluster in this process, its data under `dir/a`, its API on a free loopback port.
+pub async fn one_node(dir: &std::path::Path) -> flotilla_node::RunningNode {
+    let config = flotilla_node::cli::demo::local_node_config(dir.join("a"), vec![]);
+    flotilla_node::RunningNode::start(config)
+        .await
+        .expect("a one-node cluster starts")
+}
+
+/// Output bytes as text, for assertions and their messages.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A started daemon: its API address, node id and join address.
