@@ -1,9 +1,17 @@
-//! Incremental decoding for the GPT with a key/value cache.
+//! Incremental decoding for the GPT with a key/value cache, over ragged batches.
 //!
-//! The cache holds every layer's keys and values for the positions seen so far
-//! (`[batch, context, width]` each). Feeding `t` new tokens per sequence runs the blocks on those
-//! `t` rows only; their queries attend to all cached keys up to and including their own position.
-//! The result equals recomputing the whole prefix (checked in `tests/kernels/infer.rs`).
+//! Each sequence has its own [`KvCache`]: every layer's keys and values for the positions it
+//! has seen (`[context, width]` each). [`Decoder::feed`] takes any number of sequences, each
+//! with its own count of new tokens (a long prompt being prefilled beside sequences decoding
+//! one token each), and runs them as **one** forward: the rows of every sequence go through
+//! each linear layer together (one matrix product per layer for the whole batch), and each
+//! row's query attends to its own sequence's cached keys up to and including its position.
+//! The result equals recomputing every prefix alone (checked in `tests/kernels/infer.rs`).
+//!
+//! The decoder holds its model by `Arc`, so a serving engine can keep it on another thread for
+//! as long as it runs, and the model is freed when the last engine using it stops.
+
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::models::config::{Head, NormPlacement};
@@ -12,40 +20,16 @@ use crate::ops::fastmath::exp;
 
 use super::engine::{embed, ffn, ln, LinearId, Linears};
 
-/// Decoding state of a batch of sequences that advance together.
-#[derive(Debug)]
-pub struct Decoder<'a> {
-    model: &'a Transformer,
-    batch: usize,
-    /// Per layer: keys and values, `[batch, context, width]`.
+/// One sequence's keys and values, per layer `[context, width]`, and how many positions of
+/// them are filled.
+#[derive(Debug, Clone)]
+pub struct KvCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
-    /// Positions filled so far (the same for every sequence).
     len: usize,
 }
 
-impl<'a> Decoder<'a> {
-    /// An empty cache for `batch` sequences of a causal, pre-LN language model.
-    pub fn new(model: &'a Transformer, batch: usize) -> Result<Self> {
-        let c = model.config();
-        if !matches!(c.head, Head::Lm { .. }) || !c.causal || c.norm != NormPlacement::Pre {
-            return Err(Error::InvalidArgument(
-                "KV-cache decoding needs a causal pre-LN language model".into(),
-            ));
-        }
-        if batch == 0 {
-            return Err(Error::EmptyBatch("decoder for 0 sequences".into()));
-        }
-        let size = batch * c.context * c.width;
-        Ok(Self {
-            model,
-            batch,
-            keys: vec![vec![0.0; size]; c.layers],
-            values: vec![vec![0.0; size]; c.layers],
-            len: 0,
-        })
-    }
-
+impl KvCache {
     /// Positions already in the cache.
     pub fn len(&self) -> usize {
         self.len
@@ -55,58 +39,122 @@ impl<'a> Decoder<'a> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
 
-    /// Feeds `tokens` (`[batch, t]` row-major, `t ≥ 1`) at the next `t` positions and returns
-    /// their logits, `[batch, t, vocab]`.
-    pub fn feed(&mut self, lin: &dyn Linears, tokens: &[u32], t: usize) -> Result<Vec<f32>> {
-        let m = self.model;
+/// A causal, pre-LN language model ready for cached decoding.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    model: Arc<Transformer>,
+}
+
+impl Decoder {
+    /// A decoder for `model`, which must be a causal, pre-LN language model.
+    pub fn new(model: Arc<Transformer>) -> Result<Self> {
+        let c = model.config();
+        if !matches!(c.head, Head::Lm { .. }) || !c.causal || c.norm != NormPlacement::Pre {
+            return Err(Error::InvalidArgument(
+                "KV-cache decoding needs a causal pre-LN language model".into(),
+            ));
+        }
+        Ok(Self { model })
+    }
+
+    /// The model it decodes with.
+    pub fn model(&self) -> &Transformer {
+        &self.model
+    }
+
+    /// An empty cache for one new sequence.
+    pub fn cache(&self) -> KvCache {
+        let c = self.model.config();
+        KvCache {
+            keys: vec![vec![0.0; c.context * c.width]; c.layers],
+            values: vec![vec![0.0; c.context * c.width]; c.layers],
+            len: 0,
+        }
+    }
+
+    /// Feeds each sequence of `batch` its new tokens (at least one) at its next positions, all
+    /// in one forward, and returns per sequence the logits of its new positions
+    /// (`[tokens, vocab]` row-major). Nothing is written to any cache unless the whole batch is
+    /// valid: a sequence past the context or a token outside the vocabulary is an error naming
+    /// the sequence's index in `batch`.
+    pub fn feed(
+        &self,
+        lin: &dyn Linears,
+        batch: &mut [(&mut KvCache, &[u32])],
+    ) -> Result<Vec<Vec<f32>>> {
+        let m: &Transformer = &self.model;
         let c = m.config();
-        let (b, d, h) = (self.batch, c.width, c.heads);
+        let (d, h) = (c.width, c.heads);
         let dh = d / h;
-        if t == 0 || tokens.len() != b * t {
-            return Err(Error::InvalidArgument(format!(
-                "{} tokens for {b} sequences of {t} new positions",
-                tokens.len()
-            )));
+        if batch.is_empty() {
+            return Err(Error::EmptyBatch("decoding step with no sequence".into()));
         }
-        if self.len + t > c.context {
-            return Err(Error::SequenceTooLong {
-                sequence: 0,
-                len: self.len + t,
-                context: c.context,
-            });
-        }
-        for (i, &tok) in tokens.iter().enumerate() {
-            if tok as usize >= c.vocab {
-                return Err(Error::TokenOutOfRange {
-                    token: tok,
-                    sequence: i / t,
-                    position: self.len + i % t,
-                    vocab: c.vocab,
+        for (i, (cache, tokens)) in batch.iter().enumerate() {
+            if tokens.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "sequence {i} of the batch feeds no token"
+                )));
+            }
+            if cache.keys.len() != c.layers || cache.keys[0].len() != c.context * d {
+                return Err(Error::InvalidArgument(format!(
+                    "sequence {i}'s cache was made for another model"
+                )));
+            }
+            if cache.len + tokens.len() > c.context {
+                return Err(Error::SequenceTooLong {
+                    sequence: i,
+                    len: cache.len + tokens.len(),
+                    context: c.context,
                 });
             }
+            for (j, &tok) in tokens.iter().enumerate() {
+                if tok as usize >= c.vocab {
+                    return Err(Error::TokenOutOfRange {
+                        token: tok,
+                        sequence: i,
+                        position: cache.len + j,
+                        vocab: c.vocab,
+                    });
+                }
+            }
         }
-        let rows = b * t;
-        let positions: Vec<usize> = (0..rows).map(|i| self.len + i % t).collect();
-        let mut x = embed(m, tokens, &positions, &vec![true; rows]);
+        // Every row of every sequence: its sequence and its position.
+        let mut owner = Vec::new();
+        let mut positions = Vec::new();
+        let mut tokens = Vec::new();
+        for (i, (cache, new)) in batch.iter().enumerate() {
+            for (j, &tok) in new.iter().enumerate() {
+                owner.push(i);
+                positions.push(cache.len + j);
+                tokens.push(tok);
+            }
+        }
+        let rows = tokens.len();
+        let mut x = embed(m, &tokens, &positions, &vec![true; rows]);
         let scale = 1.0 / (dh as f32).sqrt();
+        let mut scores = vec![0.0f32; c.context];
         for (l, o) in m.layout().blocks.iter().enumerate() {
             let qkv = lin.apply(LinearId::Qkv(l), &ln(m, &x, o.ln1_g, o.ln1_b), rows)?;
-            let (kc, vc) = (&mut self.keys[l], &mut self.values[l]);
             for r in 0..rows {
-                let slot = ((r / t) * c.context + positions[r]) * d;
-                kc[slot..slot + d].copy_from_slice(&qkv[r * 3 * d + d..r * 3 * d + 2 * d]);
-                vc[slot..slot + d].copy_from_slice(&qkv[r * 3 * d + 2 * d..r * 3 * d + 3 * d]);
+                let cache = &mut *batch[owner[r]].0;
+                let slot = positions[r] * d;
+                cache.keys[l][slot..slot + d]
+                    .copy_from_slice(&qkv[r * 3 * d + d..r * 3 * d + 2 * d]);
+                cache.values[l][slot..slot + d]
+                    .copy_from_slice(&qkv[r * 3 * d + 2 * d..r * 3 * d + 3 * d]);
             }
             let mut att = vec![0.0f32; rows * d];
-            let mut scores = vec![0.0f32; c.context];
             for r in 0..rows {
-                let (seq, visible) = (r / t, positions[r] + 1);
+                let cache = &*batch[owner[r]].0;
+                let (kc, vc) = (&cache.keys[l], &cache.values[l]);
+                let visible = positions[r] + 1;
                 for head in 0..h {
                     let q = &qkv[r * 3 * d + head * dh..r * 3 * d + (head + 1) * dh];
                     let mut mx = f32::NEG_INFINITY;
                     for (j, s) in scores[..visible].iter_mut().enumerate() {
-                        let k = &kc[(seq * c.context + j) * d + head * dh..][..dh];
+                        let k = &kc[j * d + head * dh..][..dh];
                         *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
                         mx = mx.max(*s);
                     }
@@ -117,7 +165,7 @@ impl<'a> Decoder<'a> {
                     }
                     let out = &mut att[r * d + head * dh..r * d + (head + 1) * dh];
                     for (j, s) in scores[..visible].iter().enumerate() {
-                        let v = &vc[(seq * c.context + j) * d + head * dh..][..dh];
+                        let v = &vc[j * d + head * dh..][..dh];
                         let w = s / sum;
                         out.iter_mut().zip(v).for_each(|(o, vv)| *o += w * vv);
                     }
@@ -131,7 +179,15 @@ impl<'a> Decoder<'a> {
         if let Some((g, bb)) = m.layout().final_ln {
             x = ln(m, &x, g, bb);
         }
-        self.len += t;
-        lin.apply(LinearId::Head, &x, rows)
+        let logits = lin.apply(LinearId::Head, &x, rows)?;
+        let vocab = c.vocab;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut row = 0;
+        for (cache, new) in batch.iter_mut() {
+            cache.len += new.len();
+            out.push(logits[row * vocab..(row + new.len()) * vocab].to_vec());
+            row += new.len();
+        }
+        Ok(out)
     }
 }

@@ -1,10 +1,14 @@
 //! Serving paths: the cache-free forward agrees with the training forward, padding does not leak
-//! into real positions, KV-cache decoding equals full recomputation, int8 layers stay close to
+//! into real positions, KV-cache decoding equals full recomputation (ragged batches too), int8 layers stay close to
 //! f32, and sampling behaves as specified.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use flotilla_kernels::infer::{engine, Decoder, F32Linears, Int8Linears, Sampler, Sampling};
+use std::sync::Arc;
+
+use flotilla_kernels::infer::{
+    engine, Decoder, F32Linears, Int8Linears, KvCache, Sampler, Sampling,
+};
 use flotilla_kernels::models::config::{NormPlacement, Pooling};
 use flotilla_kernels::models::encoder::EncoderConfig;
 use flotilla_kernels::models::gpt::GptConfig;
@@ -70,7 +74,7 @@ fn engine_matches_training_forward_and_ignores_padding() {
 #[test]
 fn kv_cache_decoding_equals_full_recomputation() {
     let mut r = StdRng::seed_from_u64(32);
-    let m = gpt();
+    let m = Arc::new(gpt());
     let (b, total, prompt) = (2, 14, 5);
     let all = toks(&mut r, b * total, 29);
     let full = m
@@ -78,21 +82,24 @@ fn kv_cache_decoding_equals_full_recomputation() {
         .unwrap()
         .logits;
     let lin = F32Linears(&m);
-    let mut dec = Decoder::new(&m, b).unwrap();
-    let first: Vec<u32> = (0..b)
-        .flat_map(|s| all[s * total..s * total + prompt].to_vec())
-        .collect();
+    let dec = Decoder::new(m.clone()).unwrap();
+    let mut caches: Vec<KvCache> = (0..b).map(|_| dec.cache()).collect();
     let mut got = vec![Vec::new(); b];
-    let out = dec.feed(&lin, &first, prompt).unwrap();
-    for s in 0..b {
-        got[s].extend_from_slice(&out[s * prompt * 29..(s + 1) * prompt * 29]);
-    }
-    for p in prompt..total {
-        let step: Vec<u32> = (0..b).map(|s| all[s * total + p]).collect();
-        let out = dec.feed(&lin, &step, 1).unwrap();
-        for s in 0..b {
-            got[s].extend_from_slice(&out[s * 29..(s + 1) * 29]);
+    // Prefill both prompts in one forward, then decode both one token at a time.
+    let feed = |caches: &mut [KvCache], from: usize, to: usize, got: &mut [Vec<f32>]| {
+        let mut batch: Vec<(&mut KvCache, &[u32])> = caches
+            .iter_mut()
+            .enumerate()
+            .map(|(s, c)| (c, &all[s * total + from..s * total + to]))
+            .collect();
+        for (s, out) in dec.feed(&lin, &mut batch).unwrap().into_iter().enumerate() {
+            assert_eq!(out.len(), (to - from) * 29);
+            got[s].extend_from_slice(&out);
         }
+    };
+    feed(&mut caches, 0, prompt, &mut got);
+    for p in prompt..total {
+        feed(&mut caches, p, p + 1, &mut got);
     }
     for s in 0..b {
         let d = max_diff(&got[s], &full[s * total * 29..(s + 1) * total * 29]);
@@ -100,11 +107,100 @@ fn kv_cache_decoding_equals_full_recomputation() {
         assert!(d < 1e-4, "sequence {s}: cached decoding differs by {d}");
     }
     // The cache is full at the context length: one more position is an error, not a panic.
-    let mut dec = Decoder::new(&m, 1).unwrap();
-    dec.feed(&lin, &toks(&mut r, 16, 29), 16).unwrap();
-    assert!(dec.feed(&lin, &[1], 1).is_err());
-    assert!(Decoder::new(&m, 0).is_err());
-    assert!(dec.feed(&lin, &[], 0).is_err());
+    let mut c = dec.cache();
+    dec.feed(&lin, &mut [(&mut c, &toks(&mut r, 16, 29)[..])])
+        .unwrap();
+    assert!(dec.feed(&lin, &mut [(&mut c, &[1][..])]).is_err());
+    assert!(dec.feed(&lin, &mut []).is_err());
+    let mut fresh = dec.cache();
+    assert!(dec.feed(&lin, &mut [(&mut fresh, &[][..])]).is_err());
+    // A classifier cannot decode.
+    let classifier = EncoderConfig {
+        vocab: 29,
+        context: 16,
+        width: 32,
+        heads: 4,
+        layers: 1,
+        ffn: 40,
+        classes: 3,
+        pooling: Pooling::Mean,
+        norm: NormPlacement::Pre,
+    }
+    .build(3)
+    .unwrap();
+    assert!(Decoder::new(Arc::new(classifier)).is_err());
+}
+
+/// A ragged batch (one sequence prefilling a long prompt, two decoding one token each, all at
+/// different positions) gives each sequence exactly what it gets decoded alone, and a batch
+/// with one bad sequence changes no cache.
+#[test]
+fn ragged_batches_decode_each_sequence_as_if_alone() {
+    let mut r = StdRng::seed_from_u64(34);
+    let m = Arc::new(gpt());
+    let lin = F32Linears(&m);
+    let dec = Decoder::new(m.clone()).unwrap();
+    let prompts = [
+        toks(&mut r, 7, 29),
+        toks(&mut r, 3, 29),
+        toks(&mut r, 11, 29),
+    ];
+    let next = [
+        toks(&mut r, 1, 29),
+        toks(&mut r, 1, 29),
+        toks(&mut r, 4, 29),
+    ];
+    // Alone: each sequence's prompt, then its next tokens.
+    let alone: Vec<Vec<f32>> = (0..3)
+        .map(|s| {
+            let mut c = dec.cache();
+            dec.feed(&lin, &mut [(&mut c, &prompts[s][..])]).unwrap();
+            dec.feed(&lin, &mut [(&mut c, &next[s][..])])
+                .unwrap()
+                .remove(0)
+        })
+        .collect();
+    // Together: sequences 0 and 1 already prefilled, sequence 2 prefilling in the same step.
+    let mut c: Vec<KvCache> = (0..3).map(|_| dec.cache()).collect();
+    let (c01, c2) = c.split_at_mut(2);
+    let (c0, c1) = c01.split_at_mut(1);
+    dec.feed(
+        &lin,
+        &mut [(&mut c0[0], &prompts[0][..]), (&mut c1[0], &prompts[1][..])],
+    )
+    .unwrap();
+    let out = dec
+        .feed(
+            &lin,
+            &mut [
+                (&mut c2[0], &prompts[2][..]),
+                (&mut c0[0], &next[0][..]),
+                (&mut c1[0], &next[1][..]),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        out[0].len(),
+        11 * 29,
+        "the prefilling sequence gets all its positions"
+    );
+    for (s, got) in [(0, &out[1]), (1, &out[2])] {
+        let d = max_diff(got, &alone[s]);
+        assert!(d < 1e-4, "sequence {s} in a ragged batch differs by {d}");
+    }
+    let mut c2_next = c2[0].clone();
+    let d = max_diff(
+        &dec.feed(&lin, &mut [(&mut c2_next, &next[2][..])]).unwrap()[0],
+        &alone[2],
+    );
+    assert!(d < 1e-4, "sequence 2 after a ragged prefill differs by {d}");
+    // A token outside the vocabulary in the second sequence: an error naming it, no cache moved.
+    let before = (c0[0].len(), c1[0].len());
+    let e = dec
+        .feed(&lin, &mut [(&mut c0[0], &[1][..]), (&mut c1[0], &[99][..])])
+        .unwrap_err();
+    assert!(e.to_string().contains("99"), "{e}");
+    assert_eq!((c0[0].len(), c1[0].len()), before);
 }
 
 #[test]
@@ -121,8 +217,12 @@ fn int8_layers_stay_close_to_f32() {
     assert!(d < 0.05 * scale, "int8 drifted: {d} vs {scale}");
     assert!(q.size_bytes() < m.num_params() * 4 / 2);
     // The KV-cache decoder accepts int8 layers too.
-    let mut dec = Decoder::new(&m, 1).unwrap();
-    assert_eq!(dec.feed(&q, &[1, 2, 3], 3).unwrap().len(), 3 * 29);
+    let dec = Decoder::new(Arc::new(m)).unwrap();
+    let mut c = dec.cache();
+    assert_eq!(
+        dec.feed(&q, &mut [(&mut c, &[1, 2, 3][..])]).unwrap()[0].len(),
+        3 * 29
+    );
 }
 
 #[test]
