@@ -77,7 +77,7 @@ const QUICK: Scale = Scale {
     rounds: 5,
     // Long enough (about 2 s and 5 s here) for the once-a-second checkpoint tick to fire.
     checkpoint_epochs: (3, 8),
-    join_epochs: 5,
+    join_epochs: 8,
     join_after_step: 15,
 };
 
@@ -346,7 +346,11 @@ async fn node_added(scale: Scale) {
     cluster.add_node().await.unwrap();
     let owner = training::coordinator_index(&cluster, &id).await;
     let r = training::job_result(&cluster, owner, &id, DEADLINE).await;
-    let points = steps(training::events(&cluster, owner, &id).await);
+    let events = training::events(&cluster, owner, &id).await;
+    let events_at = |events: &[(u64, String)], prefix: &str| {
+        events.iter().find(|e| e.1.starts_with(prefix)).map(|e| e.0)
+    };
+    let points = steps(events.clone());
     let global = r["samples"].as_f64().unwrap() / points.last().map_or(1, |p| p.1 + 1) as f64;
     // Steps per second over the points inside a window, times the samples of a step.
     let rate = |from: u64, to: u64| {
@@ -363,8 +367,13 @@ async fn node_added(scale: Scale) {
     };
     let first = points.first().map_or(0, |p| p.0);
     let before = rate(first, joined_ms);
-    // The new node needs a few seconds to come up, be seen and get its trainer.
-    let after = rate(joined_ms + 5_000, u64::MAX);
+    // After: from the moment the joined node's trainer started (it needs a few seconds to
+    // come up, be seen and get one).
+    let started = r["joined"][0]["worker"].as_u64().and_then(|w| {
+        let text = format!("trainer {w} started on ");
+        events_at(&events, &text)
+    });
+    let after = rate(started.unwrap_or(joined_ms + 5_000), u64::MAX);
     println!();
     println!(
         "a node added mid-job (sync, every trainer slowed {JOIN_SLOWDOWN}x to stand in for its own machine): {before:.1} samples/s on 2 workers, {after:.1} samples/s after the third joined (ratio {:.2}; ideal 1.5); joined: {}",
