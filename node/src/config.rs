@@ -121,7 +121,7 @@ impl Default for NodeConfig {
             catalog_sync_interval: Duration::from_secs(5),
             catalog: catalog::Config::default(),
             data: crate::data::Settings::default(),
-            model_replication: crate::serve::replicate::DEFAULT_FACTOR,
+            model_replication: crate::models::replicate::DEFAULT_FACTOR,
         }
     }
 }

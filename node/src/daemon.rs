@@ -63,7 +63,7 @@ pub struct RunningNode {
     pub executor: executor::Handle,
     /// Named actors other nodes can reach, spawn and monitor; the node adds roles to it.
     pub host: remote::Host,
-    pub serving: crate::serve::Serving,
+    pub serving: crate::serving::Serving,
     /// The data stage: shard actor, data peers, catalog and membership.
     pub data: DataNode,
     /// The cluster key's source, and the key and admin token if this start created them.
@@ -123,7 +123,7 @@ impl RunningNode {
         let mut swarm = net::build_swarm(&key, &config, admission.psk, &mut registry)?;
         let metrics = Arc::new(Metrics::register(&mut registry));
         let train_metrics = Arc::new(crate::train::metrics::TrainMetrics::register(&mut registry));
-        let serving_metrics = Arc::new(crate::serve::metrics::ServingMetrics::register(
+        let serving_metrics = Arc::new(crate::serving::metrics::ServingMetrics::register(
             &mut registry,
         ));
         let registry = Arc::new(registry);
@@ -167,17 +167,17 @@ impl RunningNode {
         let (actors_inbox_tx, actors_inbox_rx) = mpsc::channel(actors_net::INBOX_CAPACITY);
         let mesh = NetMesh::new(peer_id, cmd_tx.clone());
         let (serving_inbox_tx, serving_inbox_rx) = mpsc::channel(serving_net::INBOX_CAPACITY);
-        let mut serving = crate::serve::Serving::new(
+        let mut serving = crate::serving::Serving::new(
             peer_id.to_string(),
             serving_net::MeshTransport { mesh: mesh.clone() },
             Default::default(),
             serving_metrics,
-            Arc::new(crate::serve::blobs::BlobStore::open(
+            Arc::new(crate::models::blobs::BlobStore::open(
                 &config.data_dir.join("artifacts"),
             )?),
             catalog.clone(),
         )?;
-        serving.model_replication = config.model_replication;
+        serving.files.replication = config.model_replication;
         let shared_store: Arc<dyn Store> = Arc::new(store.clone());
         let (data_inbox_tx, data_inbox_rx) = mpsc::channel(data_net::INBOX_CAPACITY);
         let (shards, shards_task) = flotilla_actors::data::shard::Handle::spawn(
@@ -225,7 +225,7 @@ impl RunningNode {
                         models_dir: config.data_dir.join("trained"),
                         store: shared_store.clone(),
                         metrics: train_metrics.clone(),
-                        serving: serving.clone(),
+                        files: serving.files.clone(),
                         lifecycle: lifecycle.clone(),
                     }),
             ),
@@ -352,7 +352,7 @@ impl RunningNode {
             crate::evict::ENFORCE_EVERY,
         )));
         tasks.push(flotilla_actors::task::spawn(
-            crate::serve::reconcile::Reconciler {
+            crate::serving::reconcile::Reconciler {
                 serving: serving.clone(),
                 catalog: catalog.clone(),
                 membership: membership.clone(),
@@ -363,8 +363,8 @@ impl RunningNode {
             .run(),
         ));
         tasks.push(flotilla_actors::task::spawn(
-            crate::serve::replicate::ModelReplicator {
-                serving: serving.clone(),
+            crate::models::replicate::ModelReplicator {
+                files: serving.files.clone(),
                 catalog: catalog.clone(),
                 membership: membership.clone(),
                 factor: config.model_replication,
@@ -715,7 +715,7 @@ async fn heartbeat_loop(
     every: Duration,
     addrs: watch::Receiver<Vec<Multiaddr>>,
     api_addr: SocketAddr,
-    replicas: crate::serve::LocalBackend,
+    replicas: crate::serving::LocalBackend,
     membership: membership::Handle,
     info_tx: watch::Sender<flotilla_protocol::NodeInfo>,
     commands: mpsc::Sender<Command>,

@@ -10,10 +10,12 @@
 //! - [`store`]: rocksdb behind the actors' `Store` boundary.
 //! - [`net`]: the libp2p swarm, its codec, and the bridge to the actors.
 //! - [`sampler`]: the node's heartbeat contents (cores, RAM, GPUs, compute score, load).
-//! - [`serve`]: model replicas, placement and the router behind the OpenAI-compatible API.
+//! - [`models`]: model code shared by serving and training: model files (blob store, fetch by
+//!   hash, replication), the classifier, embedder and GPT, what a run trains and evaluates.
+//! - [`serving`]: model replicas, placement and the router behind the OpenAI-compatible API.
 //! - [`metrics`]: the Prometheus registry's metrics.
 //! - [`http`]: the axum API.
-//! - [`train`]: the kernels behind the distributed training roles (optimizer, gradients).
+//! - [`train`]: the `train` job's coordinator and the distributed training roles.
 //! - [`daemon`]: composition of all of the above into a [`daemon::RunningNode`].
 //! - [`cli`]: the command-line interface.
 
@@ -30,11 +32,12 @@ pub mod identity;
 pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
+pub mod models;
 pub mod net;
 #[cfg(unix)]
 pub mod notify;
 pub mod sampler;
-pub mod serve;
+pub mod serving;
 pub mod store;
 pub mod train;
 

@@ -4,7 +4,7 @@
 //!
 //! Four in-process nodes with a replication factor of 3: the model is registered on one node,
 //! its files are copied to two more by the replicator, and the fourth downloads them with the
-//! same code a replica uses (`serve::fetch::download_blob`: pieces from every holder at once,
+//! same code a replica uses (`models::fetch::download_blob`: pieces from every holder at once,
 //! each piece checked, the whole blob hashed before it is kept). Between runs the fourth node
 //! drops what it fetched. All four nodes share this machine, so the three holders share its
 //! cores: the ratio shows what the swarm gains when the holders, not the network, are the
@@ -19,8 +19,8 @@
 
 use std::time::{Duration, Instant};
 
-use flotilla_node::serve::artifacts::{register_folder, ServedModel};
-use flotilla_node::serve::fetch::download_blob;
+use flotilla_node::models::artifacts::{register_folder, ServedModel};
+use flotilla_node::models::fetch::download_blob;
 use flotilla_protocol::catalog::Record;
 use flotilla_tests::{wait_until, TestCluster};
 
@@ -48,7 +48,10 @@ async fn main() {
     // Register on node 0 the way `POST /api/v1/models` does, then let the replicator copy it.
     let origin = cluster.node(0);
     let folder = flotilla_tests::shared("models/all-MiniLM-L6-v2");
-    let (me, blobs) = (origin.serving.me.clone(), origin.serving.blobs.clone());
+    let (me, blobs) = (
+        origin.serving.me.clone(),
+        origin.serving.files.blobs.clone(),
+    );
     let record =
         tokio::task::spawn_blocking(move || register_folder("minilm", 1, &folder, &me, &blobs))
             .await
@@ -60,7 +63,7 @@ async fn main() {
     let holds_all = |i: usize| {
         hashes
             .iter()
-            .all(|h| cluster.node(i).serving.blobs.contains(h))
+            .all(|h| cluster.node(i).serving.files.blobs.contains(h))
     };
     wait_until(DEADLINE, "3 holders of every file", || {
         let n = (0..NODES).filter(|&i| holds_all(i)).count();
@@ -82,7 +85,10 @@ async fn main() {
     );
 
     let node = cluster.node(target);
-    let (transport, store) = (node.serving.transport.clone(), node.serving.blobs.clone());
+    let (transport, store) = (
+        node.serving.files.transport.clone(),
+        node.serving.files.blobs.clone(),
+    );
     let fetch_all = |from: Vec<String>| {
         let (transport, store, model) = (transport.clone(), store.clone(), model.clone());
         async move {
@@ -93,9 +99,15 @@ async fn main() {
             }
             let started = Instant::now();
             for (file, h) in &model.artifacts {
-                download_blob(&transport, &store, h, model.sizes.get(file).copied(), &from)
-                    .await
-                    .unwrap();
+                download_blob(
+                    &*transport,
+                    &store,
+                    h,
+                    model.sizes.get(file).copied(),
+                    &from,
+                )
+                .await
+                .unwrap();
             }
             started.elapsed().as_secs_f64()
         }

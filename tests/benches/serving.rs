@@ -139,7 +139,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let gpt_dir = dir.path().join("gpt");
     std::fs::create_dir_all(&gpt_dir).unwrap();
-    flotilla_node::serve::gpt::create_char_gpt(
+    flotilla_node::models::toy::create_char_gpt(
         &gpt_dir,
         &"the quick brown fox jumps over the lazy dog. ".repeat(8),
         20,

@@ -52,7 +52,7 @@ pub async fn post(cluster: &TestCluster, i: usize, path: &str, body: &Value) -> 
 #[allow(clippy::unwrap_used)]
 pub fn tiny_gpt(dir: &Path, seed: u64) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    flotilla_node::serve::gpt::create_char_gpt(dir, &CORPUS.repeat(4), 20, seed).unwrap();
+    flotilla_node::models::toy::create_char_gpt(dir, &CORPUS.repeat(4), 20, seed).unwrap();
     dir.to_path_buf()
 }
 

@@ -248,8 +248,10 @@ pub async fn demo_serving(
     let corpus =
         "flotilla: a fleet of small boats that sail together. every boat can steer. ".repeat(8);
     let path = model_dir.clone();
-    tokio::task::spawn_blocking(move || crate::serve::gpt::create_char_gpt(&path, &corpus, 200, 7))
-        .await??;
+    tokio::task::spawn_blocking(move || {
+        crate::models::toy::create_char_gpt(&path, &corpus, 200, 7)
+    })
+    .await??;
     let m: ModelView = client
         .post_json(
             "/api/v1/models",

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::catalog::{field_error, invalid, unavailable};
 use super::routes::error_body;
 use super::AppState;
-use crate::serve::artifacts::{register_folder, ServedModel};
+use crate::models::artifacts::{register_folder, ServedModel};
 
 /// A model version as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,13 +234,14 @@ async fn list_models(State(state): State<AppState>) -> Response {
 async fn register(State(state): State<AppState>, Json(req): Json<RegisterModel>) -> Response {
     let version = match req.version {
         Some(v) => v,
-        None => match crate::serve::artifacts::next_version(&state.catalog, &req.name).await {
+        None => match crate::models::artifacts::next_version(&state.catalog, &req.name).await {
             Ok(v) => v,
             Err(e) => return unavailable(e),
         },
     };
-    let (name, path, me) = (req.name.clone(), req.path.clone(), state.serving.me.clone());
-    let blobs = state.serving.blobs.clone();
+    let files = &state.serving.files;
+    let (name, path, me) = (req.name.clone(), req.path.clone(), files.me.clone());
+    let blobs = files.blobs.clone();
     let record = match tokio::task::spawn_blocking(move || {
         register_folder(&name, version, &path, &me, &blobs)
     })
@@ -257,12 +258,12 @@ async fn register(State(state): State<AppState>, Json(req): Json<RegisterModel>)
         return unavailable(e);
     }
     // Answer once the files are on more than this node (or the download deadline passed).
-    let deadline = crate::serve::fetch::download_deadline(view.sizes.values().sum());
-    let held = crate::serve::replicate::wait_replicated(
-        &state.serving,
+    let deadline = crate::models::fetch::download_deadline(view.sizes.values().sum());
+    let held = crate::models::replicate::wait_replicated(
+        files,
         &state.membership,
         &view,
-        state.serving.model_replication,
+        files.replication,
         deadline,
     )
     .await;
@@ -271,7 +272,7 @@ async fn register(State(state): State<AppState>, Json(req): Json<RegisterModel>)
     (StatusCode::CREATED, Json(answer)).into_response()
 }
 
-fn info(d: &DeploymentRecord, view: Option<crate::serve::DeploymentView>) -> DeploymentInfo {
+fn info(d: &DeploymentRecord, view: Option<crate::serving::DeploymentView>) -> DeploymentInfo {
     DeploymentInfo {
         name: d.name.clone(),
         model: d.model.clone(),

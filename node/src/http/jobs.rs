@@ -159,11 +159,12 @@ async fn submit(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(s) => s,
         Err(errors) => return invalid("the job spec is not valid", &errors),
     };
-    let spec = match crate::jobs::hf_folder::resolve(&state.serving, &state.catalog, spec).await {
-        Ok(s) => s,
-        Err(Ok(errors)) => return invalid("the job spec is not valid", &errors),
-        Err(Err(e)) => return unavailable(e),
-    };
+    let spec =
+        match crate::jobs::hf_folder::resolve(&state.serving.files, &state.catalog, spec).await {
+            Ok(s) => s,
+            Err(Ok(errors)) => return invalid("the job spec is not valid", &errors),
+            Err(Err(e)) => return unavailable(e),
+        };
     match crate::jobs::references::missing(&state.catalog, &spec).await {
         Ok(errors) if !errors.0.is_empty() => {
             return invalid("the job spec names what does not exist", &errors)

@@ -51,7 +51,7 @@ pub struct AppState {
     pub jobs: manager::Handle,
     pub executor: executor::Handle,
     pub mesh: crate::net::mesh::NetMesh,
-    pub serving: crate::serve::Serving,
+    pub serving: crate::serving::Serving,
     /// The data stage (`/api/v1/data`).
     pub data: crate::data::DataNode,
     /// Deadline of requests this node makes to peers on a client's behalf.

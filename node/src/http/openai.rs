@@ -29,7 +29,7 @@ use flotilla_protocol::openai::{
 use flotilla_protocol::services::serving::{Endpoint, MAX_REQUEST_BODY_BYTES};
 
 use super::AppState;
-use crate::serve::DeploymentView;
+use crate::serving::DeploymentView;
 
 /// How long a client waits for a whole answer.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -143,7 +143,7 @@ fn endpoint_name(e: Endpoint) -> &'static str {
 
 /// What a stream records: time to its first piece.
 struct Timing {
-    metrics: std::sync::Arc<crate::serve::metrics::ServingMetrics>,
+    metrics: std::sync::Arc<crate::serving::metrics::ServingMetrics>,
     deployment: String,
     started: std::time::Instant,
 }

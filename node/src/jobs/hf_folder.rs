@@ -13,8 +13,8 @@ use flotilla_protocol::jobs::{JobKind, JobSpec};
 use flotilla_protocol::training::{ModelSource, TrainSpec};
 use flotilla_protocol::validation::{FieldError, FieldErrors};
 
-use crate::serve::artifacts::{next_version, register_folder};
-use crate::serve::Serving;
+use crate::models::artifacts::{next_version, register_folder};
+use crate::models::files::ModelFiles;
 
 /// The catalog name a folder is registered under: `hf.<folder name>`, cut to what names allow.
 pub fn model_name(dir: &std::path::Path) -> String {
@@ -49,7 +49,7 @@ fn field(message: String) -> FieldErrors {
 /// `spec` with a `model.hf_folder` registered and named as `model.registered`; other specs as
 /// they are. Errors name the field (400).
 pub async fn resolve(
-    serving: &Serving,
+    files: &ModelFiles,
     catalog: &catalog::Handle,
     mut spec: JobSpec,
 ) -> Result<JobSpec, anyhow::Result<FieldErrors>> {
@@ -74,8 +74,8 @@ pub async fn resolve(
         let (folder, name, me, blobs) = (
             dir.clone(),
             name.clone(),
-            serving.me.clone(),
-            serving.blobs.clone(),
+            files.me.clone(),
+            files.blobs.clone(),
         );
         // The version number is chosen below, once the files are known.
         tokio::task::spawn_blocking(move || register_folder(&name, 1, &folder, &me, &blobs))

@@ -83,9 +83,9 @@ pub async fn missing(catalog: &catalog::Handle, spec: &JobSpec) -> anyhow::Resul
     }
     if let ModelSource::Registered(m) = &train.model {
         if Versioned::parse(m).is_ok() {
-            match crate::train::parent::record(catalog, m).await {
+            match crate::models::parent::record(catalog, m).await {
                 Ok(record) => {
-                    if let Some(why) = crate::train::parent::unsupported(m, &record) {
+                    if let Some(why) = crate::models::parent::unsupported(m, &record) {
                         push("train.model.registered", why);
                     }
                 }

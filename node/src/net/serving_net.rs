@@ -25,7 +25,7 @@ use super::bridge::{Bridge, Command};
 use super::codec::Frame;
 use super::mesh::NetMesh;
 use super::rpc::{Envelope, Inbound, Reply};
-use crate::serve::LocalBackend;
+use crate::serving::LocalBackend;
 
 /// Capacity of the inbox of requests waiting for the worker.
 pub const INBOX_CAPACITY: usize = 1024;
@@ -168,7 +168,7 @@ impl ServingTransport for MeshTransport {
         request: Request,
         deadline: Duration,
     ) -> Result<Response, ServingError> {
-        let node = NodeId(crate::serve::replica_node(replica).to_string());
+        let node = NodeId(replica.node().to_string());
         let id = request.id;
         let answer = self
             .mesh

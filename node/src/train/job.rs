@@ -35,12 +35,12 @@ use flotilla_protocol::NodeId;
 use tokio::sync::mpsc;
 
 use super::checkpoints;
-use super::model::ModelArgs;
 use super::recovery::{lost_shard_host, History, Saver};
 use super::remote::{shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE};
 use super::workers::{dispatch_actor, trainer_actor, DispatchEndpoint, TrainerArgs, TRAINER_ROLE};
 use crate::data::reader::VersionReader;
 use crate::data::DataNode;
+use crate::models::build::ModelArgs;
 
 /// What a node needs to coordinate a training run.
 #[derive(Clone)]
@@ -54,8 +54,8 @@ pub struct TrainContext {
     pub store: Arc<dyn flotilla_actors::store::Store>,
     /// The live gauges in `/metrics`.
     pub metrics: Arc<super::metrics::TrainMetrics>,
-    /// Model artifacts: where registered versions are fetched from and kept.
-    pub serving: crate::serve::Serving,
+    /// Model files: where registered versions are fetched from and kept.
+    pub files: crate::models::files::ModelFiles,
     /// Whether the node is shutting down: a run then writes a last checkpoint and stops.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
@@ -123,7 +123,16 @@ pub async fn run(
     // The model and its tokenizer; a mismatch with the data fails here, before any worker.
     let parent = match &spec.model {
         flotilla_protocol::training::ModelSource::Registered(m) => {
-            Some(super::parent::resolve(ctx, m).await?)
+            let files = &ctx.files;
+            let peers: Vec<String> = ctx
+                .data
+                .alive()
+                .await
+                .into_iter()
+                .map(|n| n.0)
+                .filter(|n| *n != files.me)
+                .collect();
+            Some(crate::models::parent::resolve(&ctx.data.catalog, files, &peers, m).await?)
         }
         _ => None,
     };
@@ -131,7 +140,7 @@ pub async fn run(
         let (spec, corpus) = (spec.clone(), corpus);
         let labels: Vec<String> = labels.iter().cloned().collect();
         tokio::task::spawn_blocking(move || {
-            super::model::prepare(&spec, parent.as_ref(), &corpus, &labels)
+            crate::models::build::prepare(&spec, parent.as_ref(), &corpus, &labels)
         })
         .await
         .map_err(err)??
@@ -490,7 +499,8 @@ pub async fn run(
         tokio::task::spawn_blocking(move || -> Result<_, String> {
             let before = src.compute(&init, &sample)?.1;
             let after = src.compute(&trained, &sample)?.1;
-            let eval = super::evaluation::evaluate(&src, classes_n, &trained, &eval_records)?;
+            let eval =
+                crate::models::evaluation::evaluate(&src, classes_n, &trained, &eval_records)?;
             Ok((before, after, eval))
         })
         .await
@@ -662,7 +672,7 @@ async fn register(
 ) -> Result<String, String> {
     use flotilla_protocol::catalog::Record as CatalogRecord;
     let name = spec.output_model();
-    let version = crate::serve::artifacts::next_version(&ctx.data.catalog, &name)
+    let version = crate::models::artifacts::next_version(&ctx.data.catalog, &name)
         .await
         .map_err(err)?;
     // Written to a scratch folder, copied into the artifact store by registration, then
@@ -672,12 +682,12 @@ async fn register(
         .join(&name)
         .join(format!("{version}-{}", job.as_str()));
     let me = ctx.data.me.0.clone();
-    let blobs = ctx.serving.blobs.clone();
+    let blobs = ctx.files.blobs.clone();
     let (model, params, extra) = (model.clone(), params.to_vec(), summary.clone());
     let record = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         std::fs::create_dir_all(&dir)?;
-        crate::serve::classify::save_classifier(&dir, &model, labels, &params, steps, extra)?;
-        let record = crate::serve::artifacts::register_folder(&name, version, &dir, &me, &blobs);
+        crate::models::classifier::save_classifier(&dir, &model, labels, &params, steps, extra)?;
+        let record = crate::models::artifacts::register_folder(&name, version, &dir, &me, &blobs);
         let _ = std::fs::remove_dir_all(&dir);
         record
     })
@@ -725,7 +735,7 @@ async fn register(
         }
     }
     let at = format!("{}@{}", record.name, record.version);
-    let view = crate::serve::ServedModel::from_record(&record);
+    let view = crate::models::artifacts::ServedModel::from_record(&record);
     ctx.data
         .catalog
         .put(CatalogRecord::Model(record))
@@ -733,13 +743,13 @@ async fn register(
         .map_err(|e| format!("registering {at}: {e}"))?;
     // The run ends once the trained model is on more than this node.
     if let Some(view) = view {
-        let serving = &ctx.serving;
-        let held = crate::serve::replicate::wait_replicated(
-            serving,
+        let files = &ctx.files;
+        let held = crate::models::replicate::wait_replicated(
+            files,
             &ctx.data.membership,
             &view,
-            serving.model_replication,
-            crate::serve::fetch::download_deadline(view.sizes.values().sum()),
+            files.replication,
+            crate::models::fetch::download_deadline(view.sizes.values().sum()),
         )
         .await;
         tracing::info!(model = %at, holders = held.len(), "trained model registered");

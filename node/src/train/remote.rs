@@ -25,7 +25,7 @@ use flotilla_protocol::NodeId;
 use ractor::ActorCell;
 use serde::{Deserialize, Serialize};
 
-use super::KernelOptimizer;
+use crate::models::optimizer::KernelOptimizer;
 
 /// The role name parameter-server shards are spawned under.
 pub const PARAM_SERVER_ROLE: &str = "param_server";

@@ -21,9 +21,9 @@ use flotilla_protocol::NodeId;
 use ractor::ActorCell;
 use serde::{Deserialize, Serialize};
 
-use super::model::ModelArgs;
 use super::remote::{LrArgs, RemoteParams};
-use super::ClassifierSource;
+use crate::models::build::ModelArgs;
+use crate::models::gradient::ClassifierSource;
 
 /// The role name trainers are spawned under.
 pub const TRAINER_ROLE: &str = "trainer";

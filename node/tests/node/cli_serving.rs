@@ -17,7 +17,7 @@ async fn register_deploy_answer_and_undeploy() {
     let url = node.api_url();
     let ck = dir.path().join("gpt");
     let corpus = "hello world, the mesh answers every node. ".repeat(8);
-    flotilla_node::serve::gpt::create_char_gpt(&ck, &corpus, 10, 3).unwrap();
+    flotilla_node::models::toy::create_char_gpt(&ck, &corpus, 10, 3).unwrap();
 
     let out = run_at(
         &url,

@@ -9,6 +9,7 @@ mod cli_serving;
 mod cli_train;
 mod common;
 mod crash_loop;
+mod layering;
 mod lifecycle;
 mod mdns;
 mod sigstop;

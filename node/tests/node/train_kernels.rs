@@ -24,15 +24,16 @@ use flotilla_kernels::models::encoder::EncoderConfig;
 use flotilla_kernels::optim::{AdamWConfig, OptimizerConfig};
 use flotilla_kernels::tokenize::CharTokenizer;
 use flotilla_node::cli::demo::local_node_config;
+use flotilla_node::models::build::{ModelArgs, TokenizerArgs};
+use flotilla_node::models::gradient::ClassifierSource;
+use flotilla_node::models::optimizer::KernelOptimizer;
 use flotilla_node::train::checkpoints::CHECKPOINT_STORE;
-use flotilla_node::train::model::{ModelArgs, TokenizerArgs};
 use flotilla_node::train::remote::{
     shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE,
 };
 use flotilla_node::train::workers::{
     dispatch_actor, trainer_actor, DispatchEndpoint, TrainerArgs, TRAINER_ROLE,
 };
-use flotilla_node::train::{ClassifierSource, KernelOptimizer};
 use flotilla_node::RunningNode;
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::RemoteError;
@@ -203,7 +204,10 @@ async fn train(params: Arc<dyn ParamClient>, src: Arc<ClassifierSource>, data: &
                     workers_max: 3,
                     below_min_timeout: Duration::from_secs(60),
                 },
-                speed_alpha: 0.5,
+                // Equal shares: adaptive ones split each batch by measured speed, which
+                // varies with the machine's load, and a different split sums the gradient in
+                // a different float order (AdamW can carry that past the tolerance below).
+                speed_alpha: 0.0,
                 series_capacity: 1000,
                 keep_ledger: true,
                 save_every: 0,

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use flotilla_actors::data::peers::DataPeers;
 use flotilla_actors::mesh::Mesh;
-use flotilla_actors::serving::remote::ServingTransport;
 use flotilla_protocol::catalog::{Lineage, ModelVersion, Record};
 use flotilla_protocol::jobs::{JobId, JobKind, Priority, Resources};
 use flotilla_protocol::services::control::RemoteErrorKind;
@@ -60,7 +59,7 @@ async fn serving_call(
     to: usize,
     body: serving::RequestBody,
 ) -> Result<serving::ResponseBody, serving::ServingError> {
-    let target = flotilla_node::serve::replica_id(&cluster.node(to).node_id().0, "artifacts");
+    let target = flotilla_node::models::files::artifacts_endpoint(&cluster.node(to).node_id().0);
     let request = serving::Request {
         id: RequestId(7),
         body,
@@ -68,6 +67,7 @@ async fn serving_call(
     let response = cluster
         .node(from)
         .serving
+        .files
         .transport
         .call(&target, request, CALL)
         .await?;

@@ -352,7 +352,7 @@ async fn a_replica_dies_under_steady_load() {
     // node dies.
     let path = dir.path().join("big");
     std::fs::create_dir_all(&path).unwrap();
-    flotilla_node::serve::gpt::create_char_gpt_sized(
+    flotilla_node::models::toy::create_char_gpt_sized(
         &path,
         &CORPUS.repeat(4),
         2,
@@ -449,7 +449,7 @@ async fn a_client_that_goes_away_frees_its_sequence() {
     let cluster = cluster3().await;
     let path = dir.path().join("big");
     std::fs::create_dir_all(&path).unwrap();
-    flotilla_node::serve::gpt::create_char_gpt_sized(
+    flotilla_node::models::toy::create_char_gpt_sized(
         &path,
         &CORPUS.repeat(4),
         2,
@@ -517,9 +517,8 @@ async fn fetch_blob_from(
     flotilla_protocol::services::serving::ResponseBody,
     flotilla_protocol::services::serving::ServingError,
 > {
-    use flotilla_actors::serving::remote::ServingTransport;
     use flotilla_protocol::services::serving::{Request, RequestBody};
-    let target = flotilla_node::serve::replica_id(&cluster.node(to).node_id().0, "artifacts");
+    let target = flotilla_node::models::files::artifacts_endpoint(&cluster.node(to).node_id().0);
     let request = Request {
         id: flotilla_protocol::RequestId(1),
         body: RequestBody::FetchBlob {
@@ -531,6 +530,7 @@ async fn fetch_blob_from(
     cluster
         .node(from)
         .serving
+        .files
         .transport
         .call(&target, request, Duration::from_secs(15))
         .await?
@@ -573,7 +573,7 @@ async fn model_files_outlive_their_registering_node_and_a_damaged_copy_is_never_
     std::fs::write(&path, &bytes).unwrap();
     let refused = fetch_blob_from(&cluster, 1, 0, &blob).await.unwrap_err();
     assert!(refused.message.contains("damaged"), "{refused:?}");
-    let holder = if cluster.node(1).serving.blobs.contains(&blob) {
+    let holder = if cluster.node(1).serving.files.blobs.contains(&blob) {
         1
     } else {
         2

@@ -53,7 +53,7 @@ async fn cores(cluster: &TestCluster, i: usize) -> u32 {
 /// Registers a tiny character GPT through node 0.
 async fn register_gpt(cluster: &TestCluster, dir: &std::path::Path) {
     std::fs::create_dir_all(dir).unwrap();
-    flotilla_node::serve::gpt::create_char_gpt(dir, &CORPUS.repeat(4), 10, 7).unwrap();
+    flotilla_node::models::toy::create_char_gpt(dir, &CORPUS.repeat(4), 10, 7).unwrap();
     let (code, v) = send(
         cluster,
         0,

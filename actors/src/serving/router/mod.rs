@@ -35,9 +35,22 @@ pub use stats::{ReplicaStats, ReplicaStatsSnapshot, RouterStats, RouterStatsSnap
 use crate::serving::error::ServeError;
 use crate::{Error, Result};
 
-/// Names one replica of one deployment (e.g. `<node id>/<deployment>/<index>`).
+/// Names one replica of one deployment: `<node id>/<deployment>` (a node runs at most one
+/// replica of a deployment).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReplicaId(pub String);
+
+impl ReplicaId {
+    /// The replica of `deployment` on `node`.
+    pub fn on(node: &str, deployment: &str) -> Self {
+        Self(format!("{node}/{deployment}"))
+    }
+
+    /// The node that hosts it.
+    pub fn node(&self) -> &str {
+        self.0.split('/').next().unwrap_or_default()
+    }
+}
 
 impl std::fmt::Display for ReplicaId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

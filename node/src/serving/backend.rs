@@ -26,10 +26,10 @@ use flotilla_protocol::services::serving::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::artifacts::{ModelKind, ServedModel};
-use super::classify::TextClassifier;
-use super::embed::BertEmbedder;
-use super::gpt::{CharGpt, GptGenerator};
+use crate::models::artifacts::{ModelKind, ServedModel};
+use crate::models::classifier::TextClassifier;
+use crate::models::embedder::BertEmbedder;
+use crate::models::gpt::{CharGpt, GptGenerator};
 
 /// Pieces buffered between a sequence and its consumer.
 const PIECE_BUFFER: usize = 64;
@@ -103,7 +103,7 @@ impl LocalReplica {
     ) -> anyhow::Result<LocalReplica> {
         let m = model.clone();
         let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            super::artifacts::verify(&m)?;
+            crate::models::artifacts::verify(&m)?;
             Ok(match m.kind {
                 ModelKind::Embedding => Loaded::Embed(Arc::new(BertEmbedder::load(&m.path)?)),
                 ModelKind::Generation => Loaded::Gen(CharGpt::load(&m.path, &m.hash)?),
@@ -216,7 +216,7 @@ impl Drop for Busy {
 pub struct LocalBackend {
     replicas: Arc<RwLock<BTreeMap<String, Arc<LocalReplica>>>>,
     /// Serves blobs to peers; `None` serves none.
-    blobs: Option<Arc<super::blob_server::BlobServer>>,
+    blobs: Option<Arc<crate::models::blob_server::BlobServer>>,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -293,7 +293,7 @@ impl LocalBackend {
     }
 
     /// A backend whose artifact store peers may fetch from.
-    pub fn with_blobs(server: Arc<super::blob_server::BlobServer>) -> Self {
+    pub fn with_blobs(server: Arc<crate::models::blob_server::BlobServer>) -> Self {
         Self {
             replicas: Arc::default(),
             blobs: Some(server),

@@ -18,16 +18,16 @@ use std::time::Duration;
 
 use flotilla_actors::jobs::executor;
 use flotilla_actors::placement::{place_replicas, ReplicaDemand};
-use flotilla_actors::serving::router::ReplicaSpec;
+use flotilla_actors::serving::router::{ReplicaId, ReplicaSpec};
 use flotilla_actors::{catalog, membership};
 use flotilla_protocol::catalog::{CatalogKey, DeploymentRecord, Entry, Record, RecordKind};
 use flotilla_protocol::jobs::Resources;
 use flotilla_protocol::MemberView;
 use tracing::{info, warn};
 
-use super::artifacts::ServedModel;
 use super::backend::{LocalReplica, ReplicaSettings};
-use super::{replica_id, Serving};
+use super::Serving;
+use crate::models::artifacts::ServedModel;
 
 /// A deployment as this node serves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,9 +181,13 @@ impl Reconciler {
         let (serving, starting) = (self.serving.clone(), self.starting.clone());
         let (name, model) = (name.to_string(), v.model.clone());
         flotilla_actors::task::spawn(async move {
-            let fetched =
-                super::fetch::ensure_local(&model, &serving.blobs, &serving.transport, &peers)
-                    .await;
+            let fetched = crate::models::fetch::ensure_local(
+                &model,
+                &serving.files.blobs,
+                &*serving.files.transport,
+                &peers,
+            )
+            .await;
             match fetched {
                 Ok(local) => match LocalReplica::start(&name, local, settings).await {
                     Ok(r) => {
@@ -301,7 +305,7 @@ fn route_ready(serving: &Serving, v: &DeploymentView) {
         .ready
         .iter()
         .map(|n| ReplicaSpec {
-            id: replica_id(n, &v.record.name),
+            id: ReplicaId::on(n, &v.record.name),
             capacity: v.record.max_batch_size.max(1),
             max_inflight: v.max_inflight(),
         })

@@ -1,15 +1,6 @@
-//! Serving on this node: the models behind the OpenAI-compatible API.
+//! Serving on this node: the replicas behind the OpenAI-compatible API, on the models of
+//! [`crate::models`].
 //!
-//! - [`artifacts`]: model versions registered from folders (blake3 per file), verified again
-//!   before loading.
-//! - [`blobs`]: the content-addressed artifact store every model file lives in.
-//! - [`blob_server`]: what peers may read from it (listed blobs, by hash only).
-//! - [`fetch`]: artifacts fetched from every node that holds them at once, verified by hash.
-//! - [`replicate`]: every model version's files kept on more than one node.
-//! - [`embed`]: BERT embeddings (mean pooling) for the dynamic batcher.
-//! - [`gpt`]: a character-level GPT with one KV cache per sequence for continuous batching.
-//! - [`classify`]: a character-level encoder classifier (what `train` jobs produce) for the
-//!   dynamic batcher.
 //! - [`backend`]: this node's replicas and the [`Backend`](flotilla_actors::serving::replica::Backend)
 //!   that answers them, locally or for other nodes' routers.
 //! - [`metrics`]: serving metrics per deployment and replica.
@@ -19,17 +10,9 @@
 //! [`Serving`] ties them together: one [`Router`] per node over a [`NodeClient`] that calls
 //! local replicas in process and remote ones over `/flotilla/serving/1`.
 
-pub mod artifacts;
 pub mod backend;
-pub mod blob_server;
-pub mod blobs;
-pub mod classify;
-pub mod embed;
-pub mod fetch;
-pub mod gpt;
 pub mod metrics;
 pub mod reconcile;
-pub mod replicate;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -43,20 +26,13 @@ use flotilla_actors::serving::router::{
 };
 use flotilla_protocol::services::serving::{ErrorKind, ServingError};
 
+pub use crate::models::artifacts::ServedModel;
+use crate::models::blob_server::BlobServer;
+use crate::models::blobs::BlobStore;
+use crate::models::files::ModelFiles;
 use crate::net::serving_net::MeshTransport;
-pub use artifacts::ServedModel;
 pub use backend::LocalBackend;
 pub use reconcile::DeploymentView;
-
-/// A replica's id: `<node id>/<deployment>` (a node runs at most one replica of a deployment).
-pub fn replica_id(node: &str, deployment: &str) -> ReplicaId {
-    ReplicaId(format!("{node}/{deployment}"))
-}
-
-/// The node that hosts `replica`.
-pub fn replica_node(replica: &ReplicaId) -> &str {
-    replica.0.split('/').next().unwrap_or_default()
-}
 
 /// The router's way to replicas: in process for this node's, over the mesh for the others.
 pub struct NodeClient {
@@ -144,7 +120,7 @@ impl NodeClient {
         request: &RouteRequest,
         deadline: Duration,
     ) -> Result<Body, ServingError> {
-        if replica_node(replica) != self.me {
+        if replica.node() != self.me {
             return self.remote.infer(replica, request, deadline).await;
         }
         let work = self.local.infer(
@@ -167,7 +143,7 @@ impl NodeClient {
         replica: &ReplicaId,
         request: &RouteRequest,
     ) -> Result<PieceStream, ServingError> {
-        if replica_node(replica) != self.me {
+        if replica.node() != self.me {
             return self.remote.stream(replica, request).await;
         }
         self.local
@@ -189,12 +165,8 @@ pub struct Serving {
     pub router: Router<NodeClient>,
     pub local: LocalBackend,
     pub metrics: Arc<metrics::ServingMetrics>,
-    /// How this node reaches peers (artifact fetches).
-    pub transport: MeshTransport,
-    /// Every model file this node holds, by content hash.
-    pub blobs: Arc<blobs::BlobStore>,
-    /// How many nodes hold every model version's files.
-    pub model_replication: usize,
+    /// This node's model files and the peers' (fetched by hash).
+    pub files: ModelFiles,
     /// Deployments as the reconciler last saw them, by name.
     pub deployments: Arc<RwLock<BTreeMap<String, DeploymentView>>>,
 }
@@ -213,10 +185,10 @@ impl Serving {
         transport: MeshTransport,
         config: flotilla_actors::serving::router::Config,
         metrics: Arc<metrics::ServingMetrics>,
-        blobs: Arc<blobs::BlobStore>,
+        blobs: Arc<BlobStore>,
         catalog: flotilla_actors::catalog::Handle,
     ) -> anyhow::Result<Self> {
-        let local = LocalBackend::with_blobs(Arc::new(blob_server::BlobServer {
+        let local = LocalBackend::with_blobs(Arc::new(BlobServer {
             store: blobs.clone(),
             catalog,
         }));
@@ -227,13 +199,16 @@ impl Serving {
             metrics: metrics.clone(),
         };
         Ok(Self {
-            me,
+            me: me.clone(),
             router: Router::new(client, config)?,
             local,
             metrics,
-            transport,
-            blobs,
-            model_replication: replicate::DEFAULT_FACTOR,
+            files: ModelFiles {
+                me: me.clone(),
+                blobs,
+                transport: Arc::new(transport),
+                replication: crate::models::replicate::DEFAULT_FACTOR,
+            },
             deployments: Arc::new(RwLock::new(BTreeMap::new())),
         })
     }

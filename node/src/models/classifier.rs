@@ -13,7 +13,7 @@ use flotilla_kernels::models::{Batch, Head, Transformer, TransformerConfig};
 use flotilla_kernels::tokenize::{CharTokenizer, HfTokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::train::model::{ModelArgs, TokenizerArgs};
+use super::build::{ModelArgs, TokenizerArgs};
 
 /// The `kind` a classifier checkpoint's model config carries.
 pub const CLASSIFIER_KIND: &str = "transformer-classifier";
@@ -303,7 +303,7 @@ mod tests {
             "{err}"
         );
         let gpt = tempfile::tempdir().unwrap();
-        crate::serve::gpt::create_char_gpt(gpt.path(), &"some text to learn ".repeat(4), 1, 1)
+        crate::models::toy::create_char_gpt(gpt.path(), &"some text to learn ".repeat(4), 1, 1)
             .unwrap();
         let err = TextClassifier::load(gpt.path()).unwrap_err();
         assert!(

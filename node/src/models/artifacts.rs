@@ -206,7 +206,7 @@ pub fn register_folder(
         (ModelKind::Embedding, cfg.context, Some(cfg.width))
     } else {
         let ck = flotilla_kernels::checkpoint::load(&dir)?;
-        match super::classify::classifier_config(&ck.model_config) {
+        match super::classifier::classifier_config(&ck.model_config) {
             Some(c) => (ModelKind::Classifier, c.transformer.context, None),
             None => {
                 let cfg = super::gpt::read_config(&dir)?;

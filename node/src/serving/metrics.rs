@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use flotilla_actors::serving::router::{ReplicaClient, Router};
+use flotilla_actors::serving::router::{ReplicaClient, ReplicaId, Router};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -206,7 +206,7 @@ impl ServingMetrics {
         for r in serving.local.all() {
             let label = ReplicaLabel {
                 deployment: r.deployment.clone(),
-                replica: super::replica_id(&serving.me, &r.deployment).0,
+                replica: ReplicaId::on(&serving.me, &r.deployment).0,
             };
             let waiting = r.engine_stats().map_or(0, |e| e.3);
             self.queue_depth

@@ -8,81 +8,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use flotilla_actors::serving::scheduler::{Generator, SeqId};
-use flotilla_kernels::checkpoint::{self, Checkpoint, Tensor};
+use flotilla_kernels::checkpoint;
 use flotilla_kernels::infer::{Decoder, F32Linears, KvCache};
 use flotilla_kernels::models::gpt::GptConfig;
-use flotilla_kernels::models::{Batch, Transformer};
+use flotilla_kernels::models::Transformer;
 use flotilla_kernels::tokenize::CharTokenizer;
 
 /// The tensor holding every parameter.
-const PARAMS: &str = "params";
+pub(super) const PARAMS: &str = "params";
 /// The tokenizer file inside the checkpoint.
-const TOKENIZER: &str = "chars.json";
-
-/// The printable ASCII characters and newline: every prompt written in them can be encoded.
-pub fn ascii_vocab() -> String {
-    let mut s: String = (32u8..127).map(char::from).collect();
-    s.push('\n');
-    s
-}
-
-/// Builds a tiny GPT (context 64, width 32, 2 layers) over [`ascii_vocab`], trains it `steps`
-/// SGD steps on `corpus` (so its weights are learned, not random), and saves it as a checkpoint
-/// in `dir`.
-pub fn create_char_gpt(dir: &Path, corpus: &str, steps: usize, seed: u64) -> anyhow::Result<()> {
-    create_char_gpt_sized(dir, corpus, steps, seed, (64, 32, 2, 2))
-}
-
-/// As [`create_char_gpt`] with `(context, width, heads, layers)` chosen by the caller.
-pub fn create_char_gpt_sized(
-    dir: &Path,
-    corpus: &str,
-    steps: usize,
-    seed: u64,
-    (context, width, heads, layers): (usize, usize, usize, usize),
-) -> anyhow::Result<()> {
-    let tok = CharTokenizer::from_corpus(&ascii_vocab())?;
-    let cfg = GptConfig {
-        vocab: tok.vocab_size(),
-        context,
-        width,
-        heads,
-        layers,
-        tied: true,
-    };
-    let mut model = cfg.build(seed)?;
-    let ids = tok.encode(corpus)?;
-    let seq = 32usize;
-    anyhow::ensure!(
-        ids.len() > seq + 1,
-        "the corpus needs more than {seq} characters"
-    );
-    for step in 0..steps {
-        let batch = 4usize;
-        let mut tokens = Vec::with_capacity(batch * seq);
-        let mut targets = Vec::with_capacity(batch * seq);
-        for b in 0..batch {
-            let start = (step * 7 + b * 13) % (ids.len() - seq - 1);
-            tokens.extend_from_slice(&ids[start..start + seq]);
-            targets.extend_from_slice(&ids[start + 1..start + seq + 1]);
-        }
-        let (_, grads) = model.loss_and_grads(&Batch::lm(tokens, targets, batch, seq))?;
-        let lr = 0.05f32;
-        model
-            .params_mut()
-            .iter_mut()
-            .zip(&grads)
-            .for_each(|(p, g)| *p -= lr * g);
-    }
-    let mut ck = Checkpoint::new(steps as u64, serde_json::to_value(cfg)?);
-    ck.weights.insert(
-        PARAMS.to_string(),
-        Tensor::from_f32(vec![model.num_params()], model.params())?,
-    );
-    ck.tokenizer = Some((TOKENIZER.to_string(), serde_json::to_vec(&tok)?));
-    checkpoint::save(dir, &ck)?;
-    Ok(())
-}
+pub(super) const TOKENIZER: &str = "chars.json";
 
 /// The GPT configuration of a checkpoint folder.
 pub fn read_config(dir: &Path) -> anyhow::Result<GptConfig> {
@@ -221,7 +156,7 @@ mod tests {
     fn replicas_share_weights_and_free_them_when_done() {
         let dir = tempfile::tempdir().unwrap();
         let corpus = "the mesh answers every node. ".repeat(4);
-        create_char_gpt(dir.path(), &corpus, 2, 5).unwrap();
+        super::super::toy::create_char_gpt(dir.path(), &corpus, 2, 5).unwrap();
         let hash = "version-under-test";
         let a = CharGpt::load(dir.path(), hash).unwrap();
         let b = CharGpt::load(dir.path(), hash).unwrap();
@@ -237,7 +172,7 @@ mod tests {
     fn a_decoding_step_runs_every_sequence_together() {
         let dir = tempfile::tempdir().unwrap();
         let corpus = "the mesh answers every node. ".repeat(4);
-        create_char_gpt(dir.path(), &corpus, 2, 6).unwrap();
+        super::super::toy::create_char_gpt(dir.path(), &corpus, 2, 6).unwrap();
         let gpt = CharGpt::load(dir.path(), "step-under-test").unwrap();
         let prompts: [&[u32]; 3] = [&[5, 6, 7], &[8], &[9, 10, 11, 12, 13]];
         let mut together = GptGenerator::new(gpt.clone());

@@ -16,7 +16,7 @@ use flotilla_protocol::{MemberState, NodeId};
 use tracing::{debug, warn};
 
 use super::artifacts::ServedModel;
-use super::Serving;
+use super::files::ModelFiles;
 
 /// How many nodes hold every model version's files when the configuration does not say.
 pub const DEFAULT_FACTOR: usize = 2;
@@ -58,7 +58,7 @@ async fn models(catalog: &catalog::Handle) -> anyhow::Result<Vec<ServedModel>> {
 
 /// Keeps this node's share of model files.
 pub struct ModelReplicator {
-    pub serving: Serving,
+    pub files: ModelFiles,
     pub catalog: catalog::Handle,
     pub membership: membership::Handle,
     pub factor: usize,
@@ -80,7 +80,7 @@ impl ModelReplicator {
 
     async fn once(&self) -> anyhow::Result<()> {
         let alive = alive(&self.membership).await;
-        let me = NodeId(self.serving.me.clone());
+        let me = NodeId(self.files.me.clone());
         let peers: Vec<String> = alive
             .iter()
             .filter(|n| **n != me)
@@ -90,13 +90,12 @@ impl ModelReplicator {
             if !holders(&model, &alive, self.factor).contains(&me) {
                 continue;
             }
-            let store = self.serving.blobs.clone();
+            let store = self.files.blobs.clone();
             let have = model.artifacts.values().all(|h| store.contains(h));
             if have {
                 continue;
             }
-            match super::fetch::ensure_local(&model, &store, &self.serving.transport, &peers).await
-            {
+            match super::fetch::ensure_local(&model, &store, &*self.files.transport, &peers).await {
                 Ok(_) => debug!(model = %model.hash, "model files replicated here"),
                 Err(e) => warn!(model = %model.hash, error = %e, "model files not replicated yet"),
             }
@@ -106,20 +105,19 @@ impl ModelReplicator {
 }
 
 /// Whether `node` holds every blob of `model` (this node: its store; others: `HeldBlobs`).
-async fn holds(serving: &Serving, node: &NodeId, model: &ServedModel) -> bool {
+async fn holds(files: &ModelFiles, node: &NodeId, model: &ServedModel) -> bool {
     let blobs: Vec<String> = model.artifacts.values().cloned().collect();
-    if node.0 == serving.me {
-        return blobs.iter().all(|b| serving.blobs.contains(b));
+    if node.0 == files.me {
+        return blobs.iter().all(|b| files.blobs.contains(b));
     }
-    let target = super::replica_id(&node.0, "artifacts");
+    let target = super::files::artifacts_endpoint(&node.0);
     let request = flotilla_protocol::services::serving::Request {
         id: flotilla_protocol::RequestId(rand::random()),
         body: RequestBody::HeldBlobs {
             blobs: blobs.clone(),
         },
     };
-    use flotilla_actors::serving::remote::ServingTransport;
-    match serving
+    match files
         .transport
         .call(&target, request, Duration::from_secs(5))
         .await
@@ -133,7 +131,7 @@ async fn holds(serving: &Serving, node: &NodeId, model: &ServedModel) -> bool {
 /// Waits until `model`'s holders (with `factor`, over the alive nodes) hold its files, or
 /// `deadline` passes; returns the nodes that hold them.
 pub async fn wait_replicated(
-    serving: &Serving,
+    files: &ModelFiles,
     membership: &membership::Handle,
     model: &ServedModel,
     factor: usize,
@@ -144,12 +142,12 @@ pub async fn wait_replicated(
         let alive = alive(membership).await;
         let mut held = Vec::new();
         for n in holders(model, &alive, factor) {
-            if holds(serving, &n, model).await {
+            if holds(files, &n, model).await {
                 held.push(n);
             }
         }
-        let me = NodeId(serving.me.clone());
-        if !held.contains(&me) && holds(serving, &me, model).await {
+        let me = NodeId(files.me.clone());
+        if !held.contains(&me) && holds(files, &me, model).await {
             held.push(me);
         }
         let want = factor.max(1).min(alive.len().max(1));

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use flotilla_protocol::catalog::{CatalogKey, Entry, ModelVersion, Record};
 use flotilla_protocol::training::Versioned;
 
-use super::job::TrainContext;
-use crate::serve::artifacts::{self, ModelKind, ServedModel};
+use super::artifacts::{self, ModelKind, ServedModel};
+use super::files::ModelFiles;
 
 /// A registered version, as a local folder of verified files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,27 +55,23 @@ pub async fn record(
     }
 }
 
-/// Fetches `name@version` to this node (unless it holds a verified copy) and says what it is.
-pub async fn resolve(ctx: &TrainContext, name_at_version: &str) -> Result<Parent, String> {
-    let m = record(&ctx.data.catalog, name_at_version).await?;
+/// Fetches `name@version` to this node (unless it holds a verified copy, or from the `peers`
+/// that hold it) and says what it is.
+pub async fn resolve(
+    catalog: &flotilla_actors::catalog::Handle,
+    files: &ModelFiles,
+    peers: &[String],
+    name_at_version: &str,
+) -> Result<Parent, String> {
+    let m = record(catalog, name_at_version).await?;
     if let Some(why) = unsupported(name_at_version, &m) {
         return Err(why);
     }
     let served = ServedModel::from_record(&m)
         .ok_or_else(|| format!("{name_at_version} has no registered model files"))?;
-    let serving = &ctx.serving;
-    let peers: Vec<String> = ctx
-        .data
-        .alive()
+    let local = super::fetch::ensure_local(&served, &files.blobs, &*files.transport, peers)
         .await
-        .into_iter()
-        .map(|n| n.0)
-        .filter(|n| *n != serving.me)
-        .collect();
-    let local =
-        crate::serve::fetch::ensure_local(&served, &serving.blobs, &serving.transport, &peers)
-            .await
-            .map_err(|e| format!("fetching {name_at_version}: {e}"))?;
+        .map_err(|e| format!("fetching {name_at_version}: {e}"))?;
     // The files are checked here too (the view links the store's blobs), so a file changed
     // since registration is refused rather than trained from.
     let check = local.clone();

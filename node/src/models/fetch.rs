@@ -21,7 +21,6 @@ use tracing::{debug, info};
 
 use super::artifacts::ServedModel;
 use super::blobs::{BlobStore, Incoming};
-use crate::net::serving_net::MeshTransport;
 
 /// How long one piece may take.
 const PIECE_DEADLINE: Duration = Duration::from_secs(30);
@@ -44,12 +43,12 @@ fn request(body: RequestBody) -> Request {
 }
 
 async fn call(
-    transport: &MeshTransport,
+    transport: &dyn ServingTransport,
     node: &str,
     body: RequestBody,
     deadline: Duration,
 ) -> anyhow::Result<ResponseBody> {
-    let target = super::replica_id(node, "artifacts");
+    let target = super::files::artifacts_endpoint(node);
     let response = transport
         .call(&target, request(body), deadline)
         .await
@@ -59,7 +58,7 @@ async fn call(
 
 /// Which of `blobs` each of `nodes` holds: blob → holders, in the order of `nodes`.
 pub async fn holders(
-    transport: &MeshTransport,
+    transport: &dyn ServingTransport,
     nodes: &[String],
     blobs: &[String],
 ) -> BTreeMap<String, Vec<String>> {
@@ -99,7 +98,7 @@ struct Pieces {
 /// Downloads blob `hash` of `expected_len` bytes (if the catalog says) from `holders`, every
 /// holder serving pieces at once, into `store`.
 pub async fn download_blob(
-    transport: &MeshTransport,
+    transport: &dyn ServingTransport,
     store: &Arc<BlobStore>,
     hash: &str,
     expected_len: Option<u64>,
@@ -243,7 +242,7 @@ fn missing(model: &ServedModel, store: &BlobStore) -> Vec<String> {
 pub async fn ensure_local(
     model: &ServedModel,
     store: &Arc<BlobStore>,
-    transport: &MeshTransport,
+    transport: &dyn ServingTransport,
     peers: &[String],
 ) -> anyhow::Result<ServedModel> {
     let (m, s) = (model.clone(), store.clone());

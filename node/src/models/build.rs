@@ -211,7 +211,7 @@ fn from_classifier(
     labels: &[String],
     seed: u64,
 ) -> Result<(ModelArgs, Vec<f32>), String> {
-    let saved = crate::serve::classify::load_saved(dir).map_err(|e| format!("{name}: {e}"))?;
+    let saved = super::classifier::load_saved(dir).map_err(|e| format!("{name}: {e}"))?;
     if let TokenizerArgs::Chars(chars) = &saved.tokenizer {
         let known: BTreeSet<char> = chars.iter().copied().collect();
         let unknown: BTreeSet<char> = corpus.chars().filter(|c| !known.contains(c)).collect();
@@ -365,7 +365,7 @@ mod tests {
         let two = vec!["no".to_string(), "yes".to_string()];
         let (args, init) = prepare(&spec, None, "abc de", &two).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        crate::serve::classify::save_classifier(
+        crate::models::classifier::save_classifier(
             dir.path(),
             &args,
             two.clone(),
