@@ -39,6 +39,12 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Forgets every position from `len` on (nothing if it holds fewer): the next token fed
+    /// goes at position `len`.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 /// A causal, pre-LN language model ready for cached decoding.

@@ -201,6 +201,10 @@ fn ragged_batches_decode_each_sequence_as_if_alone() {
         .unwrap_err();
     assert!(e.to_string().contains("99"), "{e}");
     assert_eq!((c0[0].len(), c1[0].len()), before);
+    // Truncated back to its prompt, a cache decodes the same next token again.
+    c0[0].truncate(prompts[0].len());
+    let again = dec.feed(&lin, &mut [(&mut c0[0], &next[0][..])]).unwrap();
+    assert!(max_diff(&again[0], &alone[0]) < 1e-4);
 }
 
 #[test]

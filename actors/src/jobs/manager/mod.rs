@@ -92,9 +92,9 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-/// Stops a lower-priority task so a higher class can run. The default ([`actor::StopHook`])
-/// stops it at once; a kind that can checkpoint (training) installs a hook that checkpoints
-/// first.
+/// Stops a lower-priority task so a higher class can run. The one hook today
+/// ([`actor::StopHook`]) stops it at once, for every kind: no kind takes a checkpoint before it
+/// is preempted.
 #[async_trait::async_trait]
 pub trait PreemptionHook: Send + Sync + 'static {
     /// Preempts `victim` for job `by`.
