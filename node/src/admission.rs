@@ -26,12 +26,11 @@ use libp2p::pnet::PreSharedKey;
 use rand::RngCore;
 use tracing::{info, warn};
 
+pub use crate::config::API_TOKEN_FILE;
 use crate::config::{parse_cluster_token, read_token, NodeConfig};
 
 /// File name of the cluster key inside the data dir.
 pub const SWARM_KEY_FILE: &str = "swarm.key";
-/// File name of the generated admin API token inside the data dir.
-pub const API_TOKEN_FILE: &str = "api-token";
 
 /// Where a node's cluster key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_actors::serving::remote::ServingTransport;
-use flotilla_actors::serving::replica::ReplicaService;
+use flotilla_actors::serving::replica::{Backend, ReplicaService};
 use flotilla_actors::serving::router::ReplicaId;
 use flotilla_protocol::services::control::RemoteError;
 use flotilla_protocol::services::serving::{
@@ -25,7 +25,6 @@ use super::bridge::{Bridge, Command};
 use super::codec::Frame;
 use super::mesh::NetMesh;
 use super::rpc::{Envelope, Inbound, Reply};
-use crate::serving::LocalBackend;
 
 /// Capacity of the inbox of requests waiting for the worker.
 pub const INBOX_CAPACITY: usize = 1024;
@@ -130,9 +129,9 @@ impl Bridge {
 }
 
 /// The worker: answers inbound serving requests until the bridge drops the inbox.
-pub async fn serve(
+pub async fn serve<B: Backend + Clone>(
     mut inbox: mpsc::Receiver<ServingInbound>,
-    service: ReplicaService<LocalBackend>,
+    service: ReplicaService<B>,
     commands: mpsc::Sender<Command>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));

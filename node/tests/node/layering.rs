@@ -1,9 +1,11 @@
-//! The node crate's folders depend on each other in one direction where it matters: model code
-//! (`src/models/`) imports neither serving nor training, and only the daemon, which wires
-//! everything together, imports from both `src/serving/` and `src/train/`.
+//! The node crate's modules depend on each other in one direction: no import cycle between its
+//! top-level modules (folders and files), model code (`src/models/`) imports neither serving
+//! nor training, and no file imports from both `src/serving/` and `src/train/` (the daemon wires
+//! training in `daemon/training.rs`, apart from serving).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 fn sources(dir: &Path) -> Vec<PathBuf> {
@@ -41,7 +43,7 @@ fn model_code_imports_neither_serving_nor_training() {
 }
 
 #[test]
-fn only_the_daemon_imports_both_serving_and_training() {
+fn no_file_imports_both_serving_and_training() {
     let root = src();
     for f in sources(&root) {
         let text = std::fs::read_to_string(&f).unwrap();
@@ -53,11 +55,96 @@ fn only_the_daemon_imports_both_serving_and_training() {
         let inside = |folder: &str| rel.starts_with(&format!("{folder}/"));
         let serving = inside("serving") || imports(&text, "serving");
         let train = inside("train") || imports(&text, "train");
-        if serving && train {
-            assert_eq!(
-                rel, "daemon.rs",
-                "{rel} imports from both serving and training"
-            );
+        assert!(
+            !(serving && train),
+            "{rel} imports from both serving and training"
+        );
+    }
+}
+
+/// The top-level module of `src` each top-level module imports (`crate::m` outside comments).
+fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let root = src();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in sources(&root) {
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let from = rel
+            .split('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_string();
+        let text = std::fs::read_to_string(&f).unwrap();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for (at, _) in line.match_indices("crate::") {
+                let to: String = line[at + "crate::".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                let is_module = root.join(&to).is_dir() || root.join(format!("{to}.rs")).is_file();
+                if !to.is_empty() && to != from && is_module {
+                    graph.entry(from.clone()).or_default().insert(to);
+                }
+            }
         }
     }
+    graph
+}
+
+/// A path from `from` back to itself through `graph`, if there is one.
+fn cycle_through(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<String>> {
+    let mut stack = vec![vec![from.to_string()]];
+    let mut seen = BTreeSet::new();
+    while let Some(path) = stack.pop() {
+        let last = path.last().unwrap();
+        for next in graph.get(last).into_iter().flatten() {
+            if next == from {
+                let mut cycle = path.clone();
+                cycle.push(from.to_string());
+                return Some(cycle);
+            }
+            if seen.insert(next.clone()) {
+                let mut longer = path.clone();
+                longer.push(next.clone());
+                stack.push(longer);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn top_level_modules_import_each_other_without_cycles() {
+    let graph = module_graph();
+    assert!(
+        graph.get("daemon").is_some_and(|d| d.contains("serving")),
+        "the scan sees the daemon's imports: {graph:?}"
+    );
+    for m in graph.keys() {
+        if let Some(cycle) = cycle_through(&graph, m) {
+            panic!("import cycle: {}", cycle.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn the_cycle_check_finds_a_cycle() {
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("a", vec!["b"]),
+        ("b", vec!["c"]),
+        ("c", vec!["a"]),
+        ("d", vec!["a"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(
+        cycle_through(&graph, "a").unwrap(),
+        vec!["a", "b", "c", "a"]
+    );
+    assert!(cycle_through(&graph, "d").is_none());
 }

@@ -35,6 +35,8 @@ use crate::{http, identity, net};
 use flotilla_actors::serving::relay::Relay;
 use flotilla_actors::serving::replica::ReplicaService;
 
+mod training;
+
 /// Capacity of the bridge's command queue; senders wait when it is full (back-pressure).
 const COMMAND_QUEUE: usize = 1024;
 /// Capacity of the executor's queue of finished-task reports.
@@ -122,7 +124,7 @@ impl RunningNode {
         let mut registry = Registry::default();
         let mut swarm = net::build_swarm(&key, &config, admission.psk, &mut registry)?;
         let metrics = Arc::new(Metrics::register(&mut registry));
-        let train_metrics = Arc::new(crate::train::metrics::TrainMetrics::register(&mut registry));
+        let train_metrics = training::register_metrics(&mut registry);
         let serving_metrics = Arc::new(crate::serving::metrics::ServingMetrics::register(
             &mut registry,
         ));
@@ -200,34 +202,22 @@ impl RunningNode {
         let host = remote::Host::start(Arc::new(mesh.clone()), config.request_timeout).await?;
         mesh.set_local_actors(host.clone());
         host.set_membership(membership.clone());
-        host.add_role(
-            crate::train::remote::PARAM_SERVER_ROLE,
-            Arc::new(crate::train::remote::ParamServerRole {
-                store: shared_store.clone(),
-            }),
-        );
-        host.add_role(
-            crate::train::workers::TRAINER_ROLE,
-            Arc::new(crate::train::workers::TrainerRole {
-                mesh: Arc::new(mesh.clone()),
-                slowdown: config.train_slowdown,
-            }),
-        );
+        training::add_roles(&host, shared_store.clone(), &mesh, config.train_slowdown);
         let (executor, reports, executor_task) = executor::Handle::spawn(
             shared_store.clone(),
             Arc::new(
                 KernelRunner::new(NodeId(peer_id.to_string()))
                     .with_data(data.clone())
-                    .with_training(crate::train::job::TrainContext {
-                        mesh: Arc::new(mesh.clone()),
-                        host: host.clone(),
-                        data: data.clone(),
-                        models_dir: config.data_dir.join("trained"),
+                    .with_training(training::context(training::ContextParts {
+                        mesh: &mesh,
+                        host: &host,
+                        data: &data,
+                        data_dir: &config.data_dir,
                         store: shared_store.clone(),
                         metrics: train_metrics.clone(),
                         files: serving.files.clone(),
                         lifecycle: lifecycle.clone(),
-                    }),
+                    })),
             ),
             REPORT_QUEUE,
         )
@@ -250,19 +240,13 @@ impl RunningNode {
             },
         )
         .await?;
-        // Training checkpoints held here (see `train::checkpoints`); written only by the
-        // coordinator of the run, which the job's owner names.
-        host.register(
-            crate::train::checkpoints::CHECKPOINT_STORE,
-            Arc::new(crate::train::checkpoints::CheckpointStore {
-                store: shared_store.clone(),
-                writers: Arc::new(crate::train::checkpoint_writers::RunCoordinators::new(
-                    NodeId(peer_id.to_string()),
-                    catalog.clone(),
-                    jobs.clone(),
-                    Arc::new(mesh.clone()),
-                )),
-            }),
+        training::register_checkpoint_store(
+            &host,
+            shared_store.clone(),
+            NodeId(peer_id.to_string()),
+            &catalog,
+            &jobs,
+            &mesh,
         )?;
         let (info_tx, info_rx) = watch::channel(first);
         let (addrs_tx, addrs_rx) = watch::channel(Vec::new());

@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_P2P_PORT: u16 = 7070;
 /// Default HTTP API address.
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7080";
+/// The admin token generated in the data directory, which the API requires beyond loopback.
+pub const API_TOKEN_FILE: &str = "api-token";
+
+pub mod api;
+pub mod data;
 
 /// Everything `flotilla up` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +38,7 @@ pub struct NodeConfig {
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// The API's deadlines, in-flight cap and rate limits (`[node.api]`).
-    pub api: crate::http::limits::ApiLimits,
+    pub api: api::ApiLimits,
     /// Multiaddrs of nodes to join (for networks mDNS does not reach). May end in `/p2p/<id>`.
     pub join: Vec<String>,
     /// Pre-shared key file: only nodes with the same key can connect. Forces TCP. Without it
@@ -83,7 +88,7 @@ pub struct NodeConfig {
     /// Limits of the catalog replica.
     pub catalog: catalog::Config,
     /// The data stage: replication, shard sizes, re-replication interval.
-    pub data: crate::data::Settings,
+    pub data: data::Settings,
     /// How many nodes hold every model version's files (a registration answers once they do).
     pub model_replication: usize,
 }
@@ -120,7 +125,7 @@ impl Default for NodeConfig {
             membership: membership::Config::default(),
             catalog_sync_interval: Duration::from_secs(5),
             catalog: catalog::Config::default(),
-            data: crate::data::Settings::default(),
+            data: data::Settings::default(),
             model_replication: crate::models::replicate::DEFAULT_FACTOR,
         }
     }
@@ -332,7 +337,7 @@ impl NodeConfig {
         match &self.api_token_file {
             Some(f) => Some(f.clone()),
             None if self.open || self.api_listen.ip().is_loopback() => None,
-            None => Some(self.data_dir.join(crate::admission::API_TOKEN_FILE)),
+            None => Some(self.data_dir.join(API_TOKEN_FILE)),
         }
     }
 
