@@ -5,6 +5,8 @@
 //!
 //! Each check panics with what differed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use crate::store::{Column, Durability, Store};
 
 /// Runs every check that needs only an empty store.
@@ -17,7 +19,6 @@ pub fn check_all(store: &dyn Store) {
     columns_are_separate_keyspaces(store);
 }
 
-#[allow(clippy::unwrap_used)]
 fn reads_what_was_written(s: &dyn Store) {
     let c = Column::Meta;
     assert_eq!(
@@ -48,7 +49,6 @@ fn reads_what_was_written(s: &dyn Store) {
     );
 }
 
-#[allow(clippy::unwrap_used)]
 fn columns_are_separate_keyspaces(s: &dyn Store) {
     for (i, c) in Column::ALL.iter().enumerate() {
         s.put(*c, b"shared-key", &[i as u8], Durability::Sync)
@@ -75,7 +75,6 @@ fn columns_are_separate_keyspaces(s: &dyn Store) {
     );
 }
 
-#[allow(clippy::unwrap_used)]
 fn scans_by_prefix_in_key_order_up_to_the_limit(s: &dyn Store) {
     let c = Column::Shards;
     // Written out of order, with neighbours just before and just after the prefix.
@@ -122,7 +121,6 @@ fn scans_by_prefix_in_key_order_up_to_the_limit(s: &dyn Store) {
     );
 }
 
-#[allow(clippy::unwrap_used)]
 fn deletes_remove_and_tolerate_absent_keys(s: &dyn Store) {
     let c = Column::Checkpoints;
     s.put(c, b"d/1", b"x", Durability::Sync).unwrap();
@@ -144,7 +142,6 @@ fn deletes_remove_and_tolerate_absent_keys(s: &dyn Store) {
     );
 }
 
-#[allow(clippy::unwrap_used)]
 fn flush_keeps_everything_readable(s: &dyn Store) {
     let c = Column::Metrics;
     s.put(c, b"f", b"before", Durability::Buffered).unwrap();
@@ -154,7 +151,6 @@ fn flush_keeps_everything_readable(s: &dyn Store) {
 
 /// Acknowledged (`Sync`) writes and deletes survive closing and reopening the store: `reopen`
 /// takes the store, closes it as a process exit would, and opens it again.
-#[allow(clippy::unwrap_used)]
 pub fn check_sync_writes_survive_reopen<S: Store>(store: S, reopen: impl FnOnce(S) -> S) {
     let c = Column::Catalog;
     store.put(c, b"kept", b"v1", Durability::Sync).unwrap();

@@ -153,6 +153,25 @@ impl Error {
     }
 }
 
+/// The shared numerics report the same three kinds of bad input as this crate.
+impl From<flotilla_numerics::Error> for Error {
+    fn from(e: flotilla_numerics::Error) -> Self {
+        match e {
+            flotilla_numerics::Error::LengthMismatch {
+                what,
+                expected,
+                got,
+            } => Error::LengthMismatch {
+                what,
+                expected,
+                got,
+            },
+            flotilla_numerics::Error::InvalidArgument(m) => Error::InvalidArgument(m),
+            flotilla_numerics::Error::Empty(what) => Error::Empty(what),
+        }
+    }
+}
+
 /// `a · b`, or an [`Error::InvalidArgument`] naming `what` when it overflows.
 pub(crate) fn checked_size(what: &str, a: usize, b: usize) -> Result<usize> {
     a.checked_mul(b)

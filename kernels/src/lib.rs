@@ -25,7 +25,7 @@ pub mod infer;
 pub mod metrics;
 pub mod models;
 pub mod ops;
-pub mod optim;
+pub use flotilla_numerics::optim;
 pub mod probe;
 pub mod quant;
 pub mod tokenize;

@@ -151,6 +151,7 @@ async fn push_pull(cluster: &TestCluster, rounds: usize) -> f64 {
         },
         save_every: 0,
         clip_norm: None,
+        adaptive_clip: None,
         optimizer_json: ShardArgs::optimizer_json(&OptimizerConfig::Sgd(SgdConfig::default())),
         init: vec![0.5; PARAMS],
     };

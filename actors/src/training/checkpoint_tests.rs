@@ -4,7 +4,7 @@ use flotilla_protocol::NodeId;
 
 use super::assignment::Checkpoint;
 use super::checkpoint::{self, Manifest};
-use super::optim::{LrPlan, SgdMomentum};
+use super::optim::{LrPlan, ShardOptimizer};
 use super::param_server::core::{Config, Shard, Snapshot};
 use crate::store::{Column, Durability, Store};
 use crate::testing::CrashStore;
@@ -35,10 +35,10 @@ fn shard(i: u32, params: Vec<f32>) -> Shard {
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(0.1),
             save_every: 0,
-            clip_norm: None,
+            clip: None,
         },
         params,
-        Box::new(SgdMomentum::new(n, 0.9, 0.0)),
+        Box::new(ShardOptimizer::sgd(n, 0.9, 0.0).unwrap()),
     );
     s.join(W).unwrap();
     s

@@ -212,7 +212,7 @@ mod tests {
     use flotilla_protocol::training::Consistency;
 
     use super::*;
-    use crate::training::optim::{LrPlan, SgdMomentum};
+    use crate::training::optim::{ClipConfig, LrPlan, ShardOptimizer};
     use crate::training::param_server::core::{Config, Shard};
 
     async fn clipping_shard(i: u32, params: Vec<f32>) -> param_server::Handle {
@@ -224,10 +224,10 @@ mod tests {
                 max_consecutive_nonfinite: 3,
                 lr: LrPlan::constant(1.0),
                 save_every: 0,
-                clip_norm: Some(1.0),
+                clip: Some(ClipConfig::fixed(1.0)),
             },
             params,
-            Box::new(SgdMomentum::new(n, 0.0, 0.0)),
+            Box::new(ShardOptimizer::sgd(n, 0.0, 0.0).unwrap()),
         );
         param_server::Handle::spawn(shard, param_server::Config::default())
             .await

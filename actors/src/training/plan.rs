@@ -14,7 +14,7 @@ use flotilla_protocol::validation::FieldErrors;
 
 use super::dispatch;
 use super::elastic;
-use super::optim::LrPlan;
+use super::optim::{clip_config, ClipConfig, LrPlan};
 use super::param_server;
 use super::trainer;
 
@@ -25,7 +25,7 @@ pub struct Plan {
     pub lr: LrPlan,
     pub consistency: Consistency,
     pub precision: Precision,
-    pub clip_norm: Option<f32>,
+    pub clip: Option<ClipConfig>,
     pub max_steps: Option<u64>,
     pub max_consecutive_nonfinite: u32,
     pub ps_shards: u32,
@@ -78,7 +78,7 @@ impl Plan {
             },
             consistency,
             precision: a.precision,
-            clip_norm: a.clip_norm,
+            clip: clip_config(a.clip_norm, a.adaptive_clip),
             max_steps: a.max_steps,
             max_consecutive_nonfinite: spec.nan.max_consecutive_nonfinite,
             ps_shards: c.ps_shards,
@@ -101,7 +101,7 @@ impl Plan {
             save_every: self.save_every,
             // Sync steps are clipped on their mean gradient by the shards; see
             // `param_server::core`.
-            clip_norm: self.clip_sync().then_some(self.clip_norm).flatten(),
+            clip: self.clip_sync().then_some(self.clip).flatten(),
         }
     }
 
@@ -111,7 +111,7 @@ impl Plan {
             worker,
             sync: self.consistency == Consistency::Sync,
             precision: self.precision,
-            clip_norm: (!self.clip_sync()).then_some(self.clip_norm).flatten(),
+            clip: (!self.clip_sync()).then_some(self.clip).flatten(),
             max_steps: self.max_steps,
             lr: self.lr,
             idle_wait: Duration::from_millis(20),

@@ -110,7 +110,9 @@ impl Checkpoint {
                 momentum: get("sgd.momentum")?,
             }));
         }
-        OptimizerState::adamw_from_tensors(step, get("adamw.m")?, get("adamw.v")?).map(Some)
+        OptimizerState::adamw_from_tensors(step, get("adamw.m")?, get("adamw.v")?)
+            .map(Some)
+            .map_err(Error::from)
     }
 }
 

@@ -11,7 +11,7 @@
 pub mod engine;
 pub mod kv;
 pub mod quant;
-pub mod sample;
+pub use flotilla_numerics::sample;
 
 pub use engine::{F32Linears, LinearId, Linears};
 pub use kv::{Decoder, KvCache};

@@ -1,12 +1,13 @@
-//! Optimizers against float64 reference implementations written here from PyTorch's documented
-//! update rules, on random inputs at several sizes, plus hand-computed PyTorch values.
+//! The shared numerics' optimizers (`flotilla-numerics`) against float64 reference
+//! implementations written here from PyTorch's documented update rules, on random inputs at
+//! several sizes, plus hand-computed PyTorch values.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use flotilla_kernels::optim::{
+use flotilla_numerics::optim::{
     global_norm, precision, AdamW, AdamWConfig, ClipConfig, GradClipper, LossScaler, Optimizer,
     OptimizerConfig, OptimizerState, ScalerConfig, ScalerStep, Schedule, Sgd, SgdConfig,
 };
-use flotilla_kernels::Error;
+use flotilla_numerics::Error;
 use rand::rngs::StdRng;
 use rand::Rng;
 

@@ -22,8 +22,6 @@
 //!   Face BERT folder with a head, or a registered parent), as its trainers rebuild it.
 //! - [`parent`]: the registered version a run fine-tunes, fetched and verified.
 //! - [`gradient`]: [`gradient::ClassifierSource`], the trainers' gradient source on the kernels.
-//! - [`optimizer`]: [`optimizer::KernelOptimizer`], the parameter servers' optimizer on the
-//!   kernels' AdamW and SGD (state saved for checkpoints).
 //! - [`evaluation`]: accuracy and macro-F1 of a classifier's parameters on labelled records.
 
 pub mod artifacts;
@@ -37,7 +35,6 @@ pub mod fetch;
 pub mod files;
 pub mod gpt;
 pub mod gradient;
-pub mod optimizer;
 pub mod parent;
 pub mod replicate;
 pub mod toy;

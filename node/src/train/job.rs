@@ -241,6 +241,9 @@ pub async fn run(
         clip_norm: (consistency == Consistency::Sync)
             .then_some(spec.args.clip_norm)
             .flatten(),
+        adaptive_clip: (consistency == Consistency::Sync)
+            .then_some(spec.args.adaptive_clip)
+            .flatten(),
         optimizer_json: ShardArgs::optimizer_json(&optimizer),
         init: Vec::new(),
     };
@@ -838,6 +841,9 @@ impl Crew<'_> {
             // Sync steps are clipped by the shards (see the shard arguments).
             clip_norm: (self.spec.cluster.consistency() != Consistency::Sync)
                 .then_some(self.spec.args.clip_norm)
+                .flatten(),
+            adaptive_clip: (self.spec.cluster.consistency() != Consistency::Sync)
+                .then_some(self.spec.args.adaptive_clip)
                 .flatten(),
             lr: self.lr,
             model: self.model.clone(),

@@ -11,7 +11,7 @@ use flotilla_actors::remote::{self, Endpoint, RemoteActor, Role};
 use flotilla_actors::store::Store;
 use flotilla_actors::training::client::ParamClient;
 use flotilla_actors::training::error::{Error, Result};
-use flotilla_actors::training::optim::LrPlan;
+use flotilla_actors::training::optim::{clip_config, LrPlan, ShardOptimizer};
 use flotilla_actors::training::param_server::{self, core::Shard, Pulled};
 use flotilla_actors::training::partition;
 use flotilla_kernels::optim::OptimizerConfig;
@@ -20,12 +20,10 @@ use flotilla_protocol::services::control::RemoteError;
 use flotilla_protocol::services::training::{
     CheckpointCommand, PushOutcome, RequestBody, ResponseBody, SavedShard,
 };
-use flotilla_protocol::training::{Consistency, GradPayload, LrSchedule, WorkerId};
+use flotilla_protocol::training::{AdaptiveClip, Consistency, GradPayload, LrSchedule, WorkerId};
 use flotilla_protocol::NodeId;
 use ractor::ActorCell;
 use serde::{Deserialize, Serialize};
-
-use crate::models::optimizer::KernelOptimizer;
 
 /// The role name parameter-server shards are spawned under.
 pub const PARAM_SERVER_ROLE: &str = "param_server";
@@ -76,8 +74,11 @@ pub struct ShardArgs {
     pub max_consecutive_nonfinite: u32,
     pub lr: LrArgs,
     pub save_every: u64,
-    /// Sync mode: clip each step's mean gradient to this global norm (the shards do it).
+    /// Sync mode: clip each step's mean gradient to this global norm (the shards do it), or
+    /// cap the adaptive threshold with it.
     pub clip_norm: Option<f32>,
+    /// Sync mode: clip to a threshold that follows the run's norms.
+    pub adaptive_clip: Option<AdaptiveClip>,
     /// The kernels' `OptimizerConfig` as JSON: it is an internally tagged enum, which bincode
     /// cannot decode.
     pub optimizer_json: String,
@@ -128,7 +129,7 @@ impl Role for ParamServerRole {
         let a: ShardArgs = remote::decode(args)?;
         let config: OptimizerConfig = serde_json::from_str(&a.optimizer_json)
             .map_err(|e| format!("optimizer configuration: {e}"))?;
-        let optimizer = KernelOptimizer::new(config, a.init.len())?;
+        let optimizer = ShardOptimizer::new(config, a.init.len())?;
         let shard = Shard::new(
             param_server::core::Config {
                 shard: a.shard,
@@ -136,7 +137,7 @@ impl Role for ParamServerRole {
                 max_consecutive_nonfinite: a.max_consecutive_nonfinite,
                 lr: a.lr.into(),
                 save_every: a.save_every,
-                clip_norm: a.clip_norm,
+                clip: clip_config(a.clip_norm, a.adaptive_clip),
             },
             a.init,
             Box::new(optimizer),

@@ -14,9 +14,10 @@ use flotilla_actors::training::assignment::Lease;
 use flotilla_actors::training::client::ParamClient;
 use flotilla_actors::training::dispatch::{Dispatch, LocalDispatch, Work};
 use flotilla_actors::training::error::{Error, Result};
+use flotilla_actors::training::optim::clip_config;
 use flotilla_actors::training::trainer::{self, GradientSource};
 use flotilla_protocol::jobs::JobId;
-use flotilla_protocol::training::{Precision, WorkerId, WorkerReport};
+use flotilla_protocol::training::{AdaptiveClip, Precision, WorkerId, WorkerReport};
 use flotilla_protocol::NodeId;
 use ractor::ActorCell;
 use serde::{Deserialize, Serialize};
@@ -169,7 +170,9 @@ pub struct TrainerArgs {
     pub worker: WorkerId,
     pub sync: bool,
     pub precision: Precision,
+    /// Async and ssp: clip each gradient (the trainer does it); in sync mode both are `None`.
     pub clip_norm: Option<f32>,
+    pub adaptive_clip: Option<AdaptiveClip>,
     pub lr: LrArgs,
     pub model: ModelArgs,
     /// Label text → class id.
@@ -245,7 +248,7 @@ impl Role for TrainerRole {
                 worker: a.worker,
                 sync: a.sync,
                 precision: a.precision,
-                clip_norm: a.clip_norm,
+                clip: clip_config(a.clip_norm, a.adaptive_clip),
                 max_steps: None,
                 lr: a.lr.into(),
                 idle_wait: Duration::from_millis(2),

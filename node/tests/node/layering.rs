@@ -1,7 +1,8 @@
 //! The node crate's modules depend on each other in one direction: no import cycle between its
 //! top-level modules (folders and files), model code (`src/models/`) imports neither serving
 //! nor training, and no file imports from both `src/serving/` and `src/train/` (the daemon wires
-//! training in `daemon/training.rs`, apart from serving).
+//! training in `daemon/training.rs`, apart from serving). The crates follow the architecture's
+//! rules too (`actors` free of the kernels, the numerics a leaf).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -147,4 +148,63 @@ fn the_cycle_check_finds_a_cycle() {
         vec!["a", "b", "c", "a"]
     );
     assert!(cycle_through(&graph, "d").is_none());
+}
+
+/// The `[dependencies]` of the workspace crate in folder `dir` (relative to the workspace root).
+fn crate_dependencies(dir: &str) -> BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap();
+    let manifest: toml::Table = toml::from_str(&text).unwrap();
+    manifest
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The crate rules of the architecture: `actors` (and so the simulator) stays free of the
+/// kernels, the shared numerics are a leaf both use, and only the kernels bind dfdx and cudarc.
+#[test]
+fn crates_depend_on_each_other_as_the_architecture_says() {
+    let actors = crate_dependencies("actors");
+    assert!(actors.contains("flotilla-numerics"), "{actors:?}");
+    assert!(!actors.contains("flotilla-kernels"), "{actors:?}");
+    let kernels = crate_dependencies("kernels");
+    assert!(kernels.contains("flotilla-numerics"), "{kernels:?}");
+    let numerics = crate_dependencies("kernels/numerics");
+    assert!(
+        numerics.contains("rand"),
+        "the manifest was read: {numerics:?}"
+    );
+    for dir in ["kernels/numerics", "protocol"] {
+        let deps = crate_dependencies(dir);
+        assert!(
+            deps.iter().all(|d| !d.starts_with("flotilla-")),
+            "{dir} is a leaf: {deps:?}"
+        );
+    }
+    for dir in [
+        "actors",
+        "protocol",
+        "kernels/numerics",
+        "simulations",
+        "node",
+    ] {
+        let deps = crate_dependencies(dir);
+        for heavy in ["dfdx", "cudarc"] {
+            assert!(!deps.contains(heavy), "{dir} depends on {heavy}");
+        }
+    }
+    for dir in [
+        "actors",
+        "protocol",
+        "kernels",
+        "kernels/numerics",
+        "simulations",
+    ] {
+        let deps = crate_dependencies(dir);
+        for io in ["libp2p", "rocksdb"] {
+            assert!(!deps.contains(io), "{dir} depends on {io}");
+        }
+    }
 }

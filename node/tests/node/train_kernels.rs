@@ -15,6 +15,7 @@ use flotilla_actors::training::assignment::permutation;
 use flotilla_actors::training::client::{LocalParams, ParamClient};
 use flotilla_actors::training::dispatch::{self, Dispatch, LocalDispatch};
 use flotilla_actors::training::elastic::{self, Role, Why};
+use flotilla_actors::training::optim::ShardOptimizer;
 use flotilla_actors::training::optim::{FlatOptimizer, LrPlan};
 use flotilla_actors::training::param_server::{self, core::Shard};
 use flotilla_actors::training::partition;
@@ -26,7 +27,6 @@ use flotilla_kernels::tokenize::CharTokenizer;
 use flotilla_node::cli::demo::local_node_config;
 use flotilla_node::models::build::{ModelArgs, TokenizerArgs};
 use flotilla_node::models::gradient::ClassifierSource;
-use flotilla_node::models::optimizer::KernelOptimizer;
 use flotilla_node::train::checkpoints::CHECKPOINT_STORE;
 use flotilla_node::train::remote::{
     shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE,
@@ -152,7 +152,7 @@ fn full_loss(src: &ClassifierSource, params: &[f32], data: &[Record]) -> f32 {
 /// permutation, one AdamW update per step.
 fn single_process(src: &ClassifierSource, init: &[f32], data: &[Record]) -> (Vec<f32>, Vec<f32>) {
     let mut params = init.to_vec();
-    let mut opt = KernelOptimizer::new(optimizer(), params.len()).unwrap();
+    let mut opt = ShardOptimizer::new(optimizer(), params.len()).unwrap();
     let mut losses = Vec::new();
     let mut step = 0;
     for e in 0..EPOCHS {
@@ -227,7 +227,7 @@ async fn train(params: Arc<dyn ParamClient>, src: Arc<ClassifierSource>, data: &
                 worker: WorkerId(w),
                 sync: true,
                 precision: Precision::F32,
-                clip_norm: None,
+                clip: None,
                 max_steps: None,
                 lr: lr(),
                 idle_wait: Duration::from_millis(2),
@@ -299,10 +299,10 @@ async fn sync_training_on_two_shards_and_three_trainers_follows_the_single_proce
                 max_consecutive_nonfinite: 3,
                 lr: lr(),
                 save_every: 0,
-                clip_norm: None,
+                clip: None,
             },
             init[r.clone()].to_vec(),
-            Box::new(KernelOptimizer::new(optimizer(), r.len()).unwrap()),
+            Box::new(ShardOptimizer::new(optimizer(), r.len()).unwrap()),
         );
         handles.push(
             param_server::Handle::spawn(shard, param_server::Config::default())
@@ -362,6 +362,7 @@ async fn the_same_run_with_shards_on_other_nodes_over_the_mesh() {
             },
             save_every: 0,
             clip_norm: None,
+            adaptive_clip: None,
             optimizer_json: ShardArgs::optimizer_json(&optimizer()),
             init: init[r].to_vec(),
         };
@@ -472,6 +473,7 @@ async fn trainers_on_three_nodes_survive_the_death_of_one_mid_epoch() {
             lr: lr_args,
             save_every: 0,
             clip_norm: None,
+            adaptive_clip: None,
             optimizer_json: ShardArgs::optimizer_json(&optimizer()),
             init: setup.init[r].to_vec(),
         };
@@ -515,6 +517,7 @@ async fn trainers_on_three_nodes_survive_the_death_of_one_mid_epoch() {
             sync: true,
             precision: Precision::F32,
             clip_norm: None,
+            adaptive_clip: None,
             lr: lr_args,
             model: ModelArgs {
                 config_json: serde_json::to_string(&setup.cfg.transformer()).unwrap(),

@@ -19,8 +19,9 @@ mod tests;
 
 pub use metrics::{StepRecord, WorkerReport, WorkerStat};
 pub use spec::{
-    Architecture, ClusterSpec, Consistency, DatasetRef, LrSchedule, Mode, ModelSource, NanPolicy,
-    NewModel, OptimizerKind, OutputSpec, Precision, TrainSpec, TrainingArgs, Versioned,
+    AdaptiveClip, Architecture, ClusterSpec, Consistency, DatasetRef, LrSchedule, Mode,
+    ModelSource, NanPolicy, NewModel, OptimizerKind, OutputSpec, Precision, TrainSpec,
+    TrainingArgs, Versioned,
 };
 pub use wire::GradPayload;
 

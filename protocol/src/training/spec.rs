@@ -158,6 +158,32 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+/// Clipping by global norm with a threshold that follows the run: `factor` times the
+/// `percentile` of the last `window` global norms, capped by `clip_norm` when that is set.
+/// Until `min_history` norms have been seen the threshold is `clip_norm` alone (no clipping
+/// without one). A fixed threshold has to be tuned per model and goes stale as gradients
+/// shrink; this one does not.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptiveClip {
+    pub factor: f32,
+    /// In [0, 1]; 0.5 is the median.
+    pub percentile: f32,
+    pub window: u32,
+    pub min_history: u32,
+}
+
+impl Default for AdaptiveClip {
+    fn default() -> Self {
+        Self {
+            factor: 2.0,
+            percentile: 0.9,
+            window: 200,
+            min_history: 20,
+        }
+    }
+}
+
 /// Settings in the spirit of Hugging Face's `TrainingArguments`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -177,8 +203,11 @@ pub struct TrainingArgs {
     pub weight_decay: f32,
     pub schedule: LrSchedule,
     /// Clip to this global L2 norm: in sync mode each step's mean gradient (on the shards), in
-    /// async and ssp each worker's gradient; none when absent.
+    /// async and ssp each worker's gradient; none when absent. With `adaptive_clip` it caps the
+    /// adaptive threshold.
     pub clip_norm: Option<f32>,
+    /// Clip to a threshold that follows the run (see [`AdaptiveClip`]); none when absent.
+    pub adaptive_clip: Option<AdaptiveClip>,
     /// Precision of gradients on the wire: f16 or bf16 halve the bytes pushed; the shards keep
     /// f32 master weights and optimizer state.
     pub precision: Precision,
@@ -203,6 +232,7 @@ impl Default for TrainingArgs {
             weight_decay: 0.0,
             schedule: LrSchedule::Cosine,
             clip_norm: Some(1.0),
+            adaptive_clip: None,
             precision: Precision::F32,
             eval_every: 0,
             save_every: 500,

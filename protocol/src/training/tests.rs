@@ -85,6 +85,35 @@ fn model_sources_and_defaults() {
 }
 
 #[test]
+fn adaptive_clipping_parses_with_defaults_for_what_is_left_out() {
+    let s = parse(
+        "[model]\nregistered = \"m@1\"\n[dataset]\nname = \"d@1\"\n\
+         [args.adaptive_clip]\npercentile = 0.5\nwindow = 50",
+    );
+    s.validate().unwrap();
+    assert_eq!(
+        s.args.adaptive_clip,
+        Some(AdaptiveClip {
+            percentile: 0.5,
+            window: 50,
+            ..AdaptiveClip::default()
+        })
+    );
+    // A history longer than the window could never fill.
+    let mut bad = s.clone();
+    bad.args.adaptive_clip = Some(AdaptiveClip {
+        min_history: 51,
+        window: 50,
+        ..AdaptiveClip::default()
+    });
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .mentions("args.adaptive_clip.min_history"));
+    assert!(toml::from_str::<TrainSpec>("[args.adaptive_clip]\nfactr = 2.0").is_err());
+}
+
+#[test]
 fn unknown_keys_are_refused() {
     assert!(toml::from_str::<TrainSpec>("[args]\nlearning_rat = 1.0").is_err());
     assert!(toml::from_str::<TrainSpec>("[cluster]\nmode = \"bsp\"").is_err());
@@ -112,6 +141,12 @@ fn every_bad_field_is_named() {
     s.args.learning_rate = f32::NAN;
     s.args.weight_decay = -1.0;
     s.args.clip_norm = Some(0.0);
+    s.args.adaptive_clip = Some(AdaptiveClip {
+        factor: 0.0,
+        percentile: 1.5,
+        window: 0,
+        min_history: 1,
+    });
     s.args.warmup_steps = 10;
     s.cluster.workers_min = 0;
     s.cluster.workers_max = 0;
@@ -135,6 +170,10 @@ fn every_bad_field_is_named() {
         "args.learning_rate",
         "args.weight_decay",
         "args.clip_norm",
+        "args.adaptive_clip.factor",
+        "args.adaptive_clip.percentile",
+        "args.adaptive_clip.window",
+        "args.adaptive_clip.min_history",
         "args.warmup_steps",
         "cluster.workers_min",
         "cluster.workers_max",

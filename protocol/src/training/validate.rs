@@ -171,6 +171,28 @@ impl TrainSpec {
                 "must be a positive number",
             );
         }
+        if let Some(ac) = a.adaptive_clip {
+            c.check(
+                ac.factor.is_finite() && ac.factor > 0.0 && ac.factor <= 100.0,
+                "args.adaptive_clip.factor",
+                "must be a number in (0, 100]",
+            );
+            c.check(
+                (0.0..=1.0).contains(&ac.percentile),
+                "args.adaptive_clip.percentile",
+                "must be a number in [0, 1]",
+            );
+            c.check(
+                (1..=100_000).contains(&ac.window),
+                "args.adaptive_clip.window",
+                "must be between 1 and 100000",
+            );
+            c.check(
+                (1..=ac.window).contains(&ac.min_history),
+                "args.adaptive_clip.min_history",
+                "must be between 1 and window",
+            );
+        }
     }
 
     fn check_cluster(&self, c: &mut Checker) {

@@ -96,6 +96,9 @@ pub enum Refusal {
     /// The id is already scheduled.
     #[error("sequence {0} is already scheduled")]
     Duplicate(SeqId),
+    /// The sampling settings are out of range (validated requests never are).
+    #[error("sampling settings: {0}")]
+    Sampling(String),
 }
 
 /// How a sequence ended.

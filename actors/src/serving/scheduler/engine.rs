@@ -272,7 +272,7 @@ impl<G: Generator> Worker<G> {
 
     fn sample(&mut self, id: SeqId, logits: &[f32]) -> std::result::Result<u32, String> {
         match self.samplers.get_mut(&id) {
-            Some(s) => s.sample(logits),
+            Some(s) => s.sample(logits).map_err(|e| e.to_string()),
             None => Err(format!("sequence {id} has no sampler")),
         }
     }
@@ -296,18 +296,23 @@ impl<G: Generator> Engine<G> {
                 events,
                 reply,
             } => {
-                let r = self.core.submit(id, req);
-                match &r {
-                    Ok(()) => {
+                let r = sampling
+                    .sampler()
+                    .map_err(Refusal::Sampling)
+                    .and_then(|sampler| self.core.submit(id, req).map(|()| sampler));
+                let r = match r {
+                    Ok(sampler) => {
                         self.streams.insert(id, events);
                         if let Some(w) = self.worker.as_mut() {
-                            w.samplers.insert(id, Sampler::new(sampling));
+                            w.samplers.insert(id, sampler);
                         }
+                        Ok(())
                     }
-                    Err(_) => {
+                    Err(refusal) => {
                         self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        Err(refusal)
                     }
-                }
+                };
                 // If the caller gave up meanwhile, the closed stream is swept up next.
                 let _ = reply.send(r);
             }

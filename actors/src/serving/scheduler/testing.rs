@@ -130,7 +130,7 @@ pub(crate) fn drive(
         while arrivals.front().is_some_and(|a| a.at <= step) {
             let a = arrivals.pop_front().unwrap();
             core.submit(a.id, a.req).unwrap();
-            samplers.insert(a.id, Sampler::new(a.sampling));
+            samplers.insert(a.id, a.sampling.sampler().unwrap());
         }
         let admitted = core.admit();
         let decodes = core.decode_batch(|_| true);

@@ -18,7 +18,7 @@ use crate::training::client::{LocalParams, ParamClient};
 use crate::training::dispatch::{self, Dispatch, LocalDispatch};
 use crate::training::elastic::{self, Role, Why};
 use crate::training::ledger::Ledger;
-use crate::training::optim::{FlatOptimizer, LrPlan, SgdMomentum};
+use crate::training::optim::{ClipConfig, FlatOptimizer, LrPlan, ShardOptimizer};
 use crate::training::param_server;
 use crate::training::param_server::core::{Shard, Snapshot};
 use crate::training::trainer::{self, GradientSource, Outcome};
@@ -124,8 +124,8 @@ pub fn lr() -> LrPlan {
     }
 }
 
-pub fn optimizer(n: usize) -> SgdMomentum {
-    SgdMomentum::new(n, 0.9, 0.0)
+pub fn optimizer(n: usize) -> ShardOptimizer {
+    ShardOptimizer::sgd(n, 0.9, 0.0).unwrap()
 }
 
 pub struct Job {
@@ -135,6 +135,8 @@ pub struct Job {
     consistency: Consistency,
     precision: Precision,
     max_steps: Option<u64>,
+    /// The trainers' clipping (async and ssp) for workers added from now on.
+    pub trainer_clip: Option<ClipConfig>,
 }
 
 impl Job {
@@ -167,7 +169,7 @@ impl Job {
                     max_consecutive_nonfinite: 3,
                     lr: lr(),
                     save_every: SAVE_EVERY,
-                    clip_norm: None,
+                    clip: None,
                 },
                 init[r.clone()].to_vec(),
                 Box::new(optimizer(r.len())),
@@ -209,6 +211,7 @@ impl Job {
             consistency,
             precision,
             max_steps,
+            trainer_clip: None,
         };
         for w in 0..workers {
             // Worker 2 is three times slower than the others.
@@ -228,7 +231,7 @@ impl Job {
                 worker: w,
                 sync: self.consistency == Consistency::Sync,
                 precision: self.precision,
-                clip_norm: None,
+                clip: self.trainer_clip,
                 max_steps: self.max_steps,
                 lr: lr(),
                 idle_wait: Duration::from_millis(2),

@@ -7,6 +7,7 @@ use tokio::time::timeout;
 
 use super::harness::*;
 use crate::training::dispatch;
+use crate::training::optim::ClipConfig;
 use crate::training::trainer::Outcome;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -71,6 +72,32 @@ async fn async_training_with_half_precision_gradients_learns() {
     println!("async: {stats:?}");
     assert!(stats.updates >= 40, "{stats:?}");
     assert_learned(&params, "async");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_training_with_adaptive_clipping_learns() {
+    let mut job = Job::start_with(Consistency::Async, Precision::F32, 0, None, None)
+        .await
+        .unwrap();
+    // Each trainer clips to twice the median of its last 20 norms once it has seen 5.
+    job.trainer_clip = Some(ClipConfig {
+        factor: 2.0,
+        percentile: 0.5,
+        window: 20,
+        min_history: 5,
+        max_norm: None,
+    });
+    for w in 0..3 {
+        job.add(WorkerId(w), Duration::from_micros(100))
+            .await
+            .unwrap();
+    }
+    let (params, outcomes) = job.finish().await;
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Outcome::Done { .. })),
+        "{outcomes:?}"
+    );
+    assert_learned(&params, "async with adaptive clipping");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

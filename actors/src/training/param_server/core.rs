@@ -36,7 +36,7 @@ use flotilla_protocol::training::{Consistency, GradPayload, WorkerId};
 use serde::{Deserialize, Serialize};
 
 use crate::training::error::{Error, Result};
-use crate::training::optim::{FlatOptimizer, LrPlan};
+use crate::training::optim::{ClipConfig, FlatOptimizer, GradClipper, LrPlan};
 
 /// What a shard is configured with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,9 +50,10 @@ pub struct Config {
     /// never), so every shard of a job keeps its state at exactly the checkpoint's step while
     /// training goes on.
     pub save_every: u64,
-    /// Sync mode: clip each step's mean gradient to this global L2 norm (see the module docs).
-    /// Ignored in async and ssp modes, where trainers clip.
-    pub clip_norm: Option<f32>,
+    /// Sync mode: clip each step's mean gradient by its global L2 norm, to a fixed or an
+    /// adaptive threshold (see the module docs). Ignored in async and ssp modes, where trainers
+    /// clip.
+    pub clip: Option<ClipConfig>,
 }
 
 /// Whether a pull may be answered.
@@ -133,6 +134,11 @@ pub struct Shard {
     awaiting: Option<AwaitingNorm>,
     /// The global norm of the last step clipped here (sync with clipping).
     last_norm: Option<f32>,
+    /// The step's clipping (sync with clipping): every shard of a job sees the same global
+    /// norms in the same order, so adaptive thresholds agree across shards.
+    clipper: Option<GradClipper>,
+    /// Why `cfg.clip` could not be used; the shard stays failed, even after a restore.
+    bad_clip: Option<String>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -148,6 +154,10 @@ impl std::fmt::Debug for Shard {
 impl Shard {
     /// A shard starting from `params` (its range of the initial vector) at version 0.
     pub fn new(cfg: Config, params: Vec<f32>, opt: Box<dyn FlatOptimizer>) -> Self {
+        let (clipper, bad_clip) = match cfg.clip.map(GradClipper::new).transpose() {
+            Ok(clipper) => (clipper, None),
+            Err(e) => (None, Some(format!("shard {}: clipping: {e}", cfg.shard))),
+        };
         Self {
             cfg,
             params,
@@ -159,10 +169,12 @@ impl Shard {
             skipped: 0,
             consecutive_nonfinite: 0,
             max_staleness: 0,
-            failed: None,
+            failed: bad_clip.clone(),
             saved: None,
             awaiting: None,
             last_norm: None,
+            clipper,
+            bad_clip,
         }
     }
 
@@ -177,7 +189,7 @@ impl Shard {
     }
 
     /// The global gradient norm of the step that produced the current version, when this
-    /// shard clips (sync mode with `clip_norm`); trainers pass it on to shards still waiting.
+    /// shard clips (sync mode with clipping); trainers pass it on to shards still waiting.
     pub fn last_norm(&self) -> Option<f32> {
         self.last_norm
     }
@@ -260,8 +272,9 @@ impl Shard {
         })
     }
 
-    /// Sync with clipping: the global gradient norm of step `step`. The held mean is scaled to
-    /// `clip_norm` when the norm exceeds it and applied, and the shard moves to `step + 1`.
+    /// Sync with clipping: the global gradient norm of step `step`. The held mean is scaled
+    /// down to the clipper's threshold (fixed, or adaptive: the same on every shard, which all
+    /// see the same norms) when the norm exceeds it and applied, and the shard moves to `step + 1`.
     /// A step already finished is a no-op (another trainer sent the same norm first); a
     /// non-finite norm skips the step.
     pub fn finish(&mut self, step: u64, norm: f32) -> Result<()> {
@@ -281,11 +294,8 @@ impl Shard {
             self.skip();
         } else {
             let mut mean = a.mean;
-            if let Some(max) = self.cfg.clip_norm {
-                if norm > max && norm > 0.0 {
-                    let f = max / norm;
-                    mean.iter_mut().for_each(|x| *x *= f);
-                }
+            if let Some(clipper) = self.clipper.as_mut() {
+                clipper.clip_with_norm(&mut mean, f64::from(norm));
             }
             // A failed update fails the shard; pulls then report it.
             let _ = self.apply(&mean);
@@ -426,7 +436,7 @@ impl Shard {
                     *m += w * g;
                 }
             }
-            if self.cfg.clip_norm.is_some() {
+            if self.clipper.is_some() {
                 let partial_sq = mean.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
                 self.awaiting = Some(AwaitingNorm {
                     step: self.version,
@@ -558,7 +568,7 @@ impl Shard {
         self.awaiting = None;
         self.last_norm = None;
         self.consecutive_nonfinite = 0;
-        self.failed = None;
+        self.failed = self.bad_clip.clone();
         Ok(())
     }
 }

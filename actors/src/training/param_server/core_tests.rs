@@ -3,7 +3,7 @@ use flotilla_protocol::training::{Consistency, GradPayload, Precision, WorkerId}
 
 use super::core::{Config, Readiness, Shard};
 use crate::training::error::Error;
-use crate::training::optim::{LrPlan, SgdMomentum};
+use crate::training::optim::{ClipConfig, LrPlan, ShardOptimizer};
 
 const A: WorkerId = WorkerId(0);
 const B: WorkerId = WorkerId(1);
@@ -18,10 +18,10 @@ fn shard(consistency: Consistency, params: Vec<f32>) -> Shard {
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(1.0),
             save_every: 0,
-            clip_norm: None,
+            clip: None,
         },
         params,
-        Box::new(SgdMomentum::new(n, 0.0, 0.0)),
+        Box::new(ShardOptimizer::sgd(n, 0.0, 0.0).unwrap()),
     )
 }
 
@@ -258,10 +258,10 @@ fn snapshots_restore_parameters_optimizer_and_clocks() {
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(1.0),
             save_every: 0,
-            clip_norm: None,
+            clip: None,
         },
         vec![0.0; n],
-        Box::new(SgdMomentum::new(n, 0.0, 0.0)),
+        Box::new(ShardOptimizer::sgd(n, 0.0, 0.0).unwrap()),
     );
     fresh.restore(snap.clone()).unwrap();
     assert_eq!(fresh.snapshot(), snap);
@@ -281,10 +281,10 @@ fn sync_shards_keep_their_state_at_checkpoint_steps() {
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(1.0),
             save_every: 2,
-            clip_norm: None,
+            clip: None,
         },
         vec![0.0, 0.0],
-        Box::new(SgdMomentum::new(2, 0.0, 0.0)),
+        Box::new(ShardOptimizer::sgd(2, 0.0, 0.0).unwrap()),
     );
     s.join(A).unwrap();
     for step in 0..3 {
@@ -318,10 +318,10 @@ fn clipping(clip: f32) -> Shard {
             max_consecutive_nonfinite: 3,
             lr: LrPlan::constant(1.0),
             save_every: 0,
-            clip_norm: Some(clip),
+            clip: Some(ClipConfig::fixed(clip)),
         },
         vec![0.0, 0.0],
-        Box::new(SgdMomentum::new(2, 0.0, 0.0)),
+        Box::new(ShardOptimizer::sgd(2, 0.0, 0.0).unwrap()),
     )
 }
 
@@ -406,4 +406,88 @@ fn sync_clipping_skips_a_step_whose_norm_is_not_finite() {
     s.finish(0, f32::INFINITY).unwrap();
     assert_eq!((s.version(), s.stats().skipped), (1, 1));
     assert_eq!(s.params(), &[0.0, 0.0]);
+}
+
+fn clipped_by(clip: ClipConfig, params: Vec<f32>) -> Shard {
+    let n = params.len();
+    Shard::new(
+        Config {
+            shard: 0,
+            consistency: Consistency::Sync,
+            max_consecutive_nonfinite: 3,
+            lr: LrPlan::constant(1.0),
+            save_every: 0,
+            clip: Some(clip),
+        },
+        params,
+        Box::new(ShardOptimizer::sgd(n, 0.0, 0.0).unwrap()),
+    )
+}
+
+#[test]
+fn sync_adaptive_clipping_follows_the_runs_norms_and_agrees_across_shards() {
+    // Threshold: the median of the norms seen so far, once two have been seen; no cap.
+    let adaptive = ClipConfig {
+        factor: 1.0,
+        percentile: 0.5,
+        window: 4,
+        min_history: 2,
+        max_norm: None,
+    };
+    // Two shards of a two-value model, one value each, trained by one worker with SGD at lr 1.
+    let mut shards = [
+        clipped_by(adaptive, vec![0.0]),
+        clipped_by(adaptive, vec![0.0]),
+    ];
+    for s in &mut shards {
+        s.join(A).unwrap();
+    }
+    let mut step = |version: u64, grad: [f32; 2]| {
+        for (s, x) in shards.iter_mut().zip(grad) {
+            assert_eq!(
+                s.push(A, version, 1, &g(&[x])).unwrap(),
+                PushOutcome::Pending
+            );
+        }
+        let sq: f64 = shards
+            .iter()
+            .map(|s| match s.pull_ready(A, Some(version)).unwrap() {
+                Readiness::NeedsNorm { partial_sq, .. } => partial_sq,
+                other => panic!("the step waits for its norm, not {other:?}"),
+            })
+            .sum();
+        for s in &mut shards {
+            s.finish(version, sq.sqrt() as f32).unwrap();
+        }
+        [shards[0].params()[0], shards[1].params()[0]]
+    };
+    // Norms 5 and 10 fill the history unclipped.
+    assert_eq!(step(0, [3.0, 4.0]), [-3.0, -4.0]);
+    assert_eq!(step(1, [6.0, 8.0]), [-9.0, -12.0]);
+    // Norm 50 is clipped to the median of {5, 10} (nearest rank: 10) on both shards alike, so
+    // the step keeps its direction.
+    let p = step(2, [30.0, 40.0]);
+    assert!(
+        (p[0] + 15.0).abs() < 1e-4 && (p[1] + 20.0).abs() < 1e-4,
+        "{p:?}"
+    );
+    // Norm 8 stays under the median of {5, 10, 50}; a norm-25 step is clipped to the median of
+    // {5, 8, 10, 50} (nearest rank: 10).
+    let p = step(3, [4.8, 6.4]);
+    assert!((p[0] + 19.8).abs() < 1e-4, "{p:?}");
+    let p = step(4, [15.0, 20.0]);
+    assert!(
+        (p[0] + 25.8).abs() < 1e-3 && (p[1] + 34.4).abs() < 1e-3,
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_clipping_config_the_numerics_refuse_fails_the_shard() {
+    let bad = ClipConfig {
+        window: 0,
+        ..ClipConfig::default()
+    };
+    let s = clipped_by(bad, vec![0.0]);
+    assert!(s.failure().is_some_and(|f| f.contains("clip")), "{s:?}");
 }

@@ -9,7 +9,7 @@ use super::core::{Config, Shard};
 use super::rpc::serve;
 use super::{Handle, StepNorm};
 use crate::testing::CrashStore;
-use crate::training::optim::{LrPlan, SgdMomentum};
+use crate::training::optim::{LrPlan, ShardOptimizer};
 
 const W: WorkerId = WorkerId(4);
 
@@ -21,10 +21,10 @@ async fn server() -> Handle {
             max_consecutive_nonfinite: 2,
             lr: LrPlan::constant(1.0),
             save_every: 0,
-            clip_norm: None,
+            clip: None,
         },
         vec![1.0, 2.0, 3.0, 4.0],
-        Box::new(SgdMomentum::new(4, 0.0, 0.0)),
+        Box::new(ShardOptimizer::sgd(4, 0.0, 0.0).unwrap()),
     );
     Handle::spawn(shard, super::Config::default())
         .await

@@ -12,10 +12,11 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::msg::Msg;
-use super::{clip, Config, GradientSource, Outcome};
+use super::{Config, GradientSource, Outcome};
 use crate::training::client::{self, ParamClient};
 use crate::training::dispatch::{Dispatch, Work};
 use crate::training::error::{Error, Result};
+use crate::training::optim::{global_norm, GradClipper};
 
 /// The actor type.
 #[derive(Debug)]
@@ -45,6 +46,8 @@ pub struct State {
     steps: u64,
     samples: u64,
     done: Option<oneshot::Sender<Outcome>>,
+    /// Async and ssp with clipping: this worker's clipper (its own history of norms).
+    clipper: Option<GradClipper>,
 }
 
 enum Next {
@@ -117,7 +120,11 @@ impl State {
             // Every shard must skip this step, not only the one whose range went bad.
             grad.fill(f32::NAN);
         }
-        let grad_norm = clip(&mut grad, self.cfg.clip_norm);
+        let norm = global_norm(&grad);
+        if let Some(clipper) = self.clipper.as_mut() {
+            clipper.clip_with_norm(&mut grad, norm);
+        }
+        let grad_norm = norm as f32;
         let samples = u32::try_from(n).unwrap_or(u32::MAX);
         let outcomes = self.push_all(&versions, samples, &grad).await?;
         if outcomes
@@ -197,6 +204,7 @@ impl Actor for Trainer {
         args: Args,
     ) -> std::result::Result<State, ActorProcessingErr> {
         let ranges = client::ranges(args.params.as_ref());
+        let clipper = args.cfg.clip.map(GradClipper::new).transpose()?;
         myself.cast(Msg::Step)?;
         Ok(State {
             cfg: args.cfg,
@@ -208,6 +216,7 @@ impl Actor for Trainer {
             steps: 0,
             samples: 0,
             done: Some(args.done),
+            clipper,
         })
     }
 

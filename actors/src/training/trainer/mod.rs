@@ -17,7 +17,7 @@ pub mod msg;
 use flotilla_protocol::training::{Precision, WorkerId};
 
 use crate::data::record::Record;
-use crate::training::optim::LrPlan;
+use crate::training::optim::{ClipConfig, LrPlan};
 
 pub use handle::Handle;
 
@@ -36,9 +36,10 @@ pub struct Config {
     pub sync: bool,
     /// Wire precision of gradients.
     pub precision: Precision,
-    /// Clip each gradient to this global L2 norm (async and ssp; in sync mode the shards clip
-    /// the step's mean gradient instead, so this is `None` there).
-    pub clip_norm: Option<f32>,
+    /// Clip each gradient by its global L2 norm, to a fixed or an adaptive threshold (async
+    /// and ssp; in sync mode the shards clip the step's mean gradient instead, so this is
+    /// `None` there).
+    pub clip: Option<ClipConfig>,
     /// Stop once the shards have taken this many steps.
     pub max_steps: Option<u64>,
     /// For reports: the rate the servers apply.
@@ -56,41 +57,4 @@ pub enum Outcome {
     Drained { steps: u64, samples: u64 },
     /// An error stopped it.
     Failed(String),
-}
-
-/// L2 norm of a flat gradient (accumulated in f64).
-pub fn l2_norm(g: &[f32]) -> f32 {
-    g.iter()
-        .map(|&x| f64::from(x) * f64::from(x))
-        .sum::<f64>()
-        .sqrt() as f32
-}
-
-/// Scales `g` down to norm `max` when it is longer; returns the norm before clipping.
-pub fn clip(g: &mut [f32], max: Option<f32>) -> f32 {
-    let norm = l2_norm(g);
-    if let Some(max) = max {
-        if norm.is_finite() && norm > max && norm > 0.0 {
-            let f = max / norm;
-            g.iter_mut().for_each(|x| *x *= f);
-        }
-    }
-    norm
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clipping_scales_to_the_bound() {
-        let mut g = vec![3.0, 4.0];
-        assert_eq!(clip(&mut g, Some(1.0)), 5.0);
-        assert!((l2_norm(&g) - 1.0).abs() < 1e-6);
-        let mut g = vec![0.3, 0.4];
-        clip(&mut g, Some(1.0));
-        assert_eq!(g, vec![0.3, 0.4]);
-        let mut g = vec![f32::NAN, 1.0];
-        assert!(clip(&mut g, Some(1.0)).is_nan());
-    }
 }

@@ -2,7 +2,7 @@
 //! tests), or `flotilla up` as a child process for the tests that signal, freeze or kill the
 //! real binary (the crash loop, lifecycle and freeze tests).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::ffi::OsStr;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

@@ -148,15 +148,21 @@ impl GradClipper {
         if grads.is_empty() {
             return Err(Error::Empty("gradients to clip"));
         }
-        let norm = global_norm(grads);
+        Ok(self.clip_with_norm(grads, global_norm(grads)))
+    }
+
+    /// As [`GradClipper::clip`] with the global norm given: on a parameter-server shard,
+    /// `grads` is one range of a vector whose norm the shards compute together, and every shard
+    /// of a step gets the same norm, so their histories and thresholds stay equal.
+    pub fn clip_with_norm(&mut self, grads: &mut [f32], norm: f64) -> ClipReport {
         let threshold = self.threshold();
         if !norm.is_finite() {
-            return Ok(ClipReport {
+            return ClipReport {
                 norm,
                 threshold,
                 clipped: false,
                 non_finite: true,
-            });
+            };
         }
         let mut clipped = false;
         if let Some(t) = threshold {
@@ -171,12 +177,12 @@ impl GradClipper {
             self.history.pop_front();
         }
         self.history.push_back(norm as f32);
-        Ok(ClipReport {
+        ClipReport {
             norm,
             threshold,
             clipped,
             non_finite: false,
-        })
+        }
     }
 
     /// The settings.

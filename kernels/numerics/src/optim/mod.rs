@@ -18,7 +18,7 @@
 //! A typical server step with mixed precision: unscale (and skip the step on overflow), clip the
 //! true gradients, then update at the scheduled rate:
 //! ```
-//! use flotilla_kernels::optim::{
+//! use flotilla_numerics::optim::{
 //!     AdamWConfig, ClipConfig, GradClipper, LossScaler, OptimizerConfig, ScalerConfig,
 //!     ScalerStep, Schedule,
 //! };
@@ -34,7 +34,7 @@
 //!     opt.step(&mut params, &grads, sched.lr_at(opt.steps_taken()))?;
 //! }
 //! assert_eq!(opt.steps_taken(), 1);
-//! # Ok::<(), flotilla_kernels::Error>(())
+//! # Ok::<(), flotilla_numerics::Error>(())
 //! ```
 
 mod adamw;
@@ -46,7 +46,7 @@ mod state;
 
 pub mod precision;
 
-pub(crate) use adamw::AdamWScalars;
+pub use adamw::AdamWScalars;
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{global_norm, ClipConfig, ClipReport, GradClipper};
 pub use scaler::{LossScaler, ScalerConfig, ScalerStep};

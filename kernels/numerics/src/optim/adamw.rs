@@ -45,7 +45,7 @@ impl Default for AdamWConfig {
 /// The per-step scalars of an AdamW update, computed once on the host (in f64 where precision
 /// matters) and shared by the CPU loop and the GPU kernel so that both apply the same numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct AdamWScalars {
+pub struct AdamWScalars {
     /// `lr / (1 − β₁ᵗ)`.
     pub step_size: f32,
     /// `√(1 − β₂ᵗ)`.
@@ -56,7 +56,7 @@ pub(crate) struct AdamWScalars {
 
 impl AdamWConfig {
     /// Scalars for step `t` (1-based) at learning rate `lr`.
-    pub(crate) fn scalars(&self, t: u64, lr: f32) -> AdamWScalars {
+    pub fn scalars(&self, t: u64, lr: f32) -> AdamWScalars {
         // In f64: β₂ᵗ approaches 1 slowly and (1 − β₂ᵗ) loses digits in f32 early on.
         let t = i32::try_from(t).unwrap_or(i32::MAX);
         let bc1 = 1.0 - f64::from(self.beta1).powi(t);
@@ -111,12 +111,20 @@ struct Consts {
     bc2_sqrt: f32,
 }
 
+/// Whether this CPU runs the AVX-512F build (which also uses AVX2 and FMA).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+}
+
 /// The AdamW update of one run of elements, compiled for AVX-512F or AVX2 + FMA when the CPU has
 /// them (the crate targets baseline x86-64, whose 4-wide SSE2 square roots and divisions are
 /// several times slower). Element-wise, so every build gives the same result.
 fn update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], k: &Consts) {
     #[cfg(target_arch = "x86_64")]
-    if crate::ops::fastmath::has_avx512() {
+    if has_avx512() {
         // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
         return unsafe { update_avx512(params, grads, m, v, k) };
     }
@@ -299,7 +307,7 @@ mod build_tests {
             close(&m, &m0, "avx2 m");
             close(&v, &v0, "avx2 v");
         }
-        if crate::ops::fastmath::has_avx512() {
+        if has_avx512() {
             let (mut p, mut m, mut v) = start();
             // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
             unsafe { update_avx512(&mut p, &grads, &mut m, &mut v, &k) };
