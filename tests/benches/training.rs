@@ -30,14 +30,15 @@ use std::time::{Duration, Instant};
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::remote::spawn_remote;
 use flotilla_actors::training::client::ParamClient;
-use flotilla_kernels::optim::{OptimizerConfig, SgdConfig};
-use flotilla_node::train::remote::{
-    shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE,
+use flotilla_actors::training::coordinator::params::{
+    optimizer_json, shard_actor, RemoteParams, PARAM_SERVER_ROLE,
 };
+use flotilla_kernels::optim::{OptimizerConfig, SgdConfig};
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::RemoteError;
 use flotilla_protocol::services::training::{RequestBody, ResponseBody};
 use flotilla_protocol::training::{Consistency, GradPayload, LrSchedule, WorkerId};
+use flotilla_protocol::training::{LrArgs, ShardArgs};
 use flotilla_tests::{training, wait_until, TestCluster};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -152,7 +153,7 @@ async fn push_pull(cluster: &TestCluster, rounds: usize) -> f64 {
         save_every: 0,
         clip_norm: None,
         adaptive_clip: None,
-        optimizer_json: ShardArgs::optimizer_json(&OptimizerConfig::Sgd(SgdConfig::default())),
+        optimizer_json: optimizer_json(&OptimizerConfig::Sgd(SgdConfig::default())),
         init: vec![0.5; PARAMS],
     };
     spawn_remote::<_, RequestBody, std::result::Result<ResponseBody, RemoteError>>(

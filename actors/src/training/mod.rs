@@ -3,8 +3,8 @@
 //!
 //! Cores (pure, driven by tests and the simulator):
 //! - [`partition`]: the flat parameter vector cut into contiguous shard ranges.
-//! - [`optim`]: the [`optim::FlatOptimizer`] boundary (the node implements it with the kernels'
-//!   AdamW and SGD), SGD with momentum, and the learning-rate schedule.
+//! - [`optim`]: the [`optim::FlatOptimizer`] boundary and [`optim::ShardOptimizer`] (the shared
+//!   numerics' AdamW and SGD), the learning-rate plan and the clipping settings.
 //! - [`param_server::core`]: one shard's aggregation in sync, async and ssp modes, staleness,
 //!   the non-finite policy, snapshots.
 //! - [`shares`]: batch shares proportional to smoothed throughput.
@@ -23,6 +23,8 @@
 //! - [`trainer`]: the `Trainer` actor, driven by a [`trainer::GradientSource`], talking to
 //!   the shards through [`client::ParamClient`] and to the coordinator through
 //!   [`dispatch::Dispatch`], so the node can put the mesh in between.
+//! - [`coordinator`]: the mesh in between — the `param_server` role, the shards and the
+//!   coordinator reached over remote-actor calls.
 //!
 //! Known limit: a push to several shards is not atomic. When a worker dies between its pushes
 //! to two shards, its lease is given back (the sample ledger stays exactly-once) and a sync
@@ -33,6 +35,7 @@
 pub mod assignment;
 pub mod checkpoint;
 pub mod client;
+pub mod coordinator;
 pub mod dispatch;
 pub mod elastic;
 pub mod error;

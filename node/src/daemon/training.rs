@@ -21,8 +21,8 @@ use crate::train::checkpoint_writers::RunCoordinators;
 use crate::train::checkpoints::{CheckpointStore, CHECKPOINT_STORE};
 use crate::train::job::TrainContext;
 use crate::train::metrics::TrainMetrics;
-use crate::train::remote::{ParamServerRole, PARAM_SERVER_ROLE};
 use crate::train::workers::{TrainerRole, TRAINER_ROLE};
+use flotilla_actors::training::coordinator::params::{ParamServerRole, PARAM_SERVER_ROLE};
 
 /// The training gauges in `/metrics`.
 pub(super) fn register_metrics(registry: &mut Registry) -> Arc<TrainMetrics> {

@@ -34,7 +34,7 @@ use flotilla_protocol::NodeId;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint_writers::Writers;
-use super::remote::RemoteParams;
+use flotilla_actors::training::coordinator::params::RemoteParams;
 
 /// The endpoint name every node serves its checkpoint store under.
 pub const CHECKPOINT_STORE: &str = "train/checkpoints";

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use super::job::{Progress, TrainContext};
-use super::remote::RemoteParams;
 use crate::models::evaluation::evaluate;
 use crate::models::gradient::ClassifierSource;
+use flotilla_actors::training::coordinator::params::RemoteParams;
 
 /// Evaluations every `every` steps during a run.
 pub(super) struct Periodic {

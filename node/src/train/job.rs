@@ -36,11 +36,15 @@ use tokio::sync::mpsc;
 
 use super::checkpoints;
 use super::recovery::{lost_shard_host, History, Saver};
-use super::remote::{shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE};
-use super::workers::{dispatch_actor, trainer_actor, DispatchEndpoint, TrainerArgs, TRAINER_ROLE};
+use super::workers::{trainer_actor, TrainerArgs, TRAINER_ROLE};
 use crate::data::reader::VersionReader;
 use crate::data::DataNode;
 use crate::models::build::ModelArgs;
+use flotilla_actors::training::coordinator::dispatch::{dispatch_actor, DispatchEndpoint};
+use flotilla_actors::training::coordinator::params::{
+    optimizer_json, shard_actor, RemoteParams, PARAM_SERVER_ROLE,
+};
+use flotilla_protocol::training::{LrArgs, ShardArgs};
 
 /// What a node needs to coordinate a training run.
 #[derive(Clone)]
@@ -244,7 +248,7 @@ pub async fn run(
         adaptive_clip: (consistency == Consistency::Sync)
             .then_some(spec.args.adaptive_clip)
             .flatten(),
-        optimizer_json: ShardArgs::optimizer_json(&optimizer),
+        optimizer_json: optimizer_json(&optimizer),
         init: Vec::new(),
     };
     let n = records.len();

@@ -1,10 +1,9 @@
 //! Training runs on this node: the `train` job's coordinator and the distributed roles it
 //! spawns, on the model code of [`crate::models`].
 //!
-//! - [`remote`]: the `param_server` role a node hosts for remote spawning, and
-//!   [`remote::RemoteParams`], the trainers' `ParamClient` over the mesh.
-//! - [`workers`]: a job's coordinator as a mesh endpoint, [`workers::RemoteDispatch`], and the
-//!   `trainer` role (a kernels-backed trainer under the node's supervisor).
+//! - [`workers`]: the `trainer` role (a kernels-backed trainer under the node's supervisor). The
+//!   `param_server` role, the shards and the coordinator over the mesh are the actors'
+//!   (`flotilla_actors::training::coordinator`).
 //! - [`checkpoints`]: every node's checkpoint store endpoint, and how a coordinator saves a
 //!   checkpoint on its holders and restores shards from one.
 //! - [`checkpoint_writers`]: who may write a run's checkpoints into a store (its coordinator).
@@ -21,5 +20,4 @@ pub mod job;
 pub mod metrics;
 pub mod preflight;
 mod recovery;
-pub mod remote;
 pub mod workers;

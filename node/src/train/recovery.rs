@@ -25,7 +25,8 @@ use serde_json::{json, Value};
 
 use super::checkpoints::{self, SaveArgs};
 use super::job::TrainContext;
-use super::remote::{shard_actor, RemoteParams, ShardArgs};
+use flotilla_actors::training::coordinator::params::{shard_actor, RemoteParams};
+use flotilla_protocol::training::ShardArgs;
 
 /// How long a shard host has to answer a ping before it counts as lost.
 const PING: Duration = Duration::from_secs(2);

@@ -1,165 +1,35 @@
-//! Trainers on any node: a job's coordinator (`LocalDispatch`) reachable over the mesh as a
-//! named endpoint, [`RemoteDispatch`] — the trainers' `Dispatch` over remote-actor calls — and
-//! the `trainer` role that spawns a kernels-backed trainer under a node's supervisor.
+//! Trainers on any node: the `trainer` role that spawns a kernels-backed trainer under a node's
+//! supervisor, reaching its shards and its coordinator over the mesh (the actors'
+//! `coordinator::{params, dispatch}`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-use flotilla_actors::data::record::Record;
 use flotilla_actors::mesh::Mesh;
 use flotilla_actors::remote::{self, Endpoint, RemoteActor, Role};
-use flotilla_actors::training::assignment::Lease;
 use flotilla_actors::training::client::ParamClient;
-use flotilla_actors::training::dispatch::{Dispatch, LocalDispatch, Work};
-use flotilla_actors::training::error::{Error, Result};
+use flotilla_actors::training::coordinator::dispatch::{dispatch_actor, RemoteDispatch};
+use flotilla_actors::training::coordinator::params::RemoteParams;
+use flotilla_actors::training::dispatch::Dispatch;
 use flotilla_actors::training::optim::clip_config;
 use flotilla_actors::training::trainer::{self, GradientSource};
 use flotilla_protocol::jobs::JobId;
-use flotilla_protocol::training::{AdaptiveClip, Precision, WorkerId, WorkerReport};
+use flotilla_protocol::training::{AdaptiveClip, LrArgs, Precision, WorkerId};
 use flotilla_protocol::NodeId;
 use ractor::ActorCell;
 use serde::{Deserialize, Serialize};
 
-use super::remote::{LrArgs, RemoteParams};
 use crate::models::build::ModelArgs;
 use crate::models::gradient::ClassifierSource;
 
 /// The role name trainers are spawned under.
 pub const TRAINER_ROLE: &str = "trainer";
 
-/// The actor name of `job`'s coordinator.
-pub fn dispatch_actor(job: &JobId) -> String {
-    format!("train/{job}/dispatch")
-}
-
 /// The actor name of `job`'s trainer `worker`.
 pub fn trainer_actor(job: &JobId, worker: WorkerId) -> String {
     format!("train/{job}/trainer/{}", worker.0)
-}
-
-/// A trainer's question to its coordinator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum DispatchAsk {
-    NextBatch {
-        worker: WorkerId,
-        step: Option<u64>,
-    },
-    Ack {
-        worker: WorkerId,
-        lease: u64,
-        step: Option<u64>,
-    },
-    GiveBack {
-        worker: WorkerId,
-    },
-    Report(WorkerReport),
-    Leave {
-        worker: WorkerId,
-    },
-}
-
-/// The coordinator's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum DispatchReply {
-    Batch { lease: Lease, records: Vec<Record> },
-    Idle,
-    Done,
-    Flag(bool),
-    Ok,
-}
-
-type Answer = std::result::Result<DispatchReply, String>;
-
-/// A job's coordinator as a mesh endpoint.
-pub struct DispatchEndpoint(pub Arc<LocalDispatch>);
-
-#[async_trait::async_trait]
-impl Endpoint for DispatchEndpoint {
-    async fn call(&self, _from: &NodeId, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-        let d = &self.0;
-        let answer: Answer = match remote::decode::<DispatchAsk>(&payload)? {
-            DispatchAsk::NextBatch { worker, step } => {
-                d.next_batch(worker, step).await.map(|w| match w {
-                    Work::Batch { lease, records } => DispatchReply::Batch { lease, records },
-                    Work::Idle => DispatchReply::Idle,
-                    Work::Done => DispatchReply::Done,
-                })
-            }
-            DispatchAsk::Ack {
-                worker,
-                lease,
-                step,
-            } => d.ack(worker, lease, step).await.map(DispatchReply::Flag),
-            DispatchAsk::GiveBack { worker } => {
-                d.give_back(worker).await.map(|()| DispatchReply::Ok)
-            }
-            DispatchAsk::Report(r) => d.report(r).await.map(|()| DispatchReply::Ok),
-            DispatchAsk::Leave { worker } => d.leave(worker).await.map(DispatchReply::Flag),
-        }
-        .map_err(|e| e.to_string());
-        remote::encode(&answer)
-    }
-}
-
-/// The trainers' `Dispatch` over the mesh.
-pub struct RemoteDispatch(pub RemoteActor<DispatchAsk, Answer>);
-
-impl RemoteDispatch {
-    async fn ask(&self, q: DispatchAsk) -> Result<DispatchReply> {
-        let peer = self.0.peer().clone();
-        self.0
-            .call(&q)
-            .await
-            .map_err(|e| Error::Failed(format!("coordinator on {peer}: {e}")))?
-            .map_err(|e| Error::Failed(format!("coordinator on {peer}: {e}")))
-    }
-}
-
-fn unexpected(r: DispatchReply) -> Error {
-    Error::Failed(format!("unexpected answer from the coordinator: {r:?}"))
-}
-
-#[async_trait::async_trait]
-impl Dispatch for RemoteDispatch {
-    async fn next_batch(&self, worker: WorkerId, step: Option<u64>) -> Result<Work> {
-        match self.ask(DispatchAsk::NextBatch { worker, step }).await? {
-            DispatchReply::Batch { lease, records } => Ok(Work::Batch { lease, records }),
-            DispatchReply::Idle => Ok(Work::Idle),
-            DispatchReply::Done => Ok(Work::Done),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn ack(&self, worker: WorkerId, lease: u64, step: Option<u64>) -> Result<bool> {
-        match self
-            .ask(DispatchAsk::Ack {
-                worker,
-                lease,
-                step,
-            })
-            .await?
-        {
-            DispatchReply::Flag(b) => Ok(b),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn give_back(&self, worker: WorkerId) -> Result<()> {
-        self.ask(DispatchAsk::GiveBack { worker }).await.map(|_| ())
-    }
-
-    async fn report(&self, report: WorkerReport) -> Result<()> {
-        self.ask(DispatchAsk::Report(report)).await.map(|_| ())
-    }
-
-    async fn leave(&self, worker: WorkerId) -> Result<bool> {
-        match self.ask(DispatchAsk::Leave { worker }).await? {
-            DispatchReply::Flag(b) => Ok(b),
-            other => Err(unexpected(other)),
-        }
-    }
 }
 
 /// What a trainer is spawned from: its job and worker id, where the shards and the

@@ -13,6 +13,10 @@ use flotilla_actors::mesh::Mesh;
 use flotilla_actors::remote::spawn_remote;
 use flotilla_actors::training::assignment::permutation;
 use flotilla_actors::training::client::{LocalParams, ParamClient};
+use flotilla_actors::training::coordinator::dispatch::{dispatch_actor, DispatchEndpoint};
+use flotilla_actors::training::coordinator::params::{
+    optimizer_json, shard_actor, RemoteParams, PARAM_SERVER_ROLE,
+};
 use flotilla_actors::training::dispatch::{self, Dispatch, LocalDispatch};
 use flotilla_actors::training::elastic::{self, Role, Why};
 use flotilla_actors::training::optim::ShardOptimizer;
@@ -28,16 +32,12 @@ use flotilla_node::cli::demo::local_node_config;
 use flotilla_node::models::build::{ModelArgs, TokenizerArgs};
 use flotilla_node::models::gradient::ClassifierSource;
 use flotilla_node::train::checkpoints::CHECKPOINT_STORE;
-use flotilla_node::train::remote::{
-    shard_actor, LrArgs, RemoteParams, ShardArgs, PARAM_SERVER_ROLE,
-};
-use flotilla_node::train::workers::{
-    dispatch_actor, trainer_actor, DispatchEndpoint, TrainerArgs, TRAINER_ROLE,
-};
+use flotilla_node::train::workers::{trainer_actor, TrainerArgs, TRAINER_ROLE};
 use flotilla_node::RunningNode;
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::RemoteError;
 use flotilla_protocol::services::training::{RequestBody, ResponseBody};
+use flotilla_protocol::training::{LrArgs, ShardArgs};
 
 type Reply = Result<ResponseBody, RemoteError>;
 use flotilla_protocol::training::{Consistency, LrSchedule, Precision, WorkerId};
@@ -363,7 +363,7 @@ async fn the_same_run_with_shards_on_other_nodes_over_the_mesh() {
             save_every: 0,
             clip_norm: None,
             adaptive_clip: None,
-            optimizer_json: ShardArgs::optimizer_json(&optimizer()),
+            optimizer_json: optimizer_json(&optimizer()),
             init: init[r].to_vec(),
         };
         spawn_remote::<_, RequestBody, Reply>(
@@ -474,7 +474,7 @@ async fn trainers_on_three_nodes_survive_the_death_of_one_mid_epoch() {
             save_every: 0,
             clip_norm: None,
             adaptive_clip: None,
-            optimizer_json: ShardArgs::optimizer_json(&optimizer()),
+            optimizer_json: optimizer_json(&optimizer()),
             init: setup.init[r].to_vec(),
         };
         spawn_remote::<_, RequestBody, Reply>(

@@ -5,11 +5,13 @@
 //! - [`validate`]: [`TrainSpec::validate`], field-level errors for every bad field.
 //! - [`wire`]: gradients as f32, f16 or bf16 payloads, with the conversions.
 //! - [`metrics`]: what a worker reports per step and the per-step record the coordinator keeps.
+//! - [`roles`]: what a coordinator sends to spawn a parameter-server shard ([`ShardArgs`]).
 //!
 //! A training spec is standalone rather than a variant of [`crate::jobs::JobKind`]: job kinds
 //! are `Eq + Ord + Hash` (they key catalog records) and a spec holds learning rates as floats.
 
 pub mod metrics;
+pub mod roles;
 pub mod spec;
 pub mod validate;
 pub mod wire;
@@ -18,6 +20,7 @@ pub mod wire;
 mod tests;
 
 pub use metrics::{StepRecord, WorkerReport, WorkerStat};
+pub use roles::{LrArgs, ShardArgs};
 pub use spec::{
     AdaptiveClip, Architecture, ClusterSpec, Consistency, DatasetRef, LrSchedule, Mode,
     ModelSource, NanPolicy, NewModel, OptimizerKind, OutputSpec, Precision, TrainSpec,

@@ -1,57 +1,38 @@
 //! Parameter-server shards on other nodes: the `param_server` role a node's remote-actor host
-//! spawns, and [`RemoteParams`], the trainers' `ParamClient` that reaches those shards through
-//! the mesh with the training messages (`protocol::services::training`) as payloads.
+//! spawns (from [`ShardArgs`]), and [`RemoteParams`], the trainers' and the coordinator's
+//! `ParamClient` that reaches those shards through the mesh with the training messages
+//! (`protocol::services::training`) as payloads.
 
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-use flotilla_actors::mesh::Mesh;
-use flotilla_actors::remote::{self, Endpoint, RemoteActor, Role};
-use flotilla_actors::store::Store;
-use flotilla_actors::training::client::ParamClient;
-use flotilla_actors::training::error::{Error, Result};
-use flotilla_actors::training::optim::{clip_config, LrPlan, ShardOptimizer};
-use flotilla_actors::training::param_server::{self, core::Shard, Pulled};
-use flotilla_actors::training::partition;
-use flotilla_kernels::optim::OptimizerConfig;
+use flotilla_numerics::optim::OptimizerConfig;
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::RemoteError;
 use flotilla_protocol::services::training::{
     CheckpointCommand, PushOutcome, RequestBody, ResponseBody, SavedShard,
 };
-use flotilla_protocol::training::{AdaptiveClip, Consistency, GradPayload, LrSchedule, WorkerId};
+use flotilla_protocol::training::{GradPayload, LrArgs, ShardArgs, WorkerId};
 use flotilla_protocol::NodeId;
 use ractor::ActorCell;
-use serde::{Deserialize, Serialize};
+
+use crate::mesh::Mesh;
+use crate::remote::{self, Endpoint, RemoteActor, Role};
+use crate::store::Store;
+use crate::training::client::ParamClient;
+use crate::training::error::{Error, Result};
+use crate::training::optim::{clip_config, LrPlan, ShardOptimizer};
+use crate::training::param_server::{self, core::Shard, Pulled};
+use crate::training::partition;
 
 /// The role name parameter-server shards are spawned under.
 pub const PARAM_SERVER_ROLE: &str = "param_server";
 
-/// The learning-rate plan as it travels (the servers apply it).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LrArgs {
-    pub peak: f32,
-    pub warmup: u64,
-    pub total: u64,
-    pub decay: LrSchedule,
-}
-
-impl ShardArgs {
-    /// These settings for shard `shard` starting from `init`.
-    pub fn for_shard(&self, shard: u32, init: Vec<f32>) -> ShardArgs {
-        ShardArgs {
-            shard,
-            init,
-            ..self.clone()
-        }
-    }
-
-    /// The JSON form of an optimizer configuration for [`ShardArgs::optimizer_json`].
-    pub fn optimizer_json(config: &OptimizerConfig) -> String {
-        // A plain enum of numbers always serialises.
-        serde_json::to_string(config).unwrap_or_default()
-    }
+/// The JSON form of an optimizer configuration for [`ShardArgs::optimizer_json`].
+pub fn optimizer_json(config: &OptimizerConfig) -> String {
+    // A plain enum of numbers always serialises.
+    serde_json::to_string(config).unwrap_or_default()
 }
 
 impl From<LrArgs> for LrPlan {
@@ -65,32 +46,10 @@ impl From<LrArgs> for LrPlan {
     }
 }
 
-/// What a shard is spawned from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardArgs {
-    pub job: JobId,
-    pub shard: u32,
-    pub consistency: Consistency,
-    pub max_consecutive_nonfinite: u32,
-    pub lr: LrArgs,
-    pub save_every: u64,
-    /// Sync mode: clip each step's mean gradient to this global norm (the shards do it), or
-    /// cap the adaptive threshold with it.
-    pub clip_norm: Option<f32>,
-    /// Sync mode: clip to a threshold that follows the run's norms.
-    pub adaptive_clip: Option<AdaptiveClip>,
-    /// The kernels' `OptimizerConfig` as JSON: it is an internally tagged enum, which bincode
-    /// cannot decode.
-    pub optimizer_json: String,
-    /// The shard's range of the initial parameters.
-    #[serde(with = "flotilla_protocol::floats")]
-    pub init: Vec<f32>,
-}
-
 /// A reply as it travels: the shard's answer or its error, kind included.
 type Reply = std::result::Result<ResponseBody, RemoteError>;
 
-/// Spawns parameter-server shards with the kernels' optimizers; checkpoints go to `store`.
+/// Spawns parameter-server shards with the numerics' optimizers; checkpoints go to `store`.
 pub struct ParamServerRole {
     pub store: Arc<dyn Store>,
 }

@@ -1,0 +1,51 @@
+//! What a run's coordinator sends a node to spawn one of its parameter-server shards: the
+//! arguments of the `param_server` role (the bytes of an actors `Spawn` request).
+
+use serde::{Deserialize, Serialize};
+
+use super::{AdaptiveClip, Consistency, LrSchedule};
+use crate::jobs::JobId;
+
+/// The learning-rate plan as it travels (the servers apply it): linear warmup to `peak`, then
+/// linear or cosine decay to zero at `total` updates (at or below `warmup`: the rate stays at
+/// the peak).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LrArgs {
+    pub peak: f32,
+    pub warmup: u64,
+    pub total: u64,
+    pub decay: LrSchedule,
+}
+
+/// What a shard is spawned from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardArgs {
+    pub job: JobId,
+    pub shard: u32,
+    pub consistency: Consistency,
+    pub max_consecutive_nonfinite: u32,
+    pub lr: LrArgs,
+    pub save_every: u64,
+    /// Sync mode: clip each step's mean gradient to this global norm (the shards do it), or
+    /// cap the adaptive threshold with it.
+    pub clip_norm: Option<f32>,
+    /// Sync mode: clip to a threshold that follows the run's norms.
+    pub adaptive_clip: Option<AdaptiveClip>,
+    /// The optimizer configuration (AdamW or SGD with their settings) as JSON: it is an
+    /// internally tagged enum, which bincode cannot decode.
+    pub optimizer_json: String,
+    /// The shard's range of the initial parameters.
+    #[serde(with = "crate::floats")]
+    pub init: Vec<f32>,
+}
+
+impl ShardArgs {
+    /// These settings for shard `shard` starting from `init`.
+    pub fn for_shard(&self, shard: u32, init: Vec<f32>) -> ShardArgs {
+        ShardArgs {
+            shard,
+            init,
+            ..self.clone()
+        }
+    }
+}
