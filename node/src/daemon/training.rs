@@ -19,10 +19,11 @@ use crate::models::files::ModelFiles;
 use crate::net::mesh::NetMesh;
 use crate::train::checkpoint_writers::RunCoordinators;
 use crate::train::checkpoints::{CheckpointStore, CHECKPOINT_STORE};
+use crate::train::gradients::ClassifierGradients;
 use crate::train::job::TrainContext;
 use crate::train::metrics::TrainMetrics;
-use crate::train::workers::{TrainerRole, TRAINER_ROLE};
 use flotilla_actors::training::coordinator::params::{ParamServerRole, PARAM_SERVER_ROLE};
+use flotilla_actors::training::coordinator::trainers::{TrainerRole, TRAINER_ROLE};
 
 /// The training gauges in `/metrics`.
 pub(super) fn register_metrics(registry: &mut Registry) -> Arc<TrainMetrics> {
@@ -37,7 +38,7 @@ pub(super) fn add_roles(host: &remote::Host, store: Arc<dyn Store>, mesh: &NetMe
         TRAINER_ROLE,
         Arc::new(TrainerRole {
             mesh: Arc::new(mesh.clone()),
-            slowdown,
+            gradients: Arc::new(ClassifierGradients { slowdown }),
         }),
     );
 }

@@ -42,6 +42,17 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The form [`flotilla_protocol::training::TrainerArgs::model`] carries: JSON (the
+    /// transformer configuration inside is JSON already, for the same reason).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(self).map_err(|e| format!("model arguments: {e}"))
+    }
+
+    /// Reads [`ModelArgs::to_bytes`]; anything else is an error naming what is wrong.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("model arguments: {e}"))
+    }
+
     fn new(config: &TransformerConfig, tokenizer: TokenizerArgs) -> Result<Self, String> {
         Ok(Self {
             config_json: serde_json::to_string(config).map_err(|e| e.to_string())?,

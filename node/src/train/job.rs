@@ -36,7 +36,6 @@ use tokio::sync::mpsc;
 
 use super::checkpoints;
 use super::recovery::{lost_shard_host, History, Saver};
-use super::workers::{trainer_actor, TrainerArgs, TRAINER_ROLE};
 use crate::data::reader::VersionReader;
 use crate::data::DataNode;
 use crate::models::build::ModelArgs;
@@ -44,7 +43,8 @@ use flotilla_actors::training::coordinator::dispatch::{dispatch_actor, DispatchE
 use flotilla_actors::training::coordinator::params::{
     optimizer_json, shard_actor, RemoteParams, PARAM_SERVER_ROLE,
 };
-use flotilla_protocol::training::{LrArgs, ShardArgs};
+use flotilla_actors::training::coordinator::trainers::{trainer_actor, TRAINER_ROLE};
+use flotilla_protocol::training::{LrArgs, ShardArgs, TrainerArgs};
 
 /// What a node needs to coordinate a training run.
 #[derive(Clone)]
@@ -850,7 +850,7 @@ impl Crew<'_> {
                 .then_some(self.spec.args.adaptive_clip)
                 .flatten(),
             lr: self.lr,
-            model: self.model.clone(),
+            model: self.model.to_bytes()?,
             classes: self.classes.clone(),
             text_field: self.spec.dataset.text_field.clone(),
             label_field: self.label_field.to_string(),

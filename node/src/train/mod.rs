@@ -1,8 +1,9 @@
 //! Training runs on this node: the `train` job's coordinator and the distributed roles it
 //! spawns, on the model code of [`crate::models`].
 //!
-//! - [`workers`]: the `trainer` role (a kernels-backed trainer under the node's supervisor). The
-//!   `param_server` role, the shards and the coordinator over the mesh are the actors'
+//! - [`gradients`]: the trainers' gradients on the kernels ([`gradients::ClassifierGradients`],
+//!   the port behind the actors' `trainer` role). The `param_server` and `trainer` roles, the
+//!   shards and the coordinator over the mesh are the actors'
 //!   (`flotilla_actors::training::coordinator`).
 //! - [`checkpoints`]: every node's checkpoint store endpoint, and how a coordinator saves a
 //!   checkpoint on its holders and restores shards from one.
@@ -16,8 +17,8 @@
 pub mod checkpoint_writers;
 pub mod checkpoints;
 pub mod evaluation;
+pub mod gradients;
 pub mod job;
 pub mod metrics;
 pub mod preflight;
 mod recovery;
-pub mod workers;

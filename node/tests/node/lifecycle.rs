@@ -117,6 +117,25 @@ async fn sigterm_checkpoints_the_training_run_and_exits_zero() {
 
     let signalled = Instant::now();
     daemon.signal("TERM");
+    // The signal is in once the node says it is shutting down (or has closed its server):
+    // signals are delivered asynchronously, so a request sent at once may come first.
+    let api = daemon.api.clone();
+    let draining = eventually(Duration::from_secs(10), || {
+        let api = api.clone();
+        async move {
+            match reqwest::Client::new()
+                .get(format!("{api}/health/status"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
+                Ok(r) => r.text().await.unwrap_or_default().contains("shutting_down"),
+                Err(_) => true,
+            }
+        }
+    })
+    .await;
+    assert!(draining, "the node never said it was shutting down");
     // Nothing new is taken once the signal is in: a refusal, or no answer at all once the
     // server has closed — never a new job.
     let late = reqwest::Client::new()

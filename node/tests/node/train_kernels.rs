@@ -17,6 +17,7 @@ use flotilla_actors::training::coordinator::dispatch::{dispatch_actor, DispatchE
 use flotilla_actors::training::coordinator::params::{
     optimizer_json, shard_actor, RemoteParams, PARAM_SERVER_ROLE,
 };
+use flotilla_actors::training::coordinator::trainers::{trainer_actor, TRAINER_ROLE};
 use flotilla_actors::training::dispatch::{self, Dispatch, LocalDispatch};
 use flotilla_actors::training::elastic::{self, Role, Why};
 use flotilla_actors::training::optim::ShardOptimizer;
@@ -32,12 +33,11 @@ use flotilla_node::cli::demo::local_node_config;
 use flotilla_node::models::build::{ModelArgs, TokenizerArgs};
 use flotilla_node::models::gradient::ClassifierSource;
 use flotilla_node::train::checkpoints::CHECKPOINT_STORE;
-use flotilla_node::train::workers::{trainer_actor, TrainerArgs, TRAINER_ROLE};
 use flotilla_node::RunningNode;
 use flotilla_protocol::jobs::JobId;
 use flotilla_protocol::services::control::RemoteError;
 use flotilla_protocol::services::training::{RequestBody, ResponseBody};
-use flotilla_protocol::training::{LrArgs, ShardArgs};
+use flotilla_protocol::training::{LrArgs, ShardArgs, TrainerArgs};
 
 type Reply = Result<ResponseBody, RemoteError>;
 use flotilla_protocol::training::{Consistency, LrSchedule, Precision, WorkerId};
@@ -522,7 +522,9 @@ async fn trainers_on_three_nodes_survive_the_death_of_one_mid_epoch() {
             model: ModelArgs {
                 config_json: serde_json::to_string(&setup.cfg.transformer()).unwrap(),
                 tokenizer: TokenizerArgs::Chars(setup.chars.clone()),
-            },
+            }
+            .to_bytes()
+            .unwrap(),
             classes: setup.classes.clone(),
             text_field: "text".into(),
             label_field: "label".into(),

@@ -5,7 +5,8 @@
 //! - [`validate`]: [`TrainSpec::validate`], field-level errors for every bad field.
 //! - [`wire`]: gradients as f32, f16 or bf16 payloads, with the conversions.
 //! - [`metrics`]: what a worker reports per step and the per-step record the coordinator keeps.
-//! - [`roles`]: what a coordinator sends to spawn a parameter-server shard ([`ShardArgs`]).
+//! - [`roles`]: what a coordinator sends to spawn a parameter-server shard ([`ShardArgs`]) or a
+//!   trainer ([`TrainerArgs`]).
 //!
 //! A training spec is standalone rather than a variant of [`crate::jobs::JobKind`]: job kinds
 //! are `Eq + Ord + Hash` (they key catalog records) and a spec holds learning rates as floats.
@@ -20,7 +21,7 @@ pub mod wire;
 mod tests;
 
 pub use metrics::{StepRecord, WorkerReport, WorkerStat};
-pub use roles::{LrArgs, ShardArgs};
+pub use roles::{LrArgs, ShardArgs, TrainerArgs};
 pub use spec::{
     AdaptiveClip, Architecture, ClusterSpec, Consistency, DatasetRef, LrSchedule, Mode,
     ModelSource, NanPolicy, NewModel, OptimizerKind, OutputSpec, Precision, TrainSpec,

@@ -1,10 +1,14 @@
-//! What a run's coordinator sends a node to spawn one of its parameter-server shards: the
-//! arguments of the `param_server` role (the bytes of an actors `Spawn` request).
+//! What a run's coordinator sends a node to spawn one of its parameter-server shards or
+//! trainers: the arguments of the `param_server` and `trainer` roles (the bytes of an actors
+//! `Spawn` request).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AdaptiveClip, Consistency, LrSchedule};
+use super::{AdaptiveClip, Consistency, LrSchedule, Precision, WorkerId};
 use crate::jobs::JobId;
+use crate::NodeId;
 
 /// The learning-rate plan as it travels (the servers apply it): linear warmup to `peak`, then
 /// linear or cosine decay to zero at `total` updates (at or below `warmup`: the rate stays at
@@ -48,4 +52,32 @@ impl ShardArgs {
             ..self.clone()
         }
     }
+}
+
+/// What a trainer is spawned from: its job and worker id, where the shards and the
+/// coordinator are, the model and how to read records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerArgs {
+    pub job: JobId,
+    pub worker: WorkerId,
+    pub sync: bool,
+    pub precision: Precision,
+    /// Async and ssp: clip each gradient (the trainer does it); in sync mode both are `None`.
+    pub clip_norm: Option<f32>,
+    pub adaptive_clip: Option<AdaptiveClip>,
+    pub lr: LrArgs,
+    /// The model, as the spawning node's model code describes it (its gradient factory reads
+    /// it; the transport does not look inside).
+    #[serde(with = "serde_bytes")]
+    pub model: Vec<u8>,
+    /// Label text → class id.
+    pub classes: BTreeMap<String, u32>,
+    pub text_field: String,
+    pub label_field: String,
+    pub total_params: u64,
+    /// Shard `i` of the job runs on `shard_hosts[i]`.
+    pub shard_hosts: Vec<NodeId>,
+    pub coordinator: NodeId,
+    pub call_deadline_ms: u64,
+    pub pull_deadline_ms: u64,
 }

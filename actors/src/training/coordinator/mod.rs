@@ -6,9 +6,12 @@
 //!   shards over the mesh.
 //! - [`dispatch`]: the coordinator's `LocalDispatch` as a mesh endpoint, and
 //!   [`dispatch::RemoteDispatch`], the trainers' `Dispatch` over the mesh.
+//! - [`trainers`]: the `trainer` role, behind a [`trainers::GradientFactory`] port the node
+//!   implements with its kernels-backed models.
 //!
 //! The run itself (load, prepare, spawn, drive, finish) is still the node's
-//! (`node/src/train/job.rs`), as is the `trainer` role: both build models on the kernels.
+//! (`node/src/train/job.rs`): it builds models on the kernels.
 
 pub mod dispatch;
 pub mod params;
+pub mod trainers;
