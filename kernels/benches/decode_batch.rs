@@ -13,29 +13,17 @@
 //! and prints tokens per second of each and their ratio.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_kernels::infer::{Decoder, F32Linears, KvCache};
 use flotilla_kernels::models::gpt::GptConfig;
 
-/// Median time per call over several rounds of roughly `budget / rounds` each.
-fn time(budget: Duration, mut f: impl FnMut()) -> Duration {
-    f();
-    let rounds = 5;
-    let per_round = budget / rounds;
-    let mut samples = Vec::with_capacity(rounds as usize);
-    for _ in 0..rounds {
-        let start = Instant::now();
-        let mut iters = 0u32;
-        while iters == 0 || start.elapsed() < per_round {
-            f();
-            iters += 1;
-        }
-        samples.push(start.elapsed() / iters);
-    }
-    samples.sort();
-    samples[samples.len() / 2]
+/// Median time per call over 5 rounds of roughly `budget / 5` each.
+fn time(budget: Duration, f: impl FnMut()) -> Duration {
+    common::median_time(budget, 5, f)
 }
 
 fn main() {

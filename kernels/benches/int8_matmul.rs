@@ -14,8 +14,10 @@
 //! layer stack in f32 and int8.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_kernels::quant::{
     gemm_i8_with, quantize_rows, Int8Kernel, Int8Matrix, QuantizedLinear,
@@ -23,23 +25,9 @@ use flotilla_kernels::quant::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Median time per call over several timed rounds of roughly `budget / rounds` each.
-fn time(budget: Duration, mut f: impl FnMut()) -> Duration {
-    f(); // warm caches and lazily initialised state
-    let rounds = 7;
-    let per_round = budget / rounds;
-    let mut samples = Vec::with_capacity(rounds as usize);
-    for _ in 0..rounds {
-        let start = Instant::now();
-        let mut iters = 0u32;
-        while iters == 0 || start.elapsed() < per_round {
-            f();
-            iters += 1;
-        }
-        samples.push(start.elapsed() / iters);
-    }
-    samples.sort();
-    samples[samples.len() / 2]
+/// Median time per call over 7 rounds of roughly `budget / 7` each.
+fn time(budget: Duration, f: impl FnMut()) -> Duration {
+    common::median_time(budget, 7, f)
 }
 
 /// `y = x · Wᵀ` with f32 `gemm`. `w_t` selects the weight layout: `false` for `W` as stored by

@@ -311,18 +311,7 @@ fn sync_shards_keep_their_state_at_checkpoint_steps() {
 }
 
 fn clipping(clip: f32) -> Shard {
-    Shard::new(
-        Config {
-            shard: 0,
-            consistency: Consistency::Sync,
-            max_consecutive_nonfinite: 3,
-            lr: LrPlan::constant(1.0),
-            save_every: 0,
-            clip: Some(ClipConfig::fixed(clip)),
-        },
-        vec![0.0, 0.0],
-        Box::new(ShardOptimizer::sgd(2, 0.0, 0.0).unwrap()),
-    )
+    clipped_by(ClipConfig::fixed(clip), vec![0.0, 0.0])
 }
 
 #[test]
