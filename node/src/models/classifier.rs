@@ -10,6 +10,7 @@ use flotilla_actors::serving::batcher::BatchModel;
 use flotilla_kernels::checkpoint::{self, Checkpoint, Tensor};
 use flotilla_kernels::infer::{engine, F32Linears};
 use flotilla_kernels::models::{Batch, Head, Transformer, TransformerConfig};
+use flotilla_kernels::ops::xent::softmax_in_place;
 use flotilla_kernels::tokenize::{CharTokenizer, HfTokenizer};
 use serde::{Deserialize, Serialize};
 
@@ -201,15 +202,16 @@ impl TextClassifier {
         let out = engine::forward(&self.model, &F32Linears(&self.model), &batch)
             .map_err(|e| e.to_string())?;
         let classes = self.labels.len();
-        Ok(out.logits.chunks(classes).map(softmax).collect())
+        Ok(out
+            .logits
+            .chunks(classes)
+            .map(|row| {
+                let mut p = row.to_vec();
+                softmax_in_place(&mut p);
+                p
+            })
+            .collect())
     }
-}
-
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
-    let sum: f32 = exp.iter().sum();
-    exp.into_iter().map(|e| e / sum).collect()
 }
 
 impl BatchModel for TextClassifier {
