@@ -6,7 +6,7 @@
 
 use flotilla_numerics::optim::{Decay, Optimizer, OptimizerConfig, OptimizerState, Schedule};
 use flotilla_protocol::codec;
-use flotilla_protocol::training::{AdaptiveClip, LrSchedule};
+use flotilla_protocol::training::{AdaptiveClip, Consistency, LrSchedule};
 
 pub use flotilla_numerics::optim::{global_norm, AdamWConfig, ClipConfig, GradClipper, SgdConfig};
 
@@ -159,6 +159,12 @@ impl LrPlan {
     pub fn lr_at(&self, step: u64) -> f32 {
         self.schedule().lr_at(step)
     }
+}
+
+/// Whether the shards clip (sync: a step's mean gradient, by its global norm, so a step is the
+/// same however its batch was split) rather than each trainer its own gradient (async, ssp).
+pub fn shards_clip(consistency: Consistency) -> bool {
+    consistency == Consistency::Sync
 }
 
 /// The clipping a job's `clip_norm` and `adaptive_clip` ask for: none, a fixed threshold, or an

@@ -14,7 +14,7 @@ use flotilla_protocol::validation::FieldErrors;
 
 use super::dispatch;
 use super::elastic;
-use super::optim::{clip_config, ClipConfig, LrPlan};
+use super::optim::{clip_config, shards_clip, ClipConfig, LrPlan};
 use super::param_server;
 use super::trainer;
 
@@ -88,7 +88,7 @@ impl Plan {
 
     /// Whether clipping is the shards' (sync) rather than the trainers' (async, ssp).
     fn clip_sync(&self) -> bool {
-        self.consistency == Consistency::Sync
+        shards_clip(self.consistency)
     }
 
     /// Shard `shard`'s settings.

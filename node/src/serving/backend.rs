@@ -233,6 +233,24 @@ fn serve_err(e: ServeError) -> ServingError {
     e.to_serving_error()
 }
 
+/// The token ids of an input given as text or texts (an input of token ids gives none); a text
+/// the model cannot encode is the client's error, naming `input`.
+fn encode_texts(
+    input: &Input,
+    encode: impl Fn(&str) -> Result<Vec<u32>, String>,
+) -> Result<Vec<Vec<u32>>, ServingError> {
+    let texts: &[String] = match input {
+        Input::Text(t) => std::slice::from_ref(t),
+        Input::Texts(v) => v,
+        Input::Tokens(_) | Input::TokenLists(_) => &[],
+    };
+    texts
+        .iter()
+        .map(|t| encode(t))
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(ApiError::invalid_request(e, Some("input"))))
+}
+
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ServingError> {
     serde_json::from_slice(body).map_err(|e| bad(ApiError::from_json_error(&e)))
 }
@@ -338,16 +356,9 @@ impl LocalBackend {
         let req: EmbeddingRequest = parse(body)?;
         req.validate(&r.model.limits).map_err(bad)?;
         let inputs: Vec<Vec<u32>> = match &req.input {
-            Input::Text(t) => vec![model
-                .encode(t)
-                .map_err(|e| bad(ApiError::invalid_request(e, Some("input"))))?],
-            Input::Texts(v) => v
-                .iter()
-                .map(|t| model.encode(t))
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(ApiError::invalid_request(e, Some("input"))))?,
             Input::Tokens(t) => vec![t.clone()],
             Input::TokenLists(v) => v.clone(),
+            texts => encode_texts(texts, |t| model.encode(t))?,
         };
         let tokens: usize = inputs.iter().map(Vec::len).sum();
         let runs = inputs.into_iter().map(|i| batcher.infer(i));
@@ -383,20 +394,13 @@ impl LocalBackend {
         }
         let vocab = model.labels().len() as u32;
         let inputs: Vec<Vec<u32>> = match &req.input {
-            Input::Text(t) => vec![model
-                .encode(t)
-                .map_err(|e| bad(ApiError::invalid_request(e, Some("input"))))?],
-            Input::Texts(v) => v
-                .iter()
-                .map(|t| model.encode(t))
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(ApiError::invalid_request(e, Some("input"))))?,
             Input::Tokens(_) | Input::TokenLists(_) => {
                 return Err(bad(ApiError::unsupported(
                     "input",
                     "a classifier takes texts, not token ids",
                 )))
             }
+            texts => encode_texts(texts, |t| model.encode(t))?,
         };
         let top_k = req.top_k.unwrap_or(1).clamp(1, vocab.max(1)) as usize;
         let tokens: usize = inputs.iter().map(Vec::len).sum();

@@ -240,14 +240,9 @@ pub async fn run(
         max_consecutive_nonfinite: spec.nan.max_consecutive_nonfinite.max(1),
         lr,
         save_every,
-        // In sync mode the shards clip each step's mean gradient by its global norm, so a
-        // step is the same however its batch is split; in async and ssp trainers clip.
-        clip_norm: (consistency == Consistency::Sync)
-            .then_some(spec.args.clip_norm)
-            .flatten(),
-        adaptive_clip: (consistency == Consistency::Sync)
-            .then_some(spec.args.adaptive_clip)
-            .flatten(),
+        // The shards clip in sync mode, the trainers otherwise (`optim::shards_clip`).
+        clip_norm: spec.args.clip_norm,
+        adaptive_clip: spec.args.adaptive_clip,
         optimizer_json: optimizer_json(&optimizer),
         init: Vec::new(),
     };
@@ -842,13 +837,8 @@ impl Crew<'_> {
             worker,
             sync: self.spec.cluster.consistency() == Consistency::Sync,
             precision: self.spec.args.precision,
-            // Sync steps are clipped by the shards (see the shard arguments).
-            clip_norm: (self.spec.cluster.consistency() != Consistency::Sync)
-                .then_some(self.spec.args.clip_norm)
-                .flatten(),
-            adaptive_clip: (self.spec.cluster.consistency() != Consistency::Sync)
-                .then_some(self.spec.args.adaptive_clip)
-                .flatten(),
+            clip_norm: self.spec.args.clip_norm,
+            adaptive_clip: self.spec.args.adaptive_clip,
             lr: self.lr,
             model: self.model.to_bytes()?,
             classes: self.classes.clone(),

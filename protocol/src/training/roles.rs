@@ -30,10 +30,9 @@ pub struct ShardArgs {
     pub max_consecutive_nonfinite: u32,
     pub lr: LrArgs,
     pub save_every: u64,
-    /// Sync mode: clip each step's mean gradient to this global norm (the shards do it), or
-    /// cap the adaptive threshold with it.
+    /// The job's clipping (`args.clip_norm`, `args.adaptive_clip`); shards apply it in sync
+    /// mode, to each step's mean gradient.
     pub clip_norm: Option<f32>,
-    /// Sync mode: clip to a threshold that follows the run's norms.
     pub adaptive_clip: Option<AdaptiveClip>,
     /// The optimizer configuration (AdamW or SGD with their settings) as JSON: it is an
     /// internally tagged enum, which bincode cannot decode.
@@ -62,7 +61,8 @@ pub struct TrainerArgs {
     pub worker: WorkerId,
     pub sync: bool,
     pub precision: Precision,
-    /// Async and ssp: clip each gradient (the trainer does it); in sync mode both are `None`.
+    /// The job's clipping; trainers apply it in async and ssp mode, to each gradient (in sync
+    /// mode the shards clip).
     pub clip_norm: Option<f32>,
     pub adaptive_clip: Option<AdaptiveClip>,
     pub lr: LrArgs,

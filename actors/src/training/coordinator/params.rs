@@ -22,7 +22,7 @@ use crate::remote::{self, Endpoint, RemoteActor, Role};
 use crate::store::Store;
 use crate::training::client::ParamClient;
 use crate::training::error::{Error, Result};
-use crate::training::optim::{clip_config, LrPlan, ShardOptimizer};
+use crate::training::optim::{clip_config, shards_clip, LrPlan, ShardOptimizer};
 use crate::training::param_server::{self, core::Shard, Pulled};
 use crate::training::partition;
 
@@ -96,7 +96,9 @@ impl Role for ParamServerRole {
                 max_consecutive_nonfinite: a.max_consecutive_nonfinite,
                 lr: a.lr.into(),
                 save_every: a.save_every,
-                clip: clip_config(a.clip_norm, a.adaptive_clip),
+                clip: shards_clip(a.consistency)
+                    .then(|| clip_config(a.clip_norm, a.adaptive_clip))
+                    .flatten(),
             },
             a.init,
             Box::new(optimizer),

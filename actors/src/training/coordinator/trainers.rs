@@ -72,7 +72,10 @@ impl Role for TrainerRole {
                 worker: a.worker,
                 sync: a.sync,
                 precision: a.precision,
-                clip: clip_config(a.clip_norm, a.adaptive_clip),
+                // Sync steps are clipped by the shards.
+                clip: (!a.sync)
+                    .then(|| clip_config(a.clip_norm, a.adaptive_clip))
+                    .flatten(),
                 max_steps: None,
                 lr: a.lr.into(),
                 idle_wait: Duration::from_millis(2),
